@@ -1,0 +1,3 @@
+from synscale.cli import main
+
+raise SystemExit(main())

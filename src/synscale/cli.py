@@ -1,0 +1,160 @@
+"""The `synscale` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from synscale.config import SIZES, ConfigError, find_study, load_study, to_dict
+
+
+def _study_args(p: argparse.ArgumentParser, default_workdir: str | None) -> None:
+    p.add_argument("--workdir", "-w", default=default_workdir, help="where stages, results and the report go")
+    p.add_argument("--size", choices=SIZES, default="default", help="shrink or grow the study's grid")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any study key, e.g. --set train.lr=0.001 (repeatable)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synscale",
+        description="Scaling laws of synthetic (and real) images for model training.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="run the miniature study on real Fashion-MNIST (minutes on a CPU)")
+    _study_args(p, "synscale-demo")
+
+    p = sub.add_parser("study", help="run a study file (TOML) end to end; complete stages are skipped")
+    p.add_argument("study", help="a study file, or the name of a shipped study (e.g. fashion-mnist)")
+    _study_args(p, None)
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the training budget, run nothing")
+
+    p = sub.add_parser("config", help="print a study's validated config after --size and --set")
+    p.add_argument("study")
+    p.add_argument("--size", choices=SIZES, default="default")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("shards", help="write a real dataset split into synscale shards + manifest")
+    p.add_argument("dataset", help="fashion-mnist, imagefolder or webdataset")
+    p.add_argument("--root", default="", help="the dataset's location (fashion-mnist: Debian's files by default)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--image-size", type=int, default=0, help="resize + centre-crop to this size (0: native)")
+    p.add_argument("--shard-size", type=int, default=10000)
+    p.add_argument("--out", required=True, help="output directory")
+
+    p = sub.add_parser("fit", help="refit Equation 2 from W/results (no training)")
+    p.add_argument("workdir")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates (default: the study's)")
+
+    p = sub.add_parser("report", help="rebuild W/report/index.html from W/results alone")
+    p.add_argument("workdir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+        from synscale.data.datasets import DatasetError
+
+        if isinstance(e, ConfigError | DatasetError | FileNotFoundError):
+            print(f"synscale: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.study, args.dry_run = "fashion-mnist", False
+    return cmd_study(args)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from synscale.study import run_study
+
+    path = find_study(args.study)
+    cfg = load_study(path, args.size, args.overrides)
+    if args.dry_run:
+        print_plan(cfg)
+        return 0
+    workdir = Path(args.workdir or f"runs/{cfg.name}-{args.size}")
+    report = run_study(cfg, workdir, quiet=args.quiet)
+    print_summary(workdir)
+    print(f"\nreport: {report.resolve()}")
+    return 0
+
+
+def print_plan(cfg: object) -> None:
+    from synscale.train.schedule import total_iters, warmup_iters
+
+    print(f"study {cfg.name}: dataset {cfg.data.dataset}, model {cfg.train.model}, batch {cfg.train.batch_size}")
+    print(f"{'scale':>10} {'iters':>8} {'warmup':>7} {'images seen':>12} {'epochs':>7}")
+    total = 0
+    for s in cfg.scales:
+        it, wu = total_iters(s, cfg.train.schedule), warmup_iters(s, cfg.train.schedule)
+        seen = it * cfg.train.batch_size
+        total += seen
+        print(f"{s:>10,} {it:>8,} {wu:>7,} {seen:>12,} {seen / s:>7.1f}")
+    print(f"total images through the model: {total:,} (one model per scale)")
+
+
+def print_summary(workdir: Path) -> None:
+    import pandas as pd
+
+    scaling = pd.read_parquet(workdir / "results" / "scaling.parquet")
+    fits = pd.read_parquet(workdir / "results" / "fits.parquet")
+    print("\nloss and top-1 per scale:")
+    print(scaling[["source", "eval_set", "scale", "loss", "top1"]].to_string(index=False, float_format="%.4f"))
+    print("\nEquation 2 fits:")
+    cols = ["source", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points"]
+    print(fits[cols].to_string(index=False, float_format="%.4f"))
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = load_study(find_study(args.study), args.size, args.overrides)
+    print(json.dumps(to_dict(cfg), indent=2))
+    return 0
+
+
+def cmd_shards(args: argparse.Namespace) -> int:
+    from synscale.data.datasets import create_dataset
+    from synscale.data.shards import write_dataset_split
+
+    ds = create_dataset(args.dataset, args.root, args.image_size)
+    n = write_dataset_split(ds, args.split, Path(args.out), args.shard_size)
+    print(f"wrote {n:,} samples of {args.dataset} [{args.split}] to {args.out}")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from synscale.study import fit_results
+
+    workdir = Path(args.workdir)
+    study = json.loads((workdir / "study.json").read_text())
+    d_ref = json.loads((workdir / "results" / "meta.json").read_text())["d_ref"]
+    fit = study["fit"]
+    fit_results(workdir / "results", d_ref, args.bootstrap if args.bootstrap is not None else fit["bootstrap"],
+                fit["confidence"], fit["seed"])
+    print_summary(workdir)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from synscale.report.html import write_report
+
+    workdir = Path(args.workdir)
+    study = json.loads((workdir / "study.json").read_text()) if (workdir / "study.json").exists() else {"name": workdir.name}
+    print(write_report(workdir, study["name"]).resolve())
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "study": cmd_study, "config": cmd_config, "shards": cmd_shards,
+            "fit": cmd_fit, "report": cmd_report}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

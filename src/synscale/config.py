@@ -1,0 +1,302 @@
+"""Typed, frozen study configs read from TOML.
+
+A study file is validated into `StudyConfig`. Unknown or mistyped keys are errors that name the file,
+the key and the allowed keys; `--set a.b=v` overrides go through the same validation. Every study has
+sizes (`smoke`, `default`, `full`): `[sizes.<name>]` tables in the file hold overrides that shrink or
+grow the grid; `default` is the file as written.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+SIZES = ("smoke", "default", "full")
+
+
+class ConfigError(ValueError):
+    """A study file or override that does not validate; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The real dataset: train split (the source of the real scaling curve) and test split (eval)."""
+
+    dataset: str = "fashion-mnist"
+    root: str = ""  # dataset location; "" = the dataset's default (Debian's files for fashion-mnist)
+    train_split: str = "train"
+    test_split: str = "test"
+    image_size: int = 0  # 0 = keep native size; else shorter side resized + centre crop to this
+    reference_size: int = 0  # D_I of Equation 2; 0 = the size of the real training split
+    order_seed: int = 0  # seeds the fixed per-class order that makes nested subsets
+    shard_size: int = 10000  # samples per tar shard
+
+    def check(self) -> None:
+        _positive(self, "shard_size")
+        _nonnegative(self, "image_size", "reference_size")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Training length linear in log2(D) (paper appendix A.1): iters(D) = per_doubling * log2(D / zero_scale).
+
+    The paper's points (95k/10k at 1M, 190k/20k at 2M, 285k/30k at 4M) are zero_scale = 500k,
+    iters_per_doubling = 95k, warmup_per_doubling = 10k. A study scales the rule to its own size.
+    """
+
+    zero_scale: int = 500_000
+    iters_per_doubling: float = 95_000.0
+    warmup_per_doubling: float = 10_000.0
+
+    def check(self) -> None:
+        _positive(self, "zero_scale", "iters_per_doubling")
+        _nonnegative(self, "warmup_per_doubling")
+        if self.warmup_per_doubling >= self.iters_per_doubling:
+            raise ValueError("warmup_per_doubling must be smaller than iters_per_doubling")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "synscale_cnn_small"  # any timm model name
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    augment: Literal["none", "flip-shift"] = "flip-shift"
+    eval_batch_size: int = 1000
+    seed: int = 0
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def check(self) -> None:
+        _positive(self, "batch_size", "lr", "eval_batch_size")
+        _nonnegative(self, "weight_decay")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError("betas must be two numbers in [0, 1)")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Equation 2 fits: bootstrap over evaluation examples for the confidence interval of k."""
+
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def check(self) -> None:
+        _nonnegative(self, "bootstrap")
+        if not 0 < self.confidence < 1:
+            raise ValueError("confidence must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    scales: list[int]
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if not self.scales:
+            raise ValueError("scales must list at least one data scale")
+        if any(s <= 0 for s in self.scales) or sorted(set(self.scales)) != list(self.scales):
+            raise ValueError(f"scales must be positive, strictly increasing integers, got {self.scales}")
+        if min(self.scales) <= self.train.schedule.zero_scale:
+            raise ValueError(
+                f"the smallest scale ({min(self.scales)}) must exceed train.schedule.zero_scale "
+                f"({self.train.schedule.zero_scale}): the log-scale rule gives it no iterations"
+            )
+        unknown = set(self.sizes) - {"smoke", "full"}
+        if unknown:
+            raise ValueError(f"unknown size(s) {sorted(unknown)} in [sizes]; allowed: smoke, full")
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for n in names:
+        if getattr(obj, n) <= 0:
+            raise ValueError(f"{n} must be > 0, got {getattr(obj, n)}")
+
+
+def _nonnegative(obj: Any, *names: str) -> None:
+    for n in names:
+        if getattr(obj, n) < 0:
+            raise ValueError(f"{n} must be >= 0, got {getattr(obj, n)}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation: raw dict -> frozen dataclass, with errors that name the source, the key and the choices.
+
+
+def from_dict(cls: type, data: dict[str, Any], source: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from `data`; raise ConfigError naming `source` and the dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: [{prefix or 'study'}] must be a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1) or [
+                f for f in fields if key.startswith(f + "_") or f.startswith(key)
+            ]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{source}: unknown key {where!r}{hint}; allowed keys in "
+                f"[{prefix.rstrip('.') or 'study'}]: {', '.join(fields)}"
+            )
+        kwargs[key] = _coerce(hints[key], value, source, where)
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{source}: missing required key(s) {', '.join(prefix + m for m in missing)}")
+    obj = cls(**kwargs)
+    try:
+        obj.check()
+    except ValueError as e:
+        raise ConfigError(f"{source}: [{prefix.rstrip('.') or 'study'}] {e}") from None
+    return obj
+
+
+def _coerce(tp: Any, value: Any, source: str, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{source}: {where!r} must be {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, where + ".")
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(
+                f"{source}: {where!r} must be one of {', '.join(map(repr, typing.get_args(tp)))}, got {value!r}"
+            )
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(arg, value, source, where)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (arg,) = typing.get_args(tp)
+        return [_coerce(arg, v, source, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is type(None):
+        if value is not None:
+            raise bad
+        return None
+    if tp in (int, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp}")  # a bug in a config class, not in the file
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if typing.get_origin(tp) is dict:
+        return "a table"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading: file -> size overrides -> --set overrides -> validation.
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`a.b=v` -> ("a.b", v); v is read as a TOML value (numbers, true, [1, 2], "s"), else as a string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=0.001")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {p!r} is a value, not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "model_kwargs":
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_study(
+    path: str | Path,
+    size: str = "default",
+    overrides: list[str] | tuple[str, ...] = (),
+) -> StudyConfig:
+    """Read, resize and override a study file; every step is validated with the file named in errors."""
+    path = Path(path)
+    if size not in SIZES:
+        raise ConfigError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such study file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    from_dict(StudyConfig, raw, str(path))  # the file as written must validate on its own
+    if size != "default":
+        raw = deep_merge(raw, raw.get("sizes", {}).get(size, {}))
+        from_dict(StudyConfig, raw, f"{path} [sizes.{size}]")
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value)
+        from_dict(StudyConfig, raw, f"{path} (--set {item})")
+    return from_dict(StudyConfig, raw, str(path))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def find_study(name_or_path: str) -> Path:
+    """A path to a TOML file, or the name of a study shipped with synscale (e.g. `fashion-mnist`)."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        return p
+    shipped = Path(__file__).parent / "studies" / f"{name_or_path}.toml"
+    if shipped.exists():
+        return shipped
+    names = sorted(q.stem for q in (Path(__file__).parent / "studies").glob("*.toml"))
+    raise ConfigError(f"no study file {name_or_path!r}; shipped studies: {', '.join(names)}")

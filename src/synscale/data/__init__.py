@@ -1,0 +1,1 @@
+"""Real datasets, synscale shards and manifests, nested class-balanced subsets."""

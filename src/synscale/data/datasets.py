@@ -1,0 +1,262 @@
+"""Real datasets behind one registry. Each yields samples `(key, image, label)` per split.
+
+- `fashion-mnist`: Debian's `dataset-fashion-mnist` files (gzipped IDX), or the same files in a dir.
+- `imagefolder`: any class-per-folder tree, `<root>/<split>/<class>/<image>` (the user's own data,
+  an ImageNet split). Folder names that are WordNet ids are kept as the label set's wnids.
+- `webdataset`: existing webdataset shards `<root>/<split>-*.tar` (or a brace pattern with `{split}`)
+  with an image (`png`/`jpg`/`jpeg`/`webp`) and a label (`cls`, or `label` in the `json`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synscale.labels import LabelSet
+from synscale.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+@dataclass
+class Sample:
+    key: str
+    image: Any  # numpy uint8 array (H, W) / (H, W, 3) or a PIL image
+    label: int
+    meta: dict[str, Any]
+
+
+class DatasetError(RuntimeError):
+    """A dataset that cannot be read; the message says what to do about it."""
+
+
+def create_dataset(name: str, root: str = "", image_size: int = 0) -> Any:
+    return DATASETS.create(name, root=root, image_size=image_size)
+
+
+def _sha256_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _stat_fingerprint(paths: list[Path], root: Path) -> str:
+    """Cheap id for large trees: relative path, size and mtime of every file."""
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def resize_center_crop(img: Any, size: int) -> Any:
+    """Shorter side to `size` (bicubic, antialiased), then a centred size x size crop."""
+    from PIL import Image
+
+    w, h = img.size
+    s = size / min(w, h)
+    img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): magic 0x0000 0x08 ndim, big-endian dims, uint8 data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise DatasetError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    arr = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise DatasetError(f"{path}: expected {dims} values, found {arr.size} (truncated file?)")
+    return arr.reshape(dims)
+
+
+@DATASETS.register("fashion-mnist")
+class FashionMNIST:
+    """Fashion-MNIST from Debian's package (`apt-get install dataset-fashion-mnist`) or a given dir."""
+
+    FILES = {
+        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    }
+
+    def __init__(self, root: str = "", image_size: int = 0) -> None:
+        self.root = Path(root) if root else DEBIAN_FASHION_MNIST
+        self.image_size = image_size
+        self.labels = LabelSet(FASHION_MNIST_CLASSES)
+        self._paths = {split: tuple(self._find(stem) for stem in stems) for split, stems in self.FILES.items()}
+
+    def _find(self, stem: str) -> Path:
+        for name in (stem + ".gz", stem):
+            if (self.root / name).exists():
+                return self.root / name
+        how = (
+            "install Debian's package: sudo apt-get install -y dataset-fashion-mnist"
+            if self.root == DEBIAN_FASHION_MNIST
+            else "give the directory holding the four IDX files (gzipped or not) as data.root"
+        )
+        raise DatasetError(f"Fashion-MNIST file {stem}(.gz) not found in {self.root}: {how}")
+
+    def splits(self) -> list[str]:
+        return list(self.FILES)
+
+    def fingerprint(self) -> str:
+        return _sha256_files([p for pair in self._paths.values() for p in pair])
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        if split not in self._paths:
+            raise DatasetError(f"fashion-mnist has splits {self.splits()}, not {split!r}")
+        images_path, labels_path = self._paths[split]
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        if len(images) != len(labels):
+            raise DatasetError(f"{images_path}: {len(images)} images but {len(labels)} labels")
+        for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
+            if self.image_size and self.image_size != img.shape[0]:
+                from PIL import Image
+
+                img = np.asarray(Image.fromarray(img).resize((self.image_size,) * 2, Image.Resampling.BICUBIC))
+            yield Sample(f"{split}-{i:07d}", img, int(lab), {"index": i})
+
+    def count(self, split: str) -> int:
+        return int(read_idx(self._paths[split][1]).shape[0])
+
+
+@DATASETS.register("imagefolder")
+class ImageFolder:
+    """`<root>/<split>/<class>/<image>`; class index = position of the folder in sorted order."""
+
+    def __init__(self, root: str = "", image_size: int = 0) -> None:
+        if not root:
+            raise DatasetError("imagefolder needs data.root: a directory with one folder per split")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"imagefolder root {self.root} is not a directory")
+        self.image_size = image_size
+        splits = self.splits()
+        if not splits:
+            raise DatasetError(f"{self.root}: no split folders (expected e.g. {self.root}/train/<class>/...)")
+        classes = sorted(d.name for d in (self.root / splits[0]).iterdir() if d.is_dir())
+        self.labels = LabelSet.from_folder_names(classes, self.root / "classnames.txt")
+
+    def splits(self) -> list[str]:
+        return sorted(d.name for d in self.root.iterdir() if d.is_dir())
+
+    def _files(self, split: str) -> list[tuple[Path, int]]:
+        split_dir = self.root / split
+        if not split_dir.is_dir():
+            raise DatasetError(f"imagefolder: no split folder {split_dir} (found: {self.splits()})")
+        out = []
+        folders = self.labels.wnids or self.labels.names
+        present = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+        unknown = set(present) - set(folders)
+        if unknown:
+            raise DatasetError(f"{split_dir}: class folders {sorted(unknown)[:5]} are not in split {self.splits()[0]!r}")
+        for label, folder in enumerate(folders):
+            for p in sorted((split_dir / folder).glob("*")) if (split_dir / folder).is_dir() else []:
+                if p.suffix.lower() in IMAGE_EXTS:
+                    out.append((p, label))
+        if not out:
+            raise DatasetError(f"{split_dir}: no images ({', '.join(IMAGE_EXTS)}) in its class folders")
+        return out
+
+    def fingerprint(self) -> str:
+        files = [p for s in self.splits() for p, _ in self._files(s)]
+        return _stat_fingerprint(files, self.root)
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        from PIL import Image
+
+        for p, label in self._files(split):
+            with Image.open(p) as im:
+                img = im.convert("RGB")
+            if self.image_size:
+                img = resize_center_crop(img, self.image_size)
+            rel = p.relative_to(self.root / split)
+            yield Sample(f"{split}-{rel.with_suffix('').as_posix().replace('/', '_')}", img, label, {"file": str(rel)})
+
+    def count(self, split: str) -> int:
+        return len(self._files(split))
+
+
+@DATASETS.register("webdataset")
+class WebDatasetSource:
+    """Existing webdataset shards: `<root>/<split>-*.tar`, or `root` a pattern containing `{split}`."""
+
+    def __init__(self, root: str = "", image_size: int = 0) -> None:
+        if not root:
+            raise DatasetError("webdataset needs data.root: a directory of <split>-*.tar or a '{split}' pattern")
+        self.root = root
+        self.image_size = image_size
+        names_file = Path(root) / "classnames.txt" if "{split}" not in root else None
+        if names_file is None or not names_file.exists():
+            raise DatasetError(f"webdataset: put the class names, one per line in label order, in {names_file or '<dir>/classnames.txt'}")
+        names = [ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()]
+        self.labels = LabelSet(tuple(names), tuple(names) if all(n[:1] == "n" and n[1:].isdigit() and len(n) == 9 for n in names) else None)
+
+    def _shards(self, split: str) -> list[Path]:
+        shards = sorted(Path(self.root).glob(f"{split}-*.tar"))
+        if not shards:
+            raise DatasetError(f"webdataset: no shards {self.root}/{split}-*.tar")
+        return shards
+
+    def splits(self) -> list[str]:
+        return sorted({p.name.rsplit("-", 1)[0] for p in Path(self.root).glob("*-*.tar")})
+
+    def fingerprint(self) -> str:
+        files = [p for s in self.splits() for p in self._shards(s)]
+        return _stat_fingerprint(files, Path(self.root))
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        from PIL import Image
+
+        from synscale.data.shards import iter_tar_samples
+
+        for shard in self._shards(split):
+            for key, files in iter_tar_samples(shard):
+                ext = next((e for e in ("png", "jpg", "jpeg", "webp") if e in files), None)
+                if ext is None:
+                    raise DatasetError(f"{shard}: sample {key!r} has no png/jpg/jpeg/webp image")
+                meta = json.loads(files["json"]) if "json" in files else {}
+                if "cls" in files:
+                    label = int(files["cls"].decode().strip())
+                elif "label" in meta:
+                    label = int(meta["label"])
+                else:
+                    raise DatasetError(f"{shard}: sample {key!r} has no label (.cls, or 'label' in .json)")
+                if not 0 <= label < len(self.labels):
+                    raise DatasetError(f"{shard}: sample {key!r} has label {label}, outside 0..{len(self.labels) - 1}")
+                img = Image.open(io.BytesIO(files[ext])).convert("RGB")
+                if self.image_size:
+                    img = resize_center_crop(img, self.image_size)
+                yield Sample(f"{split}-{key.replace('/', '_')}", img, label, {"source_key": key})
+
+    def count(self, split: str) -> int | None:
+        return None

@@ -1,0 +1,1 @@
+"""Evaluation: classification loss and top-1, overall and per class."""

@@ -1,0 +1,129 @@
+"""Content-addressed stages on disk.
+
+A stage is one step of a study: `fn(out_dir)` writes files into `out_dir`. Its directory is
+`<root>/stages/<kind>/<id>`, where `id` hashes the stage's kind, params and the ids of its inputs, so
+the same work is never done twice and every result is traceable to what produced it. The stage is
+written into a temporary directory and renamed into place when complete (an atomic rename on one
+filesystem), with `stage.json` recording params, inputs, library versions, wall seconds and device.
+A stage killed half-way (even by SIGKILL) leaves only a temporary directory, which the next run removes
+before it redoes the stage from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STAGE_FILE = "stage.json"
+
+
+def canonical(obj: Any) -> str:
+    """Stable JSON for hashing: sorted keys, no whitespace variation."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def stage_id(kind: str, params: dict[str, Any], inputs: dict[str, str]) -> str:
+    blob = canonical({"kind": kind, "params": params, "inputs": inputs})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    kind: str
+    id: str
+    path: Path
+    skipped: bool  # True when a complete stage was found and nothing ran
+
+    def info(self) -> dict[str, Any]:
+        return json.loads((self.path / STAGE_FILE).read_text())
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries whose behaviour shapes results (imported lazily; absent ones skipped)."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("synscale", "torch", "torchvision", "timm", "numpy", "pillow", "pandas", "pyarrow"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[pkg] = md.version(pkg)
+    return out
+
+
+def device_name() -> str:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name()}"
+    return f"cpu:{platform.machine()}:{os.cpu_count()}"
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """An exclusive flock, released by the kernel if the holder dies (so SIGKILL never leaves it held)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run_stage(
+    root: str | Path,
+    kind: str,
+    params: dict[str, Any],
+    inputs: dict[str, str],
+    fn: Callable[[Path], None],
+) -> StageResult:
+    """Run `fn(tmp_dir)` unless the stage is complete; return where its output lives."""
+    sid = stage_id(kind, params, inputs)
+    base = Path(root) / "stages" / kind
+    out = base / sid
+    if (out / STAGE_FILE).exists():
+        return StageResult(kind, sid, out, skipped=True)
+    with _locked(base / f".{sid}.lock"):
+        if (out / STAGE_FILE).exists():  # another process finished it while we waited
+            return StageResult(kind, sid, out, skipped=True)
+        for stale in base.glob(f".tmp-{sid}-*"):  # left by a killed run; we hold the lock
+            shutil.rmtree(stale)
+        tmp = base / f".tmp-{sid}-{os.getpid()}"
+        tmp.mkdir(parents=True)
+        t0 = time.time()
+        fn(tmp)
+        info = {
+            "kind": kind,
+            "id": sid,
+            "params": params,
+            "inputs": inputs,
+            "versions": versions(),
+            "device": device_name(),
+            "wall_seconds": round(time.time() - t0, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (tmp / STAGE_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        _fsync_tree(tmp)
+        os.rename(tmp, out)
+    return StageResult(kind, sid, out, skipped=False)
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flush the stage's files before the rename makes it visible as complete."""
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)

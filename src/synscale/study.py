@@ -1,0 +1,249 @@
+"""Expand a study into stages and run them: real shards -> nested subsets -> train -> evaluate ->
+results tables -> fits -> report. Every step is a stage on disk (see `synscale.stage`), so a study
+that is run again skips what is complete and redoes what was interrupted.
+
+Workdir layout:
+    W/stages/<kind>/<id>/        stage outputs (content-addressed)
+    W/results/*.parquet          the tables that fits and the report read
+    W/report/index.html          the report
+    W/study.json                 the resolved config of the last run
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synscale.config import StudyConfig, to_dict
+from synscale.stage import StageResult, run_stage
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    source: str  # "real", or the synthetic configuration's name
+    config: str
+    scale: int
+    stage: StageResult
+
+
+@dataclass
+class Log:
+    """Study progress on stderr: one line per stage, cached ones marked."""
+
+    quiet: bool = False
+    t0: float = field(default_factory=time.time)
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[{time.time() - self.t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    def stage(self, what: str, res: StageResult) -> None:
+        secs = res.info()["wall_seconds"]
+        self(f"{what}: {'cached' if res.skipped else f'done in {secs:.1f}s'}  ({res.kind}/{res.id})")
+
+
+class ArrayCache:
+    """Decoded sets kept in memory for the length of a run (small images only)."""
+
+    def __init__(self) -> None:
+        self._sets: dict[Path, tuple[Any, Any, dict[str, int]]] = {}
+
+    def get(self, set_dir: Path, keys: list[str] | None = None) -> tuple[Any, Any]:
+        from synscale.data.shards import load_arrays
+
+        if set_dir not in self._sets:
+            images, labels, all_keys = load_arrays(set_dir)
+            self._sets[set_dir] = (images, labels, {k: i for i, k in enumerate(all_keys)})
+        images, labels, pos = self._sets[set_dir]
+        if keys is None:
+            return images, labels
+        idx = [pos[k] for k in keys]
+        return images[idx], labels[idx]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stages
+
+
+def real_shards(cfg: StudyConfig, workdir: Path, split: str, log: Log) -> StageResult:
+    from synscale.data.datasets import create_dataset
+    from synscale.data.shards import write_dataset_split
+
+    ds = create_dataset(cfg.data.dataset, cfg.data.root, cfg.data.image_size)
+    params = {"dataset": cfg.data.dataset, "root": cfg.data.root, "image_size": cfg.data.image_size,
+              "shard_size": cfg.data.shard_size, "split": split}
+    res = run_stage(workdir, "shards", params, {"source": ds.fingerprint()},
+                    lambda out: write_dataset_split(ds, split, out, cfg.data.shard_size, progress=not log.quiet))
+    log.stage(f"real shards [{split}]", res)
+    return res
+
+
+def subset(set_stage: StageResult, scale: int, seed: int, log: Log) -> StageResult:
+    import pandas as pd
+
+    from synscale.data.shards import read_manifest
+    from synscale.data.subsets import subset_keys
+    from synscale.labels import LabelSet
+
+    def fn(out: Path) -> None:
+        manifest = read_manifest(set_stage.path)
+        n_cls = len(LabelSet.load(set_stage.path / "labels.json"))
+        pd.DataFrame({"key": subset_keys(manifest, scale, n_cls, seed)}).to_parquet(out / "subset.parquet", index=False)
+
+    root = set_stage.path.parents[2]
+    return run_stage(root, "subset", {"scale": scale, "order_seed": seed}, {"set": set_stage.id}, fn)
+
+
+def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int, cache: ArrayCache, log: Log, name: str) -> StageResult:
+    def fn(out: Path) -> None:
+        import pandas as pd
+        import torch
+        from safetensors.torch import save_file
+        from tqdm.auto import tqdm
+
+        from synscale.labels import LabelSet
+        from synscale.train.classifier import train_classifier
+        from synscale.train.schedule import total_iters
+
+        keys = pd.read_parquet(sub.path / "subset.parquet")["key"].tolist()
+        images, labels = cache.get(set_stage.path, keys)
+        n_cls = len(LabelSet.load(set_stage.path / "labels.json"))
+        with tqdm(total=total_iters(scale, cfg.train.schedule), desc=f"train {name} D={scale}", unit="step",
+                  disable=log.quiet, leave=False) as bar:
+            result = train_classifier(images, labels, n_cls, cfg.train, scale, progress=bar)
+        state = {k: v.detach().contiguous() for k, v in result.model.state_dict().items()}
+        save_file(state, str(out / "model.safetensors"))
+        (out / "train.json").write_text(json.dumps({
+            "steps": result.steps, "warmup": result.warmup, "loss_curve": result.losses, "scale": scale,
+            "num_classes": n_cls, "in_chans": int(images.shape[1]), "img_size": int(images.shape[2]),
+            "torch_threads": torch.get_num_threads(),
+        }, indent=1))
+
+    params = {"train": to_dict(cfg.train), "scale": scale}
+    res = run_stage(set_stage.path.parents[2], "train", params, {"set": set_stage.id, "subset": sub.id}, fn)
+    log.stage(f"train {name} D={scale}", res)
+    return res
+
+
+def load_model(train_stage: StageResult, cfg_train: dict[str, Any]) -> Any:
+    from safetensors.torch import load_file
+
+    from synscale.train.models import create_model
+
+    meta = json.loads((train_stage.path / "train.json").read_text())
+    model = create_model(cfg_train["model"], meta["num_classes"], meta["in_chans"], meta["img_size"], **cfg_train["model_kwargs"])
+    model.load_state_dict(load_file(str(train_stage.path / "model.safetensors")))
+    return model.eval()
+
+
+def evaluate(cfg: StudyConfig, model_stage: StageResult, eval_set: StageResult, eval_name: str, cache: ArrayCache, log: Log) -> StageResult:
+    def fn(out: Path) -> None:
+        import pandas as pd
+
+        from synscale.evaluate.classification import predict, summarize
+        from synscale.labels import LabelSet
+
+        images, labels = cache.get(eval_set.path)
+        model = load_model(model_stage, to_dict(cfg.train))
+        ex = predict(model, images, labels, cfg.train.eval_batch_size)
+        overall, per_class = summarize(ex, LabelSet.load(eval_set.path / "labels.json").names)
+        pd.DataFrame(ex).to_parquet(out / "examples.parquet", index=False)
+        per_class.to_parquet(out / "per_class.parquet", index=False)
+        (out / "summary.json").write_text(json.dumps(overall, indent=1))
+
+    params = {"eval_set": eval_name, "batch_size": cfg.train.eval_batch_size}
+    return run_stage(model_stage.path.parents[2], "evaluate", params, {"model": model_stage.id, "set": eval_set.id}, fn)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Results tables
+
+
+def collect_results(evals: list[tuple[TrainedModel, str, StageResult]], results_dir: Path) -> None:
+    """Write scaling.parquet, scaling_per_class.parquet and scaling_examples.parquet from eval stages."""
+    import pandas as pd
+
+    rows, per_class, examples = [], [], []
+    for tm, eval_name, ev in evals:
+        ident = {"source": tm.source, "config": tm.config, "scale": tm.scale, "eval_set": eval_name}
+        summary = json.loads((ev.path / "summary.json").read_text())
+        rows.append({**ident, "loss": summary["loss"], "top1": summary["top1"], "n_eval": summary["n"],
+                     "train_stage": tm.stage.id, "eval_stage": ev.id})
+        pc = pd.read_parquet(ev.path / "per_class.parquet")
+        per_class.append(pc.assign(**ident)[[*ident, "class_index", "class_name", "loss", "top1", "n"]])
+        ex = pd.read_parquet(ev.path / "examples.parquet")
+        examples.append({**ident, "example_loss": ex["loss"].to_numpy(), "label": ex["label"].to_numpy()})
+    results_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(results_dir / "scaling.parquet", index=False)
+    pd.concat(per_class, ignore_index=True).to_parquet(results_dir / "scaling_per_class.parquet", index=False)
+    pd.DataFrame(examples).to_parquet(results_dir / "scaling_examples.parquet", index=False)
+
+
+def fit_results(results_dir: Path, d_ref: float, n_boot: int, confidence: float, seed: int) -> Any:
+    """fits.parquet: one row per (source, config, eval_set) from the results tables alone."""
+    import numpy as np
+    import pandas as pd
+
+    from synscale.analysis.fit import bootstrap_fit, bootstrap_fit_points
+
+    scaling = pd.read_parquet(results_dir / "scaling.parquet")
+    ex_path = results_dir / "scaling_examples.parquet"
+    examples = pd.read_parquet(ex_path) if ex_path.exists() else None
+    rows = []
+    for (source, config, eval_set), g in scaling.groupby(["source", "config", "eval_set"], sort=False):
+        g = g.sort_values("scale")
+        if len(g) < 2:
+            continue
+        if examples is not None:
+            e = examples[(examples.source == source) & (examples.config == config) & (examples.eval_set == eval_set)]
+            e = e.set_index("scale").loc[g["scale"]]
+            fit = bootstrap_fit(g["scale"].to_numpy(), [np.asarray(v) for v in e["example_loss"]], d_ref, n_boot, confidence, seed)
+        else:
+            fit = bootstrap_fit_points(g["scale"].to_numpy(), g["loss"].to_numpy(), d_ref, n_boot, confidence, seed)
+        rows.append({"source": source, "config": config, "eval_set": eval_set, **fit.as_row(),
+                     "min_scale": int(g["scale"].min()), "max_scale": int(g["scale"].max())})
+    fits = pd.DataFrame(rows)
+    fits.to_parquet(results_dir / "fits.parquet", index=False)
+    return fits
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Path:
+    """Run every stage of `cfg` in `workdir`; returns the report's path."""
+    from synscale.report.html import write_report
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "study.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    log = Log(quiet)
+    cache = ArrayCache()
+    train_set = real_shards(cfg, workdir, cfg.data.train_split, log)
+    test_set = real_shards(cfg, workdir, cfg.data.test_split, log)
+    d_ref = cfg.data.reference_size or _set_size(train_set)
+    evals = []
+    for scale in cfg.scales:
+        sub = subset(train_set, scale, cfg.data.order_seed, log)
+        tr = train(cfg, train_set, sub, scale, cache, log, "real")
+        tm = TrainedModel("real", "real", scale, tr)
+        ev = evaluate(cfg, tr, test_set, "val", cache, log)
+        evals.append((tm, "val", ev))
+    results = workdir / "results"
+    collect_results(evals, results)
+    (results / "meta.json").write_text(json.dumps({"study": cfg.name, "d_ref": d_ref}, indent=1))
+    fits = fit_results(results, d_ref, cfg.fit.bootstrap, cfg.fit.confidence, cfg.fit.seed)
+    log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'}")
+    report = write_report(workdir, cfg.name)
+    log(f"report -> {report}")
+    return report
+
+
+def _set_size(set_stage: StageResult) -> int:
+    from synscale.data.shards import read_manifest
+
+    return len(read_manifest(set_stage.path))

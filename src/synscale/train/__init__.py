@@ -1,0 +1,1 @@
+"""Training: the log-scale schedule rule, models by timm name, the classifier loop."""

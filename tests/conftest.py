@@ -1,0 +1,39 @@
+"""Shared fixtures: a small Fashion-MNIST stand-in cut from the real Debian files (a prefix of each
+split, written as gzipped IDX like the originals), so stage and CLI tests run in seconds."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synscale.data.datasets import DEBIAN_FASHION_MNIST, read_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path: Path, arr: np.ndarray) -> None:
+    header = b"\x00\x00\x08" + bytes([arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def fmnist_files() -> Path:
+    if not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail("Debian's dataset-fashion-mnist is required: apt-get install -y dataset-fashion-mnist")
+    return DEBIAN_FASHION_MNIST
+
+
+@pytest.fixture(scope="session")
+def tiny_fmnist(fmnist_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3000 train / 500 test images of the real Fashion-MNIST, same file layout."""
+    out = tmp_path_factory.mktemp("fmnist-tiny")
+    for split, n in (("train", 3000), ("t10k", 500)):
+        images = read_idx(fmnist_files / f"{split}-images-idx3-ubyte.gz")[:n]
+        labels = read_idx(fmnist_files / f"{split}-labels-idx1-ubyte.gz")[:n]
+        write_idx(out / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(out / f"{split}-labels-idx1-ubyte.gz", labels)
+    return out

@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from synscale.stage import run_stage, stage_id
+
+
+def test_stage_runs_once_and_records(tmp_path):
+    calls = []
+
+    def fn(out):
+        calls.append(out)
+        (out / "x.txt").write_text("hello")
+
+    a = run_stage(tmp_path, "demo", {"p": 1}, {"src": "abc"}, fn)
+    b = run_stage(tmp_path, "demo", {"p": 1}, {"src": "abc"}, fn)
+    assert len(calls) == 1 and not a.skipped and b.skipped and a.path == b.path
+    assert (a.path / "x.txt").read_text() == "hello"
+    info = json.loads((a.path / "stage.json").read_text())
+    assert info["params"] == {"p": 1} and info["inputs"] == {"src": "abc"} and info["wall_seconds"] >= 0
+    assert "torch" in info["versions"] and info["device"].startswith(("cpu", "cuda"))
+    assert a.path == tmp_path / "stages" / "demo" / stage_id("demo", {"p": 1}, {"src": "abc"})
+
+
+def test_stage_id_depends_on_params_and_inputs_not_key_order():
+    base = stage_id("k", {"a": 1, "b": [1, 2]}, {"x": "1"})
+    assert base == stage_id("k", {"b": [1, 2], "a": 1}, {"x": "1"})
+    assert base != stage_id("k", {"a": 2, "b": [1, 2]}, {"x": "1"})
+    assert base != stage_id("k", {"a": 1, "b": [1, 2]}, {"x": "2"})
+    assert base != stage_id("other", {"a": 1, "b": [1, 2]}, {"x": "1"})
+
+
+def test_failed_stage_leaves_nothing_complete_and_is_redone(tmp_path):
+    def boom(out):
+        (out / "partial").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        run_stage(tmp_path, "s", {}, {}, boom)
+    base = tmp_path / "stages" / "s"
+    assert [p.name for p in base.iterdir() if not p.name.startswith(".")] == []
+    assert any(p.name.startswith(".tmp-") for p in base.iterdir())  # what a killed process leaves
+    res = run_stage(tmp_path, "s", {}, {}, lambda out: (out / "ok").write_text("1"))
+    assert not (res.path / "partial").exists() and (res.path / "ok").exists()
+    assert not any(p.name.startswith(".tmp-") for p in base.iterdir())

@@ -1,0 +1,111 @@
+"""The study end to end through the real CLI: stages on disk, SIGKILL and resume, the demo."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from synscale.cli import main
+
+SMOKE = ["--size", "smoke", "--quiet"]
+
+
+def tiny_args(root: Path, workdir: Path, *extra: str) -> list[str]:
+    return ["study", "fashion-mnist", *SMOKE, "--workdir", str(workdir), "--set", f"data.root={root}",
+            "--set", "scales=[1000, 1500, 2500]", "--set", "train.schedule.iters_per_doubling=60", *extra]
+
+
+def test_training_is_deterministic_and_learns(tiny_fmnist, tmp_path):
+    assert main(tiny_args(tiny_fmnist, tmp_path / "a")) == 0
+    assert main(tiny_args(tiny_fmnist, tmp_path / "b")) == 0
+    a = pd.read_parquet(tmp_path / "a" / "results" / "scaling.parquet")
+    b = pd.read_parquet(tmp_path / "b" / "results" / "scaling.parquet")
+    assert a["loss"].tolist() == b["loss"].tolist() and a["top1"].tolist() == b["top1"].tolist()
+    assert (a["top1"] > 0.4).all()  # 10 classes: chance is 0.1
+    # a second run in the same workdir skips every stage and rewrites identical tables
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "a" / "stages").rglob("model.safetensors")}
+    assert main(tiny_args(tiny_fmnist, tmp_path / "a")) == 0
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "a" / "stages").rglob("model.safetensors")}
+
+
+def test_sigkill_mid_training_then_resume_gives_identical_results(tiny_fmnist, tmp_path):
+    slow = ["--set", "train.schedule.iters_per_doubling=150"]
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    assert main(tiny_args(tiny_fmnist, ref, *slow)) == 0
+
+    cmd = [sys.executable, "-m", "synscale", *tiny_args(tiny_fmnist, killed, *slow)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train_dir = killed / "stages" / "train"
+    deadline = time.time() + 120
+    # wait until the second model is being trained (the first is complete), then SIGKILL
+    while time.time() < deadline:
+        done = [p for p in train_dir.glob("*") if not p.name.startswith(".")] if train_dir.exists() else []
+        if len(done) >= 1 and any(train_dir.glob(".tmp-*")):
+            break
+        time.sleep(0.02)
+    else:
+        proc.kill()
+        raise AssertionError("training never started")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert any(train_dir.glob(".tmp-*"))  # the half-written stage is still there
+    assert not (killed / "results" / "scaling.parquet").exists()
+
+    assert main(tiny_args(tiny_fmnist, killed, *slow)) == 0
+    assert not any(train_dir.glob(".tmp-*"))
+    r = pd.read_parquet(ref / "results" / "scaling.parquet")
+    k = pd.read_parquet(killed / "results" / "scaling.parquet")
+    assert r["loss"].tolist() == k["loss"].tolist() and r["top1"].tolist() == k["top1"].tolist()
+    for name in ("scaling_per_class.parquet", "fits.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(ref / "results" / name), pd.read_parquet(killed / "results" / name))
+
+
+def test_demo_smoke_end_to_end(fmnist_files, tmp_path, capsys):
+    """`synscale demo --size smoke` on the real Debian Fashion-MNIST, through the CLI entry point."""
+    assert main(["demo", "--size", "smoke", "--workdir", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "Equation 2 fits" in out and "report:" in out
+    res = tmp_path / "results"
+    scaling = pd.read_parquet(res / "scaling.parquet")
+    assert set(scaling.columns) >= {"source", "config", "scale", "eval_set", "loss", "top1"}
+    assert scaling["scale"].tolist() == [1000, 2000, 4000] and (scaling["source"] == "real").all()
+    assert scaling["loss"].is_monotonic_decreasing  # more real data, lower loss
+    per_class = pd.read_parquet(res / "scaling_per_class.parquet")
+    assert set(per_class.columns) >= {"source", "config", "scale", "eval_set", "class_name", "loss", "top1"}
+    assert len(per_class) == 30 and per_class["n"].sum() == 30000
+    # per-class values weight back to the overall numbers
+    for scale, g in per_class.groupby("scale"):
+        row = scaling[scaling.scale == scale].iloc[0]
+        assert np.isclose((g.loss * g.n).sum() / g.n.sum(), row.loss, rtol=1e-5)
+        assert np.isclose((g.top1 * g.n).sum() / g.n.sum(), row.top1)
+    fits = pd.read_parquet(res / "fits.parquet")
+    assert set(fits.columns) >= {"source", "config", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points"}
+    f = fits.iloc[0]
+    assert f.n_points == 3 and f.k > 0 and f.k_lo <= f.k <= f.k_hi and f.d_ref == 60000
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "data:image/png;base64," in html and "Scaling ability" in html
+    assert (tmp_path / "report" / "fig_scaling.svg").exists()
+    # fit and report rebuild from the results tables alone
+    (tmp_path / "report" / "index.html").unlink()
+    assert main(["fit", str(tmp_path), "--bootstrap", "50"]) == 0
+    assert main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "report" / "index.html").exists()
+
+
+def test_cli_help_and_errors(tmp_path, capsys):
+    r = subprocess.run([sys.executable, "-m", "synscale", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for cmd in ("demo", "study", "config", "shards", "fit", "report"):
+        assert cmd in r.stdout
+    assert main(["study", "fashion-mnist", "--set", "train.lrr=1", "--dry-run"]) == 2
+    assert "unknown key 'train.lrr'" in capsys.readouterr().err
+    assert main(["study", "fashion-mnist", "--dry-run"]) == 0
+    assert "60,000" in capsys.readouterr().out
+    assert main(["study", "fashion-mnist", "--set", f"data.root={tmp_path}", "--workdir", str(tmp_path / "w"), "-q"]) == 2
+    assert "not found in" in capsys.readouterr().err
