@@ -20,6 +20,8 @@ def _pyplot() -> Any:
 def scaling_curves(scaling: Any, fits: Any, out_stem: Path) -> list[Path]:
     """Log-log loss vs data scale, one panel per eval set, a line per source with its Equation 2 fit."""
     plt = _pyplot()
+    from matplotlib import ticker
+
     eval_sets = list(dict.fromkeys(scaling["eval_set"]))
     fig, axes = plt.subplots(1, len(eval_sets), figsize=(5.2 * len(eval_sets), 4), squeeze=False)
     for ax, eval_set in zip(axes[0], eval_sets, strict=True):
@@ -37,6 +39,8 @@ def scaling_curves(scaling: Any, fits: Any, out_stem: Path) -> list[Path]:
                 ax.plot(xs, ys, "--", color=color, alpha=0.8, label=f"fit: k={row.k:.3f}, R²={row.r2:.3f}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.2f"))
+        ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%.2f"))
         ax.set_xlabel("training images D")
         ax.set_ylabel("cross-entropy loss L")
         ax.set_title(f"eval set: {eval_set}")
