@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="synscale",
         description="Scaling laws of synthetic (and real) images for model training.",
     )
+    from synscale import __version__
+
+    parser.add_argument("--version", action="version", version=f"synscale {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="run the miniature study on real Fashion-MNIST (minutes on a CPU)")
@@ -57,15 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from synscale.data.datasets import DatasetError
+
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-        from synscale.data.datasets import DatasetError
-
-        if isinstance(e, ConfigError | DatasetError | FileNotFoundError):
-            print(f"synscale: error: {e}", file=sys.stderr)
-            return 2
-        raise
+    except (ConfigError, DatasetError, FileNotFoundError) as e:
+        print(f"synscale: error: {e}", file=sys.stderr)
+        return 2
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

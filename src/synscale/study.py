@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from synscale.config import StudyConfig, to_dict
+from synscale.progress import bar
 from synscale.stage import StageResult, run_stage
 
 
@@ -103,7 +104,6 @@ def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int
         import pandas as pd
         import torch
         from safetensors.torch import save_file
-        from tqdm.auto import tqdm
 
         from synscale.labels import LabelSet
         from synscale.train.classifier import train_classifier
@@ -112,9 +112,9 @@ def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int
         keys = pd.read_parquet(sub.path / "subset.parquet")["key"].tolist()
         images, labels = cache.get(set_stage.path, keys)
         n_cls = len(LabelSet.load(set_stage.path / "labels.json"))
-        with tqdm(total=total_iters(scale, cfg.train.schedule), desc=f"train {name} D={scale}", unit="step",
-                  disable=log.quiet, leave=False) as bar:
-            result = train_classifier(images, labels, n_cls, cfg.train, scale, progress=bar)
+        with bar(total=total_iters(scale, cfg.train.schedule), desc=f"train {name} D={scale}", unit="step",
+                 disable=log.quiet) as pbar:
+            result = train_classifier(images, labels, n_cls, cfg.train, scale, progress=pbar)
         state = {k: v.detach().contiguous() for k, v in result.model.state_dict().items()}
         save_file(state, str(out / "model.safetensors"))
         (out / "train.json").write_text(json.dumps({
@@ -156,7 +156,9 @@ def evaluate(cfg: StudyConfig, model_stage: StageResult, eval_set: StageResult, 
         (out / "summary.json").write_text(json.dumps(overall, indent=1))
 
     params = {"eval_set": eval_name, "batch_size": cfg.train.eval_batch_size}
-    return run_stage(model_stage.path.parents[2], "evaluate", params, {"model": model_stage.id, "set": eval_set.id}, fn)
+    res = run_stage(model_stage.path.parents[2], "evaluate", params, {"model": model_stage.id, "set": eval_set.id}, fn)
+    log.stage(f"evaluate on {eval_name}", res)
+    return res
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -209,10 +209,10 @@ def load_arrays(set_dir: str | Path, keys: Iterable[str] | None = None) -> tuple
 
 def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int, progress: bool = True) -> int:
     """Write one split of a registered dataset into synscale shards; returns the number of samples."""
-    from tqdm.auto import tqdm
+    from synscale.progress import bar
 
     total = dataset.count(split)
     with ShardWriter(out_dir, dataset.labels, shard_size=shard_size) as writer:
-        for s in tqdm(dataset.samples(split), total=total, desc=f"shards {split}", unit="img", disable=not progress, leave=False):
+        for s in bar(dataset.samples(split), total=total, desc=f"shards {split}", unit="img", disable=not progress):
             writer.write(s.key, s.image, s.label, {"split": split, **s.meta})
     return len(writer.rows)
