@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install synscale into ./.venv, with the Debian package of the data it uses offline (Fashion-MNIST).
+# Install synscale into ./.venv, with the Debian packages of the data it uses offline
+# (Fashion-MNIST, WordNet 3.0).
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+[ -f /usr/share/wordnet/data.noun ] || need+=(wordnet-base)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -49,6 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=10000)
     p.add_argument("--out", required=True, help="output directory")
 
+    p = sub.add_parser("prompts", help="write a prompt set (class, prompt, seed) and show examples per strategy")
+    p.add_argument("--labels", default="fashion-mnist", help="fashion-mnist, imagenet, or a file of class names")
+    p.add_argument("--strategy", action="append", default=None,
+                   help="a prompt strategy (repeatable); default: all of them")
+    p.add_argument("--per-class", type=int, default=3, help="prompts per class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--captioner", default="attributes",
+                   help="in-captions: 'attributes' (built-in) or 'file:<captions.csv|jsonl>'")
+    p.add_argument("--data", default="fashion-mnist", help="in-captions: the real dataset whose images are captioned")
+    p.add_argument("--data-root", default="")
+    p.add_argument("--wordnet", default="auto", help="auto, nltk, debian, or a WordNet 3.0 dict directory")
+    p.add_argument("--out", default=None, help="write the prompt set here (.parquet or .csv)")
+    p.add_argument("--show", type=int, default=3, help="examples to print per strategy")
+
     p = sub.add_parser("fit", help="refit Equation 2 from W/results (no training)")
     p.add_argument("workdir")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates (default: the study's)")
@@ -61,10 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from synscale.data.datasets import DatasetError
+    from synscale.prompts.wordnet import WordNetUnavailable
+    from synscale.registry import UnknownName
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DatasetError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, FileNotFoundError, WordNetUnavailable, UnknownName) as e:
         print(f"synscale: error: {e}", file=sys.stderr)
         return 2
 
@@ -115,6 +131,39 @@ def print_summary(workdir: Path) -> None:
     print(fits[cols].to_string(index=False, float_format="%.4f"))
 
 
+def cmd_prompts(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from synscale.labels import named_label_set
+    from synscale.prompts.strategies import PROMPTS, make_context, make_prompts
+
+    labels = named_label_set(args.labels)
+    strategies = args.strategy or PROMPTS.names()
+    for name in strategies:
+        PROMPTS.get(name)  # unknown names fail before any work
+    captions = None
+    if "in-captions" in strategies:
+        from synscale.data.datasets import create_dataset
+        from synscale.prompts.captioners import captions_per_class
+
+        ds = create_dataset(args.data, args.data_root)
+        if ds.labels.names != labels.names:
+            raise ValueError(f"in-captions: dataset {args.data} has other classes than label set {args.labels}")
+        captions = captions_per_class(ds, "train", args.captioner, pool=200, seed=args.seed)
+    ctx = make_context(labels, args.labels, captions=captions, wordnet_source=args.wordnet)
+    sets = [make_prompts(name, ctx, args.per_class, args.seed) for name in strategies]
+    for df in sets:
+        print(f"\n[{df.strategy.iloc[0]}]")
+        step = max(1, len(df) // max(1, args.show))
+        for _, row in df.iloc[::step].head(args.show).iterrows():
+            print(f"  {row.class_name:>14} | {row.prompt}")
+    if args.out:
+        out = pd.concat(sets, ignore_index=True)
+        (out.to_csv(args.out, index=False) if args.out.endswith(".csv") else out.to_parquet(args.out, index=False))
+        print(f"\nwrote {len(out):,} prompts to {args.out}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = load_study(find_study(args.study), args.size, args.overrides)
     print(json.dumps(to_dict(cfg), indent=2))
@@ -153,7 +202,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "study": cmd_study, "config": cmd_config, "shards": cmd_shards,
+COMMANDS = {"demo": cmd_demo, "study": cmd_study, "config": cmd_config, "shards": cmd_shards, "prompts": cmd_prompts,
             "fit": cmd_fit, "report": cmd_report}
 
 

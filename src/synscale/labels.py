@@ -18,7 +18,7 @@ class LabelSet:
     def __post_init__(self) -> None:
         if not self.names:
             raise ValueError("a label set needs at least one class")
-        if len(set(self.names)) != len(self.names):
+        if len(set(self.names)) != len(self.names) and (self.wnids is None or len(set(self.wnids)) != len(self.wnids)):
             dup = sorted({n for n in self.names if self.names.count(n) > 1})
             raise ValueError(f"duplicate class names in label set: {dup}")
         if self.wnids is not None and len(self.wnids) != len(self.names):
@@ -50,3 +50,28 @@ class LabelSet:
                 raise ValueError(f"{names_file}: {len(lines)} names for {len(folders)} class folders")
             names = tuple(lines)
         return cls(names, wnids)
+
+
+def named_label_set(name: str) -> LabelSet:
+    """Label sets known by name: `fashion-mnist`, `imagenet` (1000 classes: wnids in the standard
+    order, names from open_clip), or a text file of class names (one per line, optionally
+    `<wnid><TAB><name>`)."""
+    if name == "fashion-mnist":
+        from synscale.data.datasets import FASHION_MNIST_CLASSES
+
+        return LabelSet(FASHION_MNIST_CLASSES)
+    if name == "imagenet":
+        from importlib import resources
+
+        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+        wnids = resources.files("synscale.prompts").joinpath("data/imagenet1k_wnids.txt").read_text().split()
+        return LabelSet(tuple(IMAGENET_CLASSNAMES), tuple(wnids))
+    path = Path(name)
+    if not path.exists():
+        raise FileNotFoundError(f"no label set {name!r}: use fashion-mnist, imagenet or a file of class names")
+    lines = [ln.rstrip("\n") for ln in path.read_text().splitlines() if ln.strip()]
+    if all("\t" in ln and WNID.match(ln.split("\t", 1)[0]) for ln in lines):
+        pairs = [ln.split("\t", 1) for ln in lines]
+        return LabelSet(tuple(n.strip() for _, n in pairs), tuple(w for w, _ in pairs))
+    return LabelSet(tuple(ln.strip() for ln in lines))

@@ -16,6 +16,13 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T", bound=Callable[..., Any])
 
 
+class UnknownName(KeyError):
+    """A name that is not in a registry; the message lists the known ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -34,7 +41,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+            raise UnknownName(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.get(name)(*args, **kwargs)

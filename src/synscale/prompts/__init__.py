@@ -1,0 +1,1 @@
+"""Prompt strategies (the paper's eight), WordNet, CLIP templates, Places scenes and captioners."""

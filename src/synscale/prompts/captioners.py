@@ -1,0 +1,102 @@
+"""Captioners for the `in-captions` strategy: a caption of one of the class's real training images.
+
+- `attributes` (built-in, offline): for small grayscale images (an object on a dark background, as
+  Fashion-MNIST), attributes measured on the image: tone (dark / mid-toned / light, from the mean
+  intensity of object pixels), shape (slim / wide, from the bounding box's width-to-height ratio),
+  texture (plain / patterned, from the mean absolute difference between horizontally adjacent object
+  pixels) and size (small / large, from the fraction of the image the object covers).
+- `file`: the user's captions, a CSV or JSONL file with columns `key` and `caption`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from synscale.registry import Registry
+
+CAPTIONERS: Registry = Registry("captioner")
+
+OBJECT_THRESHOLD = 30  # uint8 intensity above which a pixel belongs to the object
+
+
+def image_attributes(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image measurements of uint8 images (N, H, W) or (N, 1, H, W)."""
+    x = images.reshape(len(images), images.shape[-2], images.shape[-1]).astype(np.float32)
+    mask = x > OBJECT_THRESHOLD
+    n_obj = np.maximum(mask.sum((1, 2)), 1)
+    tone = (x * mask).sum((1, 2)) / n_obj
+    rows, cols = mask.any(2), mask.any(1)
+    height = np.maximum(rows.sum(1), 1)
+    width = np.maximum(cols.sum(1), 1)
+    both = mask[:, :, 1:] & mask[:, :, :-1]
+    texture = (np.abs(np.diff(x, axis=2)) * both).sum((1, 2)) / np.maximum(both.sum((1, 2)), 1)
+    coverage = mask.mean((1, 2))
+    return {"tone": tone, "aspect": width / height, "texture": texture, "coverage": coverage}
+
+
+def describe(attrs: dict[str, np.ndarray], i: int) -> str:
+    tone = attrs["tone"][i]
+    words = [
+        "large" if attrs["coverage"][i] > 0.5 else "small" if attrs["coverage"][i] < 0.3 else "medium-sized",
+        "wide" if attrs["aspect"][i] > 1.15 else "slim" if attrs["aspect"][i] < 0.75 else "evenly proportioned",
+        "dark" if tone < 90 else "light" if tone > 170 else "mid-toned",
+        "patterned" if attrs["texture"][i] > 25 else "plain",
+    ]
+    return f"a {', '.join(words)} item on a black background"
+
+
+@CAPTIONERS.register("attributes")
+def attribute_captions(images: np.ndarray, keys: list[str]) -> list[str]:
+    if images.ndim == 4 and images.shape[1] != 1:
+        raise ValueError("the attribute captioner reads grayscale images; use a captioner model or a captions file")
+    attrs = image_attributes(images)
+    return [describe(attrs, i) for i in range(len(images))]
+
+
+def read_captions_file(path: str | Path) -> dict[str, str]:
+    """`key` -> `caption` from a CSV (with a header) or JSONL file."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.suffix in (".jsonl", ".json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        df = pd.DataFrame(rows)
+    else:
+        df = pd.read_csv(path)
+    missing = {"key", "caption"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: captions file needs columns key and caption (missing {sorted(missing)})")
+    return dict(zip(df["key"].astype(str), df["caption"].astype(str), strict=True))
+
+
+def captions_per_class(dataset: object, split: str, captioner: str, pool: int, seed: int = 0) -> dict[int, list[str]]:
+    """Captions of up to `pool` real images per class (the first of each class in the nested-subset
+    order), from a registered dataset. `captioner` is `attributes` or `file:<path>` (keys are the
+    dataset's sample keys)."""
+    import pandas as pd
+
+    from synscale.data.subsets import subset_keys
+
+    samples = list(dataset.samples(split))  # type: ignore[attr-defined]
+    manifest = pd.DataFrame({"key": [s.key for s in samples], "label": [s.label for s in samples]})
+    n_cls = len(dataset.labels)  # type: ignore[attr-defined]
+    take = min(pool * n_cls, int(manifest.groupby("label").size().min()) * n_cls)
+    keys = subset_keys(manifest, take, n_cls, seed)
+    by_key = {s.key: s for s in samples}
+    chosen = [by_key[k] for k in keys]
+    if captioner.startswith("file:"):
+        table = read_captions_file(captioner[5:])
+        texts = [table.get(s.key) for s in chosen]
+        if not any(texts):
+            raise ValueError(f"{captioner[5:]}: none of the dataset's keys (e.g. {chosen[0].key!r}) has a caption")
+    else:
+        images = np.stack([np.asarray(s.image) for s in chosen])
+        texts = CAPTIONERS.create(captioner, images, [s.key for s in chosen])
+    out: dict[int, list[str]] = {}
+    for s, text in zip(chosen, texts, strict=True):
+        if text:
+            out.setdefault(s.label, []).append(text)
+    return out
