@@ -43,3 +43,21 @@ def test_failed_stage_leaves_nothing_complete_and_is_redone(tmp_path):
     res = run_stage(tmp_path, "s", {}, {}, lambda out: (out / "ok").write_text("1"))
     assert not (res.path / "partial").exists() and (res.path / "ok").exists()
     assert not any(p.name.startswith(".tmp-") for p in base.iterdir())
+
+
+def test_resumable_stage_keeps_its_partial_work(tmp_path):
+    def first(out):
+        (out / "part-0").write_text("done")
+        raise RuntimeError("killed after part 0")
+
+    with pytest.raises(RuntimeError):
+        run_stage(tmp_path, "gen", {"n": 2}, {}, first, resumable=True)
+    seen = []
+
+    def second(out):
+        seen.append(sorted(p.name for p in out.iterdir()))
+        (out / "part-1").write_text("done")
+
+    res = run_stage(tmp_path, "gen", {"n": 2}, {}, second, resumable=True)
+    assert seen == [["part-0"]] and sorted(p.name for p in res.path.iterdir()) == ["part-0", "part-1", "stage.json"]
+    assert not any(p.name.startswith(".partial-") for p in (tmp_path / "stages" / "gen").iterdir())

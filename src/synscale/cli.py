@@ -63,6 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the prompt set here (.parquet or .csv)")
     p.add_argument("--show", type=int, default=3, help="examples to print per strategy")
 
+    p = sub.add_parser("generate", help="generate a class-balanced synthetic set (resumable) as shards + manifest")
+    p.add_argument("--model", required=True, help="a diffusers pipeline directory (or hub id with --allow-download)")
+    p.add_argument("--out", required=True, help="output set directory; rerun the same command to resume")
+    p.add_argument("--prompts", default=None, help="a prompt set from `synscale prompts --out` (else built here)")
+    p.add_argument("--labels", default="fashion-mnist")
+    p.add_argument("--strategy", default="classname")
+    p.add_argument("--per-class", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--scheduler", default="default", help="default, ddim, dpm-solver++ or euler")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--size", type=int, default=None, help="generation height = width (default: the pipeline's)")
+    p.add_argument("--resolution", type=int, default=0, help="resize outputs to this size (0: keep)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--allow-download", action="store_true", help="let diffusers fetch a hub id")
+    p.add_argument("--quiet", "-q", action="store_true")
+
     p = sub.add_parser("fit", help="refit Equation 2 from W/results (no training)")
     p.add_argument("workdir")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates (default: the study's)")
@@ -164,6 +184,37 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from synscale.generate.diffusers_backend import DiffusersGenerator
+    from synscale.generate.runner import generate_set
+    from synscale.labels import named_label_set
+    from synscale.prompts.strategies import make_context, make_prompts
+
+    labels = named_label_set(args.labels)
+    if args.prompts:
+        prompts = pd.read_parquet(args.prompts) if args.prompts.endswith(".parquet") else pd.read_csv(args.prompts)
+        prompts = prompts[prompts.strategy == prompts.strategy.iloc[0]] if "strategy" in prompts else prompts
+    else:
+        prompts = make_prompts(args.strategy, make_context(labels, args.labels), args.per_class, args.seed)
+    out = Path(args.out)
+    settings = {k: getattr(args, k) for k in ("model", "guidance", "steps", "scheduler", "dtype", "size",
+                                               "resolution", "channels", "batch_size", "shard_size")}
+    settings["prompts"] = pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum().item()
+    marker = out / "generate.json"
+    if marker.exists() and json.loads(marker.read_text()) != settings:
+        raise ValueError(f"{out} holds a set generated with other settings; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(settings, indent=1))
+    gen = DiffusersGenerator(args.model, steps=args.steps, scheduler=args.scheduler, dtype=args.dtype,
+                             resolution=args.resolution, channels=args.channels, height=args.size, width=args.size,
+                             local_files_only=not args.allow_download)
+    n = generate_set(gen, prompts, labels, out, args.guidance, args.batch_size, args.shard_size, progress=not args.quiet)
+    print(f"wrote {n:,} images to {out}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = load_study(find_study(args.study), args.size, args.overrides)
     print(json.dumps(to_dict(cfg), indent=2))
@@ -203,6 +254,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "study": cmd_study, "config": cmd_config, "shards": cmd_shards, "prompts": cmd_prompts,
+            "generate": cmd_generate,
             "fit": cmd_fit, "report": cmd_report}
 
 

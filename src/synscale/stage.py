@@ -6,7 +6,8 @@ the same work is never done twice and every result is traceable to what produced
 written into a temporary directory and renamed into place when complete (an atomic rename on one
 filesystem), with `stage.json` recording params, inputs, library versions, wall seconds and device.
 A stage killed half-way (even by SIGKILL) leaves only a temporary directory, which the next run removes
-before it redoes the stage from scratch.
+before it redoes the stage from scratch. A `resumable` stage (long generation) instead keeps its
+partial directory, `.partial-<id>`, and hands it back to `fn`, which skips the parts it finds complete.
 """
 
 from __future__ import annotations
@@ -86,8 +87,11 @@ def run_stage(
     params: dict[str, Any],
     inputs: dict[str, str],
     fn: Callable[[Path], None],
+    resumable: bool = False,
 ) -> StageResult:
-    """Run `fn(tmp_dir)` unless the stage is complete; return where its output lives."""
+    """Run `fn(tmp_dir)` unless the stage is complete; return where its output lives.
+
+    resumable: keep what an interrupted run wrote (`fn` must then only trust parts it finished)."""
     sid = stage_id(kind, params, inputs)
     base = Path(root) / "stages" / kind
     out = base / sid
@@ -98,8 +102,8 @@ def run_stage(
             return StageResult(kind, sid, out, skipped=True)
         for stale in base.glob(f".tmp-{sid}-*"):  # left by a killed run; we hold the lock
             shutil.rmtree(stale)
-        tmp = base / f".tmp-{sid}-{os.getpid()}"
-        tmp.mkdir(parents=True)
+        tmp = base / (f".partial-{sid}" if resumable else f".tmp-{sid}-{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=resumable)
         t0 = time.time()
         fn(tmp)
         info = {

@@ -1,0 +1,1 @@
+"""Text-to-image generation: the Generator protocol, backends, and the resumable sharded runner."""
