@@ -14,7 +14,7 @@ import pytest
 
 from synscale.cli import main
 from synscale.data.shards import iter_samples, load_arrays, read_manifest
-from tiny_pipelines import tiny_stable_diffusion
+from tiny_pipelines import tiny_amused, tiny_deepfloyd_if, tiny_stable_diffusion
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,28 @@ def test_diffusers_backend_seeds_guidance_and_resize(sd_dir):
     assert ddim(["x"], [0], 1.0).shape == (1, 16, 16, 3)
     with pytest.raises(ValueError, match="unknown scheduler"):
         DiffusersGenerator(str(sd_dir), scheduler="nope")
+
+
+@pytest.mark.parametrize(
+    "build,kind,kwargs",
+    [
+        (tiny_stable_diffusion, "StableDiffusionPipeline", {}),  # latent diffusion
+        (tiny_deepfloyd_if, "IFPipeline", {"clean_caption": False}),  # pixel diffusion
+        (tiny_amused, "AmusedPipeline", {}),  # masked tokens
+    ],
+)
+def test_three_pipeline_families_built_saved_and_reloaded(build, kind, kwargs, tmp_path):
+    from synscale.generate.diffusers_backend import DiffusersGenerator
+
+    path = build(tmp_path / "pipe")
+    assert (path / "model_index.json").exists()
+    gen = DiffusersGenerator(str(path), steps=2, height=16, width=16, resolution=20, pipeline_kwargs=kwargs)
+    assert gen.id == f"diffusers:{kind}:{path}"
+    a = gen(["a photo of a Sandal", "a Bag"], [7, 8], guidance_scale=2.0)
+    assert a.shape == (2, 20, 20, 3) and a.dtype == np.uint8 and a.std() > 0
+    assert np.array_equal(a, gen(["a photo of a Sandal", "a Bag"], [7, 8], guidance_scale=2.0))
+    alone = gen(["a Bag"], [8], guidance_scale=2.0)
+    assert np.abs(alone[0].astype(int) - a[1].astype(int)).max() <= 1
 
 
 def gen_args(sd_dir: Path, out: Path) -> list[str]:

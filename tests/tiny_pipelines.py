@@ -46,3 +46,55 @@ def tiny_stable_diffusion(out: Path) -> Path:
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(out)
     return out
+
+
+def tiny_deepfloyd_if(out: Path) -> Path:
+    """A pixel-diffusion pipeline (IF stage I: text-conditioned UNet on 16 px pixels), saved to `out`."""
+    import torch
+    from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
+    from transformers import T5Config, T5EncoderModel
+
+    tok = tiny_clip_tokenizer(out.parent / (out.name + "-tokenizer"))
+    torch.manual_seed(0)
+    text = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                   pad_token_id=len(tok) - 1))
+    unet = UNet2DConditionModel(sample_size=16, in_channels=3, out_channels=6, block_out_channels=(32, 64),
+                                layers_per_block=1, down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+                                mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+                                up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+                                cross_attention_dim=32, encoder_hid_dim=32, attention_head_dim=8, norm_num_groups=8,
+                                addition_embed_type="text", addition_embed_type_num_heads=2, resnet_time_scale_shift="scale_shift",
+                                act_fn="gelu")
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", variance_type="learned_range",
+                          thresholding=True, dynamic_thresholding_ratio=0.95, sample_max_value=1.0, prediction_type="epsilon")
+    pipe = IFPipeline(tokenizer=tok, text_encoder=text, unet=unet, scheduler=sched, safety_checker=None,
+                      feature_extractor=None, watermarker=None, requires_safety_checker=False)
+    pipe.save_pretrained(out)
+    return out
+
+
+def tiny_amused(out: Path) -> Path:
+    """A masked-token pipeline (VQ tokenizer + UViT transformer, aMUSEd/Muse-style), saved to `out`."""
+    import torch
+    from diffusers import AmusedPipeline, AmusedScheduler, UVit2DModel, VQModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    tok = tiny_clip_tokenizer(out.parent / (out.name + "-tokenizer"))
+    torch.manual_seed(0)
+    n = len(tok)
+    transformer = UVit2DModel(hidden_size=8, use_bias=False, hidden_dropout=0.0, cond_embed_dim=8, micro_cond_encode_dim=2,
+                              micro_cond_embed_dim=10, encoder_hidden_size=8, vocab_size=32, codebook_size=8,
+                              in_channels=8, block_out_channels=8, num_res_blocks=1, downsample=True, upsample=True,
+                              block_num_heads=1, num_hidden_layers=1, num_attention_heads=1, attention_dropout=0.0,
+                              intermediate_size=8, layer_norm_eps=1e-06, ln_elementwise_affine=True)
+    vqvae = VQModel(act_fn="silu", block_out_channels=[8], down_block_types=["DownEncoderBlock2D"], in_channels=3,
+                    latent_channels=8, layers_per_block=1, norm_num_groups=8, num_vq_embeddings=8, out_channels=3,
+                    sample_size=8, up_block_types=["UpDecoderBlock2D"], mid_block_add_attention=False,
+                    lookup_from_codebook=True)
+    text = CLIPTextModelWithProjection(CLIPTextConfig(bos_token_id=n - 2, eos_token_id=n - 1, pad_token_id=n - 1,
+                                                      hidden_size=8, intermediate_size=37, num_attention_heads=4,
+                                                      num_hidden_layers=2, vocab_size=n, projection_dim=8))
+    pipe = AmusedPipeline(vqvae=vqvae, tokenizer=tok, text_encoder=text, transformer=transformer,
+                          scheduler=AmusedScheduler(mask_token_id=31))
+    pipe.save_pretrained(out)
+    return out

@@ -22,6 +22,11 @@ SCHEDULERS = {
 }
 
 
+# Pipelines whose sampling loop takes a single torch.Generator, not one per image: called once per image
+# so that every image still depends on its own seed alone.
+ONE_GENERATOR_PIPELINES = {"AmusedPipeline"}
+
+
 @GENERATORS.register("diffusers")
 @dataclass
 class DiffusersGenerator:
@@ -58,11 +63,13 @@ class DiffusersGenerator:
         self.id = f"diffusers:{type(pipe).__name__}:{self.model}"
 
     def __call__(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> np.ndarray:
+        if type(self.pipe).__name__ in ONE_GENERATOR_PIPELINES and len(prompts) > 1:
+            return np.concatenate([self([p], [s], guidance_scale) for p, s in zip(prompts, seeds, strict=True)])
         import torch
 
         gens = [torch.Generator(self._device).manual_seed(int(s)) for s in seeds]
         kwargs: dict[str, Any] = {"num_inference_steps": self.steps, "guidance_scale": guidance_scale,
-                                  "generator": gens, **self.pipeline_kwargs}
+                                  "generator": gens[0] if len(gens) == 1 else gens, **self.pipeline_kwargs}
         if self.height:
             kwargs.update(height=self.height, width=self.width or self.height)
         with torch.inference_mode():
