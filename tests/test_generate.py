@@ -104,3 +104,31 @@ def test_generation_killed_and_resumed_is_byte_identical(sd_dir, tmp_path):
         assert (ref / name).read_bytes() == (killed / name).read_bytes(), name
     pd.testing.assert_frame_equal(read_manifest(ref), read_manifest(killed))
     assert [k for k, _, _ in iter_samples(killed)] == read_manifest(ref).key.tolist()
+
+
+def test_ray_executor_equals_local_executor(sd_dir, tmp_path):
+    """Two generator actors with half a CPU each on a local Ray instance write the same bytes."""
+    import ray
+
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    common = ["--threads", "1"]
+    assert main([*gen_args(sd_dir, local), *common]) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        assert main([*gen_args(sd_dir, distributed), *common, "--executor", "ray", "--ray-actors", "2",
+                     "--ray-cpus", "0.5"]) == 0
+    finally:
+        ray.shutdown()
+    names = sorted(p.name for p in local.glob("*.tar"))
+    assert len(names) == 5 and names == sorted(p.name for p in distributed.glob("*.tar"))
+    for name in names:
+        assert (local / name).read_bytes() == (distributed / name).read_bytes(), name
+    pd.testing.assert_frame_equal(read_manifest(local), read_manifest(distributed))
+
+
+def test_thread_limit_is_restored(sd_dir, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    assert main([*gen_args(sd_dir, tmp_path / "t"), "--threads", "1"]) == 0
+    assert torch.get_num_threads() == before

@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--allow-download", action="store_true", help="let diffusers fetch a hub id")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: a Ray Data pool of generator actors (RAY_ADDRESS joins a cluster)")
+    p.add_argument("--ray-actors", type=int, default=1, help="generator actors (one per GPU)")
+    p.add_argument("--ray-cpus", type=float, default=0.5, help="CPUs per actor (fractional on a CPU machine)")
+    p.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per actor")
+    p.add_argument("--threads", type=int, default=0, help="torch threads while generating (0: default); "
+                   "the same value under both executors gives byte-identical sets")
     p.add_argument("--quiet", "-q", action="store_true")
 
     p = sub.add_parser("fit", help="refit Equation 2 from W/results (no training)")
@@ -187,8 +194,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from synscale.generate.diffusers_backend import DiffusersGenerator
-    from synscale.generate.runner import generate_set
+    from synscale.generate.runner import GeneratorSpec, generate_set
     from synscale.labels import named_label_set
     from synscale.prompts.strategies import make_context, make_prompts
 
@@ -200,17 +206,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
         prompts = make_prompts(args.strategy, make_context(labels, args.labels), args.per_class, args.seed)
     out = Path(args.out)
     settings = {k: getattr(args, k) for k in ("model", "guidance", "steps", "scheduler", "dtype", "size",
-                                               "resolution", "channels", "batch_size", "shard_size")}
+                                               "resolution", "channels", "batch_size", "shard_size", "threads")}
     settings["prompts"] = pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum().item()
     marker = out / "generate.json"
     if marker.exists() and json.loads(marker.read_text()) != settings:
         raise ValueError(f"{out} holds a set generated with other settings; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(settings, indent=1))
-    gen = DiffusersGenerator(args.model, steps=args.steps, scheduler=args.scheduler, dtype=args.dtype,
-                             resolution=args.resolution, channels=args.channels, height=args.size, width=args.size,
-                             local_files_only=not args.allow_download)
-    n = generate_set(gen, prompts, labels, out, args.guidance, args.batch_size, args.shard_size, progress=not args.quiet)
+    spec = GeneratorSpec("diffusers", {
+        "model": args.model, "steps": args.steps, "scheduler": args.scheduler, "dtype": args.dtype,
+        "resolution": args.resolution, "channels": args.channels, "height": args.size, "width": args.size,
+        "local_files_only": not args.allow_download}, threads=args.threads)
+    n = generate_set(spec, prompts, labels, out, args.guidance, args.batch_size, args.shard_size,
+                     progress=not args.quiet, executor=args.executor, ray_actors=args.ray_actors,
+                     ray_num_cpus=args.ray_cpus, ray_num_gpus=args.ray_gpus)
     print(f"wrote {n:,} images to {out}")
     return 0
 

@@ -14,6 +14,17 @@ from synscale.registry import Registry
 
 GENERATORS: Registry = Registry("generator backend")
 
+# Backends live in modules with heavy imports (diffusers, torch); they register when first needed.
+BACKEND_MODULES = {"diffusers": "synscale.generate.diffusers_backend"}
+
+
+def create_generator(backend: str, **kwargs: Any) -> Any:
+    import importlib
+
+    if backend not in GENERATORS and backend in BACKEND_MODULES:
+        importlib.import_module(BACKEND_MODULES[backend])
+    return GENERATORS.create(backend, **kwargs)
+
 
 class Generator(Protocol):
     id: str  # recorded with every sample: which model made it

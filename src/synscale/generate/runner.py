@@ -5,12 +5,22 @@ at fixed offsets, so a sample is always generated in the same batch with the sam
 is written to `shard-NNNNN.tar.tmp` and renamed when whole, then recorded in `shard-NNNNN.rows.json`;
 a run that finds both skips the shard. Killed at any point and run again, the runner regenerates only
 unfinished shards, and the final set is byte-identical to an uninterrupted run.
+
+Executors: `local` (this process, one device, batched) and `ray` (Ray Data: the unfinished shards are
+rows of a dataset mapped by a pool of generator actors, one per GPU, or with fractional CPUs on a CPU
+machine, since a pool holding every CPU leaves Ray Data's read task none and deadlocks). Actors write
+their shards straight into the output directory, which must therefore be on storage every node sees.
+Both executors give byte-identical sets when they run the model with the same number of torch threads
+(`threads`; floating-point reductions depend on it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +60,36 @@ def generate_shard(generator: Any, rows: Any, labels: LabelSet, out_dir: Path, s
     return rows_out
 
 
-def generate_set(generator: Any, prompts: Any, labels: LabelSet, out_dir: str | Path, guidance: float,
-                 batch_size: int = 64, shard_size: int = 1000, progress: bool = True) -> int:
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """How to build a generator anywhere (this process or a Ray actor): a `GENERATORS` name + kwargs."""
+
+    backend: str
+    kwargs: dict[str, Any]
+    threads: int = 0  # torch threads while generating; 0 = leave torch's default
+
+    def build(self) -> Any:
+        from synscale.generate.base import create_generator
+
+        return create_generator(self.backend, **self.kwargs)
+
+    @contextlib.contextmanager
+    def thread_limit(self) -> Iterator[None]:
+        """torch's thread count set to `threads` while generating, restored afterwards."""
+        import torch
+
+        before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet, out_dir: str | Path, guidance: float,
+                 batch_size: int = 64, shard_size: int = 1000, progress: bool = True, executor: str = "local",
+                 ray_actors: int = 1, ray_num_cpus: float = 0.5, ray_num_gpus: float = 0.0) -> int:
     """Generate every row of `prompts` (index, class_index, prompt, strategy, seed) into `out_dir`."""
     import pandas as pd
 
@@ -59,16 +97,21 @@ def generate_set(generator: Any, prompts: Any, labels: LabelSet, out_dir: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts = prompts.sort_values("index").reset_index(drop=True)
     n_shards = (len(prompts) + shard_size - 1) // shard_size
-    done = {j for j in range(n_shards) if (out_dir / f"shard-{j:05d}.rows.json").exists()}
-    all_rows: list[dict[str, Any]] = []
+    pending = [j for j in range(n_shards) if not (out_dir / f"shard-{j:05d}.rows.json").exists()]
+    shard_rows = {j: prompts.iloc[j * shard_size : (j + 1) * shard_size] for j in pending}
     with bar(total=len(prompts), desc=f"generate cfg={guidance:g}", unit="img", disable=not progress) as pbar:
-        pbar.update(sum(min(shard_size, len(prompts) - j * shard_size) for j in done))
-        for j in range(n_shards):
-            if j in done:
-                all_rows += json.loads((out_dir / f"shard-{j:05d}.rows.json").read_text())
-                continue
-            rows = prompts.iloc[j * shard_size : (j + 1) * shard_size]
-            all_rows += generate_shard(generator, rows, labels, out_dir, j, guidance, batch_size, pbar)
+        pbar.update(len(prompts) - sum(len(r) for r in shard_rows.values()))
+        if executor == "local":
+            generator = spec.build() if pending else None
+            with spec.thread_limit():
+                for j in pending:
+                    generate_shard(generator, shard_rows[j], labels, out_dir, j, guidance, batch_size, pbar)
+        elif executor == "ray":
+            _generate_with_ray(spec, shard_rows, labels, out_dir, guidance, batch_size, pbar,
+                               ray_actors, ray_num_cpus, ray_num_gpus)
+        else:
+            raise ValueError(f"unknown executor {executor!r}; choose local or ray")
+    all_rows = [r for j in range(n_shards) for r in json.loads((out_dir / f"shard-{j:05d}.rows.json").read_text())]
     pd.DataFrame(all_rows).to_parquet(out_dir / "manifest.parquet", index=False)
     labels.save(out_dir / "labels.json")
     for j in range(n_shards):
@@ -84,3 +127,44 @@ def _write_array_cache(out_dir: Path) -> None:
     first = next(iter_samples(out_dir), None)
     if first is not None and max(decode_png(first[1]).shape[:2]) <= ARRAY_CACHE_MAX_SIDE:
         np.save(out_dir / "arrays.npy", load_arrays(out_dir)[0])
+
+
+class _ShardActor:
+    """A Ray Data actor: builds the generator once, then generates whole shards."""
+
+    def __init__(self, spec: GeneratorSpec, labels: LabelSet, out_dir: str, guidance: float, batch_size: int) -> None:
+        import torch
+
+        if spec.threads:  # the actor's process is ours alone
+            torch.set_num_threads(spec.threads)
+        self.generator = spec.build()
+        self.labels, self.out_dir, self.guidance, self.batch_size = labels, Path(out_dir), guidance, batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import pandas as pd
+
+        for shard, rows in zip(batch["shard"], batch["rows"], strict=True):
+            generate_shard(self.generator, pd.DataFrame(json.loads(rows)), self.labels, self.out_dir, int(shard),
+                           self.guidance, self.batch_size)
+        return {"shard": batch["shard"], "n": np.array([len(json.loads(r)) for r in batch["rows"]])}
+
+
+def _generate_with_ray(spec: GeneratorSpec, shard_rows: dict[int, Any], labels: LabelSet, out_dir: Path,
+                       guidance: float, batch_size: int, pbar: Any, actors: int, num_cpus: float, num_gpus: float) -> None:
+    """Shards as rows of a Ray dataset, mapped by a pool of `actors` generator actors."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("the ray executor needs Ray: pip install 'synscale[ray]'") from None
+
+    if not shard_rows:
+        return
+    if not ray.is_initialized():  # RAY_ADDRESS joins a cluster; else a local instance on this machine
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    items = [{"shard": j, "rows": rows.to_json(orient="records")} for j, rows in shard_rows.items()]
+    ds = ray.data.from_items(items).map_batches(
+        _ShardActor, fn_constructor_args=(spec, labels, str(out_dir), guidance, batch_size),
+        batch_size=1, concurrency=actors, num_cpus=num_cpus, num_gpus=num_gpus or None,
+    )
+    for row in ds.iter_rows():
+        pbar.update(int(row["n"]))
