@@ -132,3 +132,16 @@ def test_thread_limit_is_restored(sd_dir, tmp_path):
     before = torch.get_num_threads()
     assert main([*gen_args(sd_dir, tmp_path / "t"), "--threads", "1"]) == 0
     assert torch.get_num_threads() == before
+
+
+def test_generate_from_a_prompt_file_with_in_captions(sd_dir, tiny_fmnist, tmp_path):
+    prompts = tmp_path / "p.parquet"
+    assert main(["prompts", "--strategy", "in-captions", "--per-class", "2", "--data-root", str(tiny_fmnist),
+                 "--out", str(prompts)]) == 0
+    out = tmp_path / "set"
+    assert main(["generate", "--model", str(sd_dir), "--prompts", str(prompts), "--out", str(out), "--steps", "1",
+                 "--size", "16", "--batch-size", "5", "--shard-size", "10", "-q"]) == 0
+    m = read_manifest(out)
+    assert len(m) == 20 and (m.strategy == "in-captions").all()
+    assert m.prompt.str.endswith("item on a black background").all()
+    assert m.prompt.tolist() == pd.read_parquet(prompts).prompt.tolist()

@@ -18,6 +18,19 @@ def _study_args(p: argparse.ArgumentParser, default_workdir: str | None) -> None
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
 
+def _prompt_args(p: argparse.ArgumentParser, per_class: int) -> None:
+    p.add_argument("--labels", default="fashion-mnist", help="fashion-mnist, imagenet, or a file of class names")
+    p.add_argument("--strategy", action="append", default=None,
+                   help="a prompt strategy (repeatable for prompts; generate takes one); default: all / classname")
+    p.add_argument("--per-class", type=int, default=per_class, help="prompts (images) per class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--captioner", default="attributes",
+                   help="in-captions: 'attributes' (built-in) or 'file:<captions.csv|jsonl>'")
+    p.add_argument("--data", default="fashion-mnist", help="in-captions: the real dataset whose images are captioned")
+    p.add_argument("--data-root", default="")
+    p.add_argument("--wordnet", default="auto", help="auto, nltk, debian, or a WordNet 3.0 dict directory")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synscale",
@@ -50,16 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
 
     p = sub.add_parser("prompts", help="write a prompt set (class, prompt, seed) and show examples per strategy")
-    p.add_argument("--labels", default="fashion-mnist", help="fashion-mnist, imagenet, or a file of class names")
-    p.add_argument("--strategy", action="append", default=None,
-                   help="a prompt strategy (repeatable); default: all of them")
-    p.add_argument("--per-class", type=int, default=3, help="prompts per class")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--captioner", default="attributes",
-                   help="in-captions: 'attributes' (built-in) or 'file:<captions.csv|jsonl>'")
-    p.add_argument("--data", default="fashion-mnist", help="in-captions: the real dataset whose images are captioned")
-    p.add_argument("--data-root", default="")
-    p.add_argument("--wordnet", default="auto", help="auto, nltk, debian, or a WordNet 3.0 dict directory")
+    _prompt_args(p, per_class=3)
     p.add_argument("--out", default=None, help="write the prompt set here (.parquet or .csv)")
     p.add_argument("--show", type=int, default=3, help="examples to print per strategy")
 
@@ -67,10 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a diffusers pipeline directory (or hub id with --allow-download)")
     p.add_argument("--out", required=True, help="output set directory; rerun the same command to resume")
     p.add_argument("--prompts", default=None, help="a prompt set from `synscale prompts --out` (else built here)")
-    p.add_argument("--labels", default="fashion-mnist")
-    p.add_argument("--strategy", default="classname")
-    p.add_argument("--per-class", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    _prompt_args(p, per_class=10)
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--scheduler", default="default", help="default, ddim, dpm-solver++ or euler")
@@ -158,14 +159,12 @@ def print_summary(workdir: Path) -> None:
     print(fits[cols].to_string(index=False, float_format="%.4f"))
 
 
-def cmd_prompts(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+def prompt_context(args: argparse.Namespace, strategies: list[str]) -> object:
+    """The label set, WordNet source and (for in-captions) captions of real images named by the args."""
     from synscale.labels import named_label_set
-    from synscale.prompts.strategies import PROMPTS, make_context, make_prompts
+    from synscale.prompts.strategies import PROMPTS, make_context
 
     labels = named_label_set(args.labels)
-    strategies = args.strategy or PROMPTS.names()
     for name in strategies:
         PROMPTS.get(name)  # unknown names fail before any work
     captions = None
@@ -175,9 +174,18 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 
         ds = create_dataset(args.data, args.data_root)
         if ds.labels.names != labels.names:
-            raise ValueError(f"in-captions: dataset {args.data} has other classes than label set {args.labels}")
+            raise ConfigError(f"in-captions: dataset {args.data} has other classes than label set {args.labels}")
         captions = captions_per_class(ds, "train", args.captioner, pool=200, seed=args.seed)
-    ctx = make_context(labels, args.labels, captions=captions, wordnet_source=args.wordnet)
+    return make_context(labels, args.labels, captions=captions, wordnet_source=args.wordnet)
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from synscale.prompts.strategies import PROMPTS, make_prompts
+
+    strategies = args.strategy or PROMPTS.names()
+    ctx = prompt_context(args, strategies)
     sets = [make_prompts(name, ctx, args.per_class, args.seed) for name in strategies]
     for df in sets:
         print(f"\n[{df.strategy.iloc[0]}]")
@@ -195,15 +203,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from synscale.generate.runner import GeneratorSpec, generate_set
-    from synscale.labels import named_label_set
-    from synscale.prompts.strategies import make_context, make_prompts
+    from synscale.prompts.strategies import make_prompts
 
-    labels = named_label_set(args.labels)
+    strategy = (args.strategy or ["classname"])
+    if len(strategy) != 1:
+        raise ConfigError("generate takes one --strategy (a set is generated from one prompt strategy)")
+    ctx = prompt_context(args, strategy if not args.prompts else [])
+    labels = ctx.labels
     if args.prompts:
         prompts = pd.read_parquet(args.prompts) if args.prompts.endswith(".parquet") else pd.read_csv(args.prompts)
-        prompts = prompts[prompts.strategy == prompts.strategy.iloc[0]] if "strategy" in prompts else prompts
+        if prompts.strategy.nunique() != 1:
+            raise ConfigError(f"{args.prompts} holds several strategies; write one set per strategy")
     else:
-        prompts = make_prompts(args.strategy, make_context(labels, args.labels), args.per_class, args.seed)
+        prompts = make_prompts(strategy[0], ctx, args.per_class, args.seed)
     out = Path(args.out)
     settings = {k: getattr(args, k) for k in ("model", "guidance", "steps", "scheduler", "dtype", "size",
                                                "resolution", "channels", "batch_size", "shard_size", "threads")}
