@@ -45,6 +45,11 @@ class StageResult:
     path: Path
     skipped: bool  # True when a complete stage was found and nothing ran
 
+    @property
+    def root(self) -> Path:
+        """The workdir that holds this stage (`<root>/stages/<kind>/<id>`)."""
+        return self.path.parents[2]
+
     def info(self) -> dict[str, Any]:
         return json.loads((self.path / STAGE_FILE).read_text())
 

@@ -95,8 +95,7 @@ def subset(set_stage: StageResult, scale: int, seed: int, log: Log) -> StageResu
         n_cls = len(LabelSet.load(set_stage.path / "labels.json"))
         pd.DataFrame({"key": subset_keys(manifest, scale, n_cls, seed)}).to_parquet(out / "subset.parquet", index=False)
 
-    root = set_stage.path.parents[2]
-    return run_stage(root, "subset", {"scale": scale, "order_seed": seed}, {"set": set_stage.id}, fn)
+    return run_stage(set_stage.root, "subset", {"scale": scale, "order_seed": seed}, {"set": set_stage.id}, fn)
 
 
 def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int, cache: ArrayCache, log: Log, name: str) -> StageResult:
@@ -124,7 +123,7 @@ def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int
         }, indent=1))
 
     params = {"train": to_dict(cfg.train), "scale": scale}
-    res = run_stage(set_stage.path.parents[2], "train", params, {"set": set_stage.id, "subset": sub.id}, fn)
+    res = run_stage(set_stage.root, "train", params, {"set": set_stage.id, "subset": sub.id}, fn)
     log.stage(f"train {name} D={scale}", res)
     return res
 
@@ -156,7 +155,7 @@ def evaluate(cfg: StudyConfig, model_stage: StageResult, eval_set: StageResult, 
         (out / "summary.json").write_text(json.dumps(overall, indent=1))
 
     params = {"eval_set": eval_name, "batch_size": cfg.train.eval_batch_size}
-    res = run_stage(model_stage.path.parents[2], "evaluate", params, {"model": model_stage.id, "set": eval_set.id}, fn)
+    res = run_stage(model_stage.root, "evaluate", params, {"model": model_stage.id, "set": eval_set.id}, fn)
     log.stage(f"evaluate on {eval_name}", res)
     return res
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from synscale.labels import LabelSet
+from synscale.labels import WNID, LabelSet
 from synscale.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -219,7 +219,7 @@ class WebDatasetSource:
         if names_file is None or not names_file.exists():
             raise DatasetError(f"webdataset: put the class names, one per line in label order, in {names_file or '<dir>/classnames.txt'}")
         names = [ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()]
-        self.labels = LabelSet(tuple(names), tuple(names) if all(n[:1] == "n" and n[1:].isdigit() and len(n) == 9 for n in names) else None)
+        self.labels = LabelSet(tuple(names), tuple(names) if all(WNID.match(n) for n in names) else None)
 
     def _shards(self, split: str) -> list[Path]:
         shards = sorted(Path(self.root).glob(f"{split}-*.tar"))

@@ -51,7 +51,8 @@ def decode_png(data: bytes) -> np.ndarray:
 class ShardWriter:
     """Writes samples into numbered tars of at most `shard_size` samples, and the manifest at close()."""
 
-    def __init__(self, out_dir: str | Path, labels: LabelSet, shard_size: int = 10000, prefix: str = "shard") -> None:
+    def __init__(self, out_dir: str | Path, labels: LabelSet, shard_size: int = 10000, prefix: str = "shard",
+                 cache_arrays: bool = True) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.labels = labels
@@ -60,7 +61,7 @@ class ShardWriter:
         self.rows: list[dict[str, Any]] = []
         self._tar: tarfile.TarFile | None = None
         self._keys: set[str] = set()
-        self._arrays: list[np.ndarray] | None = []  # None once an image is too large to cache
+        self._arrays: list[np.ndarray] | None = [] if cache_arrays else None  # None: no arrays.npy
 
     def _shard_name(self, i: int) -> str:
         return f"{self.prefix}-{i:05d}.tar"

@@ -41,7 +41,7 @@ def generate_shard(generator: Any, rows: Any, labels: LabelSet, out_dir: Path, s
     name = f"shard-{shard:05d}.tar"
     tmp = out_dir / f".{name}.inprogress"
     tmp.mkdir(exist_ok=True)
-    writer = ShardWriter(tmp, labels, shard_size=len(rows) + 1)
+    writer = ShardWriter(tmp, labels, shard_size=len(rows) + 1, cache_arrays=False)  # the set's cache comes last
     for start in range(0, len(rows), batch_size):
         batch = rows.iloc[start : start + batch_size]
         images = generator(batch.prompt.tolist(), batch.seed.tolist(), guidance)
