@@ -137,3 +137,30 @@ def test_wordnet_sources(tmp_path):
     assert len(wn._lexnames) == 45 and wn._lexnames[5] == "noun.animal"
     with pytest.raises(WordNetUnavailable, match="apt-get install -y wordnet-base"):
         load_wordnet(str(tmp_path))
+
+
+def test_transformers_backends_word2sen_and_captioner(tiny_fmnist, tmp_path, capsys):
+    from synscale.prompts.hf_backends import ImageToTextCaptioner, Seq2SeqSentences
+    from tiny_pipelines import tiny_image_captioner, tiny_t5
+
+    t5 = tiny_t5(tmp_path / "t5")
+    sentences = Seq2SeqSentences(str(t5), max_new_tokens=8)
+    a = sentences("Sandal", np.random.default_rng(1))
+    assert a == sentences("Sandal", np.random.default_rng(1)) and a.startswith("Sandal")
+    outs = {sentences("Sandal", np.random.default_rng(s)) for s in range(6)}
+    assert len(outs) > 1  # sampling follows the prompt's seed
+    cap_dir = tiny_image_captioner(tmp_path / "cap")
+    captioner = ImageToTextCaptioner(str(cap_dir), max_new_tokens=4, batch_size=2)
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 1, 28, 28)).astype(np.uint8)
+    caps = captioner(imgs, ["a", "b", "c"])
+    assert len(caps) == 3 and caps == captioner(imgs, ["a", "b", "c"])
+
+    out = tmp_path / "p.csv"
+    assert main(["prompts", "--strategy", "word2sen", "--strategy", "in-captions", "--per-class", "2",
+                 "--word2sen-model", str(t5), "--captioner", f"hf:{cap_dir}", "--data-root", str(tiny_fmnist),
+                 "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    w2s = df[df.strategy == "word2sen"]
+    assert len(w2s) == 20 and all(p.startswith(c) for p, c in zip(w2s.prompt, w2s.class_name, strict=True))
+    assert not w2s.prompt.str.contains("wooden table|shop window", regex=True).any()  # the model, not the composer
+    assert (df[df.strategy == "in-captions"].prompt.str.len() > 0).all()

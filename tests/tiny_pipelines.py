@@ -98,3 +98,38 @@ def tiny_amused(out: Path) -> Path:
                           scheduler=AmusedScheduler(mask_token_id=31))
     pipe.save_pretrained(out)
     return out
+
+
+def tiny_t5(out: Path) -> Path:
+    """A seq2seq language model (T5 architecture, random weights) with its tokenizer, saved to `out`."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tok = tiny_clip_tokenizer(out.parent / (out.name + "-tokenizer"))
+    n = len(tok)
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(T5Config(vocab_size=n, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
+                                        pad_token_id=n - 1, eos_token_id=n - 1, decoder_start_token_id=n - 2)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def tiny_image_captioner(out: Path) -> Path:
+    """An image-to-text model (ViT encoder + GPT-2 decoder) with image processor and tokenizer."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTImageProcessor, ViTModel, VisionEncoderDecoderModel
+
+    tok = tiny_clip_tokenizer(out.parent / (out.name + "-tokenizer"))
+    n = len(tok)
+    torch.manual_seed(0)
+    enc = ViTModel(ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=32))
+    dec = GPT2LMHeadModel(GPT2Config(vocab_size=n, n_embd=16, n_layer=1, n_head=2, add_cross_attention=True,
+                                     bos_token_id=n - 2, eos_token_id=n - 1))
+    model = VisionEncoderDecoderModel(encoder=enc, decoder=dec)
+    for cfg in (model.config, model.generation_config):
+        cfg.decoder_start_token_id, cfg.pad_token_id = n - 2, n - 1
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(out)
+    return out

@@ -25,7 +25,10 @@ def _prompt_args(p: argparse.ArgumentParser, per_class: int) -> None:
     p.add_argument("--per-class", type=int, default=per_class, help="prompts (images) per class")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--captioner", default="attributes",
-                   help="in-captions: 'attributes' (built-in) or 'file:<captions.csv|jsonl>'")
+                   help="in-captions: 'attributes' (built-in), 'file:<captions.csv|jsonl>' or 'hf:<image-to-text model>'")
+    p.add_argument("--word2sen-model", default=None,
+                   help="word2sen: a seq2seq language model (local path or hub id); default: the offline composer")
+    p.add_argument("--allow-model-download", action="store_true", help="let transformers fetch hub ids")
     p.add_argument("--data", default="fashion-mnist", help="in-captions: the real dataset whose images are captioned")
     p.add_argument("--data-root", default="")
     p.add_argument("--wordnet", default="auto", help="auto, nltk, debian, or a WordNet 3.0 dict directory")
@@ -175,8 +178,14 @@ def prompt_context(args: argparse.Namespace, strategies: list[str]) -> object:
         ds = create_dataset(args.data, args.data_root)
         if ds.labels.names != labels.names:
             raise ConfigError(f"in-captions: dataset {args.data} has other classes than label set {args.labels}")
-        captions = captions_per_class(ds, "train", args.captioner, pool=200, seed=args.seed)
-    return make_context(labels, args.labels, captions=captions, wordnet_source=args.wordnet)
+        captions = captions_per_class(ds, "train", args.captioner, pool=200, seed=args.seed,
+                                      local_files_only=not args.allow_model_download)
+    sentences = None
+    if args.word2sen_model and "word2sen" in strategies:
+        from synscale.prompts.hf_backends import Seq2SeqSentences
+
+        sentences = Seq2SeqSentences(args.word2sen_model, local_files_only=not args.allow_model_download)
+    return make_context(labels, args.labels, captions=captions, wordnet_source=args.wordnet, sentence_model=sentences)
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:

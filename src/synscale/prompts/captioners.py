@@ -5,7 +5,9 @@
   intensity of object pixels), shape (slim / wide, from the bounding box's width-to-height ratio),
   texture (plain / patterned, from the mean absolute difference between horizontally adjacent object
   pixels) and size (small / large, from the fraction of the image the object covers).
-- `file`: the user's captions, a CSV or JSONL file with columns `key` and `caption`.
+- `file:<path>`: the user's captions, a CSV or JSONL file with columns `key` and `caption`.
+- `hf:<model>`: an image-to-text model by local path or hub id (BLIP-2 in the paper), see
+  `synscale.prompts.hf_backends.ImageToTextCaptioner`.
 """
 
 from __future__ import annotations
@@ -72,10 +74,11 @@ def read_captions_file(path: str | Path) -> dict[str, str]:
     return dict(zip(df["key"].astype(str), df["caption"].astype(str), strict=True))
 
 
-def captions_per_class(dataset: object, split: str, captioner: str, pool: int, seed: int = 0) -> dict[int, list[str]]:
+def captions_per_class(dataset: object, split: str, captioner: str, pool: int, seed: int = 0,
+                       local_files_only: bool = True) -> dict[int, list[str]]:
     """Captions of up to `pool` real images per class (the first of each class in the nested-subset
     order), from a registered dataset. `captioner` is `attributes` or `file:<path>` (keys are the
-    dataset's sample keys)."""
+    dataset's sample keys) or `hf:<model>` (an image-to-text model)."""
     import pandas as pd
 
     from synscale.data.subsets import subset_keys
@@ -94,7 +97,12 @@ def captions_per_class(dataset: object, split: str, captioner: str, pool: int, s
             raise ValueError(f"{captioner[5:]}: none of the dataset's keys (e.g. {chosen[0].key!r}) has a caption")
     else:
         images = np.stack([np.asarray(s.image) for s in chosen])
-        texts = CAPTIONERS.create(captioner, images, [s.key for s in chosen])
+        if captioner.startswith("hf:"):
+            from synscale.prompts.hf_backends import ImageToTextCaptioner
+
+            texts = ImageToTextCaptioner(captioner[3:], local_files_only=local_files_only)(images, [s.key for s in chosen])
+        else:
+            texts = CAPTIONERS.create(captioner, images, [s.key for s in chosen])
     out: dict[int, list[str]] = {}
     for s, text in zip(chosen, texts, strict=True):
         if text:
