@@ -97,6 +97,44 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
+class SyntheticConfig:
+    """One synthetic configuration (`[[synthetic]]`): a text-to-image model, a prompt strategy and a
+    guidance scale. The study generates a class-balanced set with it, sized for the largest scale,
+    trains on it at every scale and evaluates on the real test set (source = `name`)."""
+
+    name: str
+    model: str  # a diffusers pipeline directory (or hub id with allow_download)
+    strategy: str = "classname"
+    guidance: float = 2.0
+    steps: int = 50
+    scheduler: str = "default"
+    dtype: str = "float32"
+    size: int = 0  # generation height = width; 0 = the pipeline's default
+    per_class: int = 0  # images per class; 0 = enough for the largest scale
+    seed: int = 0
+    batch_size: int = 16
+    shard_size: int = 1000
+    executor: Literal["local", "ray"] = "local"
+    ray_actors: int = 1
+    ray_cpus: float = 0.5
+    ray_gpus: float = 0.0
+    threads: int = 0  # torch threads while generating (0: default); equal values give equal bytes
+    captioner: str = "attributes"  # in-captions: attributes | file:<path> | hf:<model>
+    allow_download: bool = False
+    pipeline_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        from synscale.prompts.strategies import PROMPTS
+
+        if self.name == "real" or not self.name or "/" in self.name:
+            raise ValueError(f"synthetic name {self.name!r} must be non-empty, not 'real', without '/'")
+        if self.strategy not in PROMPTS:
+            raise ValueError(f"unknown prompt strategy {self.strategy!r}; known: {', '.join(PROMPTS.names())}")
+        _positive(self, "steps", "batch_size", "shard_size", "ray_actors")
+        _nonnegative(self, "guidance", "size", "per_class", "threads")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     name: str
     scales: list[int]
@@ -104,6 +142,7 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     fit: FitConfig = field(default_factory=FitConfig)
+    synthetic: list[SyntheticConfig] = field(default_factory=list)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -116,6 +155,9 @@ class StudyConfig:
                 f"the smallest scale ({min(self.scales)}) must exceed train.schedule.zero_scale "
                 f"({self.train.schedule.zero_scale}): the log-scale rule gives it no iterations"
             )
+        names = [c.name for c in self.synthetic]
+        if len(set(names)) != len(names):
+            raise ValueError(f"synthetic configurations need distinct names, got {names}")
         unknown = set(self.sizes) - {"smoke", "full"}
         if unknown:
             raise ValueError(f"unknown size(s) {sorted(unknown)} in [sizes]; allowed: smoke, full")

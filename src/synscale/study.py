@@ -1,5 +1,6 @@
-"""Expand a study into stages and run them: real shards -> nested subsets -> train -> evaluate ->
-results tables -> fits -> report. Every step is a stage on disk (see `synscale.stage`), so a study
+"""Expand a study into stages and run them: real shards (and, per `[[synthetic]]` configuration, a
+generated set) -> nested subsets -> train -> evaluate on the real test set -> results tables -> fits ->
+report. Every step is a stage on disk (see `synscale.stage`), so a study
 that is run again skips what is complete and redoes what was interrupted.
 
 Workdir layout:
@@ -160,6 +161,61 @@ def evaluate(cfg: StudyConfig, model_stage: StageResult, eval_set: StageResult, 
     return res
 
 
+def synthetic_set(cfg: StudyConfig, syn: Any, train_set: StageResult, log: Log) -> StageResult:
+    """Generate `syn`'s class-balanced set at the real data's resolution and channels (resumable)."""
+    import dataclasses
+    import math
+
+    import pandas as pd
+
+    from synscale.data.shards import decode_png, iter_samples
+    from synscale.generate.runner import GeneratorSpec, generate_set
+    from synscale.labels import LabelSet
+    from synscale.prompts.strategies import make_context, make_prompts
+
+    labels = LabelSet.load(train_set.path / "labels.json")
+    per_class = syn.per_class or math.ceil(max(cfg.scales) / len(labels))
+    first = decode_png(next(iter_samples(train_set.path))[1])
+    resolution, channels = first.shape[0], 1 if first.ndim == 2 else first.shape[2]
+    captions = None
+    if syn.strategy == "in-captions":
+        from synscale.data.datasets import create_dataset
+        from synscale.prompts.captioners import captions_per_class
+
+        ds = create_dataset(cfg.data.dataset, cfg.data.root, cfg.data.image_size)
+        captions = captions_per_class(ds, cfg.data.train_split, syn.captioner, pool=200, seed=syn.seed,
+                                      local_files_only=not syn.allow_download)
+    prompts = make_prompts(syn.strategy, make_context(labels, cfg.data.dataset, captions=captions), per_class, syn.seed)
+    run_only = ("executor", "ray_actors", "ray_cpus", "ray_gpus")  # where it runs does not change the bytes
+    params = {"synthetic": {k: v for k, v in dataclasses.asdict(syn).items() if k not in run_only},
+              "per_class": per_class, "resolution": resolution, "channels": channels,
+              "prompts": int(pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum())}
+    spec = GeneratorSpec("diffusers", {
+        "model": syn.model, "steps": syn.steps, "scheduler": syn.scheduler, "dtype": syn.dtype, "resolution": resolution,
+        "channels": channels, "height": syn.size or None, "width": syn.size or None,
+        "local_files_only": not syn.allow_download, "pipeline_kwargs": syn.pipeline_kwargs}, threads=syn.threads)
+
+    def fn(out: Path) -> None:
+        generate_set(spec, prompts, labels, out, syn.guidance, syn.batch_size, syn.shard_size, progress=not log.quiet,
+                     executor=syn.executor, ray_actors=syn.ray_actors, ray_num_cpus=syn.ray_cpus, ray_num_gpus=syn.ray_gpus)
+
+    res = run_stage(train_set.root, "generate", params, {"labels": train_set.id}, fn, resumable=True)
+    log.stage(f"generate {syn.name} ({len(prompts):,} images)", res)
+    return res
+
+
+def scaling_curve(cfg: StudyConfig, train_set: StageResult, test_set: StageResult, source: str,
+                  cache: ArrayCache, log: Log) -> list[tuple[TrainedModel, str, StageResult]]:
+    """Nested subsets of `train_set` at every scale, a model on each, evaluated on the real test set."""
+    evals = []
+    for scale in cfg.scales:
+        sub = subset(train_set, scale, cfg.data.order_seed, log)
+        tr = train(cfg, train_set, sub, scale, cache, log, source)
+        ev = evaluate(cfg, tr, test_set, "val", cache, log)
+        evals.append((TrainedModel(source, source, scale, tr), "val", ev))
+    return evals
+
+
 # ---------------------------------------------------------------------------------------------------
 # Results tables
 
@@ -227,13 +283,9 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Pat
     train_set = real_shards(cfg, workdir, cfg.data.train_split, log)
     test_set = real_shards(cfg, workdir, cfg.data.test_split, log)
     d_ref = cfg.data.reference_size or _set_size(train_set)
-    evals = []
-    for scale in cfg.scales:
-        sub = subset(train_set, scale, cfg.data.order_seed, log)
-        tr = train(cfg, train_set, sub, scale, cache, log, "real")
-        tm = TrainedModel("real", "real", scale, tr)
-        ev = evaluate(cfg, tr, test_set, "val", cache, log)
-        evals.append((tm, "val", ev))
+    evals = scaling_curve(cfg, train_set, test_set, "real", cache, log)
+    for syn in cfg.synthetic:
+        evals += scaling_curve(cfg, synthetic_set(cfg, syn, train_set, log), test_set, syn.name, cache, log)
     results = workdir / "results"
     collect_results(evals, results)
     (results / "meta.json").write_text(json.dumps({"study": cfg.name, "d_ref": d_ref}, indent=1))

@@ -1,0 +1,85 @@
+"""A study with a synthetic configuration: a (tiny, real) diffusers pipeline generates the set, which
+is trained on at every scale beside the real data."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from synscale.cli import main
+from synscale.config import ConfigError, load_study
+from tiny_pipelines import tiny_stable_diffusion
+
+STUDY = """
+name = "tiny-synthetic"
+scales = [200, 400]
+
+[data]
+dataset = "fashion-mnist"
+root = "{root}"
+reference_size = 60000
+
+[train]
+batch_size = 64
+
+[train.schedule]
+zero_scale = 100
+iters_per_doubling = 20
+warmup_per_doubling = 2
+
+[fit]
+bootstrap = 50
+
+[[synthetic]]
+name = "tiny-sd-cfg2-w2s"
+model = "{model}"
+strategy = "word2sen"
+guidance = 2.0
+steps = 1
+size = 16
+batch_size = 20
+shard_size = 100
+"""
+
+
+@pytest.fixture(scope="module")
+def study_file(tiny_fmnist, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("study")
+    model = tiny_stable_diffusion(tmp / "pipe")
+    path = tmp / "study.toml"
+    path.write_text(STUDY.format(root=tiny_fmnist, model=model))
+    return path
+
+
+def test_study_trains_on_real_and_synthetic(study_file, tmp_path):
+    work = tmp_path / "w"
+    assert main(["study", str(study_file), "--workdir", str(work), "-q"]) == 0
+    scaling = pd.read_parquet(work / "results" / "scaling.parquet")
+    assert sorted(scaling.source.unique()) == ["real", "tiny-sd-cfg2-w2s"]
+    assert scaling.groupby("source").scale.apply(list).to_dict() == {"real": [200, 400], "tiny-sd-cfg2-w2s": [200, 400]}
+    fits = pd.read_parquet(work / "results" / "fits.parquet")
+    assert sorted(fits.source) == ["real", "tiny-sd-cfg2-w2s"]
+    gen = [p for p in (work / "stages" / "generate").iterdir() if not p.name.startswith(".")]
+    assert len(gen) == 1
+    manifest = pd.read_parquet(gen[0] / "manifest.parquet")
+    assert len(manifest) == 400 and (manifest.guidance_scale == 2.0).all()  # 40 per class, for scale 400
+    assert (gen[0] / "arrays.npy").exists()
+    assert "tiny-sd-cfg2-w2s" in (work / "report" / "index.html").read_text()
+    # everything is cached on a second run
+    before = (gen[0] / "stage.json").stat().st_mtime_ns
+    assert main(["study", str(study_file), "--workdir", str(work), "-q"]) == 0
+    assert (gen[0] / "stage.json").stat().st_mtime_ns == before
+
+
+def test_synthetic_configs_are_validated(study_file, tmp_path):
+    text = study_file.read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('strategy = "word2sen"', 'strategy = "poetry"'))
+    with pytest.raises(ConfigError, match=r"\[synthetic\[0\]\] unknown prompt strategy 'poetry'"):
+        load_study(bad)
+    bad.write_text(text.replace("guidance = 2.0", "guidanse = 2.0"))
+    with pytest.raises(ConfigError, match=r"unknown key 'synthetic\[0\].guidanse' \(did you mean 'guidance'\?\)"):
+        load_study(bad)
+    bad.write_text(text + text[text.index("[[synthetic]]"):])
+    with pytest.raises(ConfigError, match="distinct names"):
+        load_study(bad)
