@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from synscale.config import SIZES, ConfigError, find_study, load_study, to_dict
+from synscale.config import SIZES, ConfigError, StudyConfig, find_study, load_study, to_dict
 
 
 def _study_args(p: argparse.ArgumentParser, default_workdir: str | None) -> None:
@@ -136,7 +136,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_plan(cfg: object) -> None:
+def print_plan(cfg: StudyConfig) -> None:
     from synscale.train.schedule import total_iters, warmup_iters
 
     print(f"study {cfg.name}: dataset {cfg.data.dataset}, model {cfg.train.model}, batch {cfg.train.batch_size}")
@@ -147,7 +147,13 @@ def print_plan(cfg: object) -> None:
         seen = it * cfg.train.batch_size
         total += seen
         print(f"{s:>10,} {it:>8,} {wu:>7,} {seen:>12,} {seen / s:>7.1f}")
-    print(f"total images through the model: {total:,} (one model per scale)")
+    print(f"total images through the model: {total:,} per source (one model per scale)")
+    sources = ["real"] + [syn.name for syn in cfg.synthetic]
+    if cfg.synthetic:
+        print(f"sources: {', '.join(sources)} ({len(sources) * len(cfg.scales)} models in all)")
+        for syn in cfg.synthetic:
+            print(f"  {syn.name}: {syn.model}, {syn.strategy}, guidance {syn.guidance:g}, {syn.steps} steps, "
+                  f"{'per_class ' + str(syn.per_class) if syn.per_class else 'enough images for the largest scale'}")
 
 
 def print_summary(workdir: Path) -> None:
