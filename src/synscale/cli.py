@@ -94,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "the same value under both executors gives byte-identical sets")
     p.add_argument("--quiet", "-q", action="store_true")
 
+    p = sub.add_parser("generator", help="built-in text-to-image models: train")
+    gsub = p.add_subparsers(dest="generator_command", metavar="ACTION", required=True)
+    t = gsub.add_parser("train", help="train a built-in family on real Fashion-MNIST with captions from every strategy")
+    t.add_argument("--family", default="latent-diffusion", help="latent-diffusion")
+    t.add_argument("--out", required=True, help="weights directory (family.json + safetensors)")
+    t.add_argument("--data-root", default="", help="Fashion-MNIST files (default: Debian's)")
+    t.add_argument("--vae-steps", type=int, default=1000)
+    t.add_argument("--unet-steps", type=int, default=4000)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--per-strategy", type=int, default=20, help="prompts per class and strategy in the caption pool")
+    t.add_argument("--limit", type=int, default=0, help="train on the first N images only (0: all)")
+    t.add_argument("--quiet", "-q", action="store_true")
+
     p = sub.add_parser("fit", help="refit Equation 2 from W/results (no training)")
     p.add_argument("workdir")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates (default: the study's)")
@@ -251,6 +266,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generator(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from synscale.data.datasets import create_dataset
+    from synscale.generate.train_builtin import train_latent_diffusion
+    from synscale.prompts.captioners import captions_per_class
+
+    if args.family != "latent-diffusion":
+        raise ConfigError(f"unknown built-in family {args.family!r}; available: latent-diffusion")
+    ds = create_dataset("fashion-mnist", args.data_root)
+    samples = list(ds.samples("train"))[: args.limit or None]
+    images = np.stack([s.image for s in samples])[:, None]
+    labels = np.array([s.label for s in samples])
+    captions = captions_per_class(ds, "train", "attributes", pool=200, seed=args.seed)
+    out = train_latent_diffusion(images, labels, ds.labels.names, args.out, "fashion-mnist", captions,
+                                 args.vae_steps, args.unet_steps, args.batch_size, args.lr, args.seed,
+                                 args.per_strategy, progress=not args.quiet)
+    print(f"wrote {args.family} weights to {out}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = load_study(find_study(args.study), args.size, args.overrides)
     print(json.dumps(to_dict(cfg), indent=2))
@@ -290,7 +326,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "study": cmd_study, "config": cmd_config, "shards": cmd_shards, "prompts": cmd_prompts,
-            "generate": cmd_generate,
+            "generate": cmd_generate, "generator": cmd_generator,
             "fit": cmd_fit, "report": cmd_report}
 
 

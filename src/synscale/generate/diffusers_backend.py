@@ -30,7 +30,7 @@ ONE_GENERATOR_PIPELINES = {"AmusedPipeline"}
 @GENERATORS.register("diffusers")
 @dataclass
 class DiffusersGenerator:
-    model: str  # a local pipeline directory (or a hub id, with local_files_only=False)
+    model: str  # a pipeline directory, a hub id (with local_files_only=False), or builtin:<family>[@<weights>]
     steps: int = 50
     scheduler: str = "default"
     dtype: str = "float32"  # float32 | float16 | bfloat16
@@ -50,9 +50,17 @@ class DiffusersGenerator:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
         dev = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self._device = dev
-        pipe = DiffusionPipeline.from_pretrained(
-            self.model, torch_dtype=getattr(torch, self.dtype), local_files_only=self.local_files_only
-        )
+        if self.model.startswith("builtin:"):  # builtin:<family>[@<weights dir>]
+            from synscale.generate.builtin import FAMILIES
+
+            family, _, weights = self.model[len("builtin:"):].partition("@")
+            pipe = FAMILIES.create(family, weights or None)
+            if self.dtype != "float32":
+                pipe = pipe.to(getattr(torch, self.dtype))
+        else:
+            pipe = DiffusionPipeline.from_pretrained(
+                self.model, torch_dtype=getattr(torch, self.dtype), local_files_only=self.local_files_only
+            )
         if SCHEDULERS[self.scheduler]:
             import diffusers
 
