@@ -92,7 +92,9 @@ def test_frozen_and_shipped_study_validates():
         cfg.name = "x"  # type: ignore[misc]
     for size in ("smoke", "default", "full"):
         assert len(load_study(find_study("fashion-mnist"), size).scales) >= 3
-    assert len(load_study(find_study("fashion-mnist")).scales) >= 5
+    demo = load_study(find_study("fashion-mnist"))
+    assert len(demo.scales) >= 4 and [s.guidance for s in demo.synthetic] == [2.0, 4.0]
+    assert all(s.model == "builtin:latent-diffusion" for s in demo.synthetic)
     with pytest.raises(ConfigError, match="shipped studies: .*fashion-mnist"):
         find_study("no-such-study")
 

@@ -71,12 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=3, help="examples to print per strategy")
 
     p = sub.add_parser("generate", help="generate a class-balanced synthetic set (resumable) as shards + manifest")
-    p.add_argument("--model", required=True, help="a diffusers pipeline directory (or hub id with --allow-download)")
+    p.add_argument("--model", required=True, help="builtin:<family>[@<weights dir>], a diffusers pipeline directory, "
+                   "or a hub id with --allow-download")
     p.add_argument("--out", required=True, help="output set directory; rerun the same command to resume")
     p.add_argument("--prompts", default=None, help="a prompt set from `synscale prompts --out` (else built here)")
     _prompt_args(p, per_class=10)
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default; diffusers 50)")
     p.add_argument("--scheduler", default="default", help="default, ddim, dpm-solver++ or euler")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--size", type=int, default=None, help="generation height = width (default: the pipeline's)")
@@ -97,17 +98,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generator", help="built-in text-to-image models: train")
     gsub = p.add_subparsers(dest="generator_command", metavar="ACTION", required=True)
     t = gsub.add_parser("train", help="train a built-in family on real Fashion-MNIST with captions from every strategy")
-    t.add_argument("--family", default="latent-diffusion", help="latent-diffusion")
+    t.add_argument("--family", default="latent-diffusion", help="latent-diffusion, pixel-diffusion or masked-token")
     t.add_argument("--out", required=True, help="weights directory (family.json + safetensors)")
     t.add_argument("--data-root", default="", help="Fashion-MNIST files (default: Debian's)")
-    t.add_argument("--vae-steps", type=int, default=1000)
-    t.add_argument("--unet-steps", type=int, default=4000)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--ae-steps", type=int, default=None,
+                   help="autoencoder / VQ tokenizer steps (default: what the shipped weights used)")
+    t.add_argument("--steps", type=int, default=None, help="denoiser / transformer steps (default: as shipped)")
+    t.add_argument("--batch-size", type=int, default=None, help="default: as shipped")
+    t.add_argument("--lr", type=float, default=None, help="default: as shipped")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--per-strategy", type=int, default=20, help="prompts per class and strategy in the caption pool")
     t.add_argument("--limit", type=int, default=0, help="train on the first N images only (0: all)")
     t.add_argument("--quiet", "-q", action="store_true")
+    e = gsub.add_parser("eval", help="recognizability (macro-F1 of a real-trained classifier) and diversity of a "
+                        "generator's samples at several guidance scales")
+    e.add_argument("--family", default=None, help="a built-in family (default: latent-diffusion)")
+    e.add_argument("--weights", default=None, help="the family's weights dir (default: the shipped ones)")
+    e.add_argument("--model", default=None, help="any diffusers model instead of a built-in family "
+                   "(a pipeline dir for a 28x28 grayscale Fashion-MNIST generator)")
+    e.add_argument("--guidance", default="1,2,4,7", help="comma-separated guidance scales")
+    e.add_argument("--per-class", type=int, default=100)
+    e.add_argument("--strategy", default="classname", help="prompt strategy")
+    e.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--workdir", default="synscale-eval", help="where the reference classifier is cached")
+    e.add_argument("--data-root", default="", help="Fashion-MNIST files (default: Debian's)")
+    e.add_argument("--grid", default=None, help="write a PNG grid of samples (classes x samples, per guidance)")
+    e.add_argument("--out", default=None, help="write the table here (.csv or .parquet)")
+    e.add_argument("--quiet", "-q", action="store_true")
 
     p = sub.add_parser("fit", help="refit Equation 2 from W/results (no training)")
     p.add_argument("workdir")
@@ -167,7 +185,7 @@ def print_plan(cfg: StudyConfig) -> None:
     if cfg.synthetic:
         print(f"sources: {', '.join(sources)} ({len(sources) * len(cfg.scales)} models in all)")
         for syn in cfg.synthetic:
-            print(f"  {syn.name}: {syn.model}, {syn.strategy}, guidance {syn.guidance:g}, {syn.steps} steps, "
+            print(f"  {syn.name}: {syn.model}, {syn.strategy}, guidance {syn.guidance:g}, {syn.steps or 'default'} steps, "
                   f"{'per_class ' + str(syn.per_class) if syn.per_class else 'enough images for the largest scale'}")
 
 
@@ -267,22 +285,36 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_generator(args: argparse.Namespace) -> int:
-    import numpy as np
+    from synscale.generate.builtin import DEFAULT_FAMILY, FAMILIES
+    from synscale.generate.train_builtin import train_family
 
-    from synscale.data.datasets import create_dataset
-    from synscale.generate.train_builtin import train_latent_diffusion
-    from synscale.prompts.captioners import captions_per_class
+    if args.generator_command == "eval":
+        from synscale.generate.quality import evaluate_family
 
-    if args.family != "latent-diffusion":
-        raise ConfigError(f"unknown built-in family {args.family!r}; available: latent-diffusion")
-    ds = create_dataset("fashion-mnist", args.data_root)
-    samples = list(ds.samples("train"))[: args.limit or None]
-    images = np.stack([s.image for s in samples])[:, None]
-    labels = np.array([s.label for s in samples])
-    captions = captions_per_class(ds, "train", "attributes", pool=200, seed=args.seed)
-    out = train_latent_diffusion(images, labels, ds.labels.names, args.out, "fashion-mnist", captions,
-                                 args.vae_steps, args.unet_steps, args.batch_size, args.lr, args.seed,
-                                 args.per_strategy, progress=not args.quiet)
+        if args.model and (args.family or args.weights):
+            raise ConfigError("give --model or --family/--weights, not both")
+        family = args.family or DEFAULT_FAMILY
+        if not args.model and family not in FAMILIES:
+            raise ConfigError(f"unknown built-in family {family!r}; available: {', '.join(FAMILIES.names())}")
+        model = args.model or f"builtin:{family}" + (f"@{args.weights}" if args.weights else "")
+        try:
+            guidances = [float(g) for g in args.guidance.split(",")]
+        except ValueError:
+            raise ConfigError(f"--guidance must be comma-separated numbers, got {args.guidance!r}") from None
+        table = evaluate_family(model, guidances, args.per_class, args.workdir, args.strategy, args.steps, args.seed,
+                                args.grid, data_root=args.data_root, quiet=args.quiet)
+        print(f"{model}: {table.steps.iloc[0]} steps, prompts {args.strategy}, {args.per_class} images per class; "
+              f"reference classifier's macro-F1 on real test images {table.real_test_macro_f1.iloc[0]:.3f}")
+        print(table[["guidance", "macro_f1", "within_class_std"]].to_string(index=False, float_format="%.3f"))
+        if args.out:
+            (table.to_parquet if args.out.endswith(".parquet") else table.to_csv)(args.out, index=False)
+        if args.grid:
+            print(f"sample grid -> {args.grid}")
+        return 0
+    if args.family not in FAMILIES:
+        raise ConfigError(f"unknown built-in family {args.family!r}; available: {', '.join(FAMILIES.names())}")
+    out = train_family(args.family, args.out, "fashion-mnist", args.data_root, args.limit, args.ae_steps, args.steps,
+                       args.batch_size, args.lr, args.seed, args.per_strategy, progress=not args.quiet)
     print(f"wrote {args.family} weights to {out}")
     return 0
 

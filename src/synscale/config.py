@@ -106,7 +106,7 @@ class SyntheticConfig:
     model: str  # a diffusers pipeline directory (or hub id with allow_download)
     strategy: str = "classname"
     guidance: float = 2.0
-    steps: int = 50
+    steps: int = 0  # sampling steps; 0 = the model's default (built-in: its family's; diffusers: 50)
     scheduler: str = "default"
     dtype: str = "float32"
     size: int = 0  # generation height = width; 0 = the pipeline's default
@@ -130,8 +130,8 @@ class SyntheticConfig:
             raise ValueError(f"synthetic name {self.name!r} must be non-empty, not 'real', without '/'")
         if self.strategy not in PROMPTS:
             raise ValueError(f"unknown prompt strategy {self.strategy!r}; known: {', '.join(PROMPTS.names())}")
-        _positive(self, "steps", "batch_size", "shard_size", "ray_actors")
-        _nonnegative(self, "guidance", "size", "per_class", "threads")
+        _positive(self, "batch_size", "shard_size", "ray_actors")
+        _nonnegative(self, "steps", "guidance", "size", "per_class", "threads")
 
 
 @dataclass(frozen=True)

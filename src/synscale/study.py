@@ -240,6 +240,27 @@ def collect_results(evals: list[tuple[TrainedModel, str, StageResult]], results_
     pd.DataFrame(examples).to_parquet(results_dir / "scaling_examples.parquet", index=False)
 
 
+def collect_generation(generated: list[tuple[Any, StageResult]], results_dir: Path) -> None:
+    """generation.parquet: per synthetic configuration, its model, family, strategy, guidance scale, steps,
+    number of images and the set's directory (shards + manifest.parquet)."""
+    import pandas as pd
+
+    from synscale.data.shards import read_manifest
+
+    rows = []
+    for syn, stage in generated:
+        m = read_manifest(stage.path)
+        model = syn.model
+        family = model[len("builtin:"):].partition("@")[0] if model.startswith("builtin:") else m["generator"].iloc[0].split(":")[1]
+        rows.append({"config": syn.name, "model": model, "family": family, "generator": m["generator"].iloc[0],
+                     "strategy": syn.strategy, "guidance_scale": float(syn.guidance), "steps": int(m["steps"].iloc[0]),
+                     "images": len(m), "per_class": int(m.groupby("label").size().min()), "seed": syn.seed,
+                     "set_path": str(stage.path.resolve()), "stage": stage.id})
+    results_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["config", "model", "family", "generator", "strategy", "guidance_scale", "steps", "images",
+                                "per_class", "seed", "set_path", "stage"]).to_parquet(results_dir / "generation.parquet", index=False)
+
+
 def fit_results(results_dir: Path, d_ref: float, n_boot: int, confidence: float, seed: int) -> Any:
     """fits.parquet: one row per (source, config, eval_set) from the results tables alone."""
     import numpy as np
@@ -284,10 +305,13 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Pat
     test_set = real_shards(cfg, workdir, cfg.data.test_split, log)
     d_ref = cfg.data.reference_size or _set_size(train_set)
     evals = scaling_curve(cfg, train_set, test_set, "real", cache, log)
+    generated = []
     for syn in cfg.synthetic:
-        evals += scaling_curve(cfg, synthetic_set(cfg, syn, train_set, log), test_set, syn.name, cache, log)
+        generated.append((syn, synthetic_set(cfg, syn, train_set, log)))
+        evals += scaling_curve(cfg, generated[-1][1], test_set, syn.name, cache, log)
     results = workdir / "results"
     collect_results(evals, results)
+    collect_generation(generated, results)
     (results / "meta.json").write_text(json.dumps({"study": cfg.name, "d_ref": d_ref}, indent=1))
     fits = fit_results(results, d_ref, cfg.fit.bootstrap, cfg.fit.confidence, cfg.fit.seed)
     log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'}")

@@ -31,7 +31,7 @@ ONE_GENERATOR_PIPELINES = {"AmusedPipeline"}
 @dataclass
 class DiffusersGenerator:
     model: str  # a pipeline directory, a hub id (with local_files_only=False), or builtin:<family>[@<weights>]
-    steps: int = 50
+    steps: int = 0  # 0: the model's default (a built-in family's own; 50 for other pipelines)
     scheduler: str = "default"
     dtype: str = "float32"  # float32 | float16 | bfloat16
     device: str = "auto"
@@ -51,10 +51,12 @@ class DiffusersGenerator:
         dev = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self._device = dev
         if self.model.startswith("builtin:"):  # builtin:<family>[@<weights dir>]
-            from synscale.generate.builtin import FAMILIES
+            from synscale.generate import builtin
 
             family, _, weights = self.model[len("builtin:"):].partition("@")
-            pipe = FAMILIES.create(family, weights or None)
+            pipe, cfg = builtin.load(family, weights or None)
+            self.pipeline_kwargs = {**builtin.FAMILIES.get(family).call_kwargs, **self.pipeline_kwargs}
+            self.steps = self.steps or cfg.default_steps
             if self.dtype != "float32":
                 pipe = pipe.to(getattr(torch, self.dtype))
         else:
@@ -68,7 +70,41 @@ class DiffusersGenerator:
             pipe.scheduler = cls.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(dev)
+        self.steps = self.steps or 50
         self.id = f"diffusers:{type(pipe).__name__}:{self.model}"
+        self._embeds: dict[str, Any] = {}  # prompt -> its embedding, for pipelines that take prompt_embeds
+
+    def _cached_embeds(self, prompts: list[str], cfg: bool) -> dict[str, Any] | None:
+        """prompt_embeds (and negative_prompt_embeds for the empty negative prompt) from a per-prompt cache:
+        class-balanced sets repeat prompts, and the text encoder is a large share of a small model's time.
+        Each prompt is encoded alone, so its embedding (and so every image) does not depend on which prompts
+        shared its batch or whether the run was resumed. None where the pipeline has no `prompt_embeds`."""
+        import inspect
+
+        encode = getattr(self.pipe, "encode_prompt", None)
+        if encode is None or "negative_prompt" in self.pipeline_kwargs or "prompt_embeds" in self.pipeline_kwargs:
+            return None
+        names = inspect.signature(encode).parameters
+        if not {"prompt_embeds", "negative_prompt_embeds", "do_classifier_free_guidance"} <= set(names):
+            return None
+        extra = {k: v for k, v in self.pipeline_kwargs.items() if k in names and k != "prompt"}
+
+        def one(prompt: str) -> Any:
+            if prompt not in self._embeds:
+                if len(self._embeds) >= 65536:
+                    self._embeds.clear()
+                pe, ne = encode(prompt=[prompt], device=self._device, num_images_per_prompt=1,
+                                do_classifier_free_guidance=True, negative_prompt=None, **extra)
+                self._embeds[prompt] = pe
+                self._embeds.setdefault("\x00negative", ne)
+            return self._embeds[prompt]
+
+        import torch
+
+        out = {"prompt_embeds": torch.cat([one(p) for p in prompts])}
+        if cfg:
+            out["negative_prompt_embeds"] = self._embeds["\x00negative"].expand(len(prompts), *out["prompt_embeds"].shape[1:])
+        return out
 
     def __call__(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> np.ndarray:
         if type(self.pipe).__name__ in ONE_GENERATOR_PIPELINES and len(prompts) > 1:
@@ -81,5 +117,9 @@ class DiffusersGenerator:
         if self.height:
             kwargs.update(height=self.height, width=self.width or self.height)
         with torch.inference_mode():
-            out = self.pipe(prompt=list(prompts), output_type="np", **kwargs)
+            embeds = self._cached_embeds(list(prompts), guidance_scale > 1)
+            if embeds is None:
+                out = self.pipe(prompt=list(prompts), output_type="np", **kwargs)
+            else:
+                out = self.pipe(output_type="np", **embeds, **kwargs)
         return to_uint8(out.images, self.resolution, self.channels)

@@ -53,6 +53,16 @@ def write_report(workdir: str | Path, title: str) -> Path:
     d_ref = int(fits.d_ref.iloc[0]) if len(fits) else 0
     fit_table = fit_table.rename(columns={"k_ci": "k 95% CI" , "perf_at_DI": f"−log L({d_ref:,})", "r2": "R²"})
     curve_table = scaling[["source", "config", "eval_set", "scale", "loss", "top1"]].sort_values(["source", "eval_set", "scale"])
+    gen_section = ""
+    if (results / "generation.parquet").exists():
+        gen = pd.read_parquet(results / "generation.parquet")
+        if len(gen):
+            gen_table = gen[["config", "model", "family", "strategy", "guidance_scale", "steps", "images"]]
+            gen_section = f"""<section id="generation"><h2>Synthetic training sets</h2>
+<p>Each synthetic source is one set generated at its guidance scale (class-balanced, one seed per image), of which
+nested class-balanced subsets give the scales above.</p>
+{_table(gen_table, {"guidance_scale": "{:g}", "images": "{:,}"}, left=("config", "model", "family", "strategy"))}
+</section>"""
 
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>synscale report: {html.escape(title)}</title><style>{CSS}</style></head><body>
@@ -68,6 +78,7 @@ Equation 2: log L = −k (log D − log D<sub>I</sub>) − (−log L<sub>D<sub>I
 D<sub>I</sub> (larger is better); the interval is a bootstrap over evaluation examples.</p>
 {_table(fit_table, {"k": "{:.4f}", f"−log L({d_ref:,})": "{:.4f}", "R²": "{:.4f}"}, left=("source", "config", "eval_set", "k 95% CI"))}
 </section>
+{gen_section}
 <section id="points"><h2>Every trained model</h2>
 {_table(curve_table, {"loss": "{:.4f}", "top1": "{:.4f}", "scale": "{:,}"}, left=("source", "config", "eval_set"))}
 </section>
