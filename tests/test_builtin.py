@@ -82,6 +82,7 @@ def test_training_conditioning_is_what_the_pipeline_computes(trained):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("trained", ["latent-diffusion", "pixel-diffusion"], indirect=True)  # aMUSEd: no prompt_embeds
 def test_prompt_cache_gives_the_uncached_pipeline_images(trained):
     import torch
 
@@ -89,8 +90,6 @@ def test_prompt_cache_gives_the_uncached_pipeline_images(trained):
     from synscale.generate.diffusers_backend import DiffusersGenerator
 
     family, weights = trained
-    if family == "masked-token":
-        pytest.skip("AmusedPipeline has no prompt_embeds cache (it is called per image)")
     gen = DiffusersGenerator(f"builtin:{family}@{weights}", resolution=28, channels=1)
     cached = gen(["Bag", "Coat"], [5, 6], guidance_scale=3.0)
     kw = builtin.FAMILIES.get(family).call_kwargs
@@ -145,10 +144,9 @@ def test_shipped_default_family_is_recognizable_and_guidance_trades_diversity(ti
     assert (tmp_path / "grid.png").exists()
 
 
+@pytest.mark.parametrize("trained", ["latent-diffusion"], indirect=True)
 def test_generator_eval_cli(trained, tiny_fmnist, ref_workdir, tmp_path, capsys):
     family, weights = trained
-    if family != "latent-diffusion":
-        pytest.skip("one family is enough for the command line")
     out = tmp_path / "t.csv"
     assert main(["generator", "eval", "--family", family, "--weights", str(weights), "--guidance", "1,3",
                  "--per-class", "2", "--workdir", str(ref_workdir), "--data-root", str(tiny_fmnist),
@@ -161,15 +159,14 @@ def test_generator_eval_cli(trained, tiny_fmnist, ref_workdir, tmp_path, capsys)
     assert main(["generator", "eval", "--family", "no-such", "--workdir", str(ref_workdir)]) == 2
 
 
+@pytest.mark.parametrize("trained", ["latent-diffusion"], indirect=True)
 def test_speed_benchmark_script_runs(trained):
     """The benchmark's code path (timings are printed, not asserted)."""
     import subprocess
     import sys
     from pathlib import Path
 
-    family, weights = trained
-    if family != "latent-diffusion":
-        pytest.skip("one family is enough")
+    _, weights = trained
     script = Path(__file__).parents[1] / "benchmarks" / "generate_speed.py"
     r = subprocess.run([sys.executable, str(script), "--weights", str(weights), "--images", "6", "--batch-size", "3"],
                        capture_output=True, text=True, timeout=300)
