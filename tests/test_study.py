@@ -102,8 +102,21 @@ def test_demo_smoke_end_to_end(fmnist_files, tmp_path, capsys):
     for _, g in gen.iterrows():
         m = pd.read_parquet(Path(g.set_path) / "manifest.parquet")
         assert len(m) == 4000 and (m.guidance_scale == g.guidance_scale).all() and (m.steps == 2).all()
+    # metrics of every configuration's own 50-per-class test set, read through the reference network
+    metrics = pd.read_parquet(res / "metrics.parquet").set_index("config")
+    assert metrics.index.tolist() == ["real", "ld-cfg2", "ld-cfg4"] and (metrics.n_test == 500).all()
+    assert metrics.loc["real", "recognizability"] > 0.8  # the reference recognizes real images it never saw
+    assert metrics.fd.idxmin() == "real" and metrics.fd_class.idxmin() == "real"
+    # the paper's trade-off: higher guidance, more recognizable and less diverse
+    assert metrics.loc["ld-cfg4", "recognizability"] > metrics.loc["ld-cfg2", "recognizability"]
+    assert metrics.loc["ld-cfg4", "diversity"] < metrics.loc["ld-cfg2", "diversity"]
+    mpc = pd.read_parquet(res / "metrics_per_class.parquet")
+    assert len(mpc) == 30 and (mpc.n == 50).all()
+    for config, g in mpc.groupby("config"):
+        for col in ("recognizability", "diversity", "fd_class", "lpips", "precision", "vendi"):
+            assert np.isclose(g[col].mean(), metrics.loc[config, col])
     html = (tmp_path / "report" / "index.html").read_text()
-    assert "data:image/png;base64," in html and "Scaling ability" in html
+    assert "data:image/png;base64," in html and "Scaling ability" in html and 'id="metrics"' in html
     assert (tmp_path / "report" / "fig_scaling.svg").exists()
     # fit and report rebuild from the results tables alone
     (tmp_path / "report" / "index.html").unlink()

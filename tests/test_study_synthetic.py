@@ -1,6 +1,7 @@
 """A study with a synthetic configuration: a (tiny, real) diffusers pipeline generates the set, which
 is trained on at every scale beside the real data."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -59,8 +60,13 @@ def test_study_trains_on_real_and_synthetic(study_file, tmp_path):
     assert scaling.groupby("source").scale.apply(list).to_dict() == {"real": [200, 400], "tiny-sd-cfg2-w2s": [200, 400]}
     fits = pd.read_parquet(work / "results" / "fits.parquet")
     assert sorted(fits.source) == ["real", "tiny-sd-cfg2-w2s"]
-    gen = [p for p in (work / "stages" / "generate").iterdir() if not p.name.startswith(".")]
-    assert len(gen) == 1
+    gen = sorted((p for p in (work / "stages" / "generate").iterdir() if not p.name.startswith(".")),
+                 key=lambda p: json.loads((p / "stage.json").read_text())["params"]["per_class"])
+    assert len(gen) == 2  # the training set (40 per class) and the metrics' test set (50 per class, other seeds)
+    test_manifest = pd.read_parquet(gen[1] / "manifest.parquet")
+    assert len(test_manifest) == 500 and not set(test_manifest.seed) & set(pd.read_parquet(gen[0] / "manifest.parquet").seed)
+    metrics = pd.read_parquet(work / "results" / "metrics.parquet")
+    assert metrics.config.tolist() == ["real", "tiny-sd-cfg2-w2s"] and metrics.n_test.tolist()[1] == 500
     manifest = pd.read_parquet(gen[0] / "manifest.parquet")
     assert len(manifest) == 400 and (manifest.guidance_scale == 2.0).all()  # 40 per class, for scale 400
     assert (gen[0] / "arrays.npy").exists()

@@ -127,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="write the table here (.csv or .parquet)")
     e.add_argument("--quiet", "-q", action="store_true")
 
+    p = sub.add_parser("metrics", help="recognizability, diversity, Fréchet distance, LPIPS, precision/recall, "
+                       "density/coverage and Vendi of any set (synthetic or real) against a study's real data")
+    p.add_argument("set", help="a synscale set directory (shards + manifest.parquet), e.g. from `synscale generate`")
+    p.add_argument("--study", default="fashion-mnist", help="the study whose real data, reference network and "
+                   "[metrics] settings to use (a file or a shipped name)")
+    _study_args(p, "synscale-metrics")
+    p.add_argument("--name", default=None, help="the configuration's name in the output (default: the set's directory name)")
+    p.add_argument("--real-val", default=None, help="a real validation set directory (default: the study's test split)")
+    p.add_argument("--real-train", default=None, help="a real training set directory (default: the study's train split)")
+    p.add_argument("--out", default=None, help="write the row here (.json, .csv or .parquet); the per-class table "
+                   "goes beside it as <name>_per_class.<ext>")
+
     p = sub.add_parser("fit", help="refit Equation 2 from W/results (no training)")
     p.add_argument("workdir")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates (default: the study's)")
@@ -319,6 +331,44 @@ def cmd_generator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from synscale.metrics.run import SetRef, metrics_stage, reference, test_keys
+    from synscale.study import ArrayCache, Log, real_shards
+
+    cfg = load_study(find_study(args.study), args.size, args.overrides)
+    mc = cfg.metrics
+    if mc.per_class == 0:
+        raise ConfigError("metrics.per_class is 0: nothing to measure")
+    workdir, log = Path(args.workdir), Log(args.quiet)
+    sets = {}
+    for role, given, split in (("train", args.real_train, cfg.data.train_split), ("val", args.real_val, cfg.data.test_split)):
+        st = SetRef.of(given, workdir) if given else real_shards(cfg, workdir, split, log)
+        sets[role] = SetRef(st.path, st.root, st.id)
+    test = SetRef.of(args.set, workdir)
+    ref = reference(cfg, sets["train"], ArrayCache(), log)
+    name = args.name or test.path.resolve().name
+    st = metrics_stage(mc, ref, name, test, test_keys(test.path, mc.per_class, mc.seed), sets["val"], test, sets["train"], args.quiet)
+    log.stage(f"metrics {name}", st)
+    row = json.loads((st.path / "summary.json").read_text())
+    per_class = pd.read_parquet(st.path / "per_class.parquet")
+    print("\n".join(f"{k:>16}: {v:.4f}" if isinstance(v, float) else f"{k:>16}: {v}" for k, v in row.items()))
+    print(per_class.round(4).to_string(index=False))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pc_out = out.with_name(f"{out.stem}_per_class{out.suffix}")
+        if out.suffix == ".json":
+            out.write_text(json.dumps(row, indent=1))
+            pc_out.write_text(per_class.to_json(orient="records", indent=1))
+        else:
+            for table, path in ((pd.DataFrame([row]), out), (per_class, pc_out)):
+                table.to_parquet(path, index=False) if path.suffix == ".parquet" else table.to_csv(path, index=False)
+        print(f"wrote {out} and {pc_out}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = load_study(find_study(args.study), args.size, args.overrides)
     print(json.dumps(to_dict(cfg), indent=2))
@@ -357,7 +407,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "study": cmd_study, "config": cmd_config, "shards": cmd_shards, "prompts": cmd_prompts,
+COMMANDS = {"demo": cmd_demo, "metrics": cmd_metrics, "study": cmd_study, "config": cmd_config, "shards": cmd_shards, "prompts": cmd_prompts,
             "generate": cmd_generate, "generator": cmd_generator,
             "fit": cmd_fit, "report": cmd_report}
 

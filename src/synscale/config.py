@@ -135,6 +135,39 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """`[metrics]`: recognizability, diversity, Fréchet distance, LPIPS and extras for every configuration
+    (see docs/metrics.md). Each configuration gets a fixed test set of `per_class` images per class."""
+
+    per_class: int = 50  # test-set images per class and configuration (the paper: 50); 0 = no metrics
+    reference: str = "trained"  # "trained" | "timm:<name>" (pretrained) | a checkpoint file or train-stage dir
+    reference_arch: str = ""  # timm architecture of a checkpoint file
+    allow_download: bool = False  # let timm fetch "timm:<name>" weights (else the local cache only)
+    names: list[str] = field(default_factory=lambda: ["recognizability", "diversity", "fd", "fd_class", "lpips",
+                                                      "prdc", "vendi", "lpips_alex", "fid_inception"])
+    fd_per_class: int = 1300  # images per class for per-class FD (appendix G.4), synthetic and real train
+    lpips_pairs: int = 250  # random pairs per class (appendix D)
+    nearest_k: int = 5  # k of precision/recall/density/coverage
+    seed: int = 0
+    batch_size: int = 500
+    device: str = "auto"  # "auto" (cuda if there), "cpu", "cuda", "cuda:1", ...
+    compile: bool = False  # torch.compile the reference network (CUDA)
+    alexnet_weights: str = ""  # torchvision AlexNet weights for real LPIPS; "" = torch hub cache if there
+    inception_weights: str = ""  # FID Inception weights (torch-fidelity's); "" = torch hub cache if there
+
+    def check(self) -> None:
+        from synscale.metrics.core import METRICS
+
+        _nonnegative(self, "per_class", "fd_per_class", "lpips_pairs")
+        _positive(self, "nearest_k", "batch_size")
+        for n in self.names:
+            if n not in METRICS:
+                raise ValueError(f"unknown metric {n!r}; known: {', '.join(METRICS.names())}")
+        if self.reference != "trained" and not self.reference.startswith("timm:") and not self.reference:
+            raise ValueError("metrics.reference must be 'trained', 'timm:<name>' or a checkpoint path")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     name: str
     scales: list[int]
@@ -143,6 +176,7 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     synthetic: list[SyntheticConfig] = field(default_factory=list)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def check(self) -> None:

@@ -1,6 +1,6 @@
 """Expand a study into stages and run them: real shards (and, per `[[synthetic]]` configuration, a
-generated set) -> nested subsets -> train -> evaluate on the real test set -> results tables -> fits ->
-report. Every step is a stage on disk (see `synscale.stage`), so a study
+generated set) -> nested subsets -> train -> evaluate on the real test set; per configuration a test set
+and its metrics (synscale.metrics) -> results tables -> fits -> report. Every step is a stage on disk (see `synscale.stage`), so a study
 that is run again skips what is complete and redoes what was interrupted.
 
 Workdir layout:
@@ -161,7 +161,7 @@ def evaluate(cfg: StudyConfig, model_stage: StageResult, eval_set: StageResult, 
     return res
 
 
-def synthetic_set(cfg: StudyConfig, syn: Any, train_set: StageResult, log: Log) -> StageResult:
+def synthetic_set(cfg: StudyConfig, syn: Any, train_set: StageResult, log: Log, what: str = "") -> StageResult:
     """Generate `syn`'s class-balanced set at the real data's resolution and channels (resumable)."""
     import dataclasses
     import math
@@ -200,7 +200,7 @@ def synthetic_set(cfg: StudyConfig, syn: Any, train_set: StageResult, log: Log) 
                      executor=syn.executor, ray_actors=syn.ray_actors, ray_num_cpus=syn.ray_cpus, ray_num_gpus=syn.ray_gpus)
 
     res = run_stage(train_set.root, "generate", params, {"labels": train_set.id}, fn, resumable=True)
-    log.stage(f"generate {syn.name} ({len(prompts):,} images)", res)
+    log.stage(f"generate {what or syn.name} ({len(prompts):,} images)", res)
     return res
 
 
@@ -261,6 +261,27 @@ def collect_generation(generated: list[tuple[Any, StageResult]], results_dir: Pa
                                 "per_class", "seed", "set_path", "stage"]).to_parquet(results_dir / "generation.parquet", index=False)
 
 
+def study_metrics(cfg: StudyConfig, train_set: StageResult, test_set: StageResult,
+                  generated: list[tuple[Any, StageResult]], cache: ArrayCache, log: Log) -> list[tuple[str, StageResult]]:
+    """A metrics stage for the real data and for every synthetic configuration (see synscale.metrics.run)."""
+    from synscale.metrics.run import SetRef, metrics_stage, real_test_keys, reference, synthetic_test_config
+
+    mc = cfg.metrics
+    ref = reference(cfg, train_set, cache, log)
+    real_train, real_val = (SetRef(s.path, s.root, s.id) for s in (train_set, test_set))
+    st = metrics_stage(mc, ref, "real", real_val, real_test_keys(test_set, mc.per_class, mc.seed), real_val,
+                       real_train, real_train, log.quiet)
+    log.stage("metrics real", st)
+    out = [("real", st)]
+    for syn, gen in generated:
+        test = synthetic_set(cfg, synthetic_test_config(syn, mc.per_class), train_set, log, f"test set of {syn.name}")
+        st = metrics_stage(mc, ref, syn.name, SetRef(test.path, test.root, test.id), None, real_val,
+                           SetRef(gen.path, gen.root, gen.id), real_train, log.quiet)
+        log.stage(f"metrics {syn.name}", st)
+        out.append((syn.name, st))
+    return out
+
+
 def fit_results(results_dir: Path, d_ref: float, n_boot: int, confidence: float, seed: int) -> Any:
     """fits.parquet: one row per (source, config, eval_set) from the results tables alone."""
     import numpy as np
@@ -309,9 +330,14 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Pat
     for syn in cfg.synthetic:
         generated.append((syn, synthetic_set(cfg, syn, train_set, log)))
         evals += scaling_curve(cfg, generated[-1][1], test_set, syn.name, cache, log)
+    metrics = study_metrics(cfg, train_set, test_set, generated, cache, log) if cfg.metrics.per_class else []
     results = workdir / "results"
     collect_results(evals, results)
     collect_generation(generated, results)
+    if metrics:
+        from synscale.metrics.run import collect_metrics
+
+        collect_metrics(metrics, results)
     (results / "meta.json").write_text(json.dumps({"study": cfg.name, "d_ref": d_ref}, indent=1))
     fits = fit_results(results, d_ref, cfg.fit.bootstrap, cfg.fit.confidence, cfg.fit.seed)
     log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'}")

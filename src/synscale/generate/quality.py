@@ -18,15 +18,7 @@ from typing import Any
 
 import numpy as np
 
-
-def macro_f1(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[float, np.ndarray]:
-    """Macro-averaged F1 and the per-class F1 scores."""
-    f1 = np.zeros(n_classes)
-    for c in range(n_classes):
-        tp = np.sum((pred == c) & (labels == c))
-        denom = 2 * tp + np.sum((pred == c) & (labels != c)) + np.sum((pred != c) & (labels == c))
-        f1[c] = 2 * tp / denom if denom else 0.0
-    return float(f1.mean()), f1
+from synscale.metrics.core import macro_f1
 
 
 def within_class_std(images: np.ndarray, labels: np.ndarray) -> float:
@@ -49,17 +41,15 @@ def reference_classifier(workdir: str | Path, data_root: str = "", quiet: bool =
     (a cached stage in `workdir`). `data_root`: Fashion-MNIST's files (default: Debian's)."""
     from synscale.config import find_study, load_study, to_dict
     from synscale.labels import LabelSet
-    from synscale.data.shards import read_manifest
-    from synscale.study import ArrayCache, Log, load_model, real_shards, subset, train
+    from synscale.metrics.run import trained_reference
+    from synscale.study import ArrayCache, Log, load_model, real_shards
 
     cfg = load_study(find_study("fashion-mnist"), overrides=[f"data.root={json.dumps(data_root)}"])
     log, cache = Log(quiet), ArrayCache()
     workdir = Path(workdir)
     train_set = real_shards(cfg, workdir, cfg.data.train_split, log)
     test_set = real_shards(cfg, workdir, cfg.data.test_split, log)
-    counts = read_manifest(train_set.path).groupby("label").size()
-    scale = int(counts.min()) * len(counts)  # the largest class-balanced subset (all 60,000 for Fashion-MNIST)
-    tr = train(cfg, train_set, subset(train_set, scale, cfg.data.order_seed, log), scale, cache, log, "reference")
+    tr = trained_reference(cfg, train_set, cache, log)  # all 60,000 images for Fashion-MNIST
     images, labels = cache.get(test_set.path)
     return Reference(load_model(tr, to_dict(cfg.train)), images, labels, LabelSet.load(test_set.path / "labels.json").names)
 

@@ -25,7 +25,8 @@ def _table(df: Any, formats: dict[str, str], left: tuple[str, ...] = ()) -> str:
         cells = []
         for c in df.columns:
             v = row[c]
-            text = formats[c].format(v) if c in formats else str(v)
+            missing = v is None or (isinstance(v, float) and v != v)
+            text = "–" if missing else formats[c].format(v) if c in formats else str(v)
             cells.append(f'<td class="{"l" if c in left else ""}">{html.escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -34,6 +35,46 @@ def _table(df: Any, formats: dict[str, str], left: tuple[str, ...] = ()) -> str:
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _metrics_section(results: Path, scaling: Any) -> str:
+    """Tables A4-A6 of the paper: per configuration, loss and top-1 at the largest scale beside the
+    metrics of its test set."""
+    import pandas as pd
+
+    if not (results / "metrics.parquet").exists():
+        return ""
+    m = pd.read_parquet(results / "metrics.parquet")
+    if not len(m):
+        return ""
+    val = scaling[scaling.eval_set == "val"]
+    top = int(val.scale.max()) if len(val) else 0
+    at = val[val.scale == top].set_index("config")[["loss", "top1"]]
+    gen = pd.read_parquet(results / "generation.parquet").set_index("config") if (results / "generation.parquet").exists() else None
+    cols = ["recognizability", "diversity", "fd", "fd_class", "lpips", "precision", "recall", "density", "coverage",
+            "vendi", "lpips_alex", "fid_inception"]
+    cols = [c for c in cols if c in m and m[c].notna().any()]
+    table = m.set_index("config")[cols].join(at, how="left")
+    if gen is not None and len(gen):
+        table = gen[["strategy", "guidance_scale"]].join(table, how="right")
+    table = table.reset_index().rename(columns={"loss": f"loss@{top:,}", "top1": f"top1@{top:,}", "guidance_scale": "cfg"})
+    order = ["config", *[c for c in ("strategy", "cfg") if c in table], f"loss@{top:,}", f"top1@{top:,}", *cols]
+    table = table[order]
+    fmt = {c: "{:.3f}" for c in table.columns if c not in ("config", "strategy")}
+    fmt.update({"cfg": "{:g}", "fd": "{:.2f}", "fd_class": "{:.2f}", "fid_inception": "{:.2f}"})
+    missing = [c for c in ("lpips_alex", "fid_inception") if c not in cols]
+    note = (f" {' and '.join(missing)} (the paper's AlexNet LPIPS and Inception FID) are left out: their pretrained weights "
+            "are not on this machine (docs/metrics.md says where to put them)." if missing else "")
+    return f"""<section id="metrics"><h2>Recognizability, diversity, FD and LPIPS</h2>
+<p>Per configuration (as tables A4–A6 of the paper), loss and top-1 on the real validation set at {top:,} training images
+beside the metrics of the configuration's own test set ({int(m.n_test.iloc[0]):,} images, read through the reference network
+{html.escape(str(m.reference.iloc[0]))}): recognizability = mean per-class F1; diversity = mean per-class standard deviation of
+L2-normalised features; fd = Fréchet distance to the real validation set in the reference network's feature space;
+fd_class = per-class FD against real training images (appendix G.4); lpips = mean distance of random same-class pairs
+in the reference network's normalised feature maps (higher: more varied); precision/recall/density/coverage and
+Vendi per class. The row <code>real</code> is a sample of the real validation set measured the same way.{note}</p>
+{_table(table, fmt, left=("config", "strategy"))}
+</section>"""
 
 
 def write_report(workdir: str | Path, title: str) -> Path:
@@ -79,6 +120,7 @@ D<sub>I</sub> (larger is better); the interval is a bootstrap over evaluation ex
 {_table(fit_table, {"k": "{:.4f}", f"−log L({d_ref:,})": "{:.4f}", "R²": "{:.4f}"}, left=("source", "config", "eval_set", "k 95% CI"))}
 </section>
 {gen_section}
+{_metrics_section(results, scaling)}
 <section id="points"><h2>Every trained model</h2>
 {_table(curve_table, {"loss": "{:.4f}", "top1": "{:.4f}", "scale": "{:,}"}, left=("source", "config", "eval_set"))}
 </section>

@@ -49,12 +49,26 @@ class SmallConvNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)
 
+    def forward_intermediates(self, x: torch.Tensor, intermediates_only: bool = True) -> list[torch.Tensor]:
+        """The output of each conv block (BN + ReLU), as timm's `forward_intermediates` gives them."""
+        if not intermediates_only:
+            raise ValueError("SmallConvNet.forward_intermediates supports intermediates_only=True only")
+        maps = []
+        for i, layer in enumerate(self.stages):
+            x = layer(x)
+            if i % 3 == 2:
+                maps.append(x)
+        return maps
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pre_logits(x)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
 
     def reset_classifier(self, num_classes: int, **_: Any) -> None:
         self.num_classes = num_classes

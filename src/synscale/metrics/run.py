@@ -1,0 +1,152 @@
+"""Metrics as stages: the reference network, per-set features, and one `metrics` stage per configuration.
+
+A configuration's metrics read three sets: its test set (`metrics.per_class` images per class, generated
+apart from its training images with their own seeds; for `real`, a class-balanced sample of the real
+validation set, compared with the rest of it), the real validation set (FD, precision/recall/density/coverage, Inception FID), and for
+the per-class FD of appendix G.4 up to `metrics.fd_per_class` images per class of the configuration's
+training set against as many real training images (disjoint from them for `real`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synscale.metrics.features import Reference, feature_stage, keys_digest, set_identity
+from synscale.stage import StageResult, run_stage
+
+TEST_SEED_OFFSET = 1_000_003  # a configuration's test set: its seed + this, so no prompt/seed repeats its training set
+RUN_ONLY = ("device", "compile", "batch_size")  # where and how fast: no effect on the numbers (precision is in the stage)
+
+
+@dataclass(frozen=True)
+class SetRef:
+    """A set on disk that the metrics stages read: a stage's directory or any synscale set directory."""
+
+    path: Path
+    root: Path  # the work directory whose stages/ cache derived stages
+    id: str
+
+    @classmethod
+    def of(cls, set_dir: str | Path, root: str | Path) -> SetRef:
+        return cls(Path(set_dir), Path(root), set_identity(set_dir))
+
+
+def trained_reference(cfg: Any, train_set: Any, cache: Any, log: Any) -> StageResult:
+    """The study's recipe trained on the largest class-balanced subset of the real training set (all of it
+    for Fashion-MNIST): the `trained` reference network, a cached train stage."""
+    from synscale.data.shards import read_manifest
+    from synscale.study import subset, train
+
+    counts = read_manifest(train_set.path).groupby("label").size()
+    scale = int(counts.min()) * len(counts)
+    return train(cfg, train_set, subset(train_set, scale, cfg.data.order_seed, log), scale, cache, log, "reference")
+
+
+def reference(cfg: Any, train_set: Any, cache: Any, log: Any) -> Reference:
+    from synscale.config import to_dict
+    from synscale.labels import LabelSet
+    from synscale.metrics.features import load_reference
+
+    mc = cfg.metrics
+    trained = trained_reference(cfg, train_set, cache, log) if mc.reference == "trained" else None
+    labels = LabelSet.load(Path(train_set.path) / "labels.json")
+    ref = load_reference(mc.reference, mc.reference_arch, len(labels), labels.wnids, mc.device, mc.compile,
+                         mc.allow_download, trained, to_dict(cfg.train))
+    log(f"metrics reference: {ref.name} on {ref.device} ({ref.precision})")
+    return ref
+
+
+def ranked_keys(set_dir: Path, per_class: int, seed: int, skip: int = 0) -> list[str]:
+    """Up to `per_class` keys of each class (ranks skip .. skip+per_class of a fixed seeded order)."""
+    from synscale.data.shards import read_manifest
+    from synscale.data.subsets import class_ranks
+
+    ranked = class_ranks(read_manifest(set_dir), seed)
+    keep = (ranked["rank"] >= skip) & (ranked["rank"] < skip + per_class)
+    return ranked.loc[keep, "key"].tolist()
+
+
+def test_keys(set_dir: Path, per_class: int, seed: int) -> list[str] | None:
+    """A given set's test sample: `per_class` images of each class (None = all, when no class has more)."""
+    from synscale.data.shards import read_manifest
+
+    if read_manifest(set_dir).groupby("label").size().max() <= per_class:
+        return None
+    return ranked_keys(set_dir, per_class, seed + TEST_SEED_OFFSET)
+
+
+def metrics_stage(mc: Any, ref: Reference, name: str, test: SetRef, test_keys: list[str] | None, real_val: SetRef,
+                  fd_set: SetRef | None, real_train: SetRef | None, quiet: bool = False) -> StageResult:
+    """Compute `mc.names` for one configuration; writes summary.json and per_class.parquet."""
+    params = {"metrics": {k: v for k, v in dataclasses.asdict(mc).items() if k not in RUN_ONLY},
+              "reference": ref.name, "precision": ref.precision, "test_keys": keys_digest(test_keys)}
+    inputs = {"test": test.id, "real_val": real_val.id, "fd_set": fd_set.id if fd_set else "",
+              "real_train": real_train.id if real_train else ""}
+
+    def fn(out: Path) -> None:
+        from synscale.data.shards import load_arrays
+        from synscale.labels import LabelSet
+        from synscale.metrics.core import MetricInputs, compute
+
+        feats = feature_stage(test.root, ref, test.path, test_keys, mc.batch_size, not quiet)
+        images = load_arrays(test.path, feats.keys)[0]
+        real = feature_stage(real_val.root, ref, real_val.path, None, mc.batch_size, not quiet)
+        if test.id == real_val.id:  # a sample of the validation set itself: compare with the rest of it
+            real = _without(real, set(feats.keys))
+        fd_feats = fd_real = None
+        if fd_set is not None and real_train is not None and mc.fd_per_class and "fd_class" in mc.names:
+            real_keys = ranked_keys(real_train.path, mc.fd_per_class, mc.seed)
+            skip = mc.fd_per_class if fd_set.id == real_train.id else 0  # real against disjoint real images
+            set_keys = ranked_keys(fd_set.path, mc.fd_per_class, mc.seed, skip)
+            fd_feats = feature_stage(fd_set.root, ref, fd_set.path, set_keys, mc.batch_size, not quiet)
+            fd_real = feature_stage(real_train.root, ref, real_train.path, real_keys, mc.batch_size, not quiet)
+        names = LabelSet.load(test.path / "labels.json").names
+        inp = MetricInputs(feats, images, real, names, mc, ref, fd_feats, fd_real, real_val.path)
+        row, table = compute(inp, mc.names)
+        (out / "summary.json").write_text(json.dumps({"config": name, "reference": ref.name, "n_test": len(feats.keys),
+                                                      **row}, indent=1, allow_nan=True))
+        table.to_parquet(out / "per_class.parquet", index=False)
+
+    return run_stage(test.root, "metrics", params, inputs, fn)
+
+
+def _without(f: Any, keys: set[str]) -> Any:
+    from synscale.metrics.features import Features
+
+    keep = np.array([k not in keys for k in f.keys])
+    return Features(f.feats[keep], f.logits[keep], f.labels[keep], [k for k, m in zip(f.keys, keep, strict=True) if m])
+
+
+def real_test_keys(val_set: Any, per_class: int, seed: int) -> list[str] | None:
+    """The `real` configuration's test set: `per_class` images of each class of the real validation set
+    (held out from the reference network's training; its other images are the FD reference)."""
+    return test_keys(Path(val_set.path), per_class, seed)
+
+
+def synthetic_test_config(syn: Any, per_class: int) -> Any:
+    """The configuration of `syn`'s test set: the same model, prompts and guidance, other seeds."""
+    return dataclasses.replace(syn, per_class=per_class, seed=syn.seed + TEST_SEED_OFFSET)
+
+
+def collect_metrics(stages: list[tuple[str, StageResult]], results_dir: Path) -> Any:
+    """metrics.parquet (one row per configuration) and metrics_per_class.parquet."""
+    import pandas as pd
+
+    rows, per_class = [], []
+    for name, st in stages:
+        summary = json.loads((st.path / "summary.json").read_text())
+        rows.append({**summary, "config": name, "stage": st.id})
+        per_class.append(pd.read_parquet(st.path / "per_class.parquet").assign(config=name))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows)
+    table.to_parquet(results_dir / "metrics.parquet", index=False)
+    pc = pd.concat(per_class, ignore_index=True) if per_class else pd.DataFrame()
+    pc = pc[["config", *[c for c in pc.columns if c != "config"]]] if len(pc) else pc
+    pc.to_parquet(results_dir / "metrics_per_class.parquet", index=False)
+    return table
