@@ -332,3 +332,36 @@ def test_metrics_cli_on_real_and_noise_sets(tiny_fmnist, tmp_path, capsys):
     assert out["real"]["precision"] > out["noise"]["precision"]
     assert math.isnan(out["real"]["lpips_alex"])  # no AlexNet weights here
     assert len(list((tmp_path / "w" / "stages" / "train").glob("[!.]*"))) == 1  # the reference, trained once
+
+
+def test_speed_benchmark_script_runs(fmnist_files):
+    """benchmarks/metrics_speed.py: the CPU figures on the 10k test images, and the GPU path's code
+    (shard writing in processes, checkpoint reference, streamed extraction) run small on the CPU."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = str(ROOT / "benchmarks" / "metrics_speed.py")
+    out = subprocess.run([sys.executable, script], capture_output=True, text=True, check=True, timeout=300).stdout
+    assert "features stage (extract + write, as the study)" in out and "target: 10,000 images in <= 20 s" in out
+    out = subprocess.run([sys.executable, script, "--gpu", "--device", "cpu", "--images", "120", "--size", "40",
+                          "--arch", "test_vit", "--batch-size", "40", "--workers", "2"],
+                         capture_output=True, text=True, check=True, timeout=300).stdout
+    assert "loader alone" in out and "features: (120, 64) float32, logits (120, 1000); cpu" in out
+
+
+def test_metrics_cli_errors(tiny_fmnist, tmp_path, capsys):
+    from synscale.cli import main
+
+    common = ["--size", "smoke", "-q", "-w", str(tmp_path / "w"), "--set", f"data.root={tiny_fmnist}",
+              "--set", "train.schedule.iters_per_doubling=20"]
+    assert main(["metrics", str(tmp_path / "nothing"), *common]) == 2
+    assert "is not a synscale set" in capsys.readouterr().err
+    one = write_set(tmp_path / "set", np.zeros((10, 1, 28, 28), np.uint8), np.arange(10))
+    ckpt = tmp_path / "ref.safetensors"
+    ckpt.write_bytes(b"")
+    assert main(["metrics", str(one), *common, "--set", f"metrics.reference={ckpt}"]) == 2
+    assert "set metrics.reference_arch" in capsys.readouterr().err
+    assert main(["metrics", str(one), *common, "--set", "metrics.names=['fid']"]) == 2
+    assert "unknown metric 'fid'" in capsys.readouterr().err

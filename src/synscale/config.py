@@ -163,7 +163,7 @@ class MetricsConfig:
         for n in self.names:
             if n not in METRICS:
                 raise ValueError(f"unknown metric {n!r}; known: {', '.join(METRICS.names())}")
-        if self.reference != "trained" and not self.reference.startswith("timm:") and not self.reference:
+        if not self.reference or self.reference == "timm:":
             raise ValueError("metrics.reference must be 'trained', 'timm:<name>' or a checkpoint path")
 
 

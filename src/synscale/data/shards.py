@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +128,13 @@ class ShardWriter:
             self._tar.close()
 
 
-def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Group a webdataset tar's members by key (the name up to the first '.' of the basename)."""
+def iter_tar_samples(path: str | Path, take: Callable[[int], bool] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Group a webdataset tar's members by key (the name up to the first '.' of the basename).
+
+    take: which samples (by position in the tar) to read; the others' bytes are skipped, not read."""
     current: str | None = None
     files: dict[str, bytes] = {}
+    index, wanted = -1, False
     with tarfile.open(path, "r") as tar:
         for member in tar:
             if not member.isfile():
@@ -139,14 +142,16 @@ def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]
             dirname, _, base = member.name.rpartition("/")
             stem, _, ext = base.partition(".")
             key = f"{dirname}/{stem}" if dirname else stem
-            if key != current and current is not None:
-                yield current, files
-                files = {}
-            current = key
-            fh = tar.extractfile(member)
-            assert fh is not None
-            files[ext] = fh.read()
-    if current is not None:
+            if key != current:
+                if current is not None and wanted:
+                    yield current, files
+                files, current, index = {}, key, index + 1
+                wanted = take is None or take(index)
+            if wanted:
+                fh = tar.extractfile(member)
+                assert fh is not None
+                files[ext] = fh.read()
+    if current is not None and wanted:
         yield current, files
 
 

@@ -245,28 +245,44 @@ def iter_batches(set_dir: Path, keys: list[str] | None, batch_size: int, workers
 
 
 class _ShardImages(torch.utils.data.IterableDataset):
-    """A set's samples decoded from its shards; each DataLoader worker reads every n-th shard."""
+    """A set's samples decoded from its shards; DataLoader worker w of n decodes every n-th sample (the
+    others' bytes are skipped), so the work splits evenly however few shards there are."""
 
     def __init__(self, set_dir: Path, keys: list[str] | None) -> None:
         from synscale.data.shards import read_manifest
 
         self.set_dir, self.keys = set_dir, (set(keys) if keys is not None else None)
-        self.shards = list(read_manifest(set_dir)["shard"].unique())
+        counts = read_manifest(set_dir).groupby("shard", sort=False).size()
+        self.shards = list(counts.index)
+        self.offsets = np.concatenate([[0], np.cumsum(counts.to_numpy())[:-1]]).tolist()
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray, int]]:
         from synscale.data.shards import decode_png, iter_tar_samples
 
         info = torch.utils.data.get_worker_info()
-        mine = self.shards if info is None else self.shards[info.id :: info.num_workers]
-        for shard in mine:
-            for key, files in iter_tar_samples(self.set_dir / shard):
+        w, n = (0, 1) if info is None else (info.id, info.num_workers)
+        for shard, offset in zip(self.shards, self.offsets, strict=True):
+            for key, files in iter_tar_samples(self.set_dir / shard, lambda i, o=offset: (o + i) % n == w):
                 if self.keys is None or key in self.keys:
                     img = decode_png(files["png"])
-                    yield key, (img[None] if img.ndim == 2 else img.transpose(2, 0, 1)), int(json.loads(files["json"])["label"])
+                    yield key, (img[..., None] if img.ndim == 2 else img), int(json.loads(files["json"])["label"])
 
 
 def _collate(batch: list[tuple[str, np.ndarray, int]]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    return [b[0] for b in batch], torch.from_numpy(np.stack([b[1] for b in batch])), torch.tensor([b[2] for b in batch])
+    """Stacks (H, W, C) images as decoded (a plain copy) and hands them on as an (N, C, H, W) view: the
+    transpose is left to the device."""
+    first = batch[0][1]
+    images = torch.empty((len(batch), *first.shape), dtype=torch.uint8)
+    if torch.utils.data.get_worker_info() is not None:  # fill shared memory directly: no second copy to send it
+        images.share_memory_()
+    out = images.numpy()
+    for i, b in enumerate(batch):
+        out[i] = b[1]
+    images = images.permute(0, 3, 1, 2)
+    return [b[0] for b in batch], images, torch.tensor([b[2] for b in batch])
+
+
+DRAIN_EVERY = 20_000  # images whose outputs wait on the device before one copy back
 
 
 def extract(ref: Reference, set_dir: str | Path, keys: list[str] | None = None, batch_size: int = 500,
@@ -281,14 +297,23 @@ def extract(ref: Reference, set_dir: str | Path, keys: list[str] | None = None, 
     out_keys, feats, logits, labels = [], [], [], []
     if total == 0:  # e.g. a class-disjoint sample that the set is too small for
         return Features(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), np.zeros(0, np.int64), [])
-    with bar(total=total, desc=f"features {set_dir.name}", unit="img", disable=not progress) as pbar:
-        for ks, x, y in iter_batches(set_dir, keys, batch_size, workers):
-            f, lg = ref.embed(x)
-            out_keys += ks
+    on_device: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def drain() -> None:  # outputs stay on the device for a while: no sync per batch, the loader keeps up
+        for f, lg in on_device:
             feats.append(f.cpu().numpy())
             logits.append(lg.cpu().numpy())
+        on_device.clear()
+
+    with bar(total=total, desc=f"features {set_dir.name}", unit="img", disable=not progress) as pbar:
+        for ks, x, y in iter_batches(set_dir, keys, batch_size, workers):
+            on_device.append(ref.embed(x))
+            out_keys += ks
             labels.append(y.numpy())
             pbar.update(len(ks))
+            if len(on_device) * batch_size >= DRAIN_EVERY:
+                drain()
+    drain()
     out = Features(np.concatenate(feats), np.concatenate(logits), np.concatenate(labels).astype(np.int64), out_keys)
     if keys is not None and out_keys != list(keys):
         pos = {k: i for i, k in enumerate(out_keys)}

@@ -49,15 +49,18 @@ def trained_reference(cfg: Any, train_set: Any, cache: Any, log: Any) -> StageRe
 
 
 def reference(cfg: Any, train_set: Any, cache: Any, log: Any) -> Reference:
-    from synscale.config import to_dict
+    from synscale.config import ConfigError, to_dict
     from synscale.labels import LabelSet
     from synscale.metrics.features import load_reference
 
     mc = cfg.metrics
     trained = trained_reference(cfg, train_set, cache, log) if mc.reference == "trained" else None
     labels = LabelSet.load(Path(train_set.path) / "labels.json")
-    ref = load_reference(mc.reference, mc.reference_arch, len(labels), labels.wnids, mc.device, mc.compile,
-                         mc.allow_download, trained, to_dict(cfg.train))
+    try:
+        ref = load_reference(mc.reference, mc.reference_arch, len(labels), labels.wnids, mc.device, mc.compile,
+                             mc.allow_download, trained, to_dict(cfg.train))
+    except ValueError as e:  # a reference that does not fit the study: a config error, not a crash
+        raise ConfigError(f"metrics.reference {mc.reference!r}: {e}") from None
     log(f"metrics reference: {ref.name} on {ref.device} ({ref.precision})")
     return ref
 
