@@ -27,7 +27,8 @@ def test_training_is_deterministic_and_learns(tiny_fmnist, tmp_path):
     a = pd.read_parquet(tmp_path / "a" / "results" / "scaling.parquet")
     b = pd.read_parquet(tmp_path / "b" / "results" / "scaling.parquet")
     assert a["loss"].tolist() == b["loss"].tolist() and a["top1"].tolist() == b["top1"].tolist()
-    assert (a["top1"] > 0.4).all()  # 10 classes: chance is 0.1
+    assert (a[a.eval_set == "val"]["top1"] > 0.4).all()  # 10 classes: chance is 0.1
+    assert sorted(a.eval_set.unique()) == ["a", "rendition", "sketch", "v2", "val"]  # the study's shifts
     # a second run in the same workdir skips every stage and rewrites identical tables
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "a" / "stages").rglob("model.safetensors")}
     assert main(tiny_args(tiny_fmnist, tmp_path / "a")) == 0
@@ -73,26 +74,35 @@ def test_demo_smoke_end_to_end(fmnist_files, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Equation 2 fits" in out and "report:" in out
     res = tmp_path / "results"
-    scaling = pd.read_parquet(res / "scaling.parquet")
-    assert set(scaling.columns) >= {"source", "config", "scale", "eval_set", "loss", "top1"}
+    everything = pd.read_parquet(res / "scaling.parquet")
+    assert set(everything.columns) >= {"source", "config", "scale", "eval_set", "loss", "top1"}
+    # every model on the real test set and its four shifts (synscale.data.shifts)
+    assert everything.groupby("eval_set").size().to_dict() == {e: 9 for e in ("val", "sketch", "rendition", "v2", "a")}
+    scaling = everything[everything.eval_set == "val"]
     assert scaling.groupby("source", sort=False)["scale"].apply(list).to_dict() == {
         "real": [1000, 2000, 4000], "ld-cfg2": [1000, 2000, 4000], "ld-cfg4": [1000, 2000, 4000]}
     real = scaling[scaling.source == "real"]
     assert real["loss"].is_monotonic_decreasing and (real["top1"] > 0.5).all()  # more real data, lower loss
+    for shift in ("sketch", "a"):  # out of distribution: the real models do worse than on val
+        shifted = everything[(everything.source == "real") & (everything.eval_set == shift)]
+        assert (shifted["loss"].to_numpy() > real["loss"].to_numpy()).all(), shift
     # 2-step samples and 40 iterations per doubling: no clean curve, but they teach the real classes (chance 0.1)
     assert (scaling[scaling.source != "real"]["top1"] > 0.25).all()
     per_class = pd.read_parquet(res / "scaling_per_class.parquet")
     assert set(per_class.columns) >= {"source", "config", "scale", "eval_set", "class_name", "loss", "top1"}
-    assert len(per_class) == 90 and per_class["n"].sum() == 90000
-    # per-class values weight back to the overall numbers
-    for (source, scale), g in per_class.groupby(["source", "scale"]):
-        row = scaling[(scaling.source == source) & (scaling.scale == scale)].iloc[0]
+    val_pc = per_class[per_class.eval_set == "val"]
+    assert len(val_pc) == 90 and val_pc["n"].sum() == 90000
+    # per-class values weight back to the overall numbers, on every eval set
+    for (source, scale, eval_set), g in per_class.groupby(["source", "scale", "eval_set"]):
+        row = everything[(everything.source == source) & (everything.scale == scale) & (everything.eval_set == eval_set)].iloc[0]
         assert np.isclose((g.loss * g.n).sum() / g.n.sum(), row.loss, rtol=1e-5)
         assert np.isclose((g.top1 * g.n).sum() / g.n.sum(), row.top1)
-    fits = pd.read_parquet(res / "fits.parquet")
-    assert set(fits.columns) >= {"source", "config", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points"}
+    all_fits = pd.read_parquet(res / "fits.parquet")
+    assert set(all_fits.columns) >= {"source", "config", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points"}
+    assert len(all_fits) == 15
+    fits = all_fits[all_fits.eval_set == "val"]
     assert fits["source"].tolist() == ["real", "ld-cfg2", "ld-cfg4"]
-    for _, f in fits.iterrows():
+    for _, f in all_fits.iterrows():
         assert f.n_points == 3 and f.k_lo <= f.k <= f.k_hi and f.d_ref == 60000
     assert fits.iloc[0].k > 0  # real
     # the generated sets: per image its prompt, seed, guidance and steps; findable per configuration

@@ -206,8 +206,10 @@ def print_summary(workdir: Path) -> None:
 
     scaling = pd.read_parquet(workdir / "results" / "scaling.parquet")
     fits = pd.read_parquet(workdir / "results" / "fits.parquet")
-    print("\nloss and top-1 per scale:")
-    print(scaling[["source", "eval_set", "scale", "loss", "top1"]].to_string(index=False, float_format="%.4f"))
+    others = sorted(set(scaling.eval_set) - {"val"})
+    print("\nloss and top-1 per scale on the real test set (val)" + (f"; {', '.join(others)} are in the report:" if others else ":"))
+    val = scaling[scaling.eval_set == "val"]
+    print(val[["source", "eval_set", "scale", "loss", "top1"]].to_string(index=False, float_format="%.4f"))
     print("\nEquation 2 fits:")
     cols = ["source", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points"]
     print(fits[cols].to_string(index=False, float_format="%.4f"))

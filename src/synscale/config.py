@@ -83,6 +83,53 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """`[[evaluate.probes]]`: a downstream set for linear probes (appendix A.3) of every trained model;
+    results land as `eval_set = "probe:<name>"`."""
+
+    name: str
+    dataset: str = "imagefolder"  # imagefolder | webdataset | fashion-mnist
+    root: str = ""
+    train_split: str = "train"
+    test_split: str = "test"
+    image_size: int = 0
+    c: float = 1.0  # inverse L2 strength, as scikit-learn's C
+    max_iter: int = 500
+
+    def check(self) -> None:
+        from synscale.data.datasets import DATASETS
+
+        if not self.name or "/" in self.name:
+            raise ValueError(f"probe name {self.name!r} must be non-empty, without '/'")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS.names())}")
+        _positive(self, "c", "max_iter")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`[evaluate]`: besides the real test set (`val`), evaluate every model on shifted copies of it
+    (synscale.data.shifts: sketch, rendition, v2, a) and by linear probes on downstream sets, each its
+    own `eval_set`."""
+
+    shifts: list[str] = field(default_factory=list)
+    shift_seed: int = 0
+    probes: list[ProbeConfig] = field(default_factory=list)
+
+    def check(self) -> None:
+        names = [p.name for p in self.probes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"probes need distinct names, got {names}")
+        from synscale.data.shifts import HARD, SHIFTS
+
+        for name in self.shifts:
+            if name != HARD and name not in SHIFTS:
+                raise ValueError(f"unknown shift {name!r}; known: {', '.join([*SHIFTS.names(), HARD])}")
+        if len(set(self.shifts)) != len(self.shifts):
+            raise ValueError(f"evaluate.shifts lists a shift twice: {self.shifts}")
+
+
+@dataclass(frozen=True)
 class FitConfig:
     """Equation 2 fits: bootstrap over evaluation examples for the confidence interval of k."""
 
@@ -174,6 +221,7 @@ class StudyConfig:
     description: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     synthetic: list[SyntheticConfig] = field(default_factory=list)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

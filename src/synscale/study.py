@@ -72,15 +72,57 @@ class ArrayCache:
 
 
 def real_shards(cfg: StudyConfig, workdir: Path, split: str, log: Log) -> StageResult:
+    return dataset_shards(workdir, cfg.data.dataset, cfg.data.root, cfg.data.image_size, cfg.data.shard_size, split, log)
+
+
+def dataset_shards(workdir: Path, dataset: str, root: str, image_size: int, shard_size: int, split: str, log: Log,
+                   what: str = "real shards") -> StageResult:
     from synscale.data.datasets import create_dataset
     from synscale.data.shards import write_dataset_split
 
-    ds = create_dataset(cfg.data.dataset, cfg.data.root, cfg.data.image_size)
-    params = {"dataset": cfg.data.dataset, "root": cfg.data.root, "image_size": cfg.data.image_size,
-              "shard_size": cfg.data.shard_size, "split": split}
+    ds = create_dataset(dataset, root, image_size)
+    params = {"dataset": dataset, "root": root, "image_size": image_size, "shard_size": shard_size, "split": split}
     res = run_stage(workdir, "shards", params, {"source": ds.fingerprint()},
-                    lambda out: write_dataset_split(ds, split, out, cfg.data.shard_size, progress=not log.quiet))
-    log.stage(f"real shards [{split}]", res)
+                    lambda out: write_dataset_split(ds, split, out, shard_size, progress=not log.quiet))
+    log.stage(f"{what} [{split}]", res)
+    return res
+
+
+def probe_sets(cfg: StudyConfig, workdir: Path, log: Log) -> list[tuple[Any, StageResult, StageResult]]:
+    """(probe config, train shards, test shards) of every `[[evaluate.probes]]` downstream set."""
+    return [(p, *(dataset_shards(workdir, p.dataset, p.root, p.image_size, cfg.data.shard_size, split, log, f"probe {p.name}")
+                  for split in (p.train_split, p.test_split))) for p in cfg.evaluate.probes]
+
+
+def probe(cfg: StudyConfig, model_stage: StageResult, pc: Any, train_set: StageResult, test_set: StageResult,
+          log: Log) -> StageResult:
+    """A linear probe of `model_stage`'s features on a downstream set (synscale.evaluate.probe)."""
+    import dataclasses
+
+    def fn(out: Path) -> None:
+        import pandas as pd
+
+        from synscale.evaluate.classification import summarize
+        from synscale.evaluate.probe import fit_linear_probe, probe_examples
+        from synscale.labels import LabelSet
+        from synscale.metrics.features import extract, load_reference
+
+        meta = json.loads((model_stage.path / "train.json").read_text())
+        ref = load_reference("trained", "", meta["num_classes"], None, "auto", trained=model_stage, train_cfg=to_dict(cfg.train))
+        ref.autocast = None  # probe features in float32
+        tr = extract(ref, train_set.path, progress=False)
+        te = extract(ref, test_set.path, progress=False)
+        names = LabelSet.load(test_set.path / "labels.json").names
+        lp = fit_linear_probe(tr.feats, tr.labels, len(names), pc.c, pc.max_iter, device=str(ref.device))
+        ex = probe_examples(lp, te.feats, te.labels)
+        overall, per_class = summarize(ex, names)
+        pd.DataFrame(ex).to_parquet(out / "examples.parquet", index=False)
+        per_class.to_parquet(out / "per_class.parquet", index=False)
+        (out / "summary.json").write_text(json.dumps({**overall, "lbfgs_iterations": lp.iterations}, indent=1))
+
+    res = run_stage(model_stage.root, "probe", {"probe": dataclasses.asdict(pc)},
+                    {"model": model_stage.id, "train": train_set.id, "test": test_set.id}, fn)
+    log.stage(f"linear probe on {pc.name}", res)
     return res
 
 
@@ -204,15 +246,60 @@ def synthetic_set(cfg: StudyConfig, syn: Any, train_set: StageResult, log: Log, 
     return res
 
 
+def shift_sets(cfg: StudyConfig, train_set: StageResult, test_set: StageResult, cache: ArrayCache,
+               log: Log) -> list[tuple[str, StageResult]]:
+    """The shifted copies of the real test set that `evaluate.shifts` names (synscale.data.shifts)."""
+    from synscale.data.shifts import HARD
+
+    out = []
+    for name in cfg.evaluate.shifts:
+        model = None
+        if name == HARD:  # the images a separate real-trained model (the metrics' reference) gets wrong
+            from synscale.metrics.run import trained_reference
+
+            model = trained_reference(cfg, train_set, cache, log)
+        inputs = {"set": test_set.id, **({"model": model.id} if model else {})}
+        res = run_stage(test_set.root, "shift", {"shift": name, "seed": cfg.evaluate.shift_seed}, inputs,
+                        lambda out_dir, name=name, model=model: _write_shift(cfg, name, model, test_set, cache, out_dir))
+        log.stage(f"shifted test set [{name}]", res)
+        out.append((name, res))
+    return out
+
+
+def _write_shift(cfg: StudyConfig, name: str, model: StageResult | None, test_set: StageResult, cache: ArrayCache,
+                 out: Path) -> None:
+    from synscale.data.shards import ShardWriter, read_manifest
+    from synscale.data.shifts import SHIFTS, hard_subset
+    from synscale.evaluate.classification import predict
+    from synscale.labels import LabelSet
+
+    images, labels = cache.get(test_set.path)
+    keys = read_manifest(test_set.path)["key"].tolist()
+    if model is not None:
+        pred = predict(load_model(model, to_dict(cfg.train)), images, labels, cfg.train.eval_batch_size)["pred"]
+        idx = hard_subset(pred, labels)
+        images, labels, keys = images[idx], labels[idx], [keys[i] for i in idx]
+    else:
+        images = SHIFTS.get(name)(images, cfg.evaluate.shift_seed)
+    with ShardWriter(out, LabelSet.load(test_set.path / "labels.json"), cfg.data.shard_size) as w:
+        for key, img, y in zip(keys, images, labels, strict=True):
+            w.write(key, img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), int(y), {"shift": name})
+
+
 def scaling_curve(cfg: StudyConfig, train_set: StageResult, test_set: StageResult, source: str,
-                  cache: ArrayCache, log: Log) -> list[tuple[TrainedModel, str, StageResult]]:
-    """Nested subsets of `train_set` at every scale, a model on each, evaluated on the real test set."""
+                  cache: ArrayCache, log: Log, shifted: list[tuple[str, StageResult]] = (),
+                  probes: list[tuple[Any, StageResult, StageResult]] = ()) -> list[tuple[TrainedModel, str, StageResult]]:
+    """Nested subsets of `train_set` at every scale, a model on each, evaluated on the real test set
+    (`val`), on every shifted copy of it, and by a linear probe on every downstream set."""
     evals = []
     for scale in cfg.scales:
         sub = subset(train_set, scale, cfg.data.order_seed, log)
         tr = train(cfg, train_set, sub, scale, cache, log, source)
-        ev = evaluate(cfg, tr, test_set, "val", cache, log)
-        evals.append((TrainedModel(source, source, scale, tr), "val", ev))
+        tm = TrainedModel(source, source, scale, tr)
+        for eval_name, eval_set in [("val", test_set), *shifted]:
+            evals.append((tm, eval_name, evaluate(cfg, tr, eval_set, eval_name, cache, log)))
+        for pc, p_train, p_test in probes:
+            evals.append((tm, f"probe:{pc.name}", probe(cfg, tr, pc, p_train, p_test, log)))
     return evals
 
 
@@ -325,11 +412,13 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Pat
     train_set = real_shards(cfg, workdir, cfg.data.train_split, log)
     test_set = real_shards(cfg, workdir, cfg.data.test_split, log)
     d_ref = cfg.data.reference_size or _set_size(train_set)
-    evals = scaling_curve(cfg, train_set, test_set, "real", cache, log)
+    shifted = shift_sets(cfg, train_set, test_set, cache, log)
+    probes = probe_sets(cfg, workdir, log)
+    evals = scaling_curve(cfg, train_set, test_set, "real", cache, log, shifted, probes)
     generated = []
     for syn in cfg.synthetic:
         generated.append((syn, synthetic_set(cfg, syn, train_set, log)))
-        evals += scaling_curve(cfg, generated[-1][1], test_set, syn.name, cache, log)
+        evals += scaling_curve(cfg, generated[-1][1], test_set, syn.name, cache, log, shifted, probes)
     metrics = study_metrics(cfg, train_set, test_set, generated, cache, log) if cfg.metrics.per_class else []
     results = workdir / "results"
     collect_results(evals, results)
