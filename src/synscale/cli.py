@@ -346,8 +346,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     workdir, log = Path(args.workdir), Log(args.quiet)
     sets = {}
     for role, given, split in (("train", args.real_train, cfg.data.train_split), ("val", args.real_val, cfg.data.test_split)):
-        st = SetRef.of(given, workdir) if given else real_shards(cfg, workdir, split, log)
-        sets[role] = SetRef(st.path, st.root, st.id)
+        sets[role] = SetRef.of(given, workdir) if given else real_shards(cfg, workdir, split, log)
     test = SetRef.of(args.set, workdir)
     ref = reference(cfg, sets["train"], ArrayCache(), log)
     name = args.name or test.path.resolve().name

@@ -351,19 +351,17 @@ def collect_generation(generated: list[tuple[Any, StageResult]], results_dir: Pa
 def study_metrics(cfg: StudyConfig, train_set: StageResult, test_set: StageResult,
                   generated: list[tuple[Any, StageResult]], cache: ArrayCache, log: Log) -> list[tuple[str, StageResult]]:
     """A metrics stage for the real data and for every synthetic configuration (see synscale.metrics.run)."""
-    from synscale.metrics.run import SetRef, metrics_stage, real_test_keys, reference, synthetic_test_config
+    from synscale.metrics.run import metrics_stage, real_test_keys, reference, synthetic_test_config
 
     mc = cfg.metrics
     ref = reference(cfg, train_set, cache, log)
-    real_train, real_val = (SetRef(s.path, s.root, s.id) for s in (train_set, test_set))
-    st = metrics_stage(mc, ref, "real", real_val, real_test_keys(test_set, mc.per_class, mc.seed), real_val,
-                       real_train, real_train, log.quiet)
+    st = metrics_stage(mc, ref, "real", test_set, real_test_keys(test_set, mc.per_class, mc.seed), test_set,
+                       train_set, train_set, log.quiet)
     log.stage("metrics real", st)
     out = [("real", st)]
     for syn, gen in generated:
         test = synthetic_set(cfg, synthetic_test_config(syn, mc.per_class), train_set, log, f"test set of {syn.name}")
-        st = metrics_stage(mc, ref, syn.name, SetRef(test.path, test.root, test.id), None, real_val,
-                           SetRef(gen.path, gen.root, gen.id), real_train, log.quiet)
+        st = metrics_stage(mc, ref, syn.name, test, None, test_set, gen, train_set, log.quiet)
         log.stage(f"metrics {syn.name}", st)
         out.append((syn.name, st))
     return out

@@ -7,7 +7,7 @@ and -A (paper section 4.5, figure 4). Each is a deterministic function of the im
   channel (`x & 0xC0`), inverted (`255 - x`), or reduced contrast (`mean + 0.35 (x - mean)` around the
   image's mean).
 - `v2`: a small random affine per image, drawn with the seed: rotation in ±12°, scale in [0.9, 1.1],
-  translation in ±2 px (±7% of the side for other sizes), bilinear, zero fill.
+  translation in ±7% of the side (±2 px at 28 px), bilinear, zero fill.
 - `a`: the hard subset. The test images that a separate real-trained model (the metrics' reference
   network, trained on all real training images) gets wrong, unchanged. It is built in the study, which
   owns that model (`synscale.study.shift_sets`).
@@ -64,11 +64,11 @@ def rendition(images: np.ndarray, seed: int = 0) -> np.ndarray:
 @SHIFTS.register("v2")
 def v2(images: np.ndarray, seed: int = 0) -> np.ndarray:
     """A small random affine per image (rotation, scale, translation), drawn with `seed`."""
-    n, _, h, _ = images.shape
+    n = len(images)
     gen = torch.Generator().manual_seed(seed)
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=gen)  # noqa: E731
     angle, scale = u(-12, 12) * math.pi / 180, u(0.9, 1.1)
-    shift = 2.0 / 28 * 2 if h <= 32 else 0.14  # ±2 px of 28 (±7% of the side) in [-1, 1] coordinates
+    shift = 2 * 2.0 / 28  # ±2 px at 28 px (±7% of the side), in [-1, 1] coordinates
     tx, ty = u(-shift, shift), u(-shift, shift)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)

@@ -26,7 +26,8 @@ RUN_ONLY = ("device", "compile", "batch_size")  # where and how fast: no effect 
 
 @dataclass(frozen=True)
 class SetRef:
-    """A set on disk that the metrics stages read: a stage's directory or any synscale set directory."""
+    """A set on disk that is not a stage (any synscale set directory), for the metrics stages, which read
+    only `path`, `root` and `id` of their sets (a StageResult serves as well)."""
 
     path: Path
     root: Path  # the work directory whose stages/ cache derived stages
@@ -84,8 +85,9 @@ def test_keys(set_dir: Path, per_class: int, seed: int) -> list[str] | None:
     return ranked_keys(set_dir, per_class, seed + TEST_SEED_OFFSET)
 
 
-def metrics_stage(mc: Any, ref: Reference, name: str, test: SetRef, test_keys: list[str] | None, real_val: SetRef,
-                  fd_set: SetRef | None, real_train: SetRef | None, quiet: bool = False) -> StageResult:
+def metrics_stage(mc: Any, ref: Reference, name: str, test: SetRef | StageResult, test_keys: list[str] | None,
+                  real_val: SetRef | StageResult, fd_set: SetRef | StageResult | None,
+                  real_train: SetRef | StageResult | None, quiet: bool = False) -> StageResult:
     """Compute `mc.names` for one configuration; writes summary.json and per_class.parquet."""
     params = {"metrics": {k: v for k, v in dataclasses.asdict(mc).items() if k not in RUN_ONLY},
               "reference": ref.name, "precision": ref.precision, "test_keys": keys_digest(test_keys)}
