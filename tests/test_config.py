@@ -55,7 +55,7 @@ def test_mistyped_values(tmp_path):
         load_study(write(tmp_path, GOOD.replace("lr = 0.01", 'lr = "fast"')))
     with pytest.raises(ConfigError, match=r"'scales\[1\]' must be an integer"):
         load_study(write(tmp_path, GOOD.replace("[1000, 2000]", "[1000, 2.5]")))
-    with pytest.raises(ConfigError, match=r"'train.augment' must be one of 'none', 'flip-shift'"):
+    with pytest.raises(ConfigError, match=r"'train.augment' must be one of 'none', 'flip', 'flip-shift'"):
         load_study(write(tmp_path, GOOD.replace("lr = 0.01", 'augment = "rotate"')))
     with pytest.raises(ConfigError, match="strictly increasing"):
         load_study(write(tmp_path, GOOD.replace("[1000, 2000]", "[2000, 1000]")))

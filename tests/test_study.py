@@ -1,5 +1,6 @@
 """The study end to end through the real CLI: stages on disk, SIGKILL and resume, the demo."""
 
+import json
 import os
 import signal
 import subprocess
@@ -36,7 +37,7 @@ def test_training_is_deterministic_and_learns(tiny_fmnist, tmp_path):
 
 
 def test_sigkill_mid_training_then_resume_gives_identical_results(tiny_fmnist, tmp_path):
-    slow = ["--set", "train.schedule.iters_per_doubling=150"]
+    slow = ["--set", "train.schedule.iters_per_doubling=150", "--set", "train.checkpoint_every=20"]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     assert main(tiny_args(tiny_fmnist, ref, *slow)) == 0
 
@@ -44,10 +45,10 @@ def test_sigkill_mid_training_then_resume_gives_identical_results(tiny_fmnist, t
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     train_dir = killed / "stages" / "train"
     deadline = time.time() + 120
-    # wait until the second model is being trained (the first is complete), then SIGKILL
+    # wait until the second model has written a checkpoint (the first is complete), then SIGKILL
     while time.time() < deadline:
         done = [p for p in train_dir.glob("*") if not p.name.startswith(".")] if train_dir.exists() else []
-        if len(done) >= 1 and any(train_dir.glob(".tmp-*")):
+        if len(done) >= 1 and any(train_dir.glob(".partial-*/checkpoints/latest.json")):
             break
         time.sleep(0.02)
     else:
@@ -56,11 +57,13 @@ def test_sigkill_mid_training_then_resume_gives_identical_results(tiny_fmnist, t
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert any(train_dir.glob(".tmp-*"))  # the half-written stage is still there
+    assert any(train_dir.glob(".partial-*"))  # the half-written stage is still there, with its checkpoint
     assert not (killed / "results" / "scaling.parquet").exists()
 
     assert main(tiny_args(tiny_fmnist, killed, *slow)) == 0
-    assert not any(train_dir.glob(".tmp-*"))
+    assert not any(train_dir.glob(".partial-*")) and not any(train_dir.glob("*/checkpoints"))
+    resumed = [json.loads(p.read_text())["resumed_from_step"] for p in train_dir.glob("*/train.json")]
+    assert sorted(resumed)[-1] >= 20 and resumed.count(0) == len(resumed) - 1  # one model continued from a checkpoint
     r = pd.read_parquet(ref / "results" / "scaling.parquet")
     k = pd.read_parquet(killed / "results" / "scaling.parquet")
     assert r["loss"].tolist() == k["loss"].tolist() and r["top1"].tolist() == k["top1"].tolist()

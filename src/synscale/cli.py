@@ -139,6 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the row here (.json, .csv or .parquet); the per-class table "
                    "goes beside it as <name>_per_class.<ext>")
 
+    p = sub.add_parser("recipes", help="list the training recipes, or print one (a [train] table)")
+    p.add_argument("name", nargs="?", help="a recipe name, e.g. paper-vit-b16")
+
+    p = sub.add_parser("train", help="train one classifier on synscale sets with a study's [train] recipe; "
+                                     "runs under torchrun as it is (multi-GPU, multi-node)")
+    p.add_argument("sets", nargs="+", help="synscale set directories (shards + manifest.parquet), used together")
+    p.add_argument("--study", default="fashion-mnist", help="the study file whose [train] table is used")
+    p.add_argument("--size", choices=SIZES, default="default")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a study key, e.g. --set train.recipe=paper-vit-b16")
+    p.add_argument("--scale", type=int, default=0,
+                   help="train on the nested class-balanced subset of this size of the (single) set; "
+                        "default: every image; the log-scale rule's iterations follow it")
+    p.add_argument("--out", required=True, help="output directory: model.safetensors, train.json, checkpoints/")
+    p.add_argument("--nproc", type=int, default=0, help="launch torchrun with this many local processes")
+
     p = sub.add_parser("fit", help="refit Equation 2 from W/results (no training)")
     p.add_argument("workdir")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates (default: the study's)")
@@ -159,6 +175,60 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, FileNotFoundError, WordNetUnavailable, UnknownName) as e:
         print(f"synscale: error: {e}", file=sys.stderr)
         return 2
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from synscale.train.recipes import RecipeError, recipe_names, recipe_text
+
+    if args.name:
+        try:
+            print(recipe_text(args.name), end="")
+        except RecipeError as e:
+            raise ConfigError(str(e)) from None
+        return 0
+    for name in recipe_names():
+        first = recipe_text(name).splitlines()[0].lstrip("# ")
+        print(f"{name:16s} {first}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import pandas as pd
+
+    from synscale.data.shards import read_manifest
+    from synscale.data.subsets import subset_keys
+    from synscale.labels import LabelSet
+    from synscale.train.launch import make_spec, run_spec, torchrun
+
+    cfg = load_study(find_study(args.study), args.size, args.overrides)
+    train = cfg.train if not args.nproc else dataclasses.replace(cfg.train, nproc=args.nproc)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = LabelSet.load(Path(args.sets[0]) / "labels.json")
+    parts: list[tuple[str, str | None]] = [(s, None) for s in args.sets]
+    sizes = [len(read_manifest(s)) for s in args.sets]
+    scale = sum(sizes)
+    if args.scale:
+        if len(args.sets) != 1:
+            raise ConfigError("--scale takes one set (a nested subset of it)")
+        keys = subset_keys(read_manifest(args.sets[0]), args.scale, len(labels), cfg.data.order_seed)
+        pd.DataFrame({"key": keys}).to_parquet(out / "subset.parquet", index=False)
+        parts, scale = [(args.sets[0], str(out / "subset.parquet"))], args.scale
+    spec = make_spec(to_dict(train), parts, len(labels), scale, out)
+    (out / "spec.json").write_text(json.dumps(spec, indent=1))
+    if args.nproc > 1:
+        torchrun(out / "spec.json", args.nproc)
+        meta = json.loads((out / "train.json").read_text())
+    else:
+        meta = run_spec(spec)
+    import os
+
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"trained {train.model} on {scale:,} images for {meta['steps']:,} steps "
+              f"({meta['images_per_s']:.0f} img/s) -> {out / 'model.safetensors'}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -410,7 +480,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 COMMANDS = {"demo": cmd_demo, "metrics": cmd_metrics, "study": cmd_study, "config": cmd_config, "shards": cmd_shards, "prompts": cmd_prompts,
             "generate": cmd_generate, "generator": cmd_generator,
-            "fit": cmd_fit, "report": cmd_report}
+            "recipes": cmd_recipes, "train": cmd_train, "fit": cmd_fit, "report": cmd_report}
 
 
 if __name__ == "__main__":

@@ -64,22 +64,50 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """`[train]`: the classifier recipe (see docs/training.md). `recipe` names a shipped recipe
+    (synscale.train.recipes: `paper-vit-b16`, `miniature-cnn`, `miniature-vit`) whose values are the
+    defaults of this table; keys written here override them."""
+
+    recipe: str = ""
     model: str = "synscale_cnn_small"  # any timm model name
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
-    batch_size: int = 256
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model (drop_rate, ...)
+    batch_size: int = 256  # global batch: images per optimizer step over all processes
+    accum_steps: int = 1  # gradient accumulation: each process runs batch_size / (processes * accum_steps) at once
     lr: float = 3e-3
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    augment: Literal["none", "flip-shift"] = "flip-shift"
+    loss: Literal["ce", "bce"] = "ce"  # softmax cross-entropy, or sigmoid binary cross-entropy (summed over classes)
+    mixup: float = 0.0  # Mixup alpha (0 = off): one Beta(alpha, alpha) draw per step, batch mixed with its reverse
+    randaugment: list[int] = field(default_factory=list)  # [num_ops, magnitude], e.g. [2, 15]; [] = off
+    crop: int = 0  # train on random crop x crop patches, evaluate on the centre crop; 0 = full images
+    augment: Literal["none", "flip", "flip-shift"] = "flip-shift"  # flip: random horizontal flip only
     eval_batch_size: int = 1000
     seed: int = 0
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # Where and how it runs. loader, workers and checkpoint_every do not change what is computed, so they are
+    # left out of stage ids (TRAIN_RUN_ONLY); the others can change the numbers in the last bits or more.
+    nproc: int = 1  # processes (GPUs) per training run; > 1 launches torchrun with DistributedDataParallel
+    device: str = "auto"  # auto (cuda if there) | cpu | cuda
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast (CUDA, or CPU)
+    compile: bool = False  # torch.compile the model
+    loader: Literal["auto", "memory", "stream"] = "auto"  # memory: decoded arrays; stream: shards in workers
+    workers: int = 0  # loader worker processes (stream); 0 = decode in the training process
+    checkpoint_every: int = 500  # steps between resumable checkpoints (safetensors + JSON); 0 = none
 
     def check(self) -> None:
-        _positive(self, "batch_size", "lr", "eval_batch_size")
-        _nonnegative(self, "weight_decay")
+        _positive(self, "batch_size", "lr", "eval_batch_size", "accum_steps", "nproc")
+        _nonnegative(self, "weight_decay", "mixup", "crop", "workers", "checkpoint_every")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError("betas must be two numbers in [0, 1)")
+        if self.randaugment and (len(self.randaugment) != 2 or self.randaugment[0] < 1 or not 0 <= self.randaugment[1] <= 30):
+            raise ValueError(f"randaugment must be [num_ops >= 1, magnitude 0..30] or [], got {self.randaugment}")
+        if self.batch_size % (self.nproc * self.accum_steps):
+            raise ValueError(f"batch_size {self.batch_size} must divide by nproc * accum_steps = {self.nproc * self.accum_steps}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+
+
+TRAIN_RUN_ONLY = ("loader", "workers", "checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -107,6 +135,31 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class OODSetConfig:
+    """`[[evaluate.sets]]`: an out-of-distribution evaluation set (synscale.data.ood), e.g. ImageNet-A/R/
+    Sketch/V2 by preset, or any class folder tree / webdataset; results land as `eval_set = <name>`."""
+
+    name: str
+    root: str
+    preset: str = ""  # imagenet-a | imagenet-r | imagenet-sketch | imagenet-v2 | "" (plain folders / shards)
+    dataset: Literal["imagefolder", "webdataset"] = "imagefolder"  # without a preset
+    split: str = ""  # sub-folder (imagefolder) or shard prefix (webdataset) of the split to use
+    class_subset: str = "auto"  # auto | all | a file of wnids or class names (logits restricted to them)
+    image_size: int = 0  # 0 = the study's data.image_size
+
+    def check(self) -> None:
+        from synscale.data.ood import PRESETS
+
+        if not self.name or "/" in self.name or self.name == "val" or self.name.startswith("probe:"):
+            raise ValueError(f"evaluation set name {self.name!r} must be non-empty, not 'val', without '/'")
+        if self.preset and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
+        if not self.root:
+            raise ValueError(f"evaluation set {self.name!r} needs root")
+        _nonnegative(self, "image_size")
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """`[evaluate]`: besides the real test set (`val`), evaluate every model on shifted copies of it
     (synscale.data.shifts: sketch, rendition, v2, a) and by linear probes on downstream sets, each its
@@ -115,8 +168,12 @@ class EvaluateConfig:
     shifts: list[str] = field(default_factory=list)
     shift_seed: int = 0
     probes: list[ProbeConfig] = field(default_factory=list)
+    sets: list[OODSetConfig] = field(default_factory=list)
 
     def check(self) -> None:
+        sets = [s.name for s in self.sets]
+        if len(set(sets)) != len(sets) or set(sets) & set(self.shifts):
+            raise ValueError(f"evaluation sets need distinct names, also from the shifts: {sets}")
         names = [p.name for p in self.probes]
         if len(set(names)) != len(names):
             raise ValueError(f"probes need distinct names, got {names}")
@@ -182,6 +239,33 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class MixConfig:
+    """`[[mix]]`: train on real + synthetic images together (beyond the paper's supervised part). At each
+    scale D the model sees `real_images` real images (fixed; the scarce-real experiment) plus D synthetic,
+    or, with real_images = 0, round(real_fraction * D) real and the rest synthetic. Both parts are nested,
+    class-balanced subsets; the row's `scale` is the total number of training images."""
+
+    name: str
+    synthetic: str  # the [[synthetic]] configuration whose set supplies the synthetic images
+    real_fraction: float = 0.5
+    real_images: int = 0
+
+    def check(self) -> None:
+        if not self.name or self.name == "real" or "/" in self.name:
+            raise ValueError(f"mix name {self.name!r} must be non-empty, not 'real', without '/'")
+        if not 0 <= self.real_fraction <= 1:
+            raise ValueError(f"real_fraction must be in [0, 1], got {self.real_fraction}")
+        _nonnegative(self, "real_images")
+
+    def counts(self, scale: int) -> tuple[int, int]:
+        """(real, synthetic) images at data scale `scale`."""
+        if self.real_images:
+            return self.real_images, scale
+        real = round(self.real_fraction * scale)
+        return real, scale - real
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """`[metrics]`: recognizability, diversity, Fréchet distance, LPIPS and extras for every configuration
     (see docs/metrics.md). Each configuration gets a fixed test set of `per_class` images per class."""
@@ -224,6 +308,7 @@ class StudyConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     synthetic: list[SyntheticConfig] = field(default_factory=list)
+    mix: list[MixConfig] = field(default_factory=list)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -240,6 +325,13 @@ class StudyConfig:
         names = [c.name for c in self.synthetic]
         if len(set(names)) != len(names):
             raise ValueError(f"synthetic configurations need distinct names, got {names}")
+        for m in self.mix:
+            if m.synthetic not in names:
+                raise ValueError(f"mix {m.name!r}: no [[synthetic]] configuration named {m.synthetic!r} (have: {names})")
+            if m.name in names:
+                raise ValueError(f"mix {m.name!r}: the name is taken by a [[synthetic]] configuration")
+        if len({m.name for m in self.mix}) != len(self.mix):
+            raise ValueError("mixes need distinct names")
         unknown = set(self.sizes) - {"smoke", "full"}
         if unknown:
             raise ValueError(f"unknown size(s) {sorted(unknown)} in [sizes]; allowed: smoke, full")
@@ -399,15 +491,32 @@ def load_study(
         raise ConfigError(f"{path}: no such study file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    from_dict(StudyConfig, raw, str(path))  # the file as written must validate on its own
+    from_dict(StudyConfig, with_recipe(raw, str(path)), str(path))  # the file as written must validate on its own
     if size != "default":
         raw = deep_merge(raw, raw.get("sizes", {}).get(size, {}))
-        from_dict(StudyConfig, raw, f"{path} [sizes.{size}]")
+        from_dict(StudyConfig, with_recipe(raw, f"{path} [sizes.{size}]"), f"{path} [sizes.{size}]")
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
-        from_dict(StudyConfig, raw, f"{path} (--set {item})")
-    return from_dict(StudyConfig, raw, str(path))
+        where = f"{path} (--set {item})"
+        from_dict(StudyConfig, with_recipe(raw, where), where)
+    return from_dict(StudyConfig, with_recipe(raw, str(path)), str(path))
+
+
+def with_recipe(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """`train.recipe = "<name>"`: the recipe's table under the study's own `[train]` keys."""
+    train = raw.get("train")
+    if not isinstance(train, dict) or not train.get("recipe"):
+        return raw
+    from synscale.train.recipes import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe(train["recipe"])
+    except RecipeError as e:
+        raise ConfigError(f"{source}: train.recipe: {e}") from None
+    merged = deep_merge(recipe, train)
+    merged["model_kwargs"] = {**recipe.get("model_kwargs", {}), **train.get("model_kwargs", {})}
+    return {**raw, "train": merged}
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -141,63 +141,90 @@ def subset(set_stage: StageResult, scale: int, seed: int, log: Log) -> StageResu
     return run_stage(set_stage.root, "subset", {"scale": scale, "order_seed": seed}, {"set": set_stage.id}, fn)
 
 
-def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int, cache: ArrayCache, log: Log, name: str) -> StageResult:
+def train_params(cfg: StudyConfig) -> dict[str, Any]:
+    """`[train]` as it enters stage ids: without the keys that only say how a run executes."""
+    from synscale.config import TRAIN_RUN_ONLY
+
+    return {k: v for k, v in to_dict(cfg.train).items() if k not in TRAIN_RUN_ONLY}
+
+
+def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int, cache: ArrayCache, log: Log, name: str,
+          extra: list[tuple[StageResult, StageResult]] = ()) -> StageResult:
+    """Train on `sub`'s keys of `set_stage` (plus each (set, subset) of `extra`: mixed sets) for the
+    log-scale rule's iterations at `scale`. In this process, or under torchrun when train.nproc > 1.
+    Resumable: an interrupted stage continues from its newest checkpoint."""
+    parts = [(set_stage, sub), *extra]
+
     def fn(out: Path) -> None:
-        import pandas as pd
-        import torch
-        from safetensors.torch import save_file
+        import shutil
 
         from synscale.labels import LabelSet
-        from synscale.train.classifier import train_classifier
-        from synscale.train.schedule import total_iters
+        from synscale.train.data import concat_arrays
+        from synscale.train.launch import make_spec, run_spec, torchrun
 
-        keys = pd.read_parquet(sub.path / "subset.parquet")["key"].tolist()
-        images, labels = cache.get(set_stage.path, keys)
         n_cls = len(LabelSet.load(set_stage.path / "labels.json"))
-        with bar(total=total_iters(scale, cfg.train.schedule), desc=f"train {name} D={scale}", unit="step",
-                 disable=log.quiet) as pbar:
-            result = train_classifier(images, labels, n_cls, cfg.train, scale, progress=pbar)
-        state = {k: v.detach().contiguous() for k, v in result.model.state_dict().items()}
-        save_file(state, str(out / "model.safetensors"))
-        (out / "train.json").write_text(json.dumps({
-            "steps": result.steps, "warmup": result.warmup, "loss_curve": result.losses, "scale": scale,
-            "num_classes": n_cls, "in_chans": int(images.shape[1]), "img_size": int(images.shape[2]),
-            "torch_threads": torch.get_num_threads(),
-        }, indent=1))
+        spec = make_spec(to_dict(cfg.train), [(s.path, u.path / "subset.parquet") for s, u in parts], n_cls, scale, out)
+        if cfg.train.nproc > 1:
+            log(f"train {name} D={scale}: torchrun, {cfg.train.nproc} processes")
+            (out / "spec.json").write_text(json.dumps({**spec, "progress": not log.quiet}, indent=1))
+            torchrun(out / "spec.json", cfg.train.nproc)
+        else:
+            source = None
+            memory = cfg.train.loader == "memory" or (
+                cfg.train.loader == "auto" and all((s.path / "arrays.npy").exists() for s, _ in parts))
+            if memory:  # decoded once per run for all scales
+                import pandas as pd
 
-    params = {"train": to_dict(cfg.train), "scale": scale}
-    res = run_stage(set_stage.root, "train", params, {"set": set_stage.id, "subset": sub.id}, fn)
+                source = concat_arrays([cache.get(s.path, pd.read_parquet(u.path / "subset.parquet")["key"].tolist())
+                                        for s, u in parts])
+            run_spec(spec, source, progress=not log.quiet, desc=f"train {name} D={scale}")
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+    inputs = {"set": set_stage.id, "subset": sub.id}
+    for i, (s, u) in enumerate(extra):
+        inputs |= {f"set{i + 1}": s.id, f"subset{i + 1}": u.id}
+    res = run_stage(set_stage.root, "train", {"train": train_params(cfg), "scale": scale}, inputs, fn, resumable=True)
     log.stage(f"train {name} D={scale}", res)
     return res
 
 
 def load_model(train_stage: StageResult, cfg_train: dict[str, Any]) -> Any:
-    from safetensors.torch import load_file
+    from synscale.train.models import load_trained
 
-    from synscale.train.models import create_model
-
-    meta = json.loads((train_stage.path / "train.json").read_text())
-    model = create_model(cfg_train["model"], meta["num_classes"], meta["in_chans"], meta["img_size"], **cfg_train["model_kwargs"])
-    model.load_state_dict(load_file(str(train_stage.path / "model.safetensors")))
-    return model.eval()
+    return load_trained(train_stage.path, cfg_train)[0]
 
 
-def evaluate(cfg: StudyConfig, model_stage: StageResult, eval_set: StageResult, eval_name: str, cache: ArrayCache, log: Log) -> StageResult:
+def eval_source(eval_set: StageResult, cache: ArrayCache) -> Any:
+    """The decoded set in memory where it has an array cache (small images), else read from its shards."""
+    from synscale.train.data import ArraySource, ShardSource
+
+    if (eval_set.path / "arrays.npy").exists():
+        return ArraySource(*cache.get(eval_set.path))
+    return ShardSource([(eval_set.path, None)])
+
+
+def evaluate(cfg: StudyConfig, model_stage: StageResult, eval_set: StageResult, eval_name: str, cache: ArrayCache, log: Log,
+             class_subset: list[int] | None = None) -> StageResult:
+    """Loss and top-1 of a trained model on an evaluation set (centre crop as trained; optionally with the
+    logits restricted to `class_subset`, the model's classes that the set covers)."""
     def fn(out: Path) -> None:
         import pandas as pd
 
         from synscale.evaluate.classification import predict, summarize
         from synscale.labels import LabelSet
+        from synscale.train.classifier import resolve_device
 
-        images, labels = cache.get(eval_set.path)
         model = load_model(model_stage, to_dict(cfg.train))
-        ex = predict(model, images, labels, cfg.train.eval_batch_size)
+        ex = predict(model, None, None, cfg.train.eval_batch_size, cfg.train.crop, class_subset,
+                     source=eval_source(eval_set, cache), workers=cfg.train.workers,
+                     device=resolve_device(cfg.train.device))
         overall, per_class = summarize(ex, LabelSet.load(eval_set.path / "labels.json").names)
         pd.DataFrame(ex).to_parquet(out / "examples.parquet", index=False)
         per_class.to_parquet(out / "per_class.parquet", index=False)
         (out / "summary.json").write_text(json.dumps(overall, indent=1))
 
-    params = {"eval_set": eval_name, "batch_size": cfg.train.eval_batch_size}
+    params = {"eval_set": eval_name, "batch_size": cfg.train.eval_batch_size, "crop": cfg.train.crop,
+              **({"class_subset": class_subset} if class_subset is not None else {})}
     res = run_stage(model_stage.root, "evaluate", params, {"model": model_stage.id, "set": eval_set.id}, fn)
     log.stage(f"evaluate on {eval_name}", res)
     return res
@@ -276,7 +303,7 @@ def _write_shift(cfg: StudyConfig, name: str, model: StageResult | None, test_se
     images, labels = cache.get(test_set.path)
     keys = read_manifest(test_set.path)["key"].tolist()
     if model is not None:
-        pred = predict(load_model(model, to_dict(cfg.train)), images, labels, cfg.train.eval_batch_size)["pred"]
+        pred = predict(load_model(model, to_dict(cfg.train)), images, labels, cfg.train.eval_batch_size, cfg.train.crop)["pred"]
         idx = hard_subset(pred, labels)
         images, labels, keys = images[idx], labels[idx], [keys[i] for i in idx]
     else:
@@ -286,18 +313,53 @@ def _write_shift(cfg: StudyConfig, name: str, model: StageResult | None, test_se
             w.write(key, img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), int(y), {"shift": name})
 
 
+def ood_sets(cfg: StudyConfig, train_set: StageResult, log: Log) -> list[tuple[str, StageResult, list[int] | None]]:
+    """Every `[[evaluate.sets]]` set written as shards in the study's label space, with its class subset."""
+    import dataclasses
+
+    from synscale.data.ood import fingerprint, write_ood_set
+    from synscale.data.shards import decode_png, iter_samples
+    from synscale.labels import LabelSet
+
+    labels = LabelSet.load(train_set.path / "labels.json")
+    first = decode_png(next(iter_samples(train_set.path))[1])
+    size, channels = max(first.shape[:2]), 1 if first.ndim == 2 else 3
+    out = []
+    for spec in cfg.evaluate.sets:
+        params = {"set": dataclasses.asdict(spec), "image_size": cfg.data.image_size or size, "channels": channels,
+                  "shard_size": cfg.data.shard_size}
+        res = run_stage(train_set.root, "ood", params, {"labels": train_set.id, "files": fingerprint(spec.root)},
+                        lambda o, spec=spec: write_ood_set(labels, spec, cfg.data.image_size or size, channels, o,
+                                                           cfg.data.shard_size))
+        subset = json.loads((res.path / "ood.json").read_text())["class_subset"]
+        log.stage(f"OOD set {spec.name}" + (f" ({len(subset)} classes)" if subset else ""), res)
+        out.append((spec.name, res, subset))
+    return out
+
+
 def scaling_curve(cfg: StudyConfig, train_set: StageResult, test_set: StageResult, source: str,
                   cache: ArrayCache, log: Log, shifted: list[tuple[str, StageResult]] = (),
-                  probes: list[tuple[Any, StageResult, StageResult]] = ()) -> list[tuple[TrainedModel, str, StageResult]]:
-    """Nested subsets of `train_set` at every scale, a model on each, evaluated on the real test set
-    (`val`), on every shifted copy of it, and by a linear probe on every downstream set."""
+                  probes: list[tuple[Any, StageResult, StageResult]] = (),
+                  ood: list[tuple[str, StageResult, list[int] | None]] = (),
+                  mix: tuple[Any, StageResult] | None = None) -> list[tuple[TrainedModel, str, StageResult]]:
+    """Nested subsets of `train_set` at every scale (with `mix` = (MixConfig, real set): real + synthetic), a
+    model on each, evaluated on the real test set (`val`), on every shifted copy of it and OOD set, and by a
+    linear probe on every downstream set."""
     evals = []
     for scale in cfg.scales:
-        sub = subset(train_set, scale, cfg.data.order_seed, log)
-        tr = train(cfg, train_set, sub, scale, cache, log, source)
-        tm = TrainedModel(source, source, scale, tr)
+        if mix is None:
+            tr = train(cfg, train_set, subset(train_set, scale, cfg.data.order_seed, log), scale, cache, log, source)
+        else:
+            mc, real_set = mix
+            n_real, n_syn = mc.counts(scale)
+            parts = [(s, subset(s, n, cfg.data.order_seed, log)) for s, n in ((real_set, n_real), (train_set, n_syn)) if n]
+            tr = train(cfg, *parts[0], n_real + n_syn, cache, log, f"{source} ({n_real} real + {n_syn} synthetic)",
+                       extra=parts[1:])
+        tm = TrainedModel(source, source, scale if mix is None else sum(mix[0].counts(scale)), tr)
         for eval_name, eval_set in [("val", test_set), *shifted]:
             evals.append((tm, eval_name, evaluate(cfg, tr, eval_set, eval_name, cache, log)))
+        for eval_name, eval_set, class_subset in ood:
+            evals.append((tm, eval_name, evaluate(cfg, tr, eval_set, eval_name, cache, log, class_subset)))
         for pc, p_train, p_test in probes:
             evals.append((tm, f"probe:{pc.name}", probe(cfg, tr, pc, p_train, p_test, log)))
     return evals
@@ -412,11 +474,16 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Pat
     d_ref = cfg.data.reference_size or _set_size(train_set)
     shifted = shift_sets(cfg, train_set, test_set, cache, log)
     probes = probe_sets(cfg, workdir, log)
-    evals = scaling_curve(cfg, train_set, test_set, "real", cache, log, shifted, probes)
+    ood = ood_sets(cfg, train_set, log)
+    evals = scaling_curve(cfg, train_set, test_set, "real", cache, log, shifted, probes, ood)
     generated = []
     for syn in cfg.synthetic:
         generated.append((syn, synthetic_set(cfg, syn, train_set, log)))
-        evals += scaling_curve(cfg, generated[-1][1], test_set, syn.name, cache, log, shifted, probes)
+        evals += scaling_curve(cfg, generated[-1][1], test_set, syn.name, cache, log, shifted, probes, ood)
+    sets = {syn.name: stage for syn, stage in generated}
+    for mc in cfg.mix:
+        evals += scaling_curve(cfg, sets[mc.synthetic], test_set, mc.name, cache, log, shifted, probes, ood,
+                               mix=(mc, train_set))
     metrics = study_metrics(cfg, train_set, test_set, generated, cache, log) if cfg.metrics.per_class else []
     results = workdir / "results"
     collect_results(evals, results)

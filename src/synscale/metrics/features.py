@@ -121,9 +121,7 @@ def load_reference(spec: str, arch: str, n_classes: int, wnids: tuple[str, ...] 
 
 
 def _synscale_model(stage_dir: Path, train_cfg: dict[str, Any], name: str | None) -> Reference:
-    from safetensors.torch import load_file
-
-    from synscale.train.models import create_model
+    from synscale.train.models import load_trained
 
     meta_path = stage_dir / "train.json"
     if not meta_path.exists() or not (stage_dir / "model.safetensors").exists():
@@ -134,11 +132,10 @@ def _synscale_model(stage_dir: Path, train_cfg: dict[str, Any], name: str | None
         train_cfg = info.get("params", {}).get("train", {})
     if "model" not in train_cfg:
         raise ValueError(f"{stage_dir}: cannot tell which model it holds (no stage.json with the train config)")
-    model = create_model(train_cfg["model"], meta["num_classes"], meta["in_chans"], meta["img_size"],
-                         **train_cfg.get("model_kwargs", {}))
-    model.load_state_dict(load_file(str(stage_dir / "model.safetensors")))
+    model, meta = load_trained(stage_dir, train_cfg)
     name = name or f"file:{_sha(stage_dir / 'model.safetensors')}"
-    return Reference(name, model, meta["img_size"], meta["in_chans"], None, None, None, torch.device("cpu"), None)
+    size = meta.get("model_img_size", meta["img_size"])
+    return Reference(name, model, size, meta["in_chans"], None, None, None, torch.device("cpu"), None)
 
 
 def _timm_pretrained(name: str, allow_download: bool) -> Reference:

@@ -113,3 +113,19 @@ def create_model(name: str, num_classes: int, in_chans: int, img_size: int, **kw
     if "img_size" not in kw and (name.startswith(("vit", "deit", "synscale_", "mixer", "swin", "beit", "eva"))):
         kw["img_size"] = img_size
     return timm.create_model(name, pretrained=False, **kw)
+
+
+def load_trained(stage_dir: Any, train_cfg: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """The model a synscale train directory holds (model.safetensors + train.json), in eval mode, and
+    its train.json; `train_cfg` is the `[train]` table it was trained with."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    stage_dir = Path(stage_dir)
+    meta = json.loads((stage_dir / "train.json").read_text())
+    model = create_model(train_cfg["model"], meta["num_classes"], meta["in_chans"],
+                         meta.get("model_img_size", meta["img_size"]), **train_cfg.get("model_kwargs", {}))
+    model.load_state_dict(load_file(str(stage_dir / "model.safetensors")))
+    return model.eval(), meta

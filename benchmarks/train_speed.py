@@ -1,0 +1,151 @@
+"""Training input pipeline vs training step: does the GPU (or CPU) ever wait for images?
+
+Through the code path every `train` stage runs (synscale.train: ShardSource -> StepBatches in DataLoader
+workers -> train_classifier), on a set of random-content PNG shards it writes first (or `--set DIR`):
+
+  1. loader      images/s of the input pipeline alone: read + decode + per-sample augmentation
+                 (RandAugment, random crop, flip) in `--workers` processes, moved to the device;
+  2. step        images/s of the training step alone on tensors already on the device (forward, loss,
+                 backward, AdamW), the figure ENV-NOTES quotes for ViT-B/16 (3262 img/s compiled on an H100);
+  3. end to end  images/s of train_classifier streaming from the shards.
+
+It prints the three and the ratios loader/step and end-to-end/step (the goal: end to end >= 90% of step).
+
+    python benchmarks/train_speed.py                        # CPU: the miniature-vit recipe on 28-px images
+    python benchmarks/train_speed.py --gpu --images 20000 --workers 14 --compile   # paper-vit-b16 on 256 px
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpu", action="store_true", help="the paper-vit-b16 recipe on 256-px images (needs CUDA)")
+    p.add_argument("--recipe", default=None, help="default: miniature-vit (CPU) / paper-vit-b16 (--gpu)")
+    p.add_argument("--images", type=int, default=None, help="set size (default 4000 CPU / 20000 GPU)")
+    p.add_argument("--size", type=int, default=None, help="image side (default 28 CPU / 256 GPU)")
+    p.add_argument("--set", default=None, help="an existing synscale set to read instead of writing one")
+    p.add_argument("--batch", type=int, default=None, help="per-step batch (default: 256 CPU / 512 GPU)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 30 CPU / 60 GPU)")
+    p.add_argument("--workers", type=int, default=None, help="loader worker processes (default 2 CPU / 14 GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    args = p.parse_args()
+
+    import torch
+
+    from synscale.config import ScheduleConfig, TrainConfig, from_dict
+    from synscale.train.recipes import load_recipe
+
+    gpu = args.gpu
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit("--gpu needs CUDA")
+    recipe = args.recipe or ("paper-vit-b16" if gpu else "miniature-vit")
+    n = args.images or (20000 if gpu else 4000)
+    size = args.size or (256 if gpu else 28)
+    batch = args.batch or (512 if gpu else 256)
+    steps = args.steps or (60 if gpu else 30)
+    workers = args.workers if args.workers is not None else (14 if gpu else 2)
+    table = {**load_recipe(recipe), "batch_size": batch, "accum_steps": 1, "workers": workers, "compile": args.compile,
+             "loader": "stream", "checkpoint_every": 0}
+    table["schedule"] = {"zero_scale": n // 2, "iters_per_doubling": steps + 2, "warmup_per_doubling": 1}
+    cfg: TrainConfig = from_dict(TrainConfig, table, f"recipe {recipe}", "train.")
+    device = torch.device("cuda" if gpu else "cpu")
+    cfg = dataclasses.replace(cfg, device=device.type)
+    print(f"recipe {recipe}: {cfg.model}, batch {batch}, crop {cfg.crop or size}, {cfg.precision}, "
+          f"randaugment {cfg.randaugment}, {workers} workers, {'compiled' if cfg.compile else 'eager'}, on {device}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="synscale-train-bench-"))
+    try:
+        if args.set:
+            set_dir = Path(args.set)
+        else:
+            from metrics_speed import write_random_set
+
+            set_dir = tmp / "set"
+            set_dir.mkdir()
+            t0 = time.perf_counter()
+            write_random_set(set_dir, n, size, max(1, min(workers, 16)))
+            print(f"wrote {n:,} random {size}-px PNGs in {time.perf_counter() - t0:.1f} s")
+        run(cfg, set_dir, steps, device, ScheduleConfig)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(cfg, set_dir: Path, steps: int, device, ScheduleConfig) -> None:  # noqa: ANN001, N803
+    import numpy as np
+    import torch
+
+    from synscale.labels import LabelSet
+    from synscale.train.classifier import normalize, train_classifier
+    from synscale.train.data import SampleAugment, ShardSource, StepBatches, step_loader
+    from synscale.train.models import create_model
+
+    source = ShardSource([(set_dir, None)])
+    n_cls = len(LabelSet.load(set_dir / "labels.json"))
+    c, h, _ = source.shape
+    side = cfg.crop or h
+    batches = StepBatches(source, cfg.batch_size, cfg.seed, SampleAugment(tuple(cfg.randaugment), cfg.crop,
+                                                                          cfg.augment == "flip"))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    # 1. the loader alone
+    it = iter(step_loader(batches, 0, steps + 3, cfg.workers))
+    for _ in range(3):  # workers start, first batches
+        next(it)
+    t0 = time.perf_counter()
+    for xb, _ in it:
+        normalize(xb.to(device, non_blocking=True))
+    sync()
+    loader = steps * cfg.batch_size / (time.perf_counter() - t0)
+
+    # 2. the step alone, on device tensors
+    torch.manual_seed(0)
+    model = create_model(cfg.model, n_cls, c, side, **cfg.model_kwargs).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {}))
+    net = torch.compile(model) if cfg.compile else model
+    x = torch.randn(cfg.batch_size, c, side, side, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.nn.functional.one_hot(torch.randint(0, n_cls, (cfg.batch_size,), device=device), n_cls).float()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+    def step() -> None:
+        with amp:
+            out = net(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5 if cfg.compile else 3):
+        step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    step_ips = steps * cfg.batch_size / (time.perf_counter() - t0)
+    del model, opt, net
+
+    # 3. end to end: train_classifier streaming from the shards (its images/s excludes the first step)
+    scale = len(source)
+    r = train_classifier(None, None, n_cls, cfg, scale, source=source)
+    e2e = r.images_per_s
+    print(f"{'loader (decode + augment + to device)':<42} {loader:10.0f} img/s")
+    print(f"{'training step (device tensors)':<42} {step_ips:10.0f} img/s")
+    print(f"{'end to end (train_classifier, ' + str(r.steps) + ' steps)':<42} {e2e:10.0f} img/s")
+    print(f"loader / step = {loader / step_ips:.2f}   end to end / step = {e2e / step_ips:.2f}"
+          f"   ({'the step waits for data' if e2e < 0.9 * step_ips else 'the loader keeps up'})")
+    print(f"(train losses: {np.round(r.losses, 3).tolist()})")
+
+
+if __name__ == "__main__":
+    main()

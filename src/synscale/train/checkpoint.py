@@ -1,0 +1,96 @@
+"""Resumable training checkpoints without pickle.
+
+A checkpoint is a directory `step-<n>/` holding:
+    model.safetensors       the model's state dict (weights and buffers)
+    optimizer.safetensors   the optimizer's per-parameter tensors (`state.<param>.<name>`)
+    rng-<rank>.safetensors  each process's torch RNG state (CPU, and CUDA where used)
+    state.json              step, the optimizer's param groups, the loss log, anything else JSON
+and `latest.json` names the newest complete one (written last, atomically), so a run killed while
+writing a checkpoint resumes from the one before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def save_rng(ckpt: Path, rank: int, device: torch.device) -> None:
+    ckpt.mkdir(parents=True, exist_ok=True)
+    rng = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    save_file(rng, str(ckpt / f"rng-{rank}.safetensors"))
+
+
+def save(ckpt_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+    """Write `step-<step>/` (model, optimizer, state.json); the caller adds RNG files, then `commit`."""
+    ckpt = ckpt_dir / f"step-{step:08d}"
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    ckpt.mkdir(parents=True)
+    save_file(_tensors(model.state_dict()), str(ckpt / "model.safetensors"))
+    osd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, pstate in osd["state"].items():
+        for name, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{pid}.{name}"] = value
+            else:
+                scalars[f"{pid}.{name}"] = value
+    save_file(_tensors(tensors), str(ckpt / "optimizer.safetensors"))
+    (ckpt / "state.json").write_text(json.dumps(
+        {"step": step, "param_groups": osd["param_groups"], "optimizer_scalars": scalars, **state}, indent=1))
+    return ckpt
+
+
+def commit(ckpt_dir: Path, step: int, keep: int = 1) -> None:
+    """Point latest.json at `step-<step>` and drop older checkpoints (all but the newest `keep`)."""
+    tmp = ckpt_dir / f".latest-{os.getpid()}.json"
+    tmp.write_text(json.dumps({"step": step, "dir": f"step-{step:08d}"}))
+    os.replace(tmp, ckpt_dir / "latest.json")
+    done = sorted(p for p in ckpt_dir.glob("step-*") if p.name != f"step-{step:08d}")
+    for old in done[: max(0, len(done) - keep + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest(ckpt_dir: Path | None) -> Path | None:
+    if ckpt_dir is None or not (ckpt_dir / "latest.json").exists():
+        return None
+    return ckpt_dir / json.loads((ckpt_dir / "latest.json").read_text())["dir"]
+
+
+def load(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rank: int, device: torch.device) -> dict[str, Any]:
+    """Restore model, optimizer and this rank's RNG from `ckpt`; returns state.json."""
+    state = json.loads((ckpt / "state.json").read_text())
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)))
+    tensors = load_file(str(ckpt / "optimizer.safetensors"), device=str(device))
+    opt_state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        opt_state.setdefault(int(pid), {})[name] = value
+    for key, value in state["optimizer_scalars"].items():
+        pid, name = key.split(".", 1)
+        opt_state.setdefault(int(pid), {})[name] = value
+    for group in state["param_groups"]:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    rng_file = ckpt / f"rng-{rank}.safetensors"
+    if not rng_file.exists():
+        raise FileNotFoundError(f"{ckpt}: no RNG state for process {rank}; resume with the same number of processes")
+    rng = load_file(str(rng_file))
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    return state

@@ -1,0 +1,100 @@
+"""One training run from a JSON spec, on one process or under torchrun.
+
+    python -m synscale.train.launch SPEC.json                                  # one process
+    torchrun --nproc_per_node 8 -m synscale.train.launch SPEC.json             # 8 GPUs, one node
+    torchrun --nnodes 4 --nproc_per_node 8 --rdzv_endpoint HOST:PORT ... -m synscale.train.launch SPEC.json
+
+A spec names the training sets (synscale set directories, each with an optional parquet of keys: the
+nested subset), the `[train]` table, the data scale and the output directory. The study writes one per
+train stage and launches torchrun itself when `train.nproc > 1`; `synscale train` writes one from the
+command line. Process 0 writes `model.safetensors` and `train.json` into `out`; checkpoints go to
+`out/checkpoints` and a rerun of the same spec resumes from the newest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def make_spec(train: dict[str, Any], parts: list[tuple[str, str | None]], num_classes: int, scale: int, out: str | Path) -> dict[str, Any]:
+    return {"train": train, "parts": [[str(s), str(k) if k else None] for s, k in parts], "num_classes": num_classes, "scale": scale,
+            "out": str(out)}
+
+
+def make_source(parts: list[tuple[str, str | None]], loader: str) -> Any:
+    """ArraySource of the decoded sets (loader memory, or auto where every set has its array cache),
+    else a ShardSource that decodes in the loader's workers."""
+    import pandas as pd
+
+    from synscale.data.shards import load_arrays
+    from synscale.train.data import ShardSource, concat_arrays
+
+    keyed = [(Path(s), pd.read_parquet(k)["key"].tolist() if k else None) for s, k in parts]
+    if loader == "memory" or (loader == "auto" and all((s / "arrays.npy").exists() for s, _ in keyed)):
+        return concat_arrays([load_arrays(s, k)[:2] for s, k in keyed])
+    return ShardSource(keyed)
+
+
+def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, desc: str = "train") -> dict[str, Any]:
+    """Train as the spec says (resuming from out/checkpoints); process 0 writes the model and train.json."""
+    import torch
+    from safetensors.torch import save_file
+
+    from synscale.config import TrainConfig, from_dict
+    from synscale.progress import bar
+    from synscale.train.classifier import Dist, train_classifier
+    from synscale.train.schedule import total_iters
+
+    cfg: TrainConfig = from_dict(TrainConfig, spec["train"], "training spec", "train.")
+    out = Path(spec["out"])
+    dist = Dist.from_env()
+    if source is None:
+        source = make_source([(s, k) for s, k in spec["parts"]], cfg.loader)
+    steps = total_iters(spec["scale"], cfg.schedule)
+    with bar(total=steps, desc=desc, unit="step", disable=not progress or dist.rank != 0) as pbar:
+        result = train_classifier(None, None, spec["num_classes"], cfg, spec["scale"], pbar, source=source,
+                                  ckpt_dir=out / "checkpoints")
+    meta = {
+        "steps": result.steps, "warmup": result.warmup, "loss_curve": result.losses, "scale": spec["scale"],
+        "num_classes": spec["num_classes"], "in_chans": int(source.shape[0]), "img_size": int(source.shape[1]),
+        "model_img_size": int(cfg.crop or source.shape[1]), "train_images": len(source), "processes": dist.world,
+        "torch_threads": torch.get_num_threads(), "resumed_from_step": result.resumed_from,
+        "images_per_s": result.images_per_s,
+    }
+    if dist.rank == 0:
+        state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+        save_file(state, str(out / "model.safetensors"))
+        (out / "train.json").write_text(json.dumps(meta, indent=1))
+    if dist.world > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return meta
+
+
+def torchrun(spec_path: Path, nproc: int) -> None:
+    """Run the spec in `nproc` local processes with torchrun (standalone rendezvous)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "synscale.train.launch", str(spec_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"torchrun with {nproc} processes failed (exit {proc.returncode}): {' '.join(cmd)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text())
+    run_spec(spec, progress=spec.get("progress", True) and int(os.environ.get("RANK", 0)) == 0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Training recipes as data: each `<name>.toml` here is a `[train]` table (synscale.config.TrainConfig).
+
+A study selects one with `train.recipe = "<name>"` (or `--set train.recipe=<name>`); the keys the study
+writes in `[train]` override the recipe's. `synscale recipes` lists them; `synscale recipes NAME` prints one.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from typing import Any
+
+
+class RecipeError(ValueError):
+    """An unknown recipe name."""
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
+
+
+def recipe_text(name: str) -> str:
+    path = resources.files(__name__).joinpath(f"{name}.toml")
+    if not path.is_file():
+        raise RecipeError(f"unknown recipe {name!r}; known: {', '.join(recipe_names())}")
+    return path.read_text()
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    """The recipe's `[train]` table (without the `recipe` key itself)."""
+    return tomllib.loads(recipe_text(name))
