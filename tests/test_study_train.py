@@ -23,11 +23,13 @@ VIT = ["--set", "train.recipe=miniature-vit", "--set", "train.mixup=0.0", "--set
 def test_study_trains_under_torchrun_like_one_process(tiny_fmnist, tmp_path):
     """train.nproc = 2: every train stage runs under torchrun (gloo, 2 CPU processes) and is evaluated."""
     args = ["study", "fashion-mnist", *SMOKE, *NO_EXTRAS, *VIT, "--set", f"data.root={tiny_fmnist}",
-            "--set", "synthetic=[]", "--set", "scales=[1000, 2000]"]
+            "--set", "synthetic=[]", "--set", "scales=[1000, 2000]", "--set", "train.schedule.iters_per_doubling=60",
+            "--set", "train.randaugment=[]"]
     assert main([*args, "--workdir", str(tmp_path / "one")]) == 0
     assert main([*args, "--workdir", str(tmp_path / "two"), "--set", "train.nproc=2"]) == 0
     one, two = (pd.read_parquet(tmp_path / w / "results" / "scaling.parquet") for w in ("one", "two"))
-    assert two["scale"].tolist() == [1000, 2000] and (two["top1"] > 0.5).all()
+    assert two["scale"].tolist() == [1000, 2000] and (two["top1"] > 0.2).all()  # a 1-block ViT, 31 and 91 steps
+    assert two["loss"].iloc[1] < two["loss"].iloc[0]
     # the same training up to float summation order, which a ViT at lr 3e-3 amplifies over 60 steps (so does a
     # change of thread count); tests/test_engine.py checks the weights after 12 steps
     assert np.allclose(one["loss"], two["loss"], rtol=0.05)

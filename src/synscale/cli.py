@@ -194,6 +194,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
+    import os
 
     import pandas as pd
 
@@ -210,22 +211,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     parts: list[tuple[str, str | None]] = [(s, None) for s in args.sets]
     sizes = [len(read_manifest(s)) for s in args.sets]
     scale = sum(sizes)
+    rank = os.environ.get("RANK", "0")
     if args.scale:
         if len(args.sets) != 1:
             raise ConfigError("--scale takes one set (a nested subset of it)")
         keys = subset_keys(read_manifest(args.sets[0]), args.scale, len(labels), cfg.data.order_seed)
-        pd.DataFrame({"key": keys}).to_parquet(out / "subset.parquet", index=False)
+        tmp = out / f".subset-{rank}.parquet"  # under torchrun every process writes the same file: atomically
+        pd.DataFrame({"key": keys}).to_parquet(tmp, index=False)
+        os.replace(tmp, out / "subset.parquet")
         parts, scale = [(args.sets[0], str(out / "subset.parquet"))], args.scale
     spec = make_spec(to_dict(train), parts, len(labels), scale, out)
-    (out / "spec.json").write_text(json.dumps(spec, indent=1))
+    (out / f".spec-{rank}.json").write_text(json.dumps(spec, indent=1))
+    os.replace(out / f".spec-{rank}.json", out / "spec.json")
     if args.nproc > 1:
         torchrun(out / "spec.json", args.nproc)
         meta = json.loads((out / "train.json").read_text())
     else:
         meta = run_spec(spec)
-    import os
-
-    if int(os.environ.get("RANK", 0)) == 0:
+    if rank == "0":
         print(f"trained {train.model} on {scale:,} images for {meta['steps']:,} steps "
               f"({meta['images_per_s']:.0f} img/s) -> {out / 'model.safetensors'}")
     return 0

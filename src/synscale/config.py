@@ -85,7 +85,8 @@ class TrainConfig:
     seed: int = 0
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # Where and how it runs. loader, workers and checkpoint_every do not change what is computed, so they are
-    # left out of stage ids (TRAIN_RUN_ONLY); the others can change the numbers in the last bits or more.
+    # left out of stage ids (TRAIN_RUN_ONLY, with `recipe`, whose values are in the other keys); the others
+    # can change the numbers in the last bits or more.
     nproc: int = 1  # processes (GPUs) per training run; > 1 launches torchrun with DistributedDataParallel
     device: str = "auto"  # auto (cuda if there) | cpu | cuda
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast (CUDA, or CPU)
@@ -107,7 +108,7 @@ class TrainConfig:
             raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 
 
-TRAIN_RUN_ONLY = ("loader", "workers", "checkpoint_every")
+TRAIN_RUN_ONLY = ("recipe", "loader", "workers", "checkpoint_every")
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,10 @@ def train_classifier(
     torch.manual_seed(cfg.seed)  # initial weights: the same on every process
     c, h, _ = source.shape
     model = create_model(cfg.model, num_classes, c, cfg.crop or h, **cfg.model_kwargs)
+    if cfg.loss == "bce" and num_classes > 1:  # prior init: sigmoid outputs start at 1/C, not 1/2
+        head = model.get_classifier()
+        if isinstance(head, nn.Linear) and head.bias is not None:
+            nn.init.constant_(head.bias, -math.log(num_classes - 1))
     model = model.to(device, memory_format=torch.channels_last)
     if dist.rank:
         torch.manual_seed(cfg.seed * 1_000_003 + dist.rank)  # each process its own dropout masks
