@@ -39,6 +39,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 30 CPU / 60 GPU)")
     p.add_argument("--workers", type=int, default=None, help="loader worker processes (default 2 CPU / 14 GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="override the recipe's")
+    p.add_argument("--model", default=None, help="another timm model than the recipe's (e.g. to time the loader "
+                                                 "of the paper recipe on a CPU with a small network)")
     args = p.parse_args()
 
     import torch
@@ -57,12 +60,17 @@ def main() -> None:
     workers = args.workers if args.workers is not None else (14 if gpu else 2)
     table = {**load_recipe(recipe), "batch_size": batch, "accum_steps": 1, "workers": workers, "compile": args.compile,
              "loader": "stream", "checkpoint_every": 0}
+    if args.model:
+        table |= {"model": args.model, "model_kwargs": {}}
+    if args.precision:
+        table["precision"] = args.precision
     table["schedule"] = {"zero_scale": n // 2, "iters_per_doubling": steps + 2, "warmup_per_doubling": 1}
     cfg: TrainConfig = from_dict(TrainConfig, table, f"recipe {recipe}", "train.")
     device = torch.device("cuda" if gpu else "cpu")
     cfg = dataclasses.replace(cfg, device=device.type)
     print(f"recipe {recipe}: {cfg.model}, batch {batch}, crop {cfg.crop or size}, {cfg.precision}, "
-          f"randaugment {cfg.randaugment}, {workers} workers, {'compiled' if cfg.compile else 'eager'}, on {device}")
+          f"randaugment {cfg.randaugment}, {workers} workers, {'compiled' if cfg.compile else 'eager'}, on {device}",
+          flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="synscale-train-bench-"))
     try:
@@ -75,7 +83,7 @@ def main() -> None:
             set_dir.mkdir()
             t0 = time.perf_counter()
             write_random_set(set_dir, n, size, max(1, min(workers, 16)))
-            print(f"wrote {n:,} random {size}-px PNGs in {time.perf_counter() - t0:.1f} s")
+            print(f"wrote {n:,} random {size}-px PNGs in {time.perf_counter() - t0:.1f} s", flush=True)
         run(cfg, set_dir, steps, device, ScheduleConfig)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -107,6 +115,8 @@ def run(cfg, set_dir: Path, steps: int, device, ScheduleConfig) -> None:  # noqa
         normalize(xb.to(device, non_blocking=True))
     sync()
     loader = steps * cfg.batch_size / (time.perf_counter() - t0)
+    print(f"{'loader (decode + augment + to device)':<42} {loader:10.0f} img/s  ({loader / max(1, cfg.workers):.0f} per worker)",
+          flush=True)
 
     # 2. the step alone, on device tensors
     torch.manual_seed(0)
@@ -139,7 +149,6 @@ def run(cfg, set_dir: Path, steps: int, device, ScheduleConfig) -> None:  # noqa
     scale = len(source)
     r = train_classifier(None, None, n_cls, cfg, scale, source=source)
     e2e = r.images_per_s
-    print(f"{'loader (decode + augment + to device)':<42} {loader:10.0f} img/s")
     print(f"{'training step (device tensors)':<42} {step_ips:10.0f} img/s")
     print(f"{'end to end (train_classifier, ' + str(r.steps) + ' steps)':<42} {e2e:10.0f} img/s")
     print(f"loader / step = {loader / step_ips:.2f}   end to end / step = {e2e / step_ips:.2f}"

@@ -18,6 +18,7 @@ Whole-batch augmentation that is cheap on tensors (flip-shift, Mixup) runs in th
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import tarfile
@@ -166,8 +167,13 @@ def concat_arrays(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> ArraySource
 
 @dataclass(frozen=True)
 class SampleAugment:
-    """RandAugment(num_ops, magnitude), then a random `crop` x `crop` patch, then (optionally) a random
-    horizontal flip; all drawn from a generator seeded by the sample's seed. uint8 CHW in and out."""
+    """A random `crop` x `crop` patch, then (optionally) a random horizontal flip, then RandAugment(num_ops,
+    magnitude), all drawn from generators seeded by the sample's seed. uint8 CHW in and out.
+
+    RandAugment is timm's PIL implementation (`rand-m<M>-n<N>-p1-mstd0`: every one of the N ops drawn is
+    applied, at the fixed magnitude M, as in big_vision's and torchvision's RandAugment); it is about ten times
+    faster than torchvision's tensor version on 224-px images (0.9 against 6-9 ms a image). Pixels that
+    rotations and shears uncover are filled with the ImageNet mean (RGB) or black (grayscale)."""
 
     randaugment: tuple[int, ...] = ()
     crop: int = 0
@@ -179,13 +185,6 @@ class SampleAugment:
 
     def __call__(self, img: np.ndarray, seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
-        if self.randaugment:
-            from torchvision.transforms import v2
-
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                img = v2.RandAugment(num_ops=self.randaugment[0], magnitude=self.randaugment[1])(
-                    torch.from_numpy(np.array(img))).numpy()
         if self.crop:
             _, h, w = img.shape
             if h < self.crop or w < self.crop:
@@ -194,7 +193,37 @@ class SampleAugment:
             img = img[:, top : top + self.crop, left : left + self.crop]
         if self.flip and rng.random() < 0.5:
             img = img[:, :, ::-1]
+        if self.randaugment:
+            img = _randaugment(img, self.randaugment[0], self.randaugment[1], seed)
         return np.ascontiguousarray(img)
+
+
+@functools.lru_cache(maxsize=8)
+def _randaugment_op(num_ops: int, magnitude: int, channels: int) -> Any:
+    from timm.data.auto_augment import rand_augment_transform
+
+    fill = (124, 116, 104) if channels == 3 else 0
+    return rand_augment_transform(f"rand-m{magnitude}-n{num_ops}-p1-mstd0", {"img_mean": fill})
+
+
+def _randaugment(img: np.ndarray, num_ops: int, magnitude: int, seed: int) -> np.ndarray:
+    """timm's RandAugment draws from Python's and numpy's global generators: seed them for this image and
+    put their states back, so nothing else sees a difference."""
+    import random
+
+    from PIL import Image
+
+    c = img.shape[0]
+    pil = Image.fromarray(np.ascontiguousarray(img[0] if c == 1 else img.transpose(1, 2, 0)))
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        out = np.asarray(_randaugment_op(num_ops, magnitude, c)(pil))
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    return out[None] if out.ndim == 2 else out.transpose(2, 0, 1)
 
 
 def center_crop(images: np.ndarray, crop: int) -> np.ndarray:
