@@ -85,6 +85,10 @@ def test_ood_folder_with_class_subset_and_real_synthetic_mixing(tiny_fmnist, fmn
 
     # the mixed models: a quarter real, nested subsets of both sets
     mix = res[(res.source == "mix25") & (res.eval_set == "val")].set_index("scale")
+    assert mix[["real_images", "synthetic_images"]].to_dict("list") == {"real_images": [250, 500],
+                                                                        "synthetic_images": [750, 1500]}
+    val = res[res.eval_set == "val"]
+    assert (val[val.source == "real"].synthetic_images == 0).all() and (val[val.source == "ld-cfg2"].real_images == 0).all()
     stage = json.loads((work / "stages" / "train" / mix.loc[2000, "train_stage"] / "stage.json").read_text())
     assert set(stage["inputs"]) == {"set", "subset", "set1", "subset1"}
     subsets = {k: len(pd.read_parquet(work / "stages" / "subset" / stage["inputs"][k] / "subset.parquet"))

@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from synscale.config import StudyConfig, to_dict
-from synscale.progress import bar
 from synscale.stage import StageResult, run_stage
 
 
 @dataclass(frozen=True)
 class TrainedModel:
-    source: str  # "real", or the synthetic configuration's name
+    source: str  # "real", or the synthetic configuration's or mix's name
     config: str
-    scale: int
+    scale: int  # training images
     stage: StageResult
+    real_images: int = 0  # of which real
 
 
 @dataclass
@@ -355,7 +355,10 @@ def scaling_curve(cfg: StudyConfig, train_set: StageResult, test_set: StageResul
             parts = [(s, subset(s, n, cfg.data.order_seed, log)) for s, n in ((real_set, n_real), (train_set, n_syn)) if n]
             tr = train(cfg, *parts[0], n_real + n_syn, cache, log, f"{source} ({n_real} real + {n_syn} synthetic)",
                        extra=parts[1:])
-        tm = TrainedModel(source, source, scale if mix is None else sum(mix[0].counts(scale)), tr)
+        if mix is None:
+            tm = TrainedModel(source, source, scale, tr, scale if source == "real" else 0)
+        else:
+            tm = TrainedModel(source, source, sum(mix[0].counts(scale)), tr, mix[0].counts(scale)[0])
         for eval_name, eval_set in [("val", test_set), *shifted]:
             evals.append((tm, eval_name, evaluate(cfg, tr, eval_set, eval_name, cache, log)))
         for eval_name, eval_set, class_subset in ood:
@@ -377,7 +380,8 @@ def collect_results(evals: list[tuple[TrainedModel, str, StageResult]], results_
     for tm, eval_name, ev in evals:
         ident = {"source": tm.source, "config": tm.config, "scale": tm.scale, "eval_set": eval_name}
         summary = json.loads((ev.path / "summary.json").read_text())
-        rows.append({**ident, "loss": summary["loss"], "top1": summary["top1"], "n_eval": summary["n"],
+        rows.append({**ident, "real_images": tm.real_images, "synthetic_images": tm.scale - tm.real_images,
+                     "loss": summary["loss"], "top1": summary["top1"], "n_eval": summary["n"],
                      "train_stage": tm.stage.id, "eval_stage": ev.id})
         pc = pd.read_parquet(ev.path / "per_class.parquet")
         per_class.append(pc.assign(**ident)[[*ident, "class_index", "class_name", "loss", "top1", "n"]])
