@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from synscale.config import ScheduleConfig, TrainConfig
-from synscale.train.classifier import batch_indices, flip_shift, train_classifier
+from synscale.train.classifier import flip_shift, train_classifier
+from synscale.train.data import batch_indices
 from synscale.train.models import create_model
 
 

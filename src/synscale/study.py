@@ -160,7 +160,7 @@ def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int
 
         from synscale.labels import LabelSet
         from synscale.train.data import concat_arrays
-        from synscale.train.launch import make_spec, run_spec, torchrun
+        from synscale.train.launch import in_memory, make_spec, run_spec, torchrun
 
         n_cls = len(LabelSet.load(set_stage.path / "labels.json"))
         spec = make_spec(to_dict(cfg.train), [(s.path, u.path / "subset.parquet") for s, u in parts], n_cls, scale, out)
@@ -170,9 +170,7 @@ def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int
             torchrun(out / "spec.json", cfg.train.nproc)
         else:
             source = None
-            memory = cfg.train.loader == "memory" or (
-                cfg.train.loader == "auto" and all((s.path / "arrays.npy").exists() for s, _ in parts))
-            if memory:  # decoded once per run for all scales
+            if in_memory(cfg.train.loader, [s.path for s, _ in parts]):  # decoded once per run for all scales
                 import pandas as pd
 
                 source = concat_arrays([cache.get(s.path, pd.read_parquet(u.path / "subset.parquet")["key"].tolist())

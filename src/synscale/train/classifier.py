@@ -35,7 +35,6 @@ from synscale.train.data import (
     SampleAugment,
     ShardSource,
     StepBatches,
-    batch_indices,  # noqa: F401  (re-exported: the data order)
     sample_seed,
     step_generator,
     step_loader,

@@ -26,6 +26,12 @@ def make_spec(train: dict[str, Any], parts: list[tuple[str, str | None]], num_cl
             "out": str(out)}
 
 
+def in_memory(loader: str, set_dirs: list[Path]) -> bool:
+    """Whether `train.loader` means decoded arrays in RAM: `memory`, or `auto` where every set has its
+    array cache (images of at most 64 px)."""
+    return loader == "memory" or (loader == "auto" and all((Path(s) / "arrays.npy").exists() for s in set_dirs))
+
+
 def make_source(parts: list[tuple[str, str | None]], loader: str) -> Any:
     """ArraySource of the decoded sets (loader memory, or auto where every set has its array cache),
     else a ShardSource that decodes in the loader's workers."""
@@ -35,7 +41,7 @@ def make_source(parts: list[tuple[str, str | None]], loader: str) -> Any:
     from synscale.train.data import ShardSource, concat_arrays
 
     keyed = [(Path(s), pd.read_parquet(k)["key"].tolist() if k else None) for s, k in parts]
-    if loader == "memory" or (loader == "auto" and all((s / "arrays.npy").exists() for s, _ in keyed)):
+    if in_memory(loader, [s for s, _ in keyed]):
         return concat_arrays([load_arrays(s, k)[:2] for s, k in keyed])
     return ShardSource(keyed)
 
