@@ -130,7 +130,17 @@ def test_demo_smoke_end_to_end(fmnist_files, tmp_path, capsys):
             assert np.isclose(g[col].mean(), metrics.loc[config, col])
     html = (tmp_path / "report" / "index.html").read_text()
     assert "data:image/png;base64," in html and "Scaling ability" in html and 'id="metrics"' in html
-    assert (tmp_path / "report" / "fig_scaling.svg").exists()
+    # the paper's figures for the demo's configurations (figure 7 needs classes in the categories)
+    for fig in ("1", "2", "3", "4", "6", "7", "A5", "A13"):
+        assert f'id="fig-{fig}"' in html, fig
+    assert 'id="table-A6"' in html  # ld-cfg2 and ld-cfg4 differ only in guidance
+    assert (tmp_path / "report" / "fig3_scaling_val.svg").exists()
+    pc = pd.read_parquet(res / "per_class.parquet")
+    assert len(pc) == 3 * 10 * 5 and set(pc.category) <= {"poor", "easy", "scaling", "other"}
+    val_pc = pc[pc.eval_set == "val"]
+    assert val_pc.recognizability.notna().all() and (val_pc.k_lo <= val_pc.k_hi).all()
+    for config, g in val_pc.groupby("config"):  # a third of the classes at most are poor (quantile rule)
+        assert (g.category == "poor").sum() <= 4 and (g.category == "easy").sum() >= 1, config
     # fit and report rebuild from the results tables alone
     (tmp_path / "report" / "index.html").unlink()
     assert main(["fit", str(tmp_path), "--bootstrap", "50"]) == 0

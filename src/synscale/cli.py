@@ -155,11 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory: model.safetensors, train.json, checkpoints/")
     p.add_argument("--nproc", type=int, default=0, help="launch torchrun with this many local processes")
 
-    p = sub.add_parser("fit", help="refit Equation 2 from W/results (no training)")
+    p = sub.add_parser("fit", help="recompute the analysis from W/results (no training): Equation 2 fits with CIs, "
+                                   "breaks, saturating fits, per-class fits and categories, correlations, k predictor")
     p.add_argument("workdir")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates (default: the study's)")
 
-    p = sub.add_parser("report", help="rebuild W/report/index.html from W/results alone")
+    p = sub.add_parser("report", help="rebuild W/report/index.html and its figures from W/results alone "
+                                      "(runs the analysis first if its tables are missing)")
     p.add_argument("workdir")
     return parser
 
@@ -283,9 +285,21 @@ def print_summary(workdir: Path) -> None:
     print("\nloss and top-1 per scale on the real test set (val)" + (f"; {', '.join(others)} are in the report:" if others else ":"))
     val = scaling[scaling.eval_set == "val"]
     print(val[["source", "eval_set", "scale", "loss", "top1"]].to_string(index=False, float_format="%.4f"))
-    print("\nEquation 2 fits:")
-    cols = ["source", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points"]
+    print("\nEquation 2 fits (linear_until: the power law holds up to this scale; break_at: it breaks there):")
+    cols = [c for c in ("source", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points", "linear_until", "break_at")
+            if c in fits]
     print(fits[cols].to_string(index=False, float_format="%.4f"))
+    info_path = workdir / "results" / "analysis.json"
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+        for config, cats in info.get("categories", {}).items():
+            if config != "real":
+                print(f"\nper-class categories of {config} (val): "
+                      + "; ".join(f"{c}: {', '.join(cats[c]) or 'none'}" for c in ("scaling", "easy", "poor")))
+        pred = info.get("predictor", {}).get("class", {})
+        if "mae" in pred:
+            print(f"\nk_c predicted from recognizability + diversity (leave-one-out): MAE {pred['mae']:.4f} "
+                  f"vs {pred['mae_mean']:.4f} for the mean (skill {pred['skill']:.3f})")
 
 
 def prompt_context(args: argparse.Namespace, strategies: list[str]) -> object:
@@ -460,14 +474,15 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from synscale.config import FitConfig
     from synscale.study import fit_results
 
     workdir = Path(args.workdir)
     study = json.loads((workdir / "study.json").read_text())
     d_ref = json.loads((workdir / "results" / "meta.json").read_text())["d_ref"]
-    fit = study["fit"]
-    fit_results(workdir / "results", d_ref, args.bootstrap if args.bootstrap is not None else fit["bootstrap"],
-                fit["confidence"], fit["seed"])
+    fc = FitConfig(**study.get("fit", {}))
+    fc.check()
+    fit_results(workdir / "results", d_ref, fc, args.bootstrap)
     print_summary(workdir)
     return 0
 

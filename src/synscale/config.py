@@ -189,16 +189,24 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class FitConfig:
-    """Equation 2 fits: bootstrap over evaluation examples for the confidence interval of k."""
+    """Equation 2 fits and the analyses built on them (docs/analysis.md)."""
 
-    bootstrap: int = 1000
+    bootstrap: int = 1000  # replicates for the CIs of k and -log L(D_I), per configuration and per class
     confidence: float = 0.95
     seed: int = 0
+    break_tolerance: float = 0.05  # max |log residual| for the power law to count as holding (break detection)
+    saturating_bootstrap: int = 200  # replicates for the saturating fit's CIs (each one a nonlinear refit)
+    category_low: float = 1 / 3  # per-class categories: quantiles of k and -log L(D_I) within a configuration
+    category_high: float = 2 / 3
 
     def check(self) -> None:
-        _nonnegative(self, "bootstrap")
+        _nonnegative(self, "bootstrap", "saturating_bootstrap")
         if not 0 < self.confidence < 1:
-            raise ValueError("confidence must be in (0, 1)")
+            raise ValueError("fit.confidence must be in (0, 1)")
+        if not self.break_tolerance > 0:
+            raise ValueError("fit.break_tolerance must be positive")
+        if not 0 < self.category_low < self.category_high < 1:
+            raise ValueError("fit.category_low and fit.category_high must satisfy 0 < low < high < 1")
 
 
 @dataclass(frozen=True)

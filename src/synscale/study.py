@@ -431,32 +431,11 @@ def study_metrics(cfg: StudyConfig, train_set: StageResult, test_set: StageResul
     return out
 
 
-def fit_results(results_dir: Path, d_ref: float, n_boot: int, confidence: float, seed: int) -> Any:
-    """fits.parquet: one row per (source, config, eval_set) from the results tables alone."""
-    import numpy as np
-    import pandas as pd
+def fit_results(results_dir: Path, d_ref: float, fc: Any, n_boot: int | None = None) -> Any:
+    """fits.parquet, per_class.parquet and the other analysis tables, from the results tables alone."""
+    from synscale.analysis.run import analyse
 
-    from synscale.analysis.fit import bootstrap_fit, bootstrap_fit_points
-
-    scaling = pd.read_parquet(results_dir / "scaling.parquet")
-    ex_path = results_dir / "scaling_examples.parquet"
-    examples = pd.read_parquet(ex_path) if ex_path.exists() else None
-    rows = []
-    for (source, config, eval_set), g in scaling.groupby(["source", "config", "eval_set"], sort=False):
-        g = g.sort_values("scale")
-        if len(g) < 2:
-            continue
-        if examples is not None:
-            e = examples[(examples.source == source) & (examples.config == config) & (examples.eval_set == eval_set)]
-            e = e.set_index("scale").loc[g["scale"]]
-            fit = bootstrap_fit(g["scale"].to_numpy(), [np.asarray(v) for v in e["example_loss"]], d_ref, n_boot, confidence, seed)
-        else:
-            fit = bootstrap_fit_points(g["scale"].to_numpy(), g["loss"].to_numpy(), d_ref, n_boot, confidence, seed)
-        rows.append({"source": source, "config": config, "eval_set": eval_set, **fit.as_row(),
-                     "min_scale": int(g["scale"].min()), "max_scale": int(g["scale"].max())})
-    fits = pd.DataFrame(rows)
-    fits.to_parquet(results_dir / "fits.parquet", index=False)
-    return fits
+    return analyse(results_dir, d_ref, fc, n_boot)["fits"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -495,7 +474,7 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Pat
 
         collect_metrics(metrics, results)
     (results / "meta.json").write_text(json.dumps({"study": cfg.name, "d_ref": d_ref}, indent=1))
-    fits = fit_results(results, d_ref, cfg.fit.bootstrap, cfg.fit.confidence, cfg.fit.seed)
+    fits = fit_results(results, d_ref, cfg.fit)
     log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'}")
     report = write_report(workdir, cfg.name)
     log(f"report -> {report}")

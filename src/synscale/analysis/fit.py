@@ -7,8 +7,16 @@ of the log-log regression.
 Confidence intervals come from a bootstrap over evaluation examples: each replicate redraws the
 evaluation set with replacement, recomputes every scale's mean loss from its per-example losses and
 refits. When every scale was evaluated on the same examples, one draw serves all scales (the
-replicates keep the pairing, as a new test set would). Without per-example losses, the bootstrap
-resamples the fit's residuals instead. The interval is the percentile interval at `confidence`.
+replicates keep the pairing, as a new test set would). Where a scale has several training runs
+(repeated seeds), each replicate also redraws that scale's runs with replacement, so the interval
+carries the run-to-run spread too. Without per-example losses, the bootstrap resamples the fit's
+residuals instead. The interval is the percentile interval at `confidence`.
+
+Beyond the power law (section 4.4: it bends once the model saturates):
+- `linear_range` finds the largest prefix of scales on which the log-log fit stays linear within a
+  tolerance (every |log residual| <= tol); the first scale after it is the break.
+- `fit_saturating` fits L = E + A (D/D_I)^-k by least squares in log space (E in [0, min L)), with
+  bootstrap CIs from the same replicates.
 """
 
 from __future__ import annotations
@@ -59,6 +67,35 @@ def fit_power_law(scales: np.ndarray, losses: np.ndarray, d_ref: float) -> Power
     return PowerLawFit(k=float(-slope), perf_at_DI=float(-intercept), r2=float(r2), n_points=len(scales), d_ref=float(d_ref))
 
 
+def _runs(e: np.ndarray) -> np.ndarray:
+    e = np.asarray(e, np.float64)
+    return e[None] if e.ndim == 1 else e
+
+
+def bootstrap_replicates(example_losses: list[np.ndarray], n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, n_scales) bootstrap replicates of every scale's mean loss.
+
+    `example_losses[j]` holds scale j's per-example losses, shape (n,) for one training run or
+    (runs, n) for repeated seeds evaluated on the same examples."""
+    rng = np.random.default_rng(seed)
+    losses = [_runs(e) for e in example_losses]
+    paired = len({e.shape[1] for e in losses}) == 1
+    reps = np.empty((n_boot, len(losses)))
+    for start in range(0, n_boot, 100):
+        b = min(100, n_boot - start)
+        if paired:
+            n = losses[0].shape[1]
+            counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b).T / n  # (n, b)
+        for j, e in enumerate(losses):
+            if paired:
+                run_means = e @ counts  # (runs, b)
+            else:
+                run_means = np.stack([rng.choice(r, size=(b, len(r)), replace=True).mean(1) for r in e])
+            runs = rng.integers(0, len(e), size=(b, len(e)))  # redraw the runs (one run: always itself)
+            reps[start : start + b, j] = run_means[runs, np.arange(b)[:, None]].mean(1)
+    return reps
+
+
 def bootstrap_fit(
     scales: np.ndarray,
     example_losses: list[np.ndarray] | None,
@@ -71,23 +108,11 @@ def bootstrap_fit(
     scales = np.asarray(scales, float)
     if example_losses is None:
         raise ValueError("example_losses is required; use bootstrap_fit_points for mean losses only")
-    means = np.array([np.mean(e) for e in example_losses])
+    means = np.array([_runs(e).mean() for e in example_losses])
     fit = fit_power_law(scales, means, d_ref)
     if n_boot == 0:
         return fit
-    rng = np.random.default_rng(seed)
-    paired = len({len(e) for e in example_losses}) == 1
-    reps = np.empty((n_boot, len(scales)))
-    for start in range(0, n_boot, 100):
-        b = min(100, n_boot - start)
-        if paired:
-            n = len(example_losses[0])
-            counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b).astype(np.float32)  # (b, n)
-            reps[start : start + b] = (np.stack(example_losses).astype(np.float32) @ counts.T).T / n
-        else:
-            for j, e in enumerate(example_losses):
-                reps[start : start + b, j] = rng.choice(e, size=(b, len(e)), replace=True).mean(1)
-    return _with_intervals(fit, scales, reps, d_ref, confidence)
+    return _with_intervals(fit, scales, bootstrap_replicates(example_losses, n_boot, seed), d_ref, confidence)
 
 
 def bootstrap_fit_points(
@@ -105,6 +130,107 @@ def bootstrap_fit_points(
     resid = resid * np.sqrt(len(x) / (len(x) - 2))  # undo OLS residual shrinkage
     reps = np.exp(yhat + rng.choice(resid, size=(n_boot, len(x)), replace=True))
     return _with_intervals(fit, scales, reps, d_ref, confidence)
+
+
+def point_replicates(scales: np.ndarray, losses: np.ndarray, d_ref: float, n_boot: int, seed: int = 0) -> np.ndarray:
+    """Residual-bootstrap replicates of the mean losses (as `bootstrap_fit_points`)."""
+    fit = fit_power_law(scales, losses, d_ref)
+    x = np.log(np.asarray(scales, float)) - np.log(d_ref)
+    yhat = -fit.k * x - fit.perf_at_DI
+    resid = (np.log(losses) - yhat) * np.sqrt(len(x) / max(len(x) - 2, 1))
+    return np.exp(yhat + np.random.default_rng(seed).choice(resid, size=(n_boot, len(x)), replace=True))
+
+
+def log_residuals(scales: np.ndarray, losses: np.ndarray, fit: PowerLawFit) -> np.ndarray:
+    return np.log(np.asarray(losses, float)) - np.log(fit.predict_loss(np.asarray(scales, float)))
+
+
+def linear_range(scales: np.ndarray, losses: np.ndarray, d_ref: float, tol: float = 0.05, min_points: int = 3) -> int:
+    """How many of the smallest scales the power law holds on: the largest prefix of at least
+    `min_points` scales whose own log-log fit leaves every |log residual| <= `tol` (0.05: within about
+    5% of the loss). 0 when no such prefix exists (the curve is too noisy for `tol`: no break can be
+    told from noise). Scales must be sorted."""
+    scales, losses = np.asarray(scales, float), np.asarray(losses, float)
+    for m in range(len(scales), min_points - 1, -1):
+        fit = fit_power_law(scales[:m], losses[:m], d_ref)
+        if np.max(np.abs(log_residuals(scales[:m], losses[:m], fit))) <= tol:
+            return m
+    return 0
+
+
+def break_direction(scales: np.ndarray, losses: np.ndarray, d_ref: float, m: int) -> str:
+    """After a linear prefix of m scales: 'flattens' if the next scale's loss lies above the prefix's
+    power law (the model saturates, as in section 4.4), 'steepens' if below; '' without a break."""
+    if m == 0 or m >= len(scales):
+        return ""
+    fit = fit_power_law(np.asarray(scales[:m], float), np.asarray(losses[:m], float), d_ref)
+    return "flattens" if losses[m] > fit.predict_loss(np.asarray([scales[m]], float))[0] else "steepens"
+
+
+@dataclass(frozen=True)
+class SaturatingFit:
+    """L = E + A (D/D_I)^-k: E the loss the model saturates at, A + E the loss at D_I."""
+
+    E: float
+    A: float
+    k: float
+    rmse_log: float
+    d_ref: float
+    E_lo: float = float("nan")
+    E_hi: float = float("nan")
+    k_lo: float = float("nan")
+    k_hi: float = float("nan")
+
+    @property
+    def perf_at_DI(self) -> float:
+        return float(-np.log(self.E + self.A))
+
+    def predict_loss(self, scales: np.ndarray) -> np.ndarray:
+        return self.E + self.A * (np.asarray(scales, float) / self.d_ref) ** -self.k
+
+
+def _saturating_point(x: np.ndarray, losses: np.ndarray, start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    from scipy.optimize import least_squares
+
+    y = np.log(losses)
+    lmin = float(losses.min())
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        return np.log(p[0] + p[1] * np.exp(-p[2] * x)) - y
+
+    lower, upper = [0.0, 1e-12, 0.0], [lmin * (1 - 1e-9), np.inf, 20.0]
+    starts = [start] if start is not None else []
+    for frac in (0.0, 0.3, 0.6, 0.9) if start is None else ():
+        e0 = frac * lmin
+        slope, intercept = _ols(x, np.log(losses - e0))
+        starts.append(np.array([e0, np.exp(intercept), float(np.clip(-slope, 1e-3, 19.0))]))
+    best = None
+    for p0 in starts:
+        p0 = np.clip(p0, lower, [u if np.isfinite(u) else 1e300 for u in upper])
+        p0[0] = min(p0[0], lmin * (1 - 1e-6))
+        r = least_squares(resid, p0, bounds=(lower, upper), method="trf", x_scale="jac")
+        if best is None or r.cost < best.cost:
+            best = r
+    return best.x, float(np.sqrt(np.mean(best.fun**2)))
+
+
+def fit_saturating(
+    scales: np.ndarray, losses: np.ndarray, d_ref: float, replicates: np.ndarray | None = None, confidence: float = 0.95
+) -> SaturatingFit:
+    """L = E + A (D/D_I)^-k by least squares on log L; CIs for E and k from bootstrap `replicates`
+    (n_boot, n_scales) of the mean losses, each refitted from the point estimate."""
+    scales, losses = np.asarray(scales, float), np.asarray(losses, float)
+    if len(scales) < 4:
+        raise ValueError("the saturating fit has three parameters: it needs at least four scales")
+    x = np.log(scales) - np.log(d_ref)
+    p, rmse = _saturating_point(x, losses)
+    fit = SaturatingFit(E=float(p[0]), A=float(p[1]), k=float(p[2]), rmse_log=rmse, d_ref=float(d_ref))
+    if replicates is None or not len(replicates):
+        return fit
+    est = np.array([_saturating_point(x, r, start=p.copy())[0] for r in replicates])
+    a = (1 - confidence) / 2
+    (e_lo, k_lo), (e_hi, k_hi) = np.quantile(est[:, [0, 2]], [a, 1 - a], axis=0)
+    return SaturatingFit(**{**asdict(fit), "E_lo": float(e_lo), "E_hi": float(e_hi), "k_lo": float(k_lo), "k_hi": float(k_hi)})
 
 
 def _with_intervals(fit: PowerLawFit, scales: np.ndarray, reps: np.ndarray, d_ref: float, confidence: float) -> PowerLawFit:

@@ -1,131 +1,421 @@
-"""`W/report/index.html`: a static, self-contained page rebuilt from `W/results/*.parquet` alone."""
+"""`W/report/index.html`: a static, self-contained page rebuilt from `W/results/*.parquet` alone.
+
+Sections follow the paper: a plain-language summary, the synthetic training sets, scaling ability per
+configuration (figure 1), recognizability/diversity against performance (figure 2, tables A4-A6), the
+scaling curves with their fits and breaks (figure 3), distribution shifts (figure 4), per-class analysis
+(figures 6, 7, A5, A13), the k predictor, CLIP (figure 8, table 1) and every trained model. Figures are
+embedded as PNG (their SVGs sit beside the page); every text from the user's files is escaped; tables
+sort by a click on their header (a few lines of inline script, no network).
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
-from synscale.report.figures import scaling_curves
+from synscale.report import figures as F
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th{background:#f3f3f3}td.l,th.l{text-align:left}img{max-width:100%}.muted{color:#777;font-size:.9em}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}h3{margin-top:1.3em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em}th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
+th{background:#f3f3f3;cursor:pointer;user-select:none}th.sorted-asc::after{content:" ▲"}th.sorted-desc::after{content:" ▼"}
+td.l,th.l{text-align:left}img{max-width:100%}.muted{color:#777;font-size:.9em}
+figure{margin:1em 0}figcaption{font-size:.9em;color:#444}.missing{color:#8a5a00;background:#fff8e6;padding:.4em .7em;border-left:3px solid #e0a800}
+nav a{margin-right:.9em}.summary li{margin:.25em 0}.cat-scaling{color:#c62828}.cat-easy{color:#1565c0}.cat-poor{color:#2e7d32}
+.scroll{max-height:28em;overflow:auto}
 """
 
+SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function(t){
+  t.querySelectorAll('th').forEach(function(th,i){
+    th.addEventListener('click',function(){
+      var asc=!th.classList.contains('sorted-asc');
+      t.querySelectorAll('th').forEach(function(h){h.classList.remove('sorted-asc','sorted-desc')});
+      th.classList.add(asc?'sorted-asc':'sorted-desc');
+      var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows);
+      rows.sort(function(a,b){
+        var x=a.cells[i].getAttribute('data-v'),y=b.cells[i].getAttribute('data-v');
+        var nx=parseFloat(x),ny=parseFloat(y),r;
+        if(!isNaN(nx)&&!isNaN(ny)){r=nx-ny}else{r=String(x).localeCompare(String(y))}
+        return asc?r:-r});
+      rows.forEach(function(r){body.appendChild(r)});
+    });
+  });
+});
+"""
 
-def _table(df: Any, formats: dict[str, str], left: tuple[str, ...] = ()) -> str:
-    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(str(c))}</th>' for c in df.columns)
+esc = html.escape
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def table(df: Any, formats: dict[str, str] | None = None, left: tuple[str, ...] = (), table_id: str = "") -> str:
+    """A sortable HTML table; every header and cell is escaped."""
+    formats = formats or {}
+    head = "".join(f'<th class="{"l" if c in left else ""}">{esc(str(c))}</th>' for c in df.columns)
     body = []
-    for _, row in df.iterrows():
+    for row in df.itertuples(index=False):
         cells = []
-        for c in df.columns:
-            v = row[c]
-            missing = v is None or (isinstance(v, float) and v != v)
+        for c, v in zip(df.columns, row, strict=True):
+            missing = _missing(v)
             text = "–" if missing else formats[c].format(v) if c in formats else str(v)
-            cells.append(f'<td class="{"l" if c in left else ""}">{html.escape(text)}</td>')
+            key = "" if missing else (repr(float(v)) if isinstance(v, int | float) and not isinstance(v, bool) else str(v))
+            cells.append(f'<td class="{"l" if c in left else ""}" data-v="{esc(key)}">{esc(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    tid = f' id="{esc(table_id)}"' if table_id else ""
+    return f'<table class="sortable"{tid}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def figure_html(fig: F.Figure) -> str:
+    if fig.missing or fig.png is None:
+        return (f'<p class="missing" id="missing-fig-{esc(fig.key)}">Figure {esc(fig.key)} ({esc(fig.title)}) is left out: '
+                f"{esc(fig.missing)}</p>")
+    data = base64.b64encode(fig.png.read_bytes()).decode()
+    svg = fig.png.with_suffix(".svg").name
+    return (f'<figure id="fig-{esc(fig.key)}"><img alt="Figure {esc(fig.key)}: {esc(fig.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption><b>Figure {esc(fig.key)}.</b> {esc(fig.title)}. {esc(fig.caption)} "
+            f'<a href="{esc(svg)}">SVG</a></figcaption></figure>')
 
 
-def _metrics_section(results: Path, scaling: Any) -> str:
-    """Tables A4-A6 of the paper: per configuration, loss and top-1 at the largest scale beside the
-    metrics of its test set."""
+def _ci(lo: float, hi: float, fmt: str = "{:.3f}") -> str:
+    return "–" if _missing(lo) or _missing(hi) else f"[{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+# ---------------------------------------------------------------------------------------------------
+# sections
+
+
+def summary_items(fits: Any, per_class: Any, info: dict[str, Any], focus: str | None, d_ref: int) -> list[str]:
+    """Plain-language findings, each an already-escaped HTML fragment."""
+    out: list[str] = []
+    if fits is None or not len(fits):
+        return ["No scaling curve has two or more scales yet, so nothing was fitted."]
+    val = fits[fits.eval_set == "val"].set_index("config")
+    real = val.loc["real"] if "real" in val.index else None
+    syn = val[val.source != "real"] if len(val) else val
+    if real is not None:
+        out.append(f"Real images scale with <b>k = {real.k:.3f}</b> {esc(_ci(real.k_lo, real.k_hi))} on the real "
+                   f"validation set; the fit puts the loss at D<sub>I</sub> = {d_ref:,} at {math.exp(-real.perf_at_DI):.3f}.")
+    if len(syn):
+        best = syn.sort_values("k", ascending=False)
+        b = best.iloc[0]
+        rel = f" ({b.k / real.k:.0%} of real)" if real is not None and real.k > 0 else ""
+        out.append(f"The synthetic configuration that scales best is <b>{esc(str(best.index[0]))}</b>, k = {b.k:.3f} "
+                   f"{esc(_ci(b.k_lo, b.k_hi))}{esc(rel)}.")
+        if real is not None:
+            above = [str(c) for c, r in syn.iterrows() if r.k_lo > real.k_hi]
+            below = [str(c) for c, r in syn.iterrows() if r.k_hi < real.k_lo]
+            if below:
+                out.append(f"Scaling clearly worse than real (the intervals do not overlap): {esc(', '.join(below))}.")
+            if above:
+                out.append(f"Scaling clearly better than real: {esc(', '.join(above))}.")
+            top = syn.sort_values("perf_at_DI", ascending=False).iloc[0]
+            gap = math.exp(-top.perf_at_DI) - math.exp(-real.perf_at_DI)
+            out.append(f"At D<sub>I</sub> the best-performing synthetic configuration, {esc(str(syn.sort_values('perf_at_DI', ascending=False).index[0]))}, "
+                       f"is projected to reach a loss {abs(gap):.3f} {'above' if gap > 0 else 'below'} real images'.")
+    shifted = fits[(fits.eval_set != "val") & ~fits.eval_set.str.startswith("probe:")]
+    if len(shifted) and real is not None:
+        closer = []
+        for es, g in shifted.groupby("eval_set", sort=False):
+            r = g[g.source == "real"]
+            s = g[g.source != "real"]
+            if len(r) and len(s):
+                beat = s[s.loss_at_max < r.loss_at_max.iloc[0]]
+                if len(beat):
+                    closer.append(f"{es} ({', '.join(beat.config)})")
+        if closer:
+            out.append("Synthetic training beats real images at the largest scale on: " + esc("; ".join(closer)) + ".")
+        else:
+            out.append("On every shifted / out-of-distribution set real images still give the lower loss at the largest scale.")
+    tol = info.get("fit", {}).get("break_tolerance", 0.05)
+    broken = fits[fits.break_at.notna()] if "break_at" in fits else fits.iloc[:0]
+    noisy = fits[fits.linear_points == 0] if "linear_points" in fits else fits.iloc[:0]
+    if len(broken):
+        out.append(f"The power law breaks (tolerance {tol:g} in log loss) on {len(broken)} of {len(fits)} curves: "
+                   + esc("; ".join(f"{r.config} on {r.eval_set} {r.break_direction} after {r.linear_until:,.0f}"
+                                   for r in broken.head(6).itertuples()))
+                   + ("…" if len(broken) > 6 else "") + ".")
+    elif not len(noisy):
+        out.append("Every curve stays a straight line in log-log space over the scales trained (no break detected).")
+    if len(noisy):
+        out.append(f"{len(noisy)} of {len(fits)} curves are not within {tol:g} of a power law even on their first three "
+                   "scales (too noisy to tell a break): " + esc(", ".join(f"{r.config} on {r.eval_set}" for r in noisy.head(8).itertuples()))
+                   + ("…" if len(noisy) > 8 else "") + ".")
+    cats = info.get("categories", {}).get(focus, {}) if focus else {}
+    if cats:
+        parts = [f'<span class="cat-{c}">{c}</span>: {esc(", ".join(cats[c]) or "none")}' for c in ("scaling", "easy", "poor")]
+        out.append(f"Per class in {esc(focus)}: " + "; ".join(parts) + ".")
+    pred = info.get("predictor", {}).get("class", {})
+    if "mae" in pred:
+        verdict = "beats" if pred["skill"] > 0 else "does not beat"
+        out.append(f"Recognizability and diversity of the 50-per-class test sets predict per-class k with leave-one-out "
+                   f"error {pred['mae']:.3f}, which {verdict} predicting the mean ({pred['mae_mean']:.3f}).")
+    return out
+
+
+def _fits_table(fits: Any, d_ref: int) -> str:
+    t = fits.assign(
+        k_ci=[_ci(a, b) for a, b in zip(fits.k_lo, fits.k_hi, strict=True)],
+        perf_ci=[_ci(a, b) for a, b in zip(fits.perf_lo, fits.perf_hi, strict=True)],
+        scales=[f"{a:,}–{b:,}" for a, b in zip(fits.min_scale, fits.max_scale, strict=True)],
+        sat_E_ci=[_ci(a, b) for a, b in zip(fits.sat_E_lo, fits.sat_E_hi, strict=True)],
+        sat_k_ci=[_ci(a, b) for a, b in zip(fits.sat_k_lo, fits.sat_k_hi, strict=True)],
+        breaks=["–" if _missing(b) else f"{int(b):,} ({d})" for b, d in zip(fits.break_at, fits.break_direction, strict=True)],
+    )[["config", "eval_set", "k", "k_ci", "perf_at_DI", "perf_ci", "r2", "rmse_log", "scales", "linear_until", "breaks",
+       "sat_E", "sat_E_ci", "sat_k", "sat_k_ci"]]
+    t = t.rename(columns={"k_ci": "k CI", "perf_at_DI": f"−log L({d_ref:,})", "perf_ci": "−log L CI", "r2": "R²",
+                          "rmse_log": "RMSE (log)", "linear_until": "linear up to", "breaks": "break at",
+                          "sat_E": "E", "sat_E_ci": "E CI", "sat_k": "k (sat.)", "sat_k_ci": "k (sat.) CI"})
+    fmt = {"k": "{:.4f}", f"−log L({d_ref:,})": "{:.4f}", "R²": "{:.4f}", "RMSE (log)": "{:.4f}", "linear up to": "{:,.0f}",
+           "E": "{:.3f}", "k (sat.)": "{:.3f}"}
+    return table(t, fmt, left=("config", "eval_set", "k CI", "−log L CI", "scales", "break at", "E CI", "k (sat.) CI"),
+                 table_id="fits")
+
+
+def metrics_table(results: Path, scaling: Any, fits: Any) -> tuple[Any, str]:
+    """Tables A4-A6 of the paper: per configuration, loss and top-1 at the largest scale on val beside
+    the metrics of its test set. Returns (the joined table, a note on what is left out)."""
     import pandas as pd
 
     if not (results / "metrics.parquet").exists():
-        return ""
+        return None, ""
     m = pd.read_parquet(results / "metrics.parquet")
     if not len(m):
-        return ""
+        return None, ""
     val = scaling[scaling.eval_set == "val"]
     top = int(val.scale.max()) if len(val) else 0
-    at = val[val.scale == top].set_index("config")[["loss", "top1"]]
-    gen = pd.read_parquet(results / "generation.parquet").set_index("config") if (results / "generation.parquet").exists() else None
+    at = val[val.scale == top].groupby("config")[["loss", "top1"]].mean()
     cols = ["recognizability", "diversity", "fd", "fd_class", "lpips", "precision", "recall", "density", "coverage",
             "vendi", "lpips_alex", "fid_inception"]
     cols = [c for c in cols if c in m and m[c].notna().any()]
-    table = m.set_index("config")[cols].join(at, how="left")
+    t = m.set_index("config")[cols].join(at, how="left")
+    if fits is not None and len(fits):
+        t = t.join(fits[fits.eval_set == "val"].set_index("config")[["k", "perf_at_DI"]], how="left")
+    gen = pd.read_parquet(results / "generation.parquet") if (results / "generation.parquet").exists() else None
     if gen is not None and len(gen):
-        table = gen[["strategy", "guidance_scale"]].join(table, how="right")
-    table = table.reset_index().rename(columns={"loss": f"loss@{top:,}", "top1": f"top1@{top:,}", "guidance_scale": "cfg"})
-    order = ["config", *[c for c in ("strategy", "cfg") if c in table], f"loss@{top:,}", f"top1@{top:,}", *cols]
-    table = table[order]
-    fmt = {c: "{:.3f}" for c in table.columns if c not in ("config", "strategy")}
-    fmt.update({"cfg": "{:g}", "fd": "{:.2f}", "fd_class": "{:.2f}", "fid_inception": "{:.2f}"})
+        t = gen.set_index("config")[["family", "strategy", "guidance_scale"]].join(t, how="right")
+    t = t.reset_index().rename(columns={"loss": f"loss@{top:,}", "top1": f"top1@{top:,}", "guidance_scale": "cfg",
+                                        "perf_at_DI": "−log L(D_I)"})
     missing = [c for c in ("lpips_alex", "fid_inception") if c not in cols]
     note = (f" {' and '.join(missing)} (the paper's AlexNet LPIPS and Inception FID) are left out: their pretrained weights "
             "are not on this machine (docs/metrics.md says where to put them)." if missing else "")
-    return f"""<section id="metrics"><h2>Recognizability, diversity, FD and LPIPS</h2>
-<p>Per configuration (as tables A4–A6 of the paper), loss and top-1 on the real validation set at {top:,} training images
-beside the metrics of the configuration's own test set ({int(m.n_test.iloc[0]):,} images, read through the reference network
-{html.escape(str(m.reference.iloc[0]))}): recognizability = mean per-class F1; diversity = mean per-class standard deviation of
-L2-normalised features; fd = Fréchet distance to the real validation set in the reference network's feature space;
-fd_class = per-class FD against real training images (appendix G.4); lpips = mean distance of random same-class pairs
-in the reference network's normalised feature maps (higher: more varied); precision/recall/density/coverage and
-Vendi per class. The row <code>real</code> is a sample of the real validation set measured the same way.{note}</p>
-{_table(table, fmt, left=("config", "strategy"))}
+    return t, note
+
+
+def _metric_fmt(t: Any) -> dict[str, str]:
+    fmt = {c: "{:.3f}" for c in t.columns if c not in ("config", "strategy", "family")}
+    fmt.update({"cfg": "{:g}", "fd": "{:.2f}", "fd_class": "{:.2f}", "fid_inception": "{:.2f}", "k": "{:.4f}"})
+    return fmt
+
+
+def grouped_tables(t: Any) -> str:
+    """Appendix C's three comparison groups, where the study has them:
+    A4-style: the same model family and guidance, different prompt strategies;
+    A5-style: the same prompt strategy, different model families (each at its guidance scales);
+    A6-style: the same family and strategy, different guidance scales."""
+    if t is None or "family" not in t:
+        return ""
+    syn = t[t.family.notna()]
+    out = []
+    groups = [
+        ("A4", "prompt strategy", ["family", "cfg"], "strategy", lambda g: g.strategy.nunique() > 1),
+        ("A5", "text-to-image model", ["strategy"], "family", lambda g: g.family.nunique() > 1),
+        ("A6", "guidance scale", ["family", "strategy"], "cfg", lambda g: g.cfg.nunique() > 1),
+    ]
+    for key, what, by, vary, ok in groups:
+        parts = []
+        for name, g in syn.groupby(by, sort=False):
+            if not ok(g):
+                continue
+            name = name if isinstance(name, tuple) else (name,)
+            fixed = ", ".join(f"{b} = {v:g}" if isinstance(v, float) else f"{b} = {v}" for b, v in zip(by, name, strict=True))
+            g = g.sort_values(vary)
+            parts.append(f"<h4>{esc(fixed)}</h4>" + table(g, _metric_fmt(g), left=("config", "strategy", "family")))
+        if parts:
+            out.append(f'<h3 id="table-{key}">Table {key}-style: comparison on {esc(what)}</h3>' + "".join(parts))
+        else:
+            out.append(f'<p class="missing" id="missing-table-{key}">Table {key}-style (comparison on {esc(what)}) is left out: '
+                       f"no two configurations of this study differ only in their {esc(what)}.</p>")
+    return "".join(out)
+
+
+def _predictor_section(info: dict[str, Any], fig: F.Figure) -> str:
+    import pandas as pd
+
+    rows = []
+    for level, s in info.get("predictor", {}).items():
+        if "mae" in s:
+            rows.append({"level": level, "n": s["n"], "LOO MAE": s["mae"], "MAE of the mean": s["mae_mean"], "skill": s["skill"],
+                         "Spearman": s["spearman"], "∂k/∂recognizability": s["coef_recognizability"],
+                         "∂k/∂diversity": s["coef_diversity"]})
+    skipped = [f"<li>{esc(level)}: {esc(s['skipped'])}</li>" for level, s in info.get("predictor", {}).items() if "skipped" in s]
+    tbl = table(pd.DataFrame(rows), {c: "{:.4f}" for c in ("LOO MAE", "MAE of the mean", "skill", "Spearman",
+                                                           "∂k/∂recognizability", "∂k/∂diversity")}, left=("level",)) if rows else ""
+    return f"""<section id="predictor"><h2>Predicting k before training at scale</h2>
+<p>Can the cheap metrics tell how well a configuration will scale? A ridge regression of k on recognizability and
+diversity (standardised, with intercept), scored by leave-one-out: every configuration's (or class's) k is predicted by
+the model fitted without it. <i>skill</i> = 1 − MAE / MAE of predicting the mean of the others: above 0 the metrics
+carry information about k.</p>
+{tbl}{"<ul>" + "".join(skipped) + "</ul>" if skipped else ""}
+{figure_html(fig)}
+</section>"""
+
+
+def _per_class_section(per_class: Any, corr: Any, info: dict[str, Any], focus: str | None, figs: list[F.Figure]) -> str:
+    if per_class is None or not len(per_class):
+        return ('<section id="per-class"><h2>Per-class analysis</h2><p class="missing">No per-class fits: '
+                "scaling_per_class.parquet is absent or has fewer than two scales.</p></section>")
+    fc = info.get("fit", {})
+    lists = []
+    for config, cats in info.get("categories", {}).items():
+        items = "".join(f'<li><span class="cat-{c}">{c}</span> ({len(cats[c])}): {esc(", ".join(cats[c]) or "none")}</li>'
+                        for c in ("scaling", "easy", "poor"))
+        lists.append(f"<h4>{esc(config)}</h4><ul>{items}</ul>")
+    pc = per_class[per_class.eval_set == "val"]
+    cols = [c for c in ("config", "class_name", "category", "k", "k_lo", "k_hi", "perf_at_DI", "perf_at_max", "top1_at_max",
+                        "recognizability", "diversity", "fd_class", "lpips") if c in pc and (c in ("config", "class_name", "category") or pc[c].notna().any())]
+    fmt = {c: "{:.3f}" for c in cols if c not in ("config", "class_name", "category")}
+    corr_tbl = table(corr[["config", "metric", "rho", "p_value", "n"]], {"rho": "{:.3f}", "p_value": "{:.3g}"},
+                     left=("config", "metric")) if corr is not None and len(corr) else ""
+    return f"""<section id="per-class"><h2>Per-class analysis</h2>
+<p>Equation 2 fitted to every class's own validation loss curve (k<sub>c</sub>, −log L<sub>c</sub> at D<sub>I</sub>, with
+bootstrap intervals over the class's examples). Categories, within each configuration, from the quantiles of k<sub>c</sub>
+and −log L<sub>c</sub>(D<sub>I</sub>) at q<sub>low</sub> = {fc.get('category_low', 1 / 3):.3g} and
+q<sub>high</sub> = {fc.get('category_high', 2 / 3):.3g}:
+<span class="cat-poor">poor</span> = k ≤ q<sub>low</sub>(k) and perf ≤ q<sub>low</sub>(perf);
+<span class="cat-easy">easy</span> = perf ≥ q<sub>high</sub>(perf) and k &gt; q<sub>low</sub>(k);
+<span class="cat-scaling">scaling</span> = k ≥ q<sub>high</sub>(k) and perf &lt; q<sub>high</sub>(perf); other: the rest.
+Figures 7 and A5 show {esc(focus or "–")}, the synthetic configuration with the best −log L(D<sub>I</sub>).</p>
+{"".join(figure_html(f) for f in figs[:2])}
+<h3>Classes by category (validation set)</h3>{"".join(lists)}
+{"".join(figure_html(f) for f in figs[2:])}
+<h3>Spearman correlation of k<sub>c</sub> with per-class metrics</h3>{corr_tbl or '<p class="muted">none</p>'}
+<h3>Every class</h3><div class="scroll">{table(pc[cols], fmt, left=("config", "class_name", "category"), table_id="per-class-table")}</div>
 </section>"""
 
 
 def write_report(workdir: str | Path, title: str) -> Path:
+    """Rebuild W/report/index.html (and its figures) from W/results; runs the analysis first if its
+    tables are missing."""
     import pandas as pd
 
     workdir = Path(workdir)
     results, out = workdir / "results", workdir / "report"
+    if not (results / "scaling.parquet").exists():
+        raise FileNotFoundError(f"{results / 'scaling.parquet'} does not exist: run the study first")
     out.mkdir(parents=True, exist_ok=True)
-    scaling = pd.read_parquet(results / "scaling.parquet")
-    fits = pd.read_parquet(results / "fits.parquet")
-    fig_paths = scaling_curves(scaling, fits, out / "fig_scaling")
+    meta = json.loads((results / "meta.json").read_text()) if (results / "meta.json").exists() else {}
+    needed = ("fits.parquet", "per_class.parquet", "correlations.parquet", "predictions.parquet", "analysis.json")
+    if not all((results / n).exists() for n in needed):
+        from synscale.analysis.run import analyse
+        from synscale.config import FitConfig
 
-    fit_table = fits.assign(
-        k_ci=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(fits.k_lo, fits.k_hi, strict=True)],
-        scales=[f"{a:,}–{b:,}" for a, b in zip(fits.min_scale, fits.max_scale, strict=True)],
-    )[["source", "config", "eval_set", "k", "k_ci", "perf_at_DI", "r2", "n_points", "scales"]]
-    d_ref = int(fits.d_ref.iloc[0]) if len(fits) else 0
-    fit_table = fit_table.rename(columns={"k_ci": "k 95% CI" , "perf_at_DI": f"−log L({d_ref:,})", "r2": "R²"})
-    curve_table = scaling[["source", "config", "eval_set", "scale", "loss", "top1"]].sort_values(["source", "eval_set", "scale"])
+        study = json.loads((workdir / "study.json").read_text()) if (workdir / "study.json").exists() else {}
+        if "d_ref" not in meta:
+            raise FileNotFoundError(f"{results / 'meta.json'} with d_ref is needed to fit the results")
+        analyse(results, meta["d_ref"], FitConfig(**study.get("fit", {})))
+
+    def read(name: str) -> Any:
+        return pd.read_parquet(results / name) if (results / name).exists() else None
+
+    scaling, fits, per_class = read("scaling.parquet"), read("fits.parquet"), read("per_class.parquet")
+    curves, corr, preds = read("scaling_per_class.parquet"), read("correlations.parquet"), read("predictions.parquet")
+    metrics, gen = read("metrics.parquet"), read("generation.parquet")
+    info = json.loads((results / "analysis.json").read_text())
+    d_ref = int(info.get("d_ref", meta.get("d_ref", 0)))
+    focus = F.focus_config(fits)
+
+    f1 = F.figure1(fits, out)
+    f2 = F.figure2(metrics, fits, gen, out)
+    f3 = F.figure3(scaling, fits, out)
+    f4 = F.figure4(scaling, fits, out)
+    fp = F.figure_probes(scaling, fits, out)
+    f6 = F.figure6(per_class, out)
+    f7 = F.figure7(curves, per_class, focus, out)
+    fa5 = F.figureA5(per_class, focus, out)
+    fa13 = F.figureA13(corr, out)
+    fk = F.figure_predictor(preds, out)
+    f8 = F.figure8(out)
+
+    items = summary_items(fits, per_class, info, focus, d_ref)
     gen_section = ""
-    if (results / "generation.parquet").exists():
-        gen = pd.read_parquet(results / "generation.parquet")
-        if len(gen):
-            gen_table = gen[["config", "model", "family", "strategy", "guidance_scale", "steps", "images"]]
-            gen_section = f"""<section id="generation"><h2>Synthetic training sets</h2>
-<p>Each synthetic source is one set generated at its guidance scale (class-balanced, one seed per image), of which
-nested class-balanced subsets give the scales above.</p>
-{_table(gen_table, {"guidance_scale": "{:g}", "images": "{:,}"}, left=("config", "model", "family", "strategy"))}
+    if gen is not None and len(gen):
+        gen_table = gen[["config", "model", "family", "strategy", "guidance_scale", "steps", "images"]]
+        gen_section = f"""<section id="generation"><h2>Synthetic training sets</h2>
+<p>Each synthetic configuration is one set generated at its guidance scale (class-balanced, one seed per image), of which
+nested class-balanced subsets give the training scales.</p>
+{table(gen_table, {"guidance_scale": "{:g}", "images": "{:,}"}, left=("config", "model", "family", "strategy"))}
 </section>"""
+    mt, note = metrics_table(results, scaling, fits)
+    metrics_html = (f"""<h3>Every configuration</h3>
+<p>Loss and top-1 on the real validation set at the largest scale, k and −log L(D<sub>I</sub>), beside the metrics of the
+configuration's own test set: recognizability = mean per-class F1 of the reference classifier; diversity = mean per-class
+standard deviation of normalised features; fd = Fréchet distance to real validation images; fd_class = per-class FD against
+real training images (appendix G.4); lpips = mean feature distance of random same-class pairs (higher: more varied).
+The row <code>real</code> is a sample of the real validation set measured the same way.{esc(note)}</p>
+{table(mt, _metric_fmt(mt), left=("config", "strategy", "family"), table_id="metrics")}{grouped_tables(mt)}"""
+                    if mt is not None else '<p class="missing">No metrics were measured in this study ([metrics] per_class = 0).</p>')
+    point_cols = [c for c in ("config", "eval_set", "scale", "real_images", "synthetic_images", "loss", "top1", "n_eval") if c in scaling]
+    points = scaling[point_cols].sort_values(["config", "eval_set", "scale"])
 
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>synscale report: {html.escape(title)}</title><style>{CSS}</style></head><body>
-<h1>synscale report: {html.escape(title)}</h1>
-<p class="muted">Built {time.strftime('%Y-%m-%d %H:%M')} from {html.escape(str(results))}.</p>
-<section id="scaling"><h2>Scaling curves</h2>
-<p>Loss on the evaluation set against the number of training images, in log-log space, with the fit of
-Equation 2: log L = −k (log D − log D<sub>I</sub>) − (−log L<sub>D<sub>I</sub></sub>), D<sub>I</sub> = {d_ref:,}.</p>
-{_img(fig_paths[0], "scaling curves")}
-</section>
-<section id="fits"><h2>Scaling ability and performance at D<sub>I</sub></h2>
-<p>k is the scaling ability (larger: loss falls faster with more data); −log L(D<sub>I</sub>) the performance at
-D<sub>I</sub> (larger is better); the interval is a bootstrap over evaluation examples.</p>
-{_table(fit_table, {"k": "{:.4f}", f"−log L({d_ref:,})": "{:.4f}", "R²": "{:.4f}"}, left=("source", "config", "eval_set", "k 95% CI"))}
-</section>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>synscale report: {esc(title)}</title><style>{CSS}</style></head><body>
+<h1>synscale report: {esc(title)}</h1>
+<p class="muted">Built {time.strftime('%Y-%m-%d %H:%M')} from {esc(str(results))} (D<sub>I</sub> = {d_ref:,}; bootstrap
+{int(info.get('bootstrap', 0)):,} replicates, {info.get('fit', {}).get('confidence', 0.95):.0%} intervals).</p>
+<nav><a href="#summary">Summary</a><a href="#ability">Scaling ability</a><a href="#quality">Recognizability &amp; diversity</a>
+<a href="#scaling">Scaling curves</a><a href="#ood">Shifts</a><a href="#per-class">Per class</a><a href="#predictor">Predicting k</a>
+<a href="#clip">CLIP</a><a href="#points">Every model</a><a href="#method">Method</a></nav>
+<section id="summary" class="summary"><h2>What this study found</h2><ul>{"".join(f"<li>{s}</li>" for s in items)}</ul></section>
 {gen_section}
-{_metrics_section(results, scaling)}
-<section id="points"><h2>Every trained model</h2>
-{_table(curve_table, {"loss": "{:.4f}", "top1": "{:.4f}", "scale": "{:,}"}, left=("source", "config", "eval_set"))}
+<section id="ability"><h2>Scaling ability per configuration</h2>
+<p>Equation 2 of the paper, log L = −k (log D − log D<sub>I</sub>) + log L<sub>D<sub>I</sub></sub>, fitted per configuration
+and evaluation set: k is the scaling ability (larger: the loss falls faster with more data), −log L(D<sub>I</sub>) the performance
+at D<sub>I</sub> (larger: better). <i>linear up to</i> is the largest scale of the longest prefix on which the power law holds;
+E and k (sat.) are the saturating fit L = E + A·(D/D<sub>I</sub>)<sup>−k</sup> (four or more scales).</p>
+{figure_html(f1)}
+{_fits_table(fits, d_ref) if fits is not None and len(fits) else '<p class="missing">No fits.</p>'}
 </section>
+<section id="quality"><h2>Recognizability, diversity and performance</h2>
+{figure_html(f2)}
+{metrics_html}
+</section>
+<section id="scaling"><h2>Scaling curves</h2>
+{figure_html(f3)}
+</section>
+<section id="ood"><h2>Distribution shifts and downstream probes</h2>
+{figure_html(f4)}
+{figure_html(fp)}
+</section>
+{_per_class_section(per_class, corr, info, focus, [f6, fa13, f7, fa5])}
+{_predictor_section(info, fk)}
+<section id="clip"><h2>CLIP</h2>{figure_html(f8)}</section>
+<section id="points"><h2>Every trained model</h2><div class="scroll">
+{table(points, {"loss": "{:.4f}", "top1": "{:.4f}", "scale": "{:,}", "real_images": "{:,}", "synthetic_images": "{:,}", "n_eval": "{:,}"}, left=("config", "eval_set"), table_id="points")}
+</div></section>
+<section id="method"><h2>Method</h2>
+<p>Fits are ordinary least squares of log L on log D (natural logs). Intervals are percentile bootstrap intervals: each
+replicate redraws the evaluation examples with replacement (the same draw for every scale when all scales share one
+evaluation set) and, where a scale has several training runs, the runs; per-class intervals redraw the class's own
+examples. The break is the first scale after the longest prefix of scales whose own log-log fit keeps every residual
+within {info.get('fit', {}).get('break_tolerance', 0.05):g} (natural log of the loss). The saturating fit minimises the squared
+log residuals with E in [0, min L). Everything on this page is rebuilt from W/results by <code>synscale report W</code>;
+<code>synscale fit W</code> recomputes the analysis tables. docs/analysis.md has the details.</p>
+</section>
+<script>{SORT_JS}</script>
 </body></html>
 """
     path = out / "index.html"
-    path.write_text(page)
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
     return path

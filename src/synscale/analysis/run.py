@@ -1,0 +1,293 @@
+"""The analysis tables, rebuilt from `W/results/*.parquet` alone (no training): `synscale fit W`.
+
+Writes into W/results:
+- fits.parquet        one row per (source, config, eval_set): Equation 2 (k, -log L(D_I), R², residuals,
+                      bootstrap CIs), the break (largest linear prefix) and the saturating fit with its CIs.
+- per_class.parquet   one row per (config, eval_set, class): k_c, -log L_c(D_I) with CIs, final loss,
+                      category (poor / easy / scaling / other), and the class's recognizability,
+                      diversity, FD, LPIPS... from metrics_per_class.parquet.
+- correlations.parquet  Spearman ρ of k_c with each per-class metric, per configuration (figure A13).
+- predictions.parquet   k predicted from recognizability and diversity, by leave-one-out.
+- analysis.json       the settings, the predictor's leave-one-out summary and the class lists.
+
+The rules are in docs/analysis.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synscale.analysis.fit import (
+    bootstrap_fit,
+    break_direction,
+    bootstrap_fit_points,
+    bootstrap_replicates,
+    fit_power_law,
+    fit_saturating,
+    linear_range,
+    log_residuals,
+    point_replicates,
+)
+from synscale.analysis.predict import FEATURES, evaluate_predictor, fit_predictor
+from synscale.config import FitConfig
+
+KEYS = ["source", "config", "eval_set"]
+PER_CLASS_METRICS = ("recognizability", "diversity", "fd_class", "lpips", "precision", "recall", "density",
+                     "coverage", "vendi")
+CATEGORIES = ("poor", "easy", "scaling", "other")
+FLOOR = 1e-8  # a class whose every example has ~zero loss still gets a finite log
+
+
+def _read(path: Path) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def _curve_examples(examples: Any, keys: dict[str, Any], scales: list[int]) -> tuple[list[np.ndarray], np.ndarray | None] | None:
+    """Per scale, the (runs, n) per-example losses of one curve, and the labels if every scale has the
+    same examples in the same order; None if a scale has no examples."""
+    if examples is None:
+        return None
+    e = examples
+    for k, v in keys.items():
+        e = e[e[k] == v]
+    out, labels = [], None
+    paired = True
+    for s in scales:
+        runs = e[e.scale == s]
+        if not len(runs):
+            return None
+        arrs = [np.asarray(v, np.float64) for v in runs["example_loss"]]
+        if len({len(a) for a in arrs}) != 1:
+            arrs = arrs[:1]  # runs on different evaluation sets cannot be stacked: keep the first
+        out.append(np.stack(arrs))
+        lab = np.asarray(runs["label"].iloc[0])
+        if labels is None:
+            labels = lab
+        elif len(lab) != len(labels) or not np.array_equal(lab, labels):
+            paired = False
+    return out, (labels if paired else None)
+
+
+def _curve_fit(scales: np.ndarray, means: np.ndarray, ex: list[np.ndarray] | None, d_ref: float, fc: FitConfig,
+               n_boot: int, saturating: bool) -> dict[str, Any]:
+    means = np.maximum(means, FLOOR)
+    if ex is not None:
+        ex = [np.maximum(e, 0.0) for e in ex]
+        fit = bootstrap_fit(scales, ex, d_ref, n_boot, fc.confidence, fc.seed)
+    else:
+        fit = bootstrap_fit_points(scales, means, d_ref, n_boot, fc.confidence, fc.seed)
+    resid = log_residuals(scales, means, fit)
+    row: dict[str, Any] = {**fit.as_row(), "residuals": resid.tolist(), "rmse_log": float(np.sqrt(np.mean(resid**2)))}
+    if not saturating:
+        return row
+    m = linear_range(scales, means, d_ref, fc.break_tolerance)
+    has_break = 0 < m < len(scales)
+    row.update(linear_points=m, linear_until=float(scales[m - 1]) if m else math.nan,
+               break_at=float(scales[m]) if has_break else math.nan,
+               break_direction=break_direction(scales, means, d_ref, m))
+    lin = fit_power_law(scales[:m], means[:m], d_ref) if has_break else fit
+    row.update(k_linear=lin.k if m else math.nan, perf_linear=lin.perf_at_DI if m else math.nan)
+    sat = {"sat_E": math.nan, "sat_A": math.nan, "sat_k": math.nan, "sat_perf_at_DI": math.nan, "sat_rmse_log": math.nan,
+           "sat_E_lo": math.nan, "sat_E_hi": math.nan, "sat_k_lo": math.nan, "sat_k_hi": math.nan}
+    if len(scales) >= 4:
+        nb = min(n_boot, fc.saturating_bootstrap)
+        if nb == 0:
+            reps = None
+        elif ex is not None:
+            reps = np.maximum(bootstrap_replicates(ex, nb, fc.seed), FLOOR)
+        else:
+            reps = point_replicates(scales, means, d_ref, nb, fc.seed)
+        s = fit_saturating(scales, means, d_ref, reps, fc.confidence)
+        sat = {"sat_E": s.E, "sat_A": s.A, "sat_k": s.k, "sat_perf_at_DI": s.perf_at_DI, "sat_rmse_log": s.rmse_log,
+               "sat_E_lo": s.E_lo, "sat_E_hi": s.E_hi, "sat_k_lo": s.k_lo, "sat_k_hi": s.k_hi}
+    row.update(sat)
+    return row
+
+
+def config_fits(scaling: Any, examples: Any, d_ref: float, fc: FitConfig, n_boot: int | None = None) -> Any:
+    """fits.parquet's rows: every (source, config, eval_set) curve with at least two scales."""
+    import pandas as pd
+
+    n_boot = fc.bootstrap if n_boot is None else n_boot
+    rows = []
+    for (source, config, eval_set), g in scaling.groupby(KEYS, sort=False):
+        per_scale = g.groupby("scale").agg(loss=("loss", "mean"), top1=("top1", "mean"), runs=("loss", "size"))
+        if len(per_scale) < 2:
+            continue
+        scales = per_scale.index.to_numpy(float)
+        got = _curve_examples(examples, {"source": source, "config": config, "eval_set": eval_set}, per_scale.index.tolist())
+        row = _curve_fit(scales, per_scale["loss"].to_numpy(), got[0] if got else None, d_ref, fc, n_boot, saturating=True)
+        rows.append({"source": source, "config": config, "eval_set": eval_set, **row,
+                     "min_scale": int(scales.min()), "max_scale": int(scales.max()), "runs": int(per_scale["runs"].max()),
+                     "loss_at_max": float(per_scale["loss"].iloc[-1]), "top1_at_max": float(per_scale["top1"].iloc[-1])})
+    return pd.DataFrame(rows)
+
+
+def class_fits(per_class_curves: Any, examples: Any, d_ref: float, fc: FitConfig, n_boot: int | None = None) -> Any:
+    """One row per (source, config, eval_set, class): Equation 2 on the class's own loss curve."""
+    import pandas as pd
+
+    n_boot = fc.bootstrap if n_boot is None else n_boot
+    rows = []
+    for (source, config, eval_set), g in per_class_curves.groupby(KEYS, sort=False):
+        scales_list = sorted(g.scale.unique().tolist())
+        if len(scales_list) < 2:
+            continue
+        got = _curve_examples(examples, {"source": source, "config": config, "eval_set": eval_set}, scales_list)
+        scales = np.asarray(scales_list, float)
+        for (ci, name), c in g.groupby(["class_index", "class_name"], sort=True):
+            per_scale = c.groupby("scale").agg(loss=("loss", "mean"), top1=("top1", "mean"), n=("n", "max"))
+            if len(per_scale) != len(scales) or per_scale["n"].min() == 0:
+                continue
+            ex = None
+            if got is not None and got[1] is not None:
+                idx = got[1] == ci
+                ex = [e[:, idx] for e in got[0]] if idx.any() else None
+            row = _curve_fit(scales, per_scale["loss"].to_numpy(), ex, d_ref, fc, n_boot, saturating=False)
+            del row["residuals"]
+            final = max(float(per_scale["loss"].iloc[-1]), FLOOR)
+            rows.append({"source": source, "config": config, "eval_set": eval_set, "class_index": int(ci),
+                         "class_name": str(name), **row, "loss_at_max": final, "perf_at_max": -math.log(final),
+                         "top1_at_max": float(per_scale["top1"].iloc[-1]), "n_eval": int(per_scale["n"].max())})
+    return pd.DataFrame(rows)
+
+
+def categorise(k: np.ndarray, perf: np.ndarray, low: float = 1 / 3, high: float = 2 / 3) -> np.ndarray:
+    """Section 4.6's class categories from the quantiles of k and of -log L(D_I) within one configuration:
+
+    - poor:    k <= q_k(low)  and perf <= q_perf(low)    (bottom-left: neither scales nor performs)
+    - easy:    perf >= q_perf(high) and k > q_k(low)      (top: good performance, scaling not poor)
+    - scaling: k >= q_k(high) and perf < q_perf(high)     (right, not top: scales well from a weaker start)
+    - other:   the rest.
+    """
+    k, perf = np.asarray(k, float), np.asarray(perf, float)
+    out = np.full(len(k), "other", dtype=object)
+    if len(k) < 3:
+        return out
+    k_lo, k_hi = np.quantile(k, [low, high])
+    p_lo, p_hi = np.quantile(perf, [low, high])
+    out[(k >= k_hi) & (perf < p_hi)] = "scaling"
+    out[(perf >= p_hi) & (k > k_lo)] = "easy"
+    out[(k <= k_lo) & (perf <= p_lo)] = "poor"
+    return out
+
+
+def add_categories_and_metrics(per_class: Any, metrics_pc: Any, fc: FitConfig) -> Any:
+    import pandas as pd
+
+    if not len(per_class):
+        return per_class.assign(category=pd.Series(dtype=object))
+    parts = []
+    for _, g in per_class.groupby(KEYS, sort=False):
+        parts.append(g.assign(category=categorise(g["k"], g["perf_at_DI"], fc.category_low, fc.category_high)))
+    out = pd.concat(parts)
+    if metrics_pc is not None and len(metrics_pc):
+        cols = [c for c in PER_CLASS_METRICS if c in metrics_pc.columns]
+        m = metrics_pc[["config", "class_index", *cols]]
+        out = out.merge(m, on=["config", "class_index"], how="left")
+    for c in PER_CLASS_METRICS:
+        if c not in out:
+            out[c] = math.nan
+    return out.reset_index(drop=True)
+
+
+def correlations(per_class: Any, eval_set: str = "val") -> Any:
+    """Spearman ρ of k_c with every per-class metric, per configuration (figure A13 of the paper)."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    rows = []
+    pc = per_class[per_class.eval_set == eval_set]
+    for config, g in pc.groupby("config", sort=False):
+        for metric in PER_CLASS_METRICS:
+            ok = g[["k", metric]].dropna()
+            if len(ok) < 3 or ok[metric].nunique() < 2 or ok["k"].nunique() < 2:
+                continue
+            r = spearmanr(ok["k"], ok[metric])
+            rows.append({"config": config, "eval_set": eval_set, "metric": metric, "rho": float(r.statistic),
+                         "p_value": float(r.pvalue), "n": len(ok)})
+    return pd.DataFrame(rows, columns=["config", "eval_set", "metric", "rho", "p_value", "n"])
+
+
+def predictions(fits: Any, per_class: Any, metrics: Any, eval_set: str = "val") -> tuple[Any, dict[str, Any]]:
+    """k (per configuration) and k_c (per synthetic configuration and class) predicted from
+    recognizability and diversity by leave-one-out; configurations with metrics but no fit get the
+    full model's prediction."""
+    import pandas as pd
+
+    rows, summary = [], {}
+    # per class: every synthetic configuration's classes (all configurations' if none is synthetic)
+    pc = per_class[(per_class.eval_set == eval_set)].dropna(subset=["k", *FEATURES]) if len(per_class) else per_class
+    if len(pc):
+        syn = pc[pc.source != "real"]
+        pc = syn if len(syn) else pc
+    try:
+        s, pred = evaluate_predictor(pc[list(FEATURES)].to_numpy(), pc["k"].to_numpy(), "class")
+        summary["class"] = s.as_dict()
+        rows += [{"level": "class", "config": r.config, "class_index": int(r.class_index), "class_name": r.class_name,
+                  "k": float(r.k), "k_pred": float(p), "recognizability": float(r.recognizability),
+                  "diversity": float(r.diversity)} for r, p in zip(pc.itertuples(), pred, strict=True)]
+    except (ValueError, KeyError) as e:
+        summary["class"] = {"skipped": f"per-class prediction skipped: {e}"}
+    # per configuration (real included: it has metrics like any configuration)
+    if metrics is not None and len(metrics) and all(f in metrics for f in FEATURES) and len(fits):
+        f = fits[fits.eval_set == eval_set][["config", "k"]]
+        m = metrics[["config", *FEATURES]].dropna().merge(f, on="config", how="left")
+        known = m.dropna(subset=["k"])
+        try:
+            s, pred = evaluate_predictor(known[list(FEATURES)].to_numpy(), known["k"].to_numpy(), "config")
+            summary["config"] = s.as_dict()
+            rows += [{"level": "config", "config": r.config, "class_index": -1, "class_name": "", "k": float(r.k),
+                      "k_pred": float(p), "recognizability": float(r.recognizability), "diversity": float(r.diversity)}
+                     for r, p in zip(known.itertuples(), pred, strict=True)]
+        except ValueError as e:
+            summary["config"] = {"skipped": f"{e} (configurations with both metrics and a fit on {eval_set})"}
+        unknown = m[m["k"].isna()]
+        if len(unknown) and len(known) >= 2:
+            model = fit_predictor(known[list(FEATURES)].to_numpy(), known["k"].to_numpy())
+            for r, p in zip(unknown.itertuples(), model.predict(unknown[list(FEATURES)].to_numpy()), strict=True):
+                rows.append({"level": "config", "config": r.config, "class_index": -1, "class_name": "", "k": math.nan,
+                             "k_pred": float(p), "recognizability": float(r.recognizability), "diversity": float(r.diversity)})
+    else:
+        summary["config"] = {"skipped": "no metrics.parquet with recognizability and diversity"}
+    cols = ["level", "config", "class_index", "class_name", "k", "k_pred", "recognizability", "diversity"]
+    return pd.DataFrame(rows, columns=cols), summary
+
+
+def analyse(results_dir: str | Path, d_ref: float, fc: FitConfig, n_boot: int | None = None) -> dict[str, Any]:
+    """Every analysis table from the results tables; returns them by name."""
+    results_dir = Path(results_dir)
+    fc.check()
+    scaling = _read(results_dir / "scaling.parquet")
+    if scaling is None:
+        raise FileNotFoundError(f"{results_dir / 'scaling.parquet'} does not exist: run the study first")
+    examples = _read(results_dir / "scaling_examples.parquet")
+    fits = config_fits(scaling, examples, d_ref, fc, n_boot)
+    fits.to_parquet(results_dir / "fits.parquet", index=False)
+    curves = _read(results_dir / "scaling_per_class.parquet")
+    per_class = class_fits(curves, examples, d_ref, fc, n_boot) if curves is not None else None
+    import pandas as pd
+
+    if per_class is None or not len(per_class):
+        per_class = pd.DataFrame(columns=[*KEYS, "class_index", "class_name", "k", "perf_at_DI"])
+    per_class = add_categories_and_metrics(per_class, _read(results_dir / "metrics_per_class.parquet"), fc)
+    per_class.to_parquet(results_dir / "per_class.parquet", index=False)
+    corr = correlations(per_class)
+    corr.to_parquet(results_dir / "correlations.parquet", index=False)
+    preds, summary = predictions(fits, per_class, _read(results_dir / "metrics.parquet"))
+    preds.to_parquet(results_dir / "predictions.parquet", index=False)
+    cats: dict[str, dict[str, list[str]]] = {}
+    for (config, eval_set), g in per_class.groupby(["config", "eval_set"], sort=False):
+        if eval_set == "val":
+            cats[config] = {c: g[g.category == c].sort_values("k", ascending=False)["class_name"].tolist() for c in CATEGORIES}
+    info = {"d_ref": d_ref, "fit": {k: getattr(fc, k) for k in fc.__dataclass_fields__},
+            "bootstrap": fc.bootstrap if n_boot is None else n_boot, "predictor": summary, "categories": cats}
+    (results_dir / "analysis.json").write_text(json.dumps(info, indent=1, default=float))
+    return {"fits": fits, "per_class": per_class, "correlations": corr, "predictions": preds, "analysis": info}

@@ -1,0 +1,113 @@
+"""The report: rebuilt from a planted results directory alone, checked as HTML and in headless Chromium."""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tests_helpers import simulate_results
+
+from synscale.report.html import write_report
+
+EVIL = "<b>boot</b> & $x$ <script>window.pwned=1</script>"
+CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", EVIL]
+K = {"real": [0.3] * 10, "syn-a": [0.05, 0.05, 0.3, 0.3, 0.45, 0.45, 0.2, 0.2, 0.35, 0.1],
+     "syn-b": [0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2]}
+PERF = {"real": [1.0] * 10, "syn-a": [0.0, 0.1, 2.0, 2.1, 0.5, 0.6, 1.0, 1.1, 1.5, 0.8], "syn-b": [0.5] * 10}
+SECTIONS = ["summary", "generation", "ability", "quality", "scaling", "ood", "per-class", "predictor", "clip", "points", "method"]
+FIGURES = ["1", "2", "3", "4", "6", "7", "A5", "A13", "k-pred"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    w = tmp_path_factory.mktemp("study")
+    simulate_results(w / "results", K, PERF, CLASSES, per_class_eval=300)
+    (w / "study.json").write_text('{"name": "planted", "fit": {"bootstrap": 100, "saturating_bootstrap": 10}}')
+    return write_report(w, "planted <study>")
+
+
+def test_report_is_rebuilt_from_results_alone(report):
+    results = report.parent.parent / "results"
+    for name in ("fits", "per_class", "correlations", "predictions"):
+        assert (results / f"{name}.parquet").exists()
+    page = report.read_text()
+    for s in SECTIONS:
+        assert f'<section id="{s}"' in page
+    for f in FIGURES:
+        assert f'id="fig-{f}"' in page
+        assert not (report.parent / "missing").exists()
+    for stem in ("fig1_scaling_ability", "fig3_scaling_val", "fig6_per_class", "figA5_deciles"):
+        assert (report.parent / f"{stem}.png").stat().st_size > 5000 and (report.parent / f"{stem}.svg").exists()
+    # a figure whose inputs do not exist is left out with a sentence, never drawn empty
+    assert 'id="missing-fig-8"' in page and "no CLIP training results" in page
+    assert 'id="missing-fig-probe"' in page
+    # the guidance-scale comparison exists (syn-a cfg 2, syn-b cfg 4); no two configurations differ only in prompts
+    assert 'id="table-A6"' in page and 'id="missing-table-A4"' in page
+    # user text is escaped everywhere: the raw markup never reaches the page
+    assert EVIL not in page and "window.pwned" not in page.replace("window.pwned=1&lt;", "")
+    assert "&lt;b&gt;boot&lt;/b&gt; &amp; $x$ &lt;script&gt;" in page
+    assert "planted &lt;study&gt;" in page
+    # rebuilding without the analysis tables reruns the analysis and gives the same fits
+    fits = pd.read_parquet(results / "fits.parquet")
+    (results / "fits.parquet").unlink()
+    write_report(report.parent.parent, "planted <study>")
+    pd.testing.assert_frame_equal(pd.read_parquet(results / "fits.parquet"), fits)
+
+
+def _driver(tmp: Path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_bin = shutil.which("chromedriver")
+    if not chromium or not driver_bin:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/test.sh installs them)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+              "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--user-data-dir={tmp / 'profile'}", "--window-size=1280,1600"):
+        opts.add_argument(a)
+    return webdriver.Chrome(options=opts, service=Service(executable_path=driver_bin))
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    driver = _driver(tmp_path)
+    try:
+        driver.get(report.resolve().as_uri())
+        assert "planted <study>" in driver.title
+        for s in SECTIONS:
+            assert driver.find_element(By.ID, s).is_displayed()
+        # every figure's image decoded to real pixels
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+        assert len(images) == len(FIGURES)
+        for alt, complete, w, h in images:
+            assert complete and w > 200 and h > 100, alt
+        # self-contained: nothing was fetched from anywhere but the page itself (figures are data: URIs)
+        fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert all(u.startswith("data:") for u in fetched), fetched
+        # the class name from the user's file is text, not markup: no script ran, no <b> was made of it
+        assert driver.execute_script("return window.pwned === undefined")
+        cells = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#per-class-table td')).map(td => td.textContent)")
+        assert EVIL in cells
+        # the tables sort on a click: the per-class table by k, ascending then descending
+        table = driver.find_element(By.ID, "per-class-table")
+        headers = table.find_elements(By.TAG_NAME, "th")
+        col = [h.text for h in headers].index("k")
+        headers[col].click()
+        ks = [float(r.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-v"))
+              for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        assert ks == sorted(ks) and len(ks) == 30  # three configurations x ten classes
+        headers[col].click()
+        ks = [float(r.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-v"))
+              for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        assert ks == sorted(ks, reverse=True)
+        shot = tmp_path / "report.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 20_000
+    finally:
+        driver.quit()
