@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 
@@ -98,3 +99,27 @@ def test_ood_folder_with_class_subset_and_real_synthetic_mixing(tiny_fmnist, fmn
     assert gen["inputs"]["set"] == stage["inputs"]["set1"] != stage["inputs"]["set"]
     meta = json.loads((work / "stages" / "train" / mix.loc[2000, "train_stage"] / "train.json").read_text())
     assert meta["train_images"] == 2000
+
+
+def test_repeated_seeds_give_runs_that_the_fits_resample(tiny_fmnist, tmp_path):
+    """repeats = 2: two models per scale (train.seed, train.seed + 1); run 0 is the model a single-run study
+    trains (same stage), and the fits' bootstrap redraws the runs."""
+    args = ["study", "fashion-mnist", *SMOKE, *NO_EXTRAS, "--set", f"data.root={tiny_fmnist}", "--set", "synthetic=[]",
+            "--set", "scales=[1000, 1500, 2500]", "--set", "fit.bootstrap=200"]
+    work = tmp_path / "w"
+    assert main([*args, "--workdir", str(work), "--set", "repeats=2"]) == 0
+    res = pd.read_parquet(work / "results" / "scaling.parquet")
+    val = res[res.eval_set == "val"].sort_values(["scale", "run"])
+    assert val[["scale", "run"]].values.tolist() == [[1000, 0], [1000, 1], [1500, 0], [1500, 1], [2500, 0], [2500, 1]]
+    assert val.train_stage.nunique() == 6 and (val.groupby("scale").loss.nunique() == 2).all()  # seeds differ
+    fit = pd.read_parquet(work / "results" / "fits.parquet").set_index("eval_set").loc["val"]
+    assert fit.runs == 2 and fit.k_lo < fit.k < fit.k_hi
+    means = val.groupby("scale").loss.mean().to_numpy()
+    slope = np.polyfit(np.log([1000, 1500, 2500]), np.log(means), 1)[0]
+    assert fit.k == pytest.approx(-slope)  # the point fit is on the mean over runs
+    pc = pd.read_parquet(work / "results" / "per_class.parquet")
+    assert len(pc[pc.eval_set == "val"]) == 10
+    # run 0 is the single-run study's model: the same stage, reused
+    assert main([*args, "--workdir", str(work)]) == 0
+    single = pd.read_parquet(work / "results" / "scaling.parquet")
+    assert set(single.train_stage) == set(val[val.run == 0].train_stage)

@@ -320,10 +320,13 @@ class StudyConfig:
     mix: list[MixConfig] = field(default_factory=list)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    repeats: int = 1  # models per (source, scale), with train.seed, train.seed + 1, ...: runs the fits' bootstrap redraws
 
     def check(self) -> None:
         if not self.scales:
             raise ValueError("scales must list at least one data scale")
+        if not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be a positive integer, got {self.repeats!r}")
         if any(s <= 0 for s in self.scales) or sorted(set(self.scales)) != list(self.scales):
             raise ValueError(f"scales must be positive, strictly increasing integers, got {self.scales}")
         if min(self.scales) <= self.train.schedule.zero_scale:

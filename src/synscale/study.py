@@ -12,6 +12,7 @@ Workdir layout:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -30,6 +31,7 @@ class TrainedModel:
     scale: int  # training images
     stage: StageResult
     real_images: int = 0  # of which real
+    run: int = 0  # repeat index (train.seed + run)
 
 
 @dataclass
@@ -344,25 +346,27 @@ def scaling_curve(cfg: StudyConfig, train_set: StageResult, test_set: StageResul
     model on each, evaluated on the real test set (`val`), on every shifted copy of it and OOD set, and by a
     linear probe on every downstream set."""
     evals = []
+    base = cfg
     for scale in cfg.scales:
-        if mix is None:
-            tr = train(cfg, train_set, subset(train_set, scale, cfg.data.order_seed, log), scale, cache, log, source)
-        else:
-            mc, real_set = mix
-            n_real, n_syn = mc.counts(scale)
-            parts = [(s, subset(s, n, cfg.data.order_seed, log)) for s, n in ((real_set, n_real), (train_set, n_syn)) if n]
-            tr = train(cfg, *parts[0], n_real + n_syn, cache, log, f"{source} ({n_real} real + {n_syn} synthetic)",
-                       extra=parts[1:])
-        if mix is None:
-            tm = TrainedModel(source, source, scale, tr, scale if source == "real" else 0)
-        else:
-            tm = TrainedModel(source, source, sum(mix[0].counts(scale)), tr, mix[0].counts(scale)[0])
-        for eval_name, eval_set in [("val", test_set), *shifted]:
-            evals.append((tm, eval_name, evaluate(cfg, tr, eval_set, eval_name, cache, log)))
-        for eval_name, eval_set, class_subset in ood:
-            evals.append((tm, eval_name, evaluate(cfg, tr, eval_set, eval_name, cache, log, class_subset)))
-        for pc, p_train, p_test in probes:
-            evals.append((tm, f"probe:{pc.name}", probe(cfg, tr, pc, p_train, p_test, log)))
+        for run in range(base.repeats):
+            cfg = base if run == 0 else dataclasses.replace(base, train=dataclasses.replace(base.train, seed=base.train.seed + run))
+            name = source if base.repeats == 1 else f"{source} run {run}"
+            if mix is None:
+                tr = train(cfg, train_set, subset(train_set, scale, cfg.data.order_seed, log), scale, cache, log, name)
+                tm = TrainedModel(source, source, scale, tr, scale if source == "real" else 0, run)
+            else:
+                mc, real_set = mix
+                n_real, n_syn = mc.counts(scale)
+                parts = [(s, subset(s, n, cfg.data.order_seed, log)) for s, n in ((real_set, n_real), (train_set, n_syn)) if n]
+                tr = train(cfg, *parts[0], n_real + n_syn, cache, log, f"{name} ({n_real} real + {n_syn} synthetic)",
+                           extra=parts[1:])
+                tm = TrainedModel(source, source, n_real + n_syn, tr, n_real, run)
+            for eval_name, eval_set in [("val", test_set), *shifted]:
+                evals.append((tm, eval_name, evaluate(cfg, tr, eval_set, eval_name, cache, log)))
+            for eval_name, eval_set, class_subset in ood:
+                evals.append((tm, eval_name, evaluate(cfg, tr, eval_set, eval_name, cache, log, class_subset)))
+            for pc, p_train, p_test in probes:
+                evals.append((tm, f"probe:{pc.name}", probe(cfg, tr, pc, p_train, p_test, log)))
     return evals
 
 
@@ -376,7 +380,7 @@ def collect_results(evals: list[tuple[TrainedModel, str, StageResult]], results_
 
     rows, per_class, examples = [], [], []
     for tm, eval_name, ev in evals:
-        ident = {"source": tm.source, "config": tm.config, "scale": tm.scale, "eval_set": eval_name}
+        ident = {"source": tm.source, "config": tm.config, "scale": tm.scale, "eval_set": eval_name, "run": tm.run}
         summary = json.loads((ev.path / "summary.json").read_text())
         rows.append({**ident, "real_images": tm.real_images, "synthetic_images": tm.scale - tm.real_images,
                      "loss": summary["loss"], "top1": summary["top1"], "n_eval": summary["n"],

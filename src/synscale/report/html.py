@@ -363,7 +363,8 @@ real training images (appendix G.4); lpips = mean feature distance of random sam
 The row <code>real</code> is a sample of the real validation set measured the same way.{esc(note)}</p>
 {table(mt, _metric_fmt(mt), left=("config", "strategy", "family"), table_id="metrics")}{grouped_tables(mt)}"""
                     if mt is not None else '<p class="missing">No metrics were measured in this study ([metrics] per_class = 0).</p>')
-    point_cols = [c for c in ("config", "eval_set", "scale", "real_images", "synthetic_images", "loss", "top1", "n_eval") if c in scaling]
+    point_cols = [c for c in ("config", "eval_set", "scale", "run", "real_images", "synthetic_images", "loss", "top1", "n_eval")
+                  if c in scaling and (c != "run" or scaling[c].nunique() > 1)]
     points = scaling[point_cols].sort_values(["config", "eval_set", "scale"])
 
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
