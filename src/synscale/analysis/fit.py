@@ -85,7 +85,8 @@ def bootstrap_replicates(example_losses: list[np.ndarray], n_boot: int, seed: in
         b = min(100, n_boot - start)
         if paired:
             n = losses[0].shape[1]
-            counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b).T / n  # (n, b)
+            draws = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
+            counts = np.bincount(draws.ravel(), minlength=b * n).reshape(b, n).T / n  # (n, b): how often each example is drawn
         for j, e in enumerate(losses):
             if paired:
                 run_means = e @ counts  # (runs, b)
@@ -198,6 +199,11 @@ def _saturating_point(x: np.ndarray, losses: np.ndarray, start: np.ndarray | Non
     def resid(p: np.ndarray) -> np.ndarray:
         return np.log(p[0] + p[1] * np.exp(-p[2] * x)) - y
 
+    def jac(p: np.ndarray) -> np.ndarray:
+        e = np.exp(-p[2] * x)
+        m = p[0] + p[1] * e
+        return np.stack([1 / m, e / m, -p[1] * x * e / m], axis=1)
+
     lower, upper = [0.0, 1e-12, 0.0], [lmin * (1 - 1e-9), np.inf, 20.0]
     starts = [start] if start is not None else []
     for frac in (0.0, 0.3, 0.6, 0.9) if start is None else ():
@@ -208,7 +214,7 @@ def _saturating_point(x: np.ndarray, losses: np.ndarray, start: np.ndarray | Non
     for p0 in starts:
         p0 = np.clip(p0, lower, [u if np.isfinite(u) else 1e300 for u in upper])
         p0[0] = min(p0[0], lmin * (1 - 1e-6))
-        r = least_squares(resid, p0, bounds=(lower, upper), method="trf", x_scale="jac")
+        r = least_squares(resid, p0, jac=jac, bounds=(lower, upper), method="trf", x_scale="jac")
         if best is None or r.cost < best.cost:
             best = r
     return best.x, float(np.sqrt(np.mean(best.fun**2)))
