@@ -120,7 +120,7 @@ def summary_items(fits: Any, per_class: Any, info: dict[str, Any], focus: str | 
             top = syn.sort_values("perf_at_DI", ascending=False).iloc[0]
             gap = math.exp(-top.perf_at_DI) - math.exp(-real.perf_at_DI)
             out.append(f"At D<sub>I</sub> the best-performing synthetic configuration, {esc(str(syn.sort_values('perf_at_DI', ascending=False).index[0]))}, "
-                       f"is projected to reach a loss {abs(gap):.3f} {'above' if gap > 0 else 'below'} real images'.")
+                       f"is projected to reach a loss {abs(gap):.3f} {'above' if gap > 0 else 'below'} that of real images.")
     shifted = fits[(fits.eval_set != "val") & ~fits.eval_set.str.startswith("probe:")]
     if len(shifted) and real is not None:
         closer = []
