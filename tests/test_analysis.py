@@ -174,3 +174,25 @@ def test_analysis_tables_recover_planted_per_class_values(planted):
     assert rho > 0.9
     assert info["predictor"]["class"]["skill"] > 0.3
     assert "at least 4" in info["predictor"]["config"]["skipped"]  # three configurations
+
+
+def test_vectorised_class_fits_equal_one_class_at_a_time():
+    """All classes in one pass: the same point fits as fitting each class's mean losses alone, and
+    intervals like the one-class bootstrap over that class's examples (a stratified bootstrap)."""
+    rng = np.random.default_rng(8)
+    k_true, perf_true = rng.uniform(0.05, 0.5, 6), rng.uniform(-0.5, 1.5, 6)
+    labels = np.repeat(np.arange(6), [300, 200, 250, 300, 150, 400])
+    means = np.exp(-np.outer(k_true, np.log(SCALES) - np.log(D_REF)) - perf_true[:, None])  # (6, S)
+    runs = [np.stack([means[labels, j] * rng.gamma(1 / 0.3, 0.3, len(labels)) for _ in range(2)]) for j in range(len(SCALES))]
+    from synscale.analysis.fit import class_fits_vectorised
+
+    got = class_fits_vectorised(SCALES, runs, labels, np.arange(6), D_REF, n_boot=600, seed=1)
+    for c in range(6):
+        own = [r[:, labels == c] for r in runs]
+        one = bootstrap_fit(SCALES, own, D_REF, n_boot=600, seed=2)
+        assert got["k"][c] == pytest.approx(one.k, abs=1e-10) and got["perf_at_DI"][c] == pytest.approx(one.perf_at_DI, abs=1e-10)
+        assert got["r2"][c] == pytest.approx(one.r2, abs=1e-10)
+        assert (got["k_hi"][c] - got["k_lo"][c]) == pytest.approx(one.k_hi - one.k_lo, rel=0.25)
+        assert got["k_lo"][c] < k_true[c] + 0.05 and got["k_hi"][c] > k_true[c] - 0.05
+    with pytest.raises(ValueError, match="at least one"):
+        class_fits_vectorised(SCALES, runs, labels, np.arange(7), D_REF)

@@ -288,7 +288,11 @@ def print_summary(workdir: Path) -> None:
     print("\nEquation 2 fits (linear_until: the power law holds up to this scale; break_at: it breaks there):")
     cols = [c for c in ("source", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points", "linear_until", "break_at")
             if c in fits]
-    print(fits[cols].to_string(index=False, float_format="%.4f"))
+    shown = fits[cols].copy()
+    for c in ("linear_until", "break_at"):
+        if c in shown:
+            shown[c] = ["–" if v != v else f"{int(v):,}" for v in shown[c]]
+    print(shown.to_string(index=False, float_format="%.4f"))
     info_path = workdir / "results" / "analysis.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())

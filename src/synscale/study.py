@@ -346,27 +346,26 @@ def scaling_curve(cfg: StudyConfig, train_set: StageResult, test_set: StageResul
     model on each, evaluated on the real test set (`val`), on every shifted copy of it and OOD set, and by a
     linear probe on every downstream set."""
     evals = []
-    base = cfg
     for scale in cfg.scales:
-        for run in range(base.repeats):
-            cfg = base if run == 0 else dataclasses.replace(base, train=dataclasses.replace(base.train, seed=base.train.seed + run))
-            name = source if base.repeats == 1 else f"{source} run {run}"
+        for run in range(cfg.repeats):
+            rc = cfg if run == 0 else dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + run))
+            name = source if cfg.repeats == 1 else f"{source} run {run}"
             if mix is None:
-                tr = train(cfg, train_set, subset(train_set, scale, cfg.data.order_seed, log), scale, cache, log, name)
+                tr = train(rc, train_set, subset(train_set, scale, rc.data.order_seed, log), scale, cache, log, name)
                 tm = TrainedModel(source, source, scale, tr, scale if source == "real" else 0, run)
             else:
                 mc, real_set = mix
                 n_real, n_syn = mc.counts(scale)
-                parts = [(s, subset(s, n, cfg.data.order_seed, log)) for s, n in ((real_set, n_real), (train_set, n_syn)) if n]
-                tr = train(cfg, *parts[0], n_real + n_syn, cache, log, f"{name} ({n_real} real + {n_syn} synthetic)",
+                parts = [(s, subset(s, n, rc.data.order_seed, log)) for s, n in ((real_set, n_real), (train_set, n_syn)) if n]
+                tr = train(rc, *parts[0], n_real + n_syn, cache, log, f"{name} ({n_real} real + {n_syn} synthetic)",
                            extra=parts[1:])
                 tm = TrainedModel(source, source, n_real + n_syn, tr, n_real, run)
             for eval_name, eval_set in [("val", test_set), *shifted]:
-                evals.append((tm, eval_name, evaluate(cfg, tr, eval_set, eval_name, cache, log)))
+                evals.append((tm, eval_name, evaluate(rc, tr, eval_set, eval_name, cache, log)))
             for eval_name, eval_set, class_subset in ood:
-                evals.append((tm, eval_name, evaluate(cfg, tr, eval_set, eval_name, cache, log, class_subset)))
+                evals.append((tm, eval_name, evaluate(rc, tr, eval_set, eval_name, cache, log, class_subset)))
             for pc, p_train, p_test in probes:
-                evals.append((tm, f"probe:{pc.name}", probe(cfg, tr, pc, p_train, p_test, log)))
+                evals.append((tm, f"probe:{pc.name}", probe(rc, tr, pc, p_train, p_test, log)))
     return evals
 
 

@@ -113,7 +113,7 @@ def bootstrap_fit(
     fit = fit_power_law(scales, means, d_ref)
     if n_boot == 0:
         return fit
-    return _with_intervals(fit, scales, bootstrap_replicates(example_losses, n_boot, seed), d_ref, confidence)
+    return with_intervals(fit, scales, bootstrap_replicates(example_losses, n_boot, seed), d_ref, confidence)
 
 
 def bootstrap_fit_points(
@@ -130,7 +130,7 @@ def bootstrap_fit_points(
     resid = np.log(losses) - yhat
     resid = resid * np.sqrt(len(x) / (len(x) - 2))  # undo OLS residual shrinkage
     reps = np.exp(yhat + rng.choice(resid, size=(n_boot, len(x)), replace=True))
-    return _with_intervals(fit, scales, reps, d_ref, confidence)
+    return with_intervals(fit, scales, reps, d_ref, confidence)
 
 
 def point_replicates(scales: np.ndarray, losses: np.ndarray, d_ref: float, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -239,10 +239,78 @@ def fit_saturating(
     return SaturatingFit(**{**asdict(fit), "E_lo": float(e_lo), "E_hi": float(e_hi), "k_lo": float(k_lo), "k_hi": float(k_hi)})
 
 
-def _with_intervals(fit: PowerLawFit, scales: np.ndarray, reps: np.ndarray, d_ref: float, confidence: float) -> PowerLawFit:
+def with_intervals(fit: PowerLawFit, scales: np.ndarray, reps: np.ndarray, d_ref: float, confidence: float) -> PowerLawFit:
     x = np.log(scales) - np.log(d_ref)
     slope, intercept = _ols(x, np.log(reps))
     a = (1 - confidence) / 2
     k_lo, k_hi = np.quantile(-slope, [a, 1 - a])
     p_lo, p_hi = np.quantile(-intercept, [a, 1 - a])
     return PowerLawFit(**{**fit.as_row(), "k_lo": float(k_lo), "k_hi": float(k_hi), "perf_lo": float(p_lo), "perf_hi": float(p_hi)})
+
+
+def class_fits_vectorised(
+    scales: np.ndarray,
+    example_losses: list[np.ndarray],
+    labels: np.ndarray,
+    classes: np.ndarray,
+    d_ref: float,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    floor: float = 1e-8,
+) -> dict[str, np.ndarray]:
+    """Equation 2 on every class's own curve at once, with a stratified bootstrap: each replicate redraws
+    every class's examples within the class (the same draw at every scale, as one evaluation set) and
+    the runs, as `bootstrap_replicates` does for a whole curve. `example_losses[j]` is scale j's
+    (runs, n) or (n,) per-example losses, all scales on the same examples with `labels`.
+
+    Returns arrays over `classes`: k, perf_at_DI, r2, rmse_log, k_lo, k_hi, perf_lo, perf_hi, and
+    `means` (classes, scales), the per-class mean losses averaged over runs."""
+    scales = np.asarray(scales, float)
+    losses = [_runs(e) for e in example_losses]
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.searchsorted(sorted_labels, classes, side="left")
+    ends = np.searchsorted(sorted_labels, classes, side="right")
+    n_c = ends - starts
+    if np.any(n_c == 0):
+        raise ValueError("every class needs at least one evaluation example")
+    keep = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])  # positions of wanted classes
+    seg = np.repeat(np.arange(len(classes)), n_c)  # class slot of each kept position
+    seg_starts = np.concatenate([[0], np.cumsum(n_c)[:-1]])
+    sorted_losses = [e[:, order][:, keep] for e in losses]  # (runs, N') grouped by class
+    means = np.stack([np.add.reduceat(e, seg_starts, axis=1).mean(0) / n_c for e in sorted_losses], axis=1)  # (C, S)
+    means = np.maximum(means, floor)
+    x = np.log(scales) - np.log(d_ref)
+    y = np.log(means)
+    slope, intercept = _ols(x, y)
+    resid = y - (slope[:, None] * x + intercept[:, None])
+    ss_tot = ((y - y.mean(1, keepdims=True)) ** 2).sum(1)
+    r2 = np.where(ss_tot > 0, 1 - (resid**2).sum(1) / np.where(ss_tot > 0, ss_tot, 1), 1.0)
+    out = {"k": -slope, "perf_at_DI": -intercept, "r2": r2, "rmse_log": np.sqrt((resid**2).mean(1)), "means": means}
+    nan = np.full(len(classes), np.nan)
+    out.update(k_lo=nan, k_hi=nan, perf_lo=nan, perf_hi=nan)
+    if n_boot == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    big_n = len(keep)
+    slopes, intercepts = np.empty((n_boot, len(classes))), np.empty((n_boot, len(classes)))
+    step = max(1, min(100, 5_000_000 // max(big_n, 1)))  # replicates per batch, bounded memory
+    for start in range(0, n_boot, step):
+        b = min(step, n_boot - start)
+        # within-class draws: position = class start + floor(u * n_c)
+        pos = seg_starts[seg] + np.floor(rng.random((b, big_n)) * n_c[seg]).astype(np.int64)
+        counts = np.bincount((pos + (np.arange(b) * big_n)[:, None]).ravel(), minlength=b * big_n).reshape(b, big_n)
+        reps = np.empty((b, len(classes), len(scales)))
+        for j, e in enumerate(sorted_losses):
+            run_means = np.stack([np.add.reduceat(counts * r, seg_starts, axis=1) / n_c for r in e])  # (runs, b, C)
+            runs = rng.integers(0, len(e), size=(b, len(e)))
+            reps[:, :, j] = run_means[runs, np.arange(b)[:, None]].mean(1)
+        sl, ic = _ols(x, np.log(np.maximum(reps, floor)))
+        slopes[start : start + b], intercepts[start : start + b] = sl, ic
+    a = (1 - confidence) / 2
+    k_q = np.quantile(-slopes, [a, 1 - a], axis=0)
+    p_q = np.quantile(-intercepts, [a, 1 - a], axis=0)
+    out.update(k_lo=k_q[0], k_hi=k_q[1], perf_lo=p_q[0], perf_hi=p_q[1])
+    return out

@@ -23,15 +23,16 @@ from typing import Any
 import numpy as np
 
 from synscale.analysis.fit import (
-    bootstrap_fit,
-    break_direction,
     bootstrap_fit_points,
     bootstrap_replicates,
+    break_direction,
+    class_fits_vectorised,
     fit_power_law,
     fit_saturating,
     linear_range,
     log_residuals,
     point_replicates,
+    with_intervals,
 )
 from synscale.analysis.predict import FEATURES, evaluate_predictor, fit_predictor
 from synscale.config import FitConfig
@@ -76,17 +77,24 @@ def _curve_examples(examples: Any, keys: dict[str, Any], scales: list[int]) -> t
 
 
 def _curve_fit(scales: np.ndarray, means: np.ndarray, ex: list[np.ndarray] | None, d_ref: float, fc: FitConfig,
-               n_boot: int, saturating: bool) -> dict[str, Any]:
+               n_boot: int) -> dict[str, Any]:
+    """Equation 2 with its intervals, the break and the saturating fit of one curve. The bootstrap
+    replicates are drawn once and serve both fits."""
     means = np.maximum(means, FLOOR)
+    reps = None
     if ex is not None:
         ex = [np.maximum(e, 0.0) for e in ex]
-        fit = bootstrap_fit(scales, ex, d_ref, n_boot, fc.confidence, fc.seed)
+        fit = fit_power_law(scales, np.maximum([e.mean() for e in ex], FLOOR), d_ref)  # = bootstrap_fit's point fit
+        if n_boot:
+            reps = np.maximum(bootstrap_replicates(ex, n_boot, fc.seed), FLOOR)
     else:
-        fit = bootstrap_fit_points(scales, means, d_ref, n_boot, fc.confidence, fc.seed)
+        fit = fit_power_law(scales, means, d_ref)
+        if n_boot and len(scales) >= 3:
+            reps = point_replicates(scales, means, d_ref, n_boot, fc.seed)
+    if reps is not None:
+        fit = with_intervals(fit, scales, reps, d_ref, fc.confidence)
     resid = log_residuals(scales, means, fit)
     row: dict[str, Any] = {**fit.as_row(), "residuals": resid.tolist(), "rmse_log": float(np.sqrt(np.mean(resid**2)))}
-    if not saturating:
-        return row
     m = linear_range(scales, means, d_ref, fc.break_tolerance)
     has_break = 0 < m < len(scales)
     row.update(linear_points=m, linear_until=float(scales[m - 1]) if m else math.nan,
@@ -98,13 +106,7 @@ def _curve_fit(scales: np.ndarray, means: np.ndarray, ex: list[np.ndarray] | Non
            "sat_E_lo": math.nan, "sat_E_hi": math.nan, "sat_k_lo": math.nan, "sat_k_hi": math.nan}
     if len(scales) >= 4:
         nb = min(n_boot, fc.saturating_bootstrap)
-        if nb == 0:
-            reps = None
-        elif ex is not None:
-            reps = np.maximum(bootstrap_replicates(ex, nb, fc.seed), FLOOR)
-        else:
-            reps = point_replicates(scales, means, d_ref, nb, fc.seed)
-        s = fit_saturating(scales, means, d_ref, reps, fc.confidence)
+        s = fit_saturating(scales, means, d_ref, reps[:nb] if reps is not None and nb else None, fc.confidence)
         sat = {"sat_E": s.E, "sat_A": s.A, "sat_k": s.k, "sat_perf_at_DI": s.perf_at_DI, "sat_rmse_log": s.rmse_log,
                "sat_E_lo": s.E_lo, "sat_E_hi": s.E_hi, "sat_k_lo": s.k_lo, "sat_k_hi": s.k_hi}
     row.update(sat)
@@ -123,7 +125,7 @@ def config_fits(scaling: Any, examples: Any, d_ref: float, fc: FitConfig, n_boot
             continue
         scales = per_scale.index.to_numpy(float)
         got = _curve_examples(examples, {"source": source, "config": config, "eval_set": eval_set}, per_scale.index.tolist())
-        row = _curve_fit(scales, per_scale["loss"].to_numpy(), got[0] if got else None, d_ref, fc, n_boot, saturating=True)
+        row = _curve_fit(scales, per_scale["loss"].to_numpy(), got[0] if got else None, d_ref, fc, n_boot)
         rows.append({"source": source, "config": config, "eval_set": eval_set, **row,
                      "min_scale": int(scales.min()), "max_scale": int(scales.max()), "runs": int(per_scale["runs"].max()),
                      "loss_at_max": float(per_scale["loss"].iloc[-1]), "top1_at_max": float(per_scale["top1"].iloc[-1])})
@@ -131,31 +133,45 @@ def config_fits(scaling: Any, examples: Any, d_ref: float, fc: FitConfig, n_boot
 
 
 def class_fits(per_class_curves: Any, examples: Any, d_ref: float, fc: FitConfig, n_boot: int | None = None) -> Any:
-    """One row per (source, config, eval_set, class): Equation 2 on the class's own loss curve."""
+    """One row per (source, config, eval_set, class): Equation 2 on the class's own loss curve, all
+    classes of a curve at once (`class_fits_vectorised`); from mean losses alone (residual bootstrap)
+    where the per-example losses are missing."""
     import pandas as pd
 
     n_boot = fc.bootstrap if n_boot is None else n_boot
     rows = []
     for (source, config, eval_set), g in per_class_curves.groupby(KEYS, sort=False):
-        scales_list = sorted(g.scale.unique().tolist())
-        if len(scales_list) < 2:
+        per = g.groupby(["class_index", "scale"]).agg(loss=("loss", "mean"), top1=("top1", "mean"), n=("n", "max"))
+        loss, top1, n = (per[c].unstack("scale").sort_index(axis=1) for c in ("loss", "top1", "n"))
+        if loss.shape[1] < 2:
             continue
-        got = _curve_examples(examples, {"source": source, "config": config, "eval_set": eval_set}, scales_list)
-        scales = np.asarray(scales_list, float)
-        for (ci, name), c in g.groupby(["class_index", "class_name"], sort=True):
-            per_scale = c.groupby("scale").agg(loss=("loss", "mean"), top1=("top1", "mean"), n=("n", "max"))
-            if len(per_scale) != len(scales) or per_scale["n"].min() == 0:
-                continue
-            ex = None
-            if got is not None and got[1] is not None:
-                idx = got[1] == ci
-                ex = [e[:, idx] for e in got[0]] if idx.any() else None
-            row = _curve_fit(scales, per_scale["loss"].to_numpy(), ex, d_ref, fc, n_boot, saturating=False)
-            del row["residuals"]
-            final = max(float(per_scale["loss"].iloc[-1]), FLOOR)
+        ok = loss.notna().all(axis=1) & (n.fillna(0).min(axis=1) > 0)
+        loss, top1, n = loss[ok], top1[ok], n[ok]
+        if not len(loss):
+            continue
+        classes = loss.index.to_numpy()
+        names = g.drop_duplicates("class_index").set_index("class_index")["class_name"]
+        scales = loss.columns.to_numpy(float)
+        got = _curve_examples(examples, {"source": source, "config": config, "eval_set": eval_set}, loss.columns.tolist())
+        if got is not None and got[1] is not None and np.isin(classes, got[1]).all():
+            res = class_fits_vectorised(scales, [np.maximum(e, 0.0) for e in got[0]], got[1], classes, d_ref, n_boot,
+                                        fc.confidence, fc.seed, FLOOR)
+        else:
+            fits = [bootstrap_fit_points(scales, np.maximum(row, FLOOR), d_ref, n_boot, fc.confidence, fc.seed)
+                    for row in loss.to_numpy()]
+            res = {c: np.array([getattr(f, c) for f in fits]) for c in ("k", "perf_at_DI", "r2", "k_lo", "k_hi", "perf_lo", "perf_hi")}
+            res["rmse_log"] = np.array([np.sqrt(np.mean(log_residuals(scales, np.maximum(row, FLOOR), f) ** 2))
+                                        for row, f in zip(loss.to_numpy(), fits, strict=True)])
+        final = np.maximum(loss.iloc[:, -1].to_numpy(), FLOOR)
+        for i, ci in enumerate(classes):
             rows.append({"source": source, "config": config, "eval_set": eval_set, "class_index": int(ci),
-                         "class_name": str(name), **row, "loss_at_max": final, "perf_at_max": -math.log(final),
-                         "top1_at_max": float(per_scale["top1"].iloc[-1]), "n_eval": int(per_scale["n"].max())})
+                         "class_name": str(names[ci]), "k": float(res["k"][i]), "perf_at_DI": float(res["perf_at_DI"][i]),
+                         "r2": float(res["r2"][i]), "n_points": len(scales), "d_ref": float(d_ref),
+                         "k_lo": float(res["k_lo"][i]), "k_hi": float(res["k_hi"][i]),
+                         "perf_lo": float(res["perf_lo"][i]), "perf_hi": float(res["perf_hi"][i]),
+                         "rmse_log": float(res["rmse_log"][i]), "loss_at_max": float(final[i]),
+                         "perf_at_max": float(-np.log(final[i])), "top1_at_max": float(top1.iloc[i, -1]),
+                         "n_eval": int(n.iloc[i].max())})
     return pd.DataFrame(rows)
 
 

@@ -155,25 +155,25 @@ def figure2(metrics: Any, fits: Any, generation: Any, out_dir: Path) -> Figure:
     if not len(m):
         f.missing = "no configuration has both metrics and a fit on the real validation set."
         return f
-    fam = {}
-    if generation is not None and len(generation):
-        fam = dict(zip(generation.config, generation.family, strict=True))
-        strat = dict(zip(generation.config, generation.strategy, strict=True))
-    else:
-        strat = {}
-    families = list(dict.fromkeys(fam.values()))
+    # markers tell apart whichever varies more among the configurations: the model family or the prompt strategy
+    fam = dict(zip(generation.config, generation.family, strict=True)) if generation is not None and len(generation) else {}
+    strat = dict(zip(generation.config, generation.strategy, strict=True)) if generation is not None and len(generation) else {}
+    by = strat if len(set(strat.values())) > len(set(fam.values())) else fam
+    other = fam if by is strat else strat
+    kinds = list(dict.fromkeys(by.values()))
+    f.caption = f.caption.replace("the text-to-image model family", "the prompt strategy" if by is strat else "the text-to-image model family")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.2, 4.6))
     vmin, vmax = m.perf_at_DI.min(), m.perf_at_DI.max()
     sc = None
     for r in m.itertuples():
-        marker = "*" if r.config == "real" else MARKERS[families.index(fam[r.config]) % len(MARKERS)] if r.config in fam else "o"
+        marker = "*" if r.config == "real" else MARKERS[kinds.index(by[r.config]) % len(MARKERS)] if r.config in by else "o"
         sc = ax.scatter(r.recognizability, r.diversity, c=[r.perf_at_DI], cmap="viridis", vmin=vmin, vmax=vmax,
                         marker=marker, s=180 if marker == "*" else 80, edgecolors="k", linewidths=0.6)
-        label = _t(r.config + (f"\n{strat[r.config]}" if r.config in strat else ""))
+        label = _t(r.config + (f"\n{other[r.config]}" if r.config in other else ""))
         ax.annotate(label, (r.recognizability, r.diversity), textcoords="offset points", xytext=(6, 4), fontsize=7)
-    for fm in families:
-        ax.scatter([], [], marker=MARKERS[families.index(fm) % len(MARKERS)], color="w", edgecolors="k", label=_t(fm))
+    for kind in kinds:
+        ax.scatter([], [], marker=MARKERS[kinds.index(kind) % len(MARKERS)], color="w", edgecolors="k", label=_t(kind))
     if "real" in set(m.config):
         ax.scatter([], [], marker="*", color="w", edgecolors="k", s=150, label="real")
     ax.legend(fontsize=8, loc="best")
