@@ -150,8 +150,11 @@ def linear_range(scales: np.ndarray, losses: np.ndarray, d_ref: float, tol: floa
     """How many of the smallest scales the power law holds on: the largest prefix of at least
     `min_points` scales whose own log-log fit leaves every |log residual| <= `tol` (0.05: within about
     5% of the loss). 0 when no such prefix exists (the curve is too noisy for `tol`: no break can be
-    told from noise). Scales must be sorted."""
+    told from noise). A curve of fewer than `min_points` scales counts as linear (nothing to test).
+    Scales must be sorted."""
     scales, losses = np.asarray(scales, float), np.asarray(losses, float)
+    if len(scales) < min_points:
+        return len(scales)
     for m in range(len(scales), min_points - 1, -1):
         fit = fit_power_law(scales[:m], losses[:m], d_ref)
         if np.max(np.abs(log_residuals(scales[:m], losses[:m], fit))) <= tol:
