@@ -111,3 +111,15 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         assert shot.stat().st_size > 20_000
     finally:
         driver.quit()
+
+
+def test_report_of_a_single_scale_leaves_out_what_needs_fits(tmp_path):
+    """One scale: nothing can be fitted. The report still builds, and every figure that needs a fit
+    says why it is left out instead of being drawn empty."""
+    simulate_results(tmp_path / "results", {"real": [0.3] * 3, "syn": [0.2] * 3}, {"real": [1.0] * 3, "syn": [0.5] * 3},
+                     ["a", "b", "c"], scales=(1000,))
+    page = write_report(tmp_path, "one scale").read_text()
+    for fig in ("1", "2", "k-pred", "8"):
+        assert f'id="missing-fig-{fig}"' in page
+    assert "No per-class fits" in page and 'id="fig-3"' in page  # the points themselves are still drawn
+    assert pd.read_parquet(tmp_path / "results" / "fits.parquet").empty

@@ -199,12 +199,11 @@ def add_categories_and_metrics(per_class: Any, metrics_pc: Any, fc: FitConfig) -
     import pandas as pd
 
     if not len(per_class):
-        return per_class.assign(category=pd.Series(dtype=object))
-    parts = []
-    for _, g in per_class.groupby(KEYS, sort=False):
-        parts.append(g.assign(category=categorise(g["k"], g["perf_at_DI"], fc.category_low, fc.category_high)))
-    out = pd.concat(parts)
-    if metrics_pc is not None and len(metrics_pc):
+        out = per_class.assign(category=pd.Series(dtype=object))
+    else:
+        out = pd.concat([g.assign(category=categorise(g["k"], g["perf_at_DI"], fc.category_low, fc.category_high))
+                         for _, g in per_class.groupby(KEYS, sort=False)])
+    if len(out) and metrics_pc is not None and len(metrics_pc):
         cols = [c for c in PER_CLASS_METRICS if c in metrics_pc.columns]
         m = metrics_pc[["config", "class_index", *cols]]
         out = out.merge(m, on=["config", "class_index"], how="left")
