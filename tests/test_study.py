@@ -160,3 +160,8 @@ def test_cli_help_and_errors(tmp_path, capsys):
     assert "8,000" in out and "ld-cfg4: builtin:latent-diffusion, classname, guidance 4" in out
     assert main(["study", "fashion-mnist", "--set", f"data.root={tmp_path}", "--workdir", str(tmp_path / "w"), "-q"]) == 2
     assert "not found in" in capsys.readouterr().err
+    for cmd in ("fit", "report"):  # nothing trained yet: a clear error, not a traceback
+        assert main([cmd, str(tmp_path / "empty")]) == 2
+        assert "scaling.parquet does not exist: run the study first" in capsys.readouterr().err
+    assert main(["study", "fashion-mnist", "--set", "fit.category_low=0.9", "--dry-run"]) == 2
+    assert "category_low" in capsys.readouterr().err

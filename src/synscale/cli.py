@@ -482,8 +482,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from synscale.study import fit_results
 
     workdir = Path(args.workdir)
-    study = json.loads((workdir / "study.json").read_text())
-    d_ref = json.loads((workdir / "results" / "meta.json").read_text())["d_ref"]
+    results = workdir / "results"
+    for need in (results / "scaling.parquet", results / "meta.json"):
+        if not need.exists():
+            raise FileNotFoundError(f"{need} does not exist: run the study first (synscale study ... --workdir {workdir})")
+    study = json.loads((workdir / "study.json").read_text()) if (workdir / "study.json").exists() else {}
+    d_ref = json.loads((results / "meta.json").read_text())["d_ref"]
     fc = FitConfig(**study.get("fit", {}))
     fc.check()
     fit_results(workdir / "results", d_ref, fc, args.bootstrap)

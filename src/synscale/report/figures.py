@@ -463,7 +463,8 @@ def figure_predictor(predictions: Any, out_dir: Path) -> Figure:
     return f
 
 
-def figure8(out_dir: Path, clip: Any = None) -> Figure:
+def figure8() -> Figure:
+    """Figure 8 of the paper needs CLIP training results, which synscale does not produce yet."""
     f = Figure("8", "CLIP scaling (synthetic, real, synthetic + real)")
     f.missing = "this study has no CLIP training results (figure 8 and table 1 of the paper need them)."
     return f

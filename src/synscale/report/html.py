@@ -343,7 +343,7 @@ def write_report(workdir: str | Path, title: str) -> Path:
     fa5 = F.figureA5(per_class, focus, out)
     fa13 = F.figureA13(corr, out)
     fk = F.figure_predictor(preds, out)
-    f8 = F.figure8(out)
+    f8 = F.figure8()
 
     items = summary_items(fits, per_class, info, focus, d_ref)
     gen_section = ""
