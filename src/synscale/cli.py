@@ -478,8 +478,8 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from synscale.analysis.run import analyse
     from synscale.config import FitConfig
-    from synscale.study import fit_results
 
     workdir = Path(args.workdir)
     results = workdir / "results"
@@ -490,7 +490,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     d_ref = json.loads((results / "meta.json").read_text())["d_ref"]
     fc = FitConfig(**study.get("fit", {}))
     fc.check()
-    fit_results(workdir / "results", d_ref, fc, args.bootstrap)
+    analyse(results, d_ref, fc, args.bootstrap)
     print_summary(workdir)
     return 0
 

@@ -434,18 +434,12 @@ def study_metrics(cfg: StudyConfig, train_set: StageResult, test_set: StageResul
     return out
 
 
-def fit_results(results_dir: Path, d_ref: float, fc: Any, n_boot: int | None = None) -> Any:
-    """fits.parquet, per_class.parquet and the other analysis tables, from the results tables alone."""
-    from synscale.analysis.run import analyse
-
-    return analyse(results_dir, d_ref, fc, n_boot)["fits"]
-
-
 # ---------------------------------------------------------------------------------------------------
 
 
 def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Path:
     """Run every stage of `cfg` in `workdir`; returns the report's path."""
+    from synscale.analysis.run import analyse
     from synscale.report.html import write_report
 
     workdir = Path(workdir)
@@ -477,8 +471,8 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Pat
 
         collect_metrics(metrics, results)
     (results / "meta.json").write_text(json.dumps({"study": cfg.name, "d_ref": d_ref}, indent=1))
-    fits = fit_results(results, d_ref, cfg.fit)
-    log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'}")
+    fits = analyse(results, d_ref, cfg.fit)["fits"]
+    log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'} (and per_class, correlations, predictions)")
     report = write_report(workdir, cfg.name)
     log(f"report -> {report}")
     return report

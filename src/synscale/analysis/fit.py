@@ -124,19 +124,15 @@ def bootstrap_fit_points(
     fit = fit_power_law(scales, losses, d_ref)
     if n_boot == 0 or len(scales) < 3:
         return fit
-    rng = np.random.default_rng(seed)
-    x = np.log(scales) - np.log(d_ref)
-    yhat = -fit.k * x - fit.perf_at_DI
-    resid = np.log(losses) - yhat
-    resid = resid * np.sqrt(len(x) / (len(x) - 2))  # undo OLS residual shrinkage
-    reps = np.exp(yhat + rng.choice(resid, size=(n_boot, len(x)), replace=True))
-    return with_intervals(fit, scales, reps, d_ref, confidence)
+    return with_intervals(fit, scales, point_replicates(scales, losses, d_ref, n_boot, seed), d_ref, confidence)
 
 
 def point_replicates(scales: np.ndarray, losses: np.ndarray, d_ref: float, n_boot: int, seed: int = 0) -> np.ndarray:
-    """Residual-bootstrap replicates of the mean losses (as `bootstrap_fit_points`)."""
+    """(n_boot, n_scales) residual-bootstrap replicates of the mean losses: the fit's log residuals,
+    rescaled to undo OLS shrinkage, redrawn with replacement around the fitted line."""
+    scales, losses = np.asarray(scales, float), np.asarray(losses, float)
     fit = fit_power_law(scales, losses, d_ref)
-    x = np.log(np.asarray(scales, float)) - np.log(d_ref)
+    x = np.log(scales) - np.log(d_ref)
     yhat = -fit.k * x - fit.perf_at_DI
     resid = (np.log(losses) - yhat) * np.sqrt(len(x) / max(len(x) - 2, 1))
     return np.exp(yhat + np.random.default_rng(seed).choice(resid, size=(n_boot, len(x)), replace=True))

@@ -50,30 +50,42 @@ def _read(path: Path) -> Any:
     return pd.read_parquet(path) if path.exists() else None
 
 
-def _curve_examples(examples: Any, keys: dict[str, Any], scales: list[int]) -> tuple[list[np.ndarray], np.ndarray | None] | None:
-    """Per scale, the (runs, n) per-example losses of one curve, and the labels if every scale has the
-    same examples in the same order; None if a scale has no examples."""
-    if examples is None:
-        return None
-    e = examples
-    for k, v in keys.items():
-        e = e[e[k] == v]
-    out, labels = [], None
-    paired = True
-    for s in scales:
-        runs = e[e.scale == s]
-        if not len(runs):
+class CurveExamples:
+    """The per-example losses of every curve, grouped once from scaling_examples.parquet; each curve's
+    arrays are built once and shared by the configuration and per-class fits."""
+
+    def __init__(self, examples: Any) -> None:
+        self.groups = {} if examples is None else dict(tuple(examples.groupby(KEYS, sort=False)))
+        self.built: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, key: tuple[str, str, str], scales: list[int]) -> tuple[list[np.ndarray], np.ndarray | None] | None:
+        """Per scale, the (runs, n) per-example losses of one curve, and the labels if every scale has the
+        same examples in the same order; None if a scale has no examples."""
+        memo = (*key, *scales)
+        if memo not in self.built:
+            self.built[memo] = self._build(self.groups.get(key), scales)
+        return self.built[memo]
+
+    @staticmethod
+    def _build(e: Any, scales: list[int]) -> tuple[list[np.ndarray], np.ndarray | None] | None:
+        if e is None:
             return None
-        arrs = [np.asarray(v, np.float64) for v in runs["example_loss"]]
-        if len({len(a) for a in arrs}) != 1:
-            arrs = arrs[:1]  # runs on different evaluation sets cannot be stacked: keep the first
-        out.append(np.stack(arrs))
-        lab = np.asarray(runs["label"].iloc[0])
-        if labels is None:
-            labels = lab
-        elif len(lab) != len(labels) or not np.array_equal(lab, labels):
-            paired = False
-    return out, (labels if paired else None)
+        out, labels = [], None
+        paired = True
+        for s in scales:
+            runs = e[e.scale == s]
+            if not len(runs):
+                return None
+            arrs = [np.asarray(v, np.float64) for v in runs["example_loss"]]
+            if len({len(a) for a in arrs}) != 1:
+                arrs = arrs[:1]  # runs on different evaluation sets cannot be stacked: keep the first
+            out.append(np.stack(arrs))
+            lab = np.asarray(runs["label"].iloc[0])
+            if labels is None:
+                labels = lab
+            elif len(lab) != len(labels) or not np.array_equal(lab, labels):
+                paired = False
+        return out, (labels if paired else None)
 
 
 def _curve_fit(scales: np.ndarray, means: np.ndarray, ex: list[np.ndarray] | None, d_ref: float, fc: FitConfig,
@@ -113,7 +125,7 @@ def _curve_fit(scales: np.ndarray, means: np.ndarray, ex: list[np.ndarray] | Non
     return row
 
 
-def config_fits(scaling: Any, examples: Any, d_ref: float, fc: FitConfig, n_boot: int | None = None) -> Any:
+def config_fits(scaling: Any, examples: CurveExamples, d_ref: float, fc: FitConfig, n_boot: int | None = None) -> Any:
     """fits.parquet's rows: every (source, config, eval_set) curve with at least two scales."""
     import pandas as pd
 
@@ -124,7 +136,7 @@ def config_fits(scaling: Any, examples: Any, d_ref: float, fc: FitConfig, n_boot
         if len(per_scale) < 2:
             continue
         scales = per_scale.index.to_numpy(float)
-        got = _curve_examples(examples, {"source": source, "config": config, "eval_set": eval_set}, per_scale.index.tolist())
+        got = examples.get((source, config, eval_set), per_scale.index.tolist())
         row = _curve_fit(scales, per_scale["loss"].to_numpy(), got[0] if got else None, d_ref, fc, n_boot)
         rows.append({"source": source, "config": config, "eval_set": eval_set, **row,
                      "min_scale": int(scales.min()), "max_scale": int(scales.max()), "runs": int(per_scale["runs"].max()),
@@ -132,7 +144,7 @@ def config_fits(scaling: Any, examples: Any, d_ref: float, fc: FitConfig, n_boot
     return pd.DataFrame(rows)
 
 
-def class_fits(per_class_curves: Any, examples: Any, d_ref: float, fc: FitConfig, n_boot: int | None = None) -> Any:
+def class_fits(per_class_curves: Any, examples: CurveExamples, d_ref: float, fc: FitConfig, n_boot: int | None = None) -> Any:
     """One row per (source, config, eval_set, class): Equation 2 on the class's own loss curve, all
     classes of a curve at once (`class_fits_vectorised`); from mean losses alone (residual bootstrap)
     where the per-example losses are missing."""
@@ -152,7 +164,7 @@ def class_fits(per_class_curves: Any, examples: Any, d_ref: float, fc: FitConfig
         classes = loss.index.to_numpy()
         names = g.drop_duplicates("class_index").set_index("class_index")["class_name"]
         scales = loss.columns.to_numpy(float)
-        got = _curve_examples(examples, {"source": source, "config": config, "eval_set": eval_set}, loss.columns.tolist())
+        got = examples.get((source, config, eval_set), loss.columns.tolist())
         if got is not None and got[1] is not None and np.isin(classes, got[1]).all():
             res = class_fits_vectorised(scales, [np.maximum(e, 0.0) for e in got[0]], got[1], classes, d_ref, n_boot,
                                         fc.confidence, fc.seed, FLOOR)
@@ -283,7 +295,7 @@ def analyse(results_dir: str | Path, d_ref: float, fc: FitConfig, n_boot: int | 
     scaling = _read(results_dir / "scaling.parquet")
     if scaling is None:
         raise FileNotFoundError(f"{results_dir / 'scaling.parquet'} does not exist: run the study first")
-    examples = _read(results_dir / "scaling_examples.parquet")
+    examples = CurveExamples(_read(results_dir / "scaling_examples.parquet"))
     fits = config_fits(scaling, examples, d_ref, fc, n_boot)
     fits.to_parquet(results_dir / "fits.parquet", index=False)
     curves = _read(results_dir / "scaling_per_class.parquet")

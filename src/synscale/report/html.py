@@ -117,9 +117,9 @@ def summary_items(fits: Any, per_class: Any, info: dict[str, Any], focus: str | 
                 out.append(f"Scaling clearly worse than real (the intervals do not overlap): {esc(', '.join(below))}.")
             if above:
                 out.append(f"Scaling clearly better than real: {esc(', '.join(above))}.")
-            top = syn.sort_values("perf_at_DI", ascending=False).iloc[0]
-            gap = math.exp(-top.perf_at_DI) - math.exp(-real.perf_at_DI)
-            out.append(f"At D<sub>I</sub> the best-performing synthetic configuration, {esc(str(syn.sort_values('perf_at_DI', ascending=False).index[0]))}, "
+            by_perf = syn.sort_values("perf_at_DI", ascending=False)
+            gap = math.exp(-by_perf.perf_at_DI.iloc[0]) - math.exp(-real.perf_at_DI)
+            out.append(f"At D<sub>I</sub> the best-performing synthetic configuration, {esc(str(by_perf.index[0]))}, "
                        f"is projected to reach a loss {abs(gap):.3f} {'above' if gap > 0 else 'below'} that of real images.")
     shifted = fits[(fits.eval_set != "val") & ~fits.eval_set.str.startswith("probe:")]
     if len(shifted) and real is not None:
