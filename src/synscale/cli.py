@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from synscale.config import SIZES, ConfigError, StudyConfig, find_study, load_study, to_dict
@@ -57,12 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=SIZES, default="default")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    p = sub.add_parser("shards", help="write a real dataset split into synscale shards + manifest")
-    p.add_argument("dataset", help="fashion-mnist, imagefolder or webdataset")
+    p = sub.add_parser("shards", help="write a real dataset split (or img2dataset image-text pairs) into synscale shards + manifest")
+    p.add_argument("dataset", help="fashion-mnist, imagefolder, webdataset or img2dataset")
     p.add_argument("--root", default="", help="the dataset's location (fashion-mnist: Debian's files by default)")
     p.add_argument("--split", default="train")
     p.add_argument("--image-size", type=int, default=0, help="resize + centre-crop to this size (0: native)")
     p.add_argument("--shard-size", type=int, default=10000)
+    p.add_argument("--limit", type=int, default=0, help="write the first N samples only (0: all)")
     p.add_argument("--out", required=True, help="output directory")
 
     p = sub.add_parser("prompts", help="write a prompt set (class, prompt, seed) and show examples per strategy")
@@ -142,16 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", help="list the training recipes, or print one (a [train] table)")
     p.add_argument("name", nargs="?", help="a recipe name, e.g. paper-vit-b16")
 
-    p = sub.add_parser("train", help="train one classifier on synscale sets with a study's [train] recipe; "
-                                     "runs under torchrun as it is (multi-GPU, multi-node)")
-    p.add_argument("sets", nargs="+", help="synscale set directories (shards + manifest.parquet), used together")
-    p.add_argument("--study", default="fashion-mnist", help="the study file whose [train] table is used")
+    p = sub.add_parser("train", help="train one classifier (or, with --clip, one CLIP) on synscale sets with a study's "
+                                     "recipe; runs under torchrun as it is (multi-GPU, multi-node)")
+    p.add_argument("sets", nargs="+", help="synscale set directories (shards + manifest.parquet), used together; with "
+                                           "--mix-real-prob: a real and a synthetic pair set of the same captions")
+    p.add_argument("--study", default="fashion-mnist", help="the study file whose [train] (or [clip.train]) table is used")
     p.add_argument("--size", choices=SIZES, default="default")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a study key, e.g. --set train.recipe=paper-vit-b16")
+    p.add_argument("--clip", action="store_true", help="train CLIP with the study's [clip.train] recipe on image-text pairs")
+    p.add_argument("--mix-real-prob", type=float, default=None, metavar="P",
+                   help="CLIP's mixed pairs: each caption takes its real image (first set) with probability P, else its "
+                        "synthetic one (second set)")
     p.add_argument("--scale", type=int, default=0,
-                   help="train on the nested class-balanced subset of this size of the (single) set; "
-                        "default: every image; the log-scale rule's iterations follow it")
+                   help="train on the nested subset of this size (class-balanced images; with --clip, captions) of the "
+                        "set; default: every image; the schedule's iterations follow it")
     p.add_argument("--out", required=True, help="output directory: model.safetensors, train.json, checkpoints/")
     p.add_argument("--nproc", type=int, default=0, help="launch torchrun with this many local processes")
 
@@ -200,29 +207,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from synscale.data.shards import read_manifest
-    from synscale.data.subsets import subset_keys
-    from synscale.labels import LabelSet
+    from synscale.data.shards import read_labels, read_manifest
     from synscale.train.launch import make_spec, run_spec, torchrun
 
     cfg = load_study(find_study(args.study), args.size, args.overrides)
-    train = cfg.train if not args.nproc else dataclasses.replace(cfg.train, nproc=args.nproc)
+    train = cfg.clip.train if args.clip else cfg.train
+    if args.clip and train.task != "contrastive":
+        raise ConfigError(f"{args.study}: [clip.train] is not a CLIP recipe; add --set clip.train.recipe=miniature-clip")
+    train = train if not args.nproc else dataclasses.replace(train, nproc=args.nproc)
+    if args.mix_real_prob is not None and (not args.clip or len(args.sets) != 2 or not 0 <= args.mix_real_prob <= 1):
+        raise ConfigError("--mix-real-prob P takes --clip, two pair sets (real, synthetic) and 0 <= P <= 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    labels = LabelSet.load(Path(args.sets[0]) / "labels.json")
+    labels = read_labels(args.sets[0])
     parts: list[tuple[str, str | None]] = [(s, None) for s in args.sets]
-    sizes = [len(read_manifest(s)) for s in args.sets]
-    scale = sum(sizes)
+    mixed = args.mix_real_prob is not None
+    scale = len(read_manifest(args.sets[0])) if mixed else sum(len(read_manifest(s)) for s in args.sets)
     rank = os.environ.get("RANK", "0")
     if args.scale:
-        if len(args.sets) != 1:
+        if len(args.sets) != 1 and not mixed:
             raise ConfigError("--scale takes one set (a nested subset of it)")
-        keys = subset_keys(read_manifest(args.sets[0]), args.scale, len(labels), cfg.data.order_seed)
+        keys = _subset_keys(args.sets[0], args.scale, labels, args.clip, cfg)
         tmp = out / f".subset-{rank}.parquet"  # under torchrun every process writes the same file: atomically
         pd.DataFrame({"key": keys}).to_parquet(tmp, index=False)
         os.replace(tmp, out / "subset.parquet")
-        parts, scale = [(args.sets[0], str(out / "subset.parquet"))], args.scale
-    spec = make_spec(to_dict(train), parts, len(labels), scale, out)
+        parts, scale = [(s, str(out / "subset.parquet")) for s in args.sets], args.scale
+    spec = make_spec(to_dict(train), parts, len(labels) if labels else 0, scale, out, args.mix_real_prob)
     (out / f".spec-{rank}.json").write_text(json.dumps(spec, indent=1))
     os.replace(out / f".spec-{rank}.json", out / "spec.json")
     if args.nproc > 1:
@@ -231,9 +241,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         meta = run_spec(spec)
     if rank == "0":
-        print(f"trained {train.model} on {scale:,} images for {meta['steps']:,} steps "
+        what = "captions" if args.clip else "images"
+        print(f"trained {train.model} on {scale:,} {what} for {meta['steps']:,} steps "
               f"({meta['images_per_s']:.0f} img/s) -> {out / 'model.safetensors'}")
     return 0
+
+
+def _subset_keys(set_dir: str, scale: int, labels: object, captions: bool, cfg: StudyConfig) -> list[str]:
+    """The nested subset of `scale` captions (CLIP) or class-balanced images of a set."""
+    from synscale.data.pairs import caption_subset
+    from synscale.data.shards import read_manifest
+    from synscale.data.subsets import subset_keys
+
+    manifest = read_manifest(set_dir)
+    try:
+        if captions:
+            return caption_subset(manifest, scale, cfg.clip.order_seed)
+        return subset_keys(manifest, scale, len(labels), cfg.data.order_seed)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise ConfigError(f"{set_dir}: {e}") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -250,30 +276,54 @@ def cmd_study(args: argparse.Namespace) -> int:
         print_plan(cfg)
         return 0
     workdir = Path(args.workdir or f"runs/{cfg.name}-{args.size}")
+    t0 = time.time()
     report = run_study(cfg, workdir, quiet=args.quiet)
     print_summary(workdir)
     print(f"\nreport: {report.resolve()}")
+    secs = time.time() - t0
+    print(f"wall time: {int(secs // 60)} min {secs % 60:.0f} s ({workdir}; complete stages are reused on a rerun)")
     return 0
 
 
 def print_plan(cfg: StudyConfig) -> None:
-    from synscale.train.schedule import total_iters, warmup_iters
+    if cfg.scales:
+        print(f"study {cfg.name}: dataset {cfg.data.dataset}, model {cfg.train.model}, batch {cfg.train.batch_size}")
+        _print_runs(cfg.scales, cfg.train, "scale", "images seen")
+        sources = ["real"] + [syn.name for syn in cfg.synthetic]
+        if cfg.synthetic:
+            print(f"sources: {', '.join(sources)} ({len(sources) * len(cfg.scales)} models in all)")
+            for syn in cfg.synthetic:
+                print(f"  {syn.name}: {syn.model}, {syn.strategy}, guidance {syn.guidance:g}, {syn.steps or 'default'} steps, "
+                      f"{'per_class ' + str(syn.per_class) if syn.per_class else 'enough images for the largest scale'}")
+    cc = cfg.clip
+    if cc.scales:
+        pairs = (f"{cfg.data.dataset} {cfg.data.train_split} captioned by {cc.pairs.captioner}" if cc.pairs.dataset == "captioned"
+                 else f"img2dataset shards {cc.pairs.root}")
+        print(f"\nCLIP: {cc.train.model}, batch {cc.train.batch_size}; real pairs: {pairs}; zero-shot templates {cc.templates}")
+        _print_runs(cc.scales, cc.train, "captions", "pairs seen")
+        sources = cc.sources()
+        evals = 1 + len(cfg.evaluate.shifts) + len(cfg.evaluate.sets) + len(cfg.evaluate.zero_shot)
+        print(f"CLIP sources: {', '.join(sources)} ({len(sources) * len(cc.scales)} models, each evaluated zero-shot on "
+              f"{evals} set(s))")
+        for g in cc.synthetic:
+            print(f"  {g.name}: {g.model} regenerates the {max(cc.scales):,} captions' images at guidance {g.guidance:g}, "
+                  f"{g.steps or 'default'} steps")
+        for m in cc.mix:
+            print(f"  {m.name}: each caption takes its real image with probability {m.real_prob:g}, else its {m.synthetic} image")
 
-    print(f"study {cfg.name}: dataset {cfg.data.dataset}, model {cfg.train.model}, batch {cfg.train.batch_size}")
-    print(f"{'scale':>10} {'iters':>8} {'warmup':>7} {'images seen':>12} {'epochs':>7}")
+
+def _print_runs(scales: list[int], train: object, what: str, seen: str) -> None:
+    """One line per data scale: steps, warm-up, samples through the model, epochs."""
+    from synscale.train.schedule import run_length
+
+    print(f"{what:>10} {'iters':>8} {'warmup':>7} {seen:>12} {'epochs':>7}")
     total = 0
-    for s in cfg.scales:
-        it, wu = total_iters(s, cfg.train.schedule), warmup_iters(s, cfg.train.schedule)
-        seen = it * cfg.train.batch_size
-        total += seen
-        print(f"{s:>10,} {it:>8,} {wu:>7,} {seen:>12,} {seen / s:>7.1f}")
-    print(f"total images through the model: {total:,} per source (one model per scale)")
-    sources = ["real"] + [syn.name for syn in cfg.synthetic]
-    if cfg.synthetic:
-        print(f"sources: {', '.join(sources)} ({len(sources) * len(cfg.scales)} models in all)")
-        for syn in cfg.synthetic:
-            print(f"  {syn.name}: {syn.model}, {syn.strategy}, guidance {syn.guidance:g}, {syn.steps or 'default'} steps, "
-                  f"{'per_class ' + str(syn.per_class) if syn.per_class else 'enough images for the largest scale'}")
+    for s in scales:
+        it, wu = run_length(s, train)
+        n = it * min(train.batch_size, s)  # type: ignore[attr-defined]
+        total += n
+        print(f"{s:>10,} {it:>8,} {wu:>7,} {n:>12,} {n / s:>7.1f}")
+    print(f"total {seen.split()[0]} through the model: {total:,} per source (one model per scale)")
 
 
 def print_summary(workdir: Path) -> None:
@@ -284,10 +334,11 @@ def print_summary(workdir: Path) -> None:
     others = sorted(set(scaling.eval_set) - {"val"})
     print("\nloss and top-1 per scale on the real test set (val)" + (f"; {', '.join(others)} are in the report:" if others else ":"))
     val = scaling[scaling.eval_set == "val"]
-    print(val[["source", "eval_set", "scale", "loss", "top1"]].to_string(index=False, float_format="%.4f"))
+    task = ["task"] if "task" in scaling and scaling.task.nunique() > 1 else []  # clip: scale = captions, zero-shot loss
+    print(val[[*task, "source", "eval_set", "scale", "loss", "top1"]].to_string(index=False, float_format="%.4f"))
     print("\nEquation 2 fits (linear_until: the power law holds up to this scale; break_at: it breaks there):")
-    cols = [c for c in ("source", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points", "linear_until", "break_at")
-            if c in fits]
+    cols = [c for c in (*task, "source", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points", "linear_until",
+                        "break_at") if c in fits]
     shown = fits[cols].copy()
     for c in ("linear_until", "break_at"):
         if c in shown:
@@ -472,13 +523,13 @@ def cmd_shards(args: argparse.Namespace) -> int:
     from synscale.data.shards import write_dataset_split
 
     ds = create_dataset(args.dataset, args.root, args.image_size)
-    n = write_dataset_split(ds, args.split, Path(args.out), args.shard_size)
+    n = write_dataset_split(ds, args.split, Path(args.out), args.shard_size, limit=args.limit)
     print(f"wrote {n:,} samples of {args.dataset} [{args.split}] to {args.out}")
     return 0
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from synscale.analysis.run import analyse
+    from synscale.analysis.run import analyse, reference_sizes
     from synscale.config import FitConfig
 
     workdir = Path(args.workdir)
@@ -487,7 +538,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if not need.exists():
             raise FileNotFoundError(f"{need} does not exist: run the study first (synscale study ... --workdir {workdir})")
     study = json.loads((workdir / "study.json").read_text()) if (workdir / "study.json").exists() else {}
-    d_ref = json.loads((results / "meta.json").read_text())["d_ref"]
+    d_ref = reference_sizes(json.loads((results / "meta.json").read_text()))
     fc = FitConfig(**study.get("fit", {}))
     fc.check()
     analyse(results, d_ref, fc, args.bootstrap)

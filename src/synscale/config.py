@@ -54,28 +54,46 @@ class ScheduleConfig:
     zero_scale: int = 500_000
     iters_per_doubling: float = 95_000.0
     warmup_per_doubling: float = 10_000.0
+    kind: Literal["log-scale", "epochs"] = "log-scale"
+    # kind = "epochs" (CLIP, appendix B.1): ceil(epochs * D / batch) steps at every scale D, warm-up from
+    # the table [[threshold D, steps], ...] (the row with the largest threshold <= D; the first below all)
+    epochs: float = 32.0
+    warmup_by_scale: list[list[int]] = field(default_factory=list)
 
     def check(self) -> None:
-        _positive(self, "zero_scale", "iters_per_doubling")
+        _positive(self, "zero_scale", "iters_per_doubling", "epochs")
         _nonnegative(self, "warmup_per_doubling")
         if self.warmup_per_doubling >= self.iters_per_doubling:
             raise ValueError("warmup_per_doubling must be smaller than iters_per_doubling")
+        if any(len(r) != 2 or min(r) < 0 for r in self.warmup_by_scale):
+            raise ValueError(f"warmup_by_scale must be [[scale, warm-up steps], ...] of non-negative integers, "
+                             f"got {self.warmup_by_scale}")
+
+    def check_scales(self, scales: list[int], where: str) -> None:
+        """The log-scale rule gives scales at or below zero_scale no iterations."""
+        if self.kind == "log-scale" and scales and min(scales) <= self.zero_scale:
+            raise ValueError(f"the smallest scale of {where} ({min(scales)}) must exceed its schedule.zero_scale "
+                             f"({self.zero_scale}): the log-scale rule gives it no iterations")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """`[train]`: the classifier recipe (see docs/training.md). `recipe` names a shipped recipe
-    (synscale.train.recipes: `paper-vit-b16`, `miniature-cnn`, `miniature-vit`) whose values are the
-    defaults of this table; keys written here override them."""
+    """`[train]` (and `[clip.train]`): a training recipe (see docs/training.md, docs/clip.md). `recipe` names
+    a shipped recipe (synscale.train.recipes: `paper-vit-b16`, `miniature-cnn`, `miniature-vit`,
+    `paper-clip-s`, `paper-clip-l`, `miniature-clip`) whose values are the defaults of this table; keys
+    written here override them. `task` says what is trained: a classifier (a timm model) or CLIP (an
+    open_clip model)."""
 
     recipe: str = ""
-    model: str = "synscale_cnn_small"  # any timm model name
+    task: Literal["classification", "contrastive"] = "classification"
+    model: str = "synscale_cnn_small"  # a timm model name (classification) or an open_clip config name (contrastive)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model (drop_rate, ...)
     batch_size: int = 256  # global batch: images per optimizer step over all processes
     accum_steps: int = 1  # gradient accumulation: each process runs batch_size / (processes * accum_steps) at once
     lr: float = 3e-3
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8  # AdamW epsilon
     loss: Literal["ce", "bce"] = "ce"  # softmax cross-entropy, or sigmoid binary cross-entropy (summed over classes)
     mixup: float = 0.0  # Mixup alpha (0 = off): one Beta(alpha, alpha) draw per step, batch mixed with its reverse
     randaugment: list[int] = field(default_factory=list)  # [num_ops, magnitude], e.g. [2, 15]; [] = off
@@ -96,7 +114,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between resumable checkpoints (safetensors + JSON); 0 = none
 
     def check(self) -> None:
-        _positive(self, "batch_size", "lr", "eval_batch_size", "accum_steps", "nproc")
+        _positive(self, "batch_size", "lr", "eval_batch_size", "accum_steps", "nproc", "eps")
         _nonnegative(self, "weight_decay", "mixup", "crop", "workers", "checkpoint_every")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError("betas must be two numbers in [0, 1)")
@@ -109,6 +127,21 @@ class TrainConfig:
 
 
 TRAIN_RUN_ONLY = ("recipe", "loader", "workers", "checkpoint_every")
+# Keys added to [train] after stage ids were first made: they enter an id only where they differ from
+# these defaults, so the ids of every earlier workdir's train stages stay what they were.
+TRAIN_ADDED = {"task": "classification", "eps": 1e-8}
+SCHEDULE_ADDED = {"kind": "log-scale", "epochs": 32.0, "warmup_by_scale": []}
+
+
+_UNSET = object()  # equal to no value
+
+
+def train_identity(train: TrainConfig) -> dict[str, Any]:
+    """`[train]` as it enters stage ids: without the keys that only say how a run executes, and without
+    later-added keys at their defaults."""
+    out = {k: v for k, v in to_dict(train).items() if k not in TRAIN_RUN_ONLY and TRAIN_ADDED.get(k, _UNSET) != v}
+    out["schedule"] = {k: v for k, v in out["schedule"].items() if SCHEDULE_ADDED.get(k, _UNSET) != v}
+    return out
 
 
 @dataclass(frozen=True)
@@ -170,8 +203,12 @@ class EvaluateConfig:
     shift_seed: int = 0
     probes: list[ProbeConfig] = field(default_factory=list)
     sets: list[OODSetConfig] = field(default_factory=list)
+    zero_shot: list[ZeroShotSetConfig] = field(default_factory=list)  # CLIP models only
 
     def check(self) -> None:
+        zs = [z.name for z in self.zero_shot]
+        if len(set(zs)) != len(zs):
+            raise ValueError(f"zero-shot sets need distinct names, got {zs}")
         sets = [s.name for s in self.sets]
         if len(set(sets)) != len(sets) or set(sets) & set(self.shifts):
             raise ValueError(f"evaluation sets need distinct names, also from the shifts: {sets}")
@@ -210,20 +247,17 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
-    """One synthetic configuration (`[[synthetic]]`): a text-to-image model, a prompt strategy and a
-    guidance scale. The study generates a class-balanced set with it, sized for the largest scale,
-    trains on it at every scale and evaluates on the real test set (source = `name`)."""
+class GenerationConfig:
+    """How a synthetic set is generated: a text-to-image model, its guidance scale and sampler, and where
+    it runs. `[[synthetic]]` (class prompts) and `[[clip.synthetic]]` (one image per caption) add to it."""
 
     name: str
-    model: str  # a diffusers pipeline directory (or hub id with allow_download)
-    strategy: str = "classname"
+    model: str  # builtin:<family>, a diffusers pipeline directory (or hub id with allow_download)
     guidance: float = 2.0
     steps: int = 0  # sampling steps; 0 = the model's default (built-in: its family's; diffusers: 50)
     scheduler: str = "default"
     dtype: str = "float32"
     size: int = 0  # generation height = width; 0 = the pipeline's default
-    per_class: int = 0  # images per class; 0 = enough for the largest scale
     seed: int = 0
     batch_size: int = 16
     shard_size: int = 1000
@@ -232,19 +266,36 @@ class SyntheticConfig:
     ray_cpus: float = 0.5
     ray_gpus: float = 0.0
     threads: int = 0  # torch threads while generating (0: default); equal values give equal bytes
-    captioner: str = "attributes"  # in-captions: attributes | file:<path> | hf:<model>
     allow_download: bool = False
     pipeline_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
-        from synscale.prompts.strategies import PROMPTS
-
         if self.name == "real" or not self.name or "/" in self.name:
             raise ValueError(f"synthetic name {self.name!r} must be non-empty, not 'real', without '/'")
+        _positive(self, "batch_size", "shard_size", "ray_actors")
+        _nonnegative(self, "steps", "guidance", "size", "threads")
+
+
+GENERATION_RUN_ONLY = ("executor", "ray_actors", "ray_cpus", "ray_gpus")  # where it runs does not change the bytes
+
+
+@dataclass(frozen=True)
+class SyntheticConfig(GenerationConfig):
+    """One synthetic configuration (`[[synthetic]]`): a text-to-image model, a prompt strategy and a
+    guidance scale. The study generates a class-balanced set with it, sized for the largest scale,
+    trains on it at every scale and evaluates on the real test set (source = `name`)."""
+
+    strategy: str = "classname"
+    per_class: int = 0  # images per class; 0 = enough for the largest scale
+    captioner: str = "attributes"  # in-captions: attributes | file:<path> | hf:<model>
+
+    def check(self) -> None:
+        from synscale.prompts.strategies import PROMPTS
+
+        super().check()
         if self.strategy not in PROMPTS:
             raise ValueError(f"unknown prompt strategy {self.strategy!r}; known: {', '.join(PROMPTS.names())}")
-        _positive(self, "batch_size", "shard_size", "ray_actors")
-        _nonnegative(self, "steps", "guidance", "size", "per_class", "threads")
+        _nonnegative(self, "per_class")
 
 
 @dataclass(frozen=True)
@@ -272,6 +323,122 @@ class MixConfig:
             return self.real_images, scale
         real = round(self.real_fraction * scale)
         return real, scale - real
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    """`[clip.pairs]`: the real image-text pairs CLIP trains on (docs/clip.md).
+
+    - `captioned`: the study's own real training split ([data]), each image captioned by `captioner`
+      in the in-captions style ("<class name>, <caption>"); the miniature's pairs.
+    - `img2dataset`: webdataset shards as img2dataset writes them for LAION / CC12M (`<key>.jpg|png|webp`
+      + `<key>.txt` + optional `<key>.json`): `root` is a directory of `*.tar`, a brace pattern
+      (`/data/laion/{00000..41455}.tar`) or any URL the webdataset library opens (`pipe:...`, http)."""
+
+    dataset: Literal["captioned", "img2dataset"] = "captioned"
+    root: str = ""
+    captioner: str = "attributes"  # captioned: attributes | file:<path> | hf:<image-to-text model>
+    image_size: int = 0  # 0 = native size; else shorter side resized + centre crop (img2dataset)
+    limit: int = 0  # pairs to take (the first of the shards); 0 = as many as the largest scale needs
+    allow_download: bool = False  # let an hf: captioner be fetched
+
+    def check(self) -> None:
+        _nonnegative(self, "image_size", "limit")
+        if self.dataset == "img2dataset" and not self.root:
+            raise ValueError("clip.pairs.dataset = 'img2dataset' needs root: a shard directory, a brace pattern or a URL")
+
+
+@dataclass(frozen=True)
+class ClipSyntheticConfig(GenerationConfig):
+    """`[[clip.synthetic]]`: synthetic pairs, the text-to-image model regenerating an image for every
+    caption of the real pairs (one image per caption, its own seed). The paper used Stable Diffusion at
+    guidance 1.5 (appendix H.2 compares 1.25 to 2.5)."""
+
+    guidance: float = 1.5
+
+
+@dataclass(frozen=True)
+class ClipMixConfig:
+    """`[[clip.mix]]`: real and synthetic pairs together (section 5.2): the same captions; at every step
+    each caption takes its real image with probability `real_prob`, else its synthetic one."""
+
+    name: str
+    synthetic: str  # the [[clip.synthetic]] configuration whose images are mixed in
+    real_prob: float = 0.5
+
+    def check(self) -> None:
+        if not self.name or self.name == "real" or "/" in self.name:
+            raise ValueError(f"clip mix name {self.name!r} must be non-empty, not 'real', without '/'")
+        if not 0 <= self.real_prob <= 1:
+            raise ValueError(f"real_prob must be in [0, 1], got {self.real_prob}")
+
+
+def check_templates(spec: str, key: str) -> None:
+    from synscale.train.templates import template_names
+
+    if spec not in template_names() and not Path(spec).is_file():
+        raise ValueError(f"{key} must be one of {', '.join(template_names())} or a file of templates "
+                         f"(one per line, {{}} = the class name), got {spec!r}")
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """`[clip]`: CLIP trained on image-text pairs at data scales counted in captions (paper section 5):
+    real pairs (source `real`), synthetic pairs (`[[clip.synthetic]]`) and both (`[[clip.mix]]`), every
+    model evaluated zero-shot on the real test set, its shifts, `[[evaluate.sets]]` and
+    `[[evaluate.zero_shot]]`. The three sources at one scale share the same captions."""
+
+    scales: list[int] = field(default_factory=list)  # captions; [] = no CLIP
+    real: str = "clip-real"  # the source name of the real pairs' curve ("" = none)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(task="contrastive"))
+    templates: str = "openai"  # zero-shot prompts: openai (80) | simple (7) | a shipped set | a file ({} = class)
+    order_seed: int = 0  # seeds the fixed caption order that makes nested subsets
+    reference_size: int = 0  # D_I of Equation 2 for the CLIP curves; 0 = the largest CLIP scale
+    synthetic: list[ClipSyntheticConfig] = field(default_factory=list)
+    mix: list[ClipMixConfig] = field(default_factory=list)
+
+    def check(self) -> None:
+        if any(s <= 0 for s in self.scales) or sorted(set(self.scales)) != list(self.scales):
+            raise ValueError(f"scales must be positive, strictly increasing integers, got {self.scales}")
+        if self.scales and self.train.task != "contrastive":
+            raise ValueError('clip.train must be a contrastive recipe: set clip.train.recipe = "miniature-clip", '
+                             '"paper-clip-s" or "paper-clip-l" (or clip.train.task = "contrastive")')
+        self.train.schedule.check_scales(self.scales, "clip.scales")
+        check_templates(self.templates, "clip.templates")
+        names = [c.name for c in self.synthetic]
+        for m in self.mix:
+            if m.synthetic not in names:
+                raise ValueError(f"clip mix {m.name!r}: no [[clip.synthetic]] named {m.synthetic!r} (have: {names})")
+
+    def sources(self) -> list[str]:
+        """Every CLIP curve's source name."""
+        return ([self.real] if self.real else []) + [c.name for c in self.synthetic] + [m.name for m in self.mix]
+
+
+@dataclass(frozen=True)
+class ZeroShotSetConfig:
+    """`[[evaluate.zero_shot]]`: a downstream set for zero-shot classification by every CLIP model (the
+    paper's table 1: Food-101, CIFAR-10, ...), read as `dataset` (imagefolder | webdataset | fashion-mnist)
+    with its own class names; results land as `eval_set = <name>`."""
+
+    name: str
+    root: str = ""
+    dataset: str = "imagefolder"
+    split: str = "test"
+    image_size: int = 0
+    templates: str = ""  # "" = clip.templates
+
+    def check(self) -> None:
+        from synscale.data.datasets import DATASETS
+
+        if not self.name or "/" in self.name:
+            raise ValueError(f"zero-shot set name {self.name!r} must be non-empty, without '/'")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS.names())}")
+        if self.templates:
+            check_templates(self.templates, "templates")
+        _nonnegative(self, "image_size")
 
 
 @dataclass(frozen=True)
@@ -319,21 +486,29 @@ class StudyConfig:
     synthetic: list[SyntheticConfig] = field(default_factory=list)
     mix: list[MixConfig] = field(default_factory=list)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
     repeats: int = 1  # models per (source, scale), with train.seed, train.seed + 1, ...: runs the fits' bootstrap redraws
 
     def check(self) -> None:
-        if not self.scales:
-            raise ValueError("scales must list at least one data scale")
+        if not self.scales and not self.clip.scales:
+            raise ValueError("scales must list at least one data scale (or clip.scales, for a CLIP-only study)")
         if not isinstance(self.repeats, int) or self.repeats < 1:
             raise ValueError(f"repeats must be a positive integer, got {self.repeats!r}")
         if any(s <= 0 for s in self.scales) or sorted(set(self.scales)) != list(self.scales):
             raise ValueError(f"scales must be positive, strictly increasing integers, got {self.scales}")
-        if min(self.scales) <= self.train.schedule.zero_scale:
+        if self.scales and self.train.task != "classification":
+            raise ValueError("[train] is the classifier's recipe (task = classification); CLIP's goes in [clip.train]")
+        if self.scales and self.train.schedule.kind == "log-scale" and min(self.scales) <= self.train.schedule.zero_scale:
             raise ValueError(
                 f"the smallest scale ({min(self.scales)}) must exceed train.schedule.zero_scale "
                 f"({self.train.schedule.zero_scale}): the log-scale rule gives it no iterations"
             )
+        taken = ["real", *(c.name for c in self.synthetic), *(m.name for m in self.mix)]
+        clash = sorted(set(taken) & set(self.clip.sources())) if self.clip.scales else []
+        if clash or len(set(self.clip.sources())) != len(self.clip.sources()):
+            raise ValueError(f"CLIP sources need names of their own (real, [[synthetic]] and [[mix]] take {taken}): "
+                             f"{self.clip.sources()}")
         names = [c.name for c in self.synthetic]
         if len(set(names)) != len(names):
             raise ValueError(f"synthetic configurations need distinct names, got {names}")
@@ -516,19 +691,26 @@ def load_study(
 
 
 def with_recipe(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """`train.recipe = "<name>"`: the recipe's table under the study's own `[train]` keys."""
-    train = raw.get("train")
+    """`train.recipe = "<name>"` (and `clip.train.recipe`): the recipe's table under the study's own keys."""
+    out = {**raw, "train": _merge_recipe(raw.get("train"), source, "train")}
+    clip = raw.get("clip")
+    if isinstance(clip, dict):
+        out["clip"] = {**clip, "train": _merge_recipe(clip.get("train"), source, "clip.train")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _merge_recipe(train: Any, source: str, where: str) -> Any:
     if not isinstance(train, dict) or not train.get("recipe"):
-        return raw
+        return train
     from synscale.train.recipes import RecipeError, load_recipe
 
     try:
         recipe = load_recipe(train["recipe"])
     except RecipeError as e:
-        raise ConfigError(f"{source}: train.recipe: {e}") from None
+        raise ConfigError(f"{source}: {where}.recipe: {e}") from None
     merged = deep_merge(recipe, train)
     merged["model_kwargs"] = {**recipe.get("model_kwargs", {}), **train.get("model_kwargs", {})}
-    return {**raw, "train": merged}
+    return merged
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ Workdir layout:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synscale.config import StudyConfig, to_dict
+from synscale.config import GENERATION_RUN_ONLY, ConfigError, StudyConfig, to_dict
 from synscale.stage import StageResult, run_stage
 
 
@@ -32,6 +33,8 @@ class TrainedModel:
     stage: StageResult
     real_images: int = 0  # of which real
     run: int = 0  # repeat index (train.seed + run)
+    task: str = "classification"  # or "clip" (a contrastive model, evaluated zero-shot)
+    synthetic_images: int | None = None  # None: scale - real_images (CLIP's mixed pairs: every caption has both)
 
 
 @dataclass
@@ -54,19 +57,26 @@ class ArrayCache:
     """Decoded sets kept in memory for the length of a run (small images only)."""
 
     def __init__(self) -> None:
-        self._sets: dict[Path, tuple[Any, Any, dict[str, int]]] = {}
+        self._sets: dict[Path, tuple[Any, Any, dict[str, int], Any]] = {}
 
-    def get(self, set_dir: Path, keys: list[str] | None = None) -> tuple[Any, Any]:
-        from synscale.data.shards import load_arrays
+    def get(self, set_dir: Path, keys: list[str] | None = None, captions: bool = False) -> tuple[Any, ...]:
+        """(images, labels), or (images, labels, captions) of the set or of `keys` of it."""
+        import numpy as np
+
+        from synscale.data.shards import load_arrays, read_captions
 
         if set_dir not in self._sets:
             images, labels, all_keys = load_arrays(set_dir)
-            self._sets[set_dir] = (images, labels, {k: i for i, k in enumerate(all_keys)})
-        images, labels, pos = self._sets[set_dir]
-        if keys is None:
-            return images, labels
-        idx = [pos[k] for k in keys]
-        return images[idx], labels[idx]
+            texts = read_captions(set_dir)
+            self._sets[set_dir] = (images, labels, {k: i for i, k in enumerate(all_keys)},
+                                   None if texts is None else np.asarray(texts, dtype=object))
+        images, labels, pos, texts = self._sets[set_dir]
+        idx = slice(None) if keys is None else [pos[k] for k in keys]
+        if not captions:
+            return images[idx], labels[idx]
+        if texts is None:
+            raise ValueError(f"{set_dir}: the set has no captions")
+        return images[idx], labels[idx], texts[idx]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -78,14 +88,16 @@ def real_shards(cfg: StudyConfig, workdir: Path, split: str, log: Log) -> StageR
 
 
 def dataset_shards(workdir: Path, dataset: str, root: str, image_size: int, shard_size: int, split: str, log: Log,
-                   what: str = "real shards") -> StageResult:
+                   what: str = "real shards", limit: int = 0) -> StageResult:
+    """A dataset split (its first `limit` samples; 0: all) written as synscale shards."""
     from synscale.data.datasets import create_dataset
     from synscale.data.shards import write_dataset_split
 
     ds = create_dataset(dataset, root, image_size)
-    params = {"dataset": dataset, "root": root, "image_size": image_size, "shard_size": shard_size, "split": split}
+    params = {"dataset": dataset, "root": root, "image_size": image_size, "shard_size": shard_size, "split": split,
+              **({"limit": limit} if limit else {})}
     res = run_stage(workdir, "shards", params, {"source": ds.fingerprint()},
-                    lambda out: write_dataset_split(ds, split, out, shard_size, progress=not log.quiet))
+                    lambda out: write_dataset_split(ds, split, out, shard_size, progress=not log.quiet, limit=limit))
     log.stage(f"{what} [{split}]", res)
     return res
 
@@ -97,9 +109,12 @@ def probe_sets(cfg: StudyConfig, workdir: Path, log: Log) -> list[tuple[Any, Sta
 
 
 def probe(cfg: StudyConfig, model_stage: StageResult, pc: Any, train_set: StageResult, test_set: StageResult,
-          log: Log) -> StageResult:
-    """A linear probe of `model_stage`'s features on a downstream set (synscale.evaluate.probe)."""
+          log: Log, train_cfg: Any = None) -> StageResult:
+    """A linear probe of `model_stage`'s features (a CLIP model's: its image tower's) on a downstream set
+    (synscale.evaluate.probe)."""
     import dataclasses
+
+    tc = train_cfg or cfg.train
 
     def fn(out: Path) -> None:
         import pandas as pd
@@ -110,7 +125,7 @@ def probe(cfg: StudyConfig, model_stage: StageResult, pc: Any, train_set: StageR
         from synscale.metrics.features import extract, load_reference
 
         meta = json.loads((model_stage.path / "train.json").read_text())
-        ref = load_reference("trained", "", meta["num_classes"], None, "auto", trained=model_stage, train_cfg=to_dict(cfg.train))
+        ref = load_reference("trained", "", meta["num_classes"], None, "auto", trained=model_stage, train_cfg=to_dict(tc))
         ref.autocast = None  # probe features in float32
         tr = extract(ref, train_set.path, progress=False)
         te = extract(ref, test_set.path, progress=False)
@@ -143,49 +158,57 @@ def subset(set_stage: StageResult, scale: int, seed: int, log: Log) -> StageResu
     return run_stage(set_stage.root, "subset", {"scale": scale, "order_seed": seed}, {"set": set_stage.id}, fn)
 
 
-def train_params(cfg: StudyConfig) -> dict[str, Any]:
-    """`[train]` as it enters stage ids: without the keys that only say how a run executes."""
-    from synscale.config import TRAIN_RUN_ONLY
-
-    return {k: v for k, v in to_dict(cfg.train).items() if k not in TRAIN_RUN_ONLY}
-
-
 def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int, cache: ArrayCache, log: Log, name: str,
-          extra: list[tuple[StageResult, StageResult]] = ()) -> StageResult:
-    """Train on `sub`'s keys of `set_stage` (plus each (set, subset) of `extra`: mixed sets) for the
-    log-scale rule's iterations at `scale`. In this process, or under torchrun when train.nproc > 1.
-    Resumable: an interrupted stage continues from its newest checkpoint."""
+          extra: list[tuple[StageResult, StageResult]] = (), train_cfg: Any = None,
+          real_prob: float | None = None) -> StageResult:
+    """Train `train_cfg` (default: `[train]`) on `sub`'s keys of `set_stage` (plus each (set, subset) of
+    `extra`: mixed sets; with `real_prob`, CLIP's mixed pairs) for the schedule's iterations at `scale`.
+    In this process, or under torchrun when train.nproc > 1. Resumable: an interrupted stage continues
+    from its newest checkpoint."""
+    from synscale.config import train_identity
+
+    tc = train_cfg or cfg.train
     parts = [(set_stage, sub), *extra]
 
     def fn(out: Path) -> None:
         import shutil
 
-        from synscale.labels import LabelSet
-        from synscale.train.data import concat_arrays
+        from synscale.data.shards import read_labels
         from synscale.train.launch import in_memory, make_spec, run_spec, torchrun
 
-        n_cls = len(LabelSet.load(set_stage.path / "labels.json"))
-        spec = make_spec(to_dict(cfg.train), [(s.path, u.path / "subset.parquet") for s, u in parts], n_cls, scale, out)
-        if cfg.train.nproc > 1:
-            log(f"train {name} D={scale}: torchrun, {cfg.train.nproc} processes")
+        labels = read_labels(set_stage.path)
+        spec = make_spec(to_dict(tc), [(s.path, u.path / "subset.parquet") for s, u in parts],
+                         len(labels) if labels else 0, scale, out, real_prob)
+        if tc.nproc > 1:
+            log(f"train {name} D={scale}: torchrun, {tc.nproc} processes")
             (out / "spec.json").write_text(json.dumps({**spec, "progress": not log.quiet}, indent=1))
-            torchrun(out / "spec.json", cfg.train.nproc)
+            torchrun(out / "spec.json", tc.nproc)
         else:
             source = None
-            if in_memory(cfg.train.loader, [s.path for s, _ in parts]):  # decoded once per run for all scales
-                import pandas as pd
-
-                source = concat_arrays([cache.get(s.path, pd.read_parquet(u.path / "subset.parquet")["key"].tolist())
-                                        for s, u in parts])
+            if in_memory(tc.loader, [s.path for s, _ in parts]):  # decoded once per run for all scales
+                source = _memory_source(cache, parts, tc.task == "contrastive", real_prob)
             run_spec(spec, source, progress=not log.quiet, desc=f"train {name} D={scale}")
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
     inputs = {"set": set_stage.id, "subset": sub.id}
     for i, (s, u) in enumerate(extra):
         inputs |= {f"set{i + 1}": s.id, f"subset{i + 1}": u.id}
-    res = run_stage(set_stage.root, "train", {"train": train_params(cfg), "scale": scale}, inputs, fn, resumable=True)
+    params = {"train": train_identity(tc), "scale": scale, **({"real_prob": real_prob} if real_prob is not None else {})}
+    res = run_stage(set_stage.root, "train", params, inputs, fn, resumable=True)
     log.stage(f"train {name} D={scale}", res)
     return res
+
+
+def _memory_source(cache: ArrayCache, parts: list[tuple[StageResult, StageResult]], captions: bool,
+                   real_prob: float | None) -> Any:
+    import pandas as pd
+
+    from synscale.train.data import MixedPairs, concat_arrays
+
+    arrays = [cache.get(s.path, pd.read_parquet(u.path / "subset.parquet")["key"].tolist(), captions) for s, u in parts]
+    if real_prob is None:
+        return concat_arrays(arrays)
+    return MixedPairs(concat_arrays(arrays[:1]), concat_arrays(arrays[1:]), real_prob)
 
 
 def load_model(train_stage: StageResult, cfg_train: dict[str, Any]) -> Any:
@@ -204,29 +227,39 @@ def eval_source(eval_set: StageResult, cache: ArrayCache) -> Any:
 
 
 def evaluate(cfg: StudyConfig, model_stage: StageResult, eval_set: StageResult, eval_name: str, cache: ArrayCache, log: Log,
-             class_subset: list[int] | None = None) -> StageResult:
+             class_subset: list[int] | None = None, train_cfg: Any = None, head: StageResult | None = None) -> StageResult:
     """Loss and top-1 of a trained model on an evaluation set (centre crop as trained; optionally with the
-    logits restricted to `class_subset`, the model's classes that the set covers)."""
+    logits restricted to `class_subset`, the model's classes that the set covers). A CLIP model
+    (`train_cfg` contrastive) is evaluated zero-shot with the class text features of `head`."""
+    tc = train_cfg or cfg.train
+
     def fn(out: Path) -> None:
         import pandas as pd
 
         from synscale.evaluate.classification import predict, summarize
         from synscale.labels import LabelSet
-        from synscale.train.classifier import resolve_device
+        from synscale.train.engine import resolve_device
 
-        model = load_model(model_stage, to_dict(cfg.train))
-        ex = predict(model, None, None, cfg.train.eval_batch_size, cfg.train.crop, class_subset,
-                     source=eval_source(eval_set, cache), workers=cfg.train.workers,
-                     device=resolve_device(cfg.train.device))
+        model = load_model(model_stage, to_dict(tc))
+        if head is not None:
+            from safetensors.torch import load_file
+
+            from synscale.train.clip import ZeroShotClassifier
+
+            model = ZeroShotClassifier(model, load_file(str(head.path / "head.safetensors"))["weight"])
+        ex = predict(model, None, None, tc.eval_batch_size, tc.crop, class_subset,
+                     source=eval_source(eval_set, cache), workers=tc.workers,
+                     device=resolve_device(tc.device))
         overall, per_class = summarize(ex, LabelSet.load(eval_set.path / "labels.json").names)
         pd.DataFrame(ex).to_parquet(out / "examples.parquet", index=False)
         per_class.to_parquet(out / "per_class.parquet", index=False)
         (out / "summary.json").write_text(json.dumps(overall, indent=1))
 
-    params = {"eval_set": eval_name, "batch_size": cfg.train.eval_batch_size, "crop": cfg.train.crop,
+    params = {"eval_set": eval_name, "batch_size": tc.eval_batch_size, "crop": tc.crop,
               **({"class_subset": class_subset} if class_subset is not None else {})}
-    res = run_stage(model_stage.root, "evaluate", params, {"model": model_stage.id, "set": eval_set.id}, fn)
-    log.stage(f"evaluate on {eval_name}", res)
+    inputs = {"model": model_stage.id, "set": eval_set.id, **({"head": head.id} if head is not None else {})}
+    res = run_stage(model_stage.root, "evaluate", params, inputs, fn)
+    log.stage(f"evaluate on {eval_name}" + (" (zero-shot)" if head is not None else ""), res)
     return res
 
 
@@ -235,17 +268,12 @@ def synthetic_set(cfg: StudyConfig, syn: Any, train_set: StageResult, log: Log, 
     import dataclasses
     import math
 
-    import pandas as pd
-
-    from synscale.data.shards import decode_png, iter_samples
-    from synscale.generate.runner import GeneratorSpec, generate_set
     from synscale.labels import LabelSet
     from synscale.prompts.strategies import make_context, make_prompts
 
     labels = LabelSet.load(train_set.path / "labels.json")
     per_class = syn.per_class or math.ceil(max(cfg.scales) / len(labels))
-    first = decode_png(next(iter_samples(train_set.path))[1])
-    resolution, channels = first.shape[0], 1 if first.ndim == 2 else first.shape[2]
+    resolution, channels = _image_format(train_set)
     captions = None
     if syn.strategy == "in-captions":
         from synscale.data.datasets import create_dataset
@@ -255,21 +283,42 @@ def synthetic_set(cfg: StudyConfig, syn: Any, train_set: StageResult, log: Log, 
         captions = captions_per_class(ds, cfg.data.train_split, syn.captioner, pool=200, seed=syn.seed,
                                       local_files_only=not syn.allow_download)
     prompts = make_prompts(syn.strategy, make_context(labels, cfg.data.dataset, captions=captions), per_class, syn.seed)
-    run_only = ("executor", "ray_actors", "ray_cpus", "ray_gpus")  # where it runs does not change the bytes
-    params = {"synthetic": {k: v for k, v in dataclasses.asdict(syn).items() if k not in run_only},
-              "per_class": per_class, "resolution": resolution, "channels": channels,
-              "prompts": int(pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum())}
+    params = {"synthetic": {k: v for k, v in dataclasses.asdict(syn).items() if k not in GENERATION_RUN_ONLY},
+              "per_class": per_class, "resolution": resolution, "channels": channels, "prompts": _prompts_hash(prompts)}
+    return _generate(syn, prompts, labels, resolution, channels, params, train_set, {"labels": train_set.id}, log,
+                     what or syn.name)
+
+
+def _image_format(set_stage: StageResult) -> tuple[int, int]:
+    """(side, channels) of a set's first image: what generated images are brought to."""
+    from synscale.data.shards import decode_png, iter_samples
+
+    first = decode_png(next(iter_samples(set_stage.path))[1])
+    return first.shape[0], 1 if first.ndim == 2 else first.shape[2]
+
+
+def _prompts_hash(prompts: Any) -> int:
+    import pandas as pd
+
+    return int(pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum())
+
+
+def _generate(g: Any, prompts: Any, labels: Any, resolution: int, channels: int, params: dict[str, Any],
+              parent: StageResult, inputs: dict[str, str], log: Log, what: str) -> StageResult:
+    """The resumable `generate` stage of a generation config `g` (synscale.config.GenerationConfig)."""
+    from synscale.generate.runner import GeneratorSpec, generate_set
+
     spec = GeneratorSpec("diffusers", {
-        "model": syn.model, "steps": syn.steps, "scheduler": syn.scheduler, "dtype": syn.dtype, "resolution": resolution,
-        "channels": channels, "height": syn.size or None, "width": syn.size or None,
-        "local_files_only": not syn.allow_download, "pipeline_kwargs": syn.pipeline_kwargs}, threads=syn.threads)
+        "model": g.model, "steps": g.steps, "scheduler": g.scheduler, "dtype": g.dtype, "resolution": resolution,
+        "channels": channels, "height": g.size or None, "width": g.size or None,
+        "local_files_only": not g.allow_download, "pipeline_kwargs": g.pipeline_kwargs}, threads=g.threads)
 
     def fn(out: Path) -> None:
-        generate_set(spec, prompts, labels, out, syn.guidance, syn.batch_size, syn.shard_size, progress=not log.quiet,
-                     executor=syn.executor, ray_actors=syn.ray_actors, ray_num_cpus=syn.ray_cpus, ray_num_gpus=syn.ray_gpus)
+        generate_set(spec, prompts, labels, out, g.guidance, g.batch_size, g.shard_size, progress=not log.quiet,
+                     executor=g.executor, ray_actors=g.ray_actors, ray_num_cpus=g.ray_cpus, ray_num_gpus=g.ray_gpus)
 
-    res = run_stage(train_set.root, "generate", params, {"labels": train_set.id}, fn, resumable=True)
-    log.stage(f"generate {what or syn.name} ({len(prompts):,} images)", res)
+    res = run_stage(parent.root, "generate", params, inputs, fn, resumable=True)
+    log.stage(f"generate {what} ({len(prompts):,} images)", res)
     return res
 
 
@@ -370,6 +419,142 @@ def scaling_curve(cfg: StudyConfig, train_set: StageResult, test_set: StageResul
 
 
 # ---------------------------------------------------------------------------------------------------
+# CLIP (paper section 5): real, synthetic and mixed pairs at scales counted in captions, evaluated zero-shot
+
+
+def clip_pairs(cfg: StudyConfig, train_set: StageResult | None, workdir: Path, log: Log) -> StageResult:
+    """The real pairs, as many as the largest CLIP scale needs: img2dataset shards, or the study's real
+    training images captioned (the first of them in the caption order, so the subsets are nested)."""
+    from synscale.data.pairs import caption_order
+    from synscale.prompts.captioners import captioned_pairs
+    from synscale.data.shards import read_manifest
+
+    pc, need = cfg.clip.pairs, cfg.clip.pairs.limit or max(cfg.clip.scales)
+    if pc.dataset == "img2dataset":
+        return dataset_shards(workdir, "img2dataset", pc.root, pc.image_size, cfg.data.shard_size, "train", log,
+                              "real pairs", limit=need)
+    assert train_set is not None
+    keys = caption_order(read_manifest(train_set.path)["key"].tolist(), cfg.clip.order_seed)
+    if need > len(keys):
+        raise ConfigError(f"clip.scales: {need:,} captions needed but the real training split has {len(keys):,} images; "
+                          "lower clip.scales (or clip.pairs.limit)")
+    if pc.captioner == "attributes" and _image_format(train_set)[1] != 1:
+        raise ConfigError("clip.pairs.captioner = 'attributes' reads grayscale images (an object on a dark background); "
+                          "for colour images give captions (file:<csv>) or an image-to-text model (hf:<model>)")
+    params = {"captioner": pc.captioner, "pairs": need, "order_seed": cfg.clip.order_seed}
+    res = run_stage(train_set.root, "pairs", params, {"set": train_set.id},
+                    lambda out: captioned_pairs(train_set.path, keys[:need], pc.captioner, out, cfg.data.shard_size,
+                                                not pc.allow_download, progress=not log.quiet))
+    log.stage(f"real pairs ({need:,} captioned images)", res)
+    return res
+
+
+def clip_synthetic_set(g: Any, pairs: StageResult, log: Log) -> StageResult:
+    """`[[clip.synthetic]]` `g`: an image for every caption of the real pairs, under the same keys."""
+    import dataclasses
+
+    from synscale.prompts.strategies import caption_prompts
+    from synscale.data.shards import read_labels, read_manifest
+
+    prompts = caption_prompts(read_manifest(pairs.path), g.seed)
+    resolution, channels = _image_format(pairs)
+    params = {"clip_synthetic": {k: v for k, v in dataclasses.asdict(g).items() if k not in GENERATION_RUN_ONLY},
+              "resolution": resolution, "channels": channels, "prompts": _prompts_hash(prompts)}
+    return _generate(g, prompts, read_labels(pairs.path), resolution, channels, params, pairs, {"pairs": pairs.id},
+                     log, g.name)
+
+
+def clip_subset(set_stage: StageResult, scale: int, seed: int) -> StageResult:
+    """The nested subset of `scale` captions (synscale.data.pairs.caption_subset)."""
+    import pandas as pd
+
+    from synscale.data.pairs import caption_subset
+    from synscale.data.shards import read_manifest
+
+    def fn(out: Path) -> None:
+        keys = caption_subset(read_manifest(set_stage.path), scale, seed)
+        pd.DataFrame({"key": keys}).to_parquet(out / "subset.parquet", index=False)
+
+    return run_stage(set_stage.root, "subset", {"scale": scale, "order_seed": seed, "order": "caption"},
+                     {"set": set_stage.id}, fn)
+
+
+def zero_shot_head(model_stage: StageResult, train_cfg: Any, eval_set: StageResult, templates: str,
+                   log: Log) -> StageResult:
+    """A CLIP model's class text features for an evaluation set's class names (synscale.train.clip)."""
+    from synscale.data.shards import read_labels
+    from synscale.train.clip import zero_shot_names
+    from synscale.train.templates import load_templates
+
+    labels = read_labels(eval_set.path)
+    if labels is None:
+        raise ValueError(f"{eval_set.path}: zero-shot evaluation needs a labelled set (class names)")
+    names = zero_shot_names(labels.names, labels.wnids)
+    texts = load_templates(templates)
+
+    def fn(out: Path) -> None:
+        from safetensors.torch import save_file
+
+        from synscale.train.clip import class_text_features
+        from synscale.train.engine import resolve_device
+
+        clip = load_model(model_stage, to_dict(train_cfg))
+        weight = class_text_features(clip, train_cfg.model, names, texts, resolve_device(train_cfg.device))
+        save_file({"weight": weight.cpu().contiguous()}, str(out / "head.safetensors"))
+
+    res = run_stage(model_stage.root, "zeroshot", {"names": names, "templates": texts}, {"model": model_stage.id}, fn)
+    if not res.skipped:
+        log.stage(f"zero-shot classifier ({len(names)} classes x {len(texts)} templates)", res)
+    return res
+
+
+def zero_shot_sets(cfg: StudyConfig, workdir: Path, test_set: StageResult, shifted: list[tuple[str, StageResult]],
+                   ood: list[tuple[str, StageResult, list[int] | None]],
+                   log: Log) -> list[tuple[str, StageResult, list[int] | None, str]]:
+    """(name, set, class subset, templates) of every zero-shot evaluation: the real test set (`val`), its
+    shifts, the OOD sets and the `[[evaluate.zero_shot]]` downstream sets."""
+    t = cfg.clip.templates
+    out = [("val", test_set, None, t), *((n, s, None, t) for n, s in shifted), *((n, s, c, t) for n, s, c in ood)]
+    for z in cfg.evaluate.zero_shot:
+        shards = dataset_shards(workdir, z.dataset, z.root, z.image_size, cfg.data.shard_size, z.split, log,
+                                f"zero-shot set {z.name}")
+        out.append((z.name, shards, None, z.templates or t))
+    return out
+
+
+def clip_curves(cfg: StudyConfig, pairs: StageResult, zs: list[tuple[str, StageResult, list[int] | None, str]],
+                probes: list[tuple[Any, StageResult, StageResult]], cache: ArrayCache,
+                log: Log) -> tuple[list[tuple[TrainedModel, str, StageResult]], list[tuple[Any, StageResult]]]:
+    """A CLIP model per source (real, each synthetic, each mix), caption scale and run (`repeats`, with
+    clip.train.seed + run), evaluated zero-shot on every set of `zs` and by linear probes. Returns the
+    evaluations and the synthetic pair sets."""
+    from synscale.data.shards import read_manifest
+
+    cc = cfg.clip
+    have = len(read_manifest(pairs.path))
+    if have < max(cc.scales):
+        raise ConfigError(f"clip.scales: the largest scale needs {max(cc.scales):,} captions but the real pairs have "
+                          f"{have:,} ({pairs.path}); lower clip.scales")
+    generated = {g.name: clip_synthetic_set(g, pairs, log) for g in cc.synthetic}
+    curves = ([(cc.real, pairs, None, None)] if cc.real else []) + [(n, st, None, None) for n, st in generated.items()]
+    curves += [(m.name, pairs, generated[m.synthetic], m.real_prob) for m in cc.mix]
+    evals = []
+    for (name, set_stage, mixed_in, real_prob), scale, run in itertools.product(curves, cc.scales, range(cfg.repeats)):
+        tc = dataclasses.replace(cc.train, seed=cc.train.seed + run)
+        extra = [(mixed_in, clip_subset(mixed_in, scale, cc.order_seed))] if mixed_in is not None else []
+        tr = train(cfg, set_stage, clip_subset(set_stage, scale, cc.order_seed), scale, cache, log,
+                   name if cfg.repeats == 1 else f"{name} run {run}", extra, train_cfg=tc, real_prob=real_prob)
+        real = scale if set_stage is pairs else 0
+        tm = TrainedModel(name, name, scale, tr, real, run, task="clip", synthetic_images=scale if extra else scale - real)
+        for eval_name, eval_set, class_subset, templates in zs:
+            head = zero_shot_head(tr, tc, eval_set, templates, log)
+            evals.append((tm, eval_name, evaluate(cfg, tr, eval_set, eval_name, cache, log, class_subset, tc, head)))
+        for pc, p_train, p_test in probes:
+            evals.append((tm, f"probe:{pc.name}", probe(cfg, tr, pc, p_train, p_test, log, tc)))
+    return evals, [(g, generated[g.name]) for g in cc.synthetic]
+
+
+# ---------------------------------------------------------------------------------------------------
 # Results tables
 
 
@@ -381,11 +566,12 @@ def collect_results(evals: list[tuple[TrainedModel, str, StageResult]], results_
     for tm, eval_name, ev in evals:
         ident = {"source": tm.source, "config": tm.config, "scale": tm.scale, "eval_set": eval_name, "run": tm.run}
         summary = json.loads((ev.path / "summary.json").read_text())
-        rows.append({**ident, "real_images": tm.real_images, "synthetic_images": tm.scale - tm.real_images,
+        syn = tm.scale - tm.real_images if tm.synthetic_images is None else tm.synthetic_images
+        rows.append({**ident, "task": tm.task, "real_images": tm.real_images, "synthetic_images": syn,
                      "loss": summary["loss"], "top1": summary["top1"], "n_eval": summary["n"],
                      "train_stage": tm.stage.id, "eval_stage": ev.id})
         pc = pd.read_parquet(ev.path / "per_class.parquet")
-        per_class.append(pc.assign(**ident)[[*ident, "class_index", "class_name", "loss", "top1", "n"]])
+        per_class.append(pc.assign(**ident, task=tm.task)[[*ident, "task", "class_index", "class_name", "loss", "top1", "n"]])
         ex = pd.read_parquet(ev.path / "examples.parquet")
         examples.append({**ident, "example_loss": ex["loss"].to_numpy(), "label": ex["label"].to_numpy()})
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -406,13 +592,17 @@ def collect_generation(generated: list[tuple[Any, StageResult]], results_dir: Pa
         m = read_manifest(stage.path)
         model = syn.model
         family = model[len("builtin:"):].partition("@")[0] if model.startswith("builtin:") else m["generator"].iloc[0].split(":")[1]
+        captions = not hasattr(syn, "strategy")  # CLIP's synthetic pairs: one image per caption
         rows.append({"config": syn.name, "model": model, "family": family, "generator": m["generator"].iloc[0],
-                     "strategy": syn.strategy, "guidance_scale": float(syn.guidance), "steps": int(m["steps"].iloc[0]),
-                     "images": len(m), "per_class": int(m.groupby("label").size().min()), "seed": syn.seed,
-                     "set_path": str(stage.path.resolve()), "stage": stage.id})
+                     "strategy": "captions" if captions else syn.strategy, "guidance_scale": float(syn.guidance),
+                     "steps": int(m["steps"].iloc[0]), "images": len(m),
+                     "per_class": 0 if captions else int(m.groupby("label").size().min()), "seed": syn.seed,
+                     "set_path": str(stage.path.resolve()), "stage": stage.id,
+                     "task": "clip" if captions else "classification"})
     results_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=["config", "model", "family", "generator", "strategy", "guidance_scale", "steps", "images",
-                                "per_class", "seed", "set_path", "stage"]).to_parquet(results_dir / "generation.parquet", index=False)
+                                "per_class", "seed", "set_path", "stage", "task"]).to_parquet(results_dir / "generation.parquet",
+                                                                                              index=False)
 
 
 def study_metrics(cfg: StudyConfig, train_set: StageResult, test_set: StageResult,
@@ -440,6 +630,7 @@ def study_metrics(cfg: StudyConfig, train_set: StageResult, test_set: StageResul
 def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Path:
     """Run every stage of `cfg` in `workdir`; returns the report's path."""
     from synscale.analysis.run import analyse
+    from synscale.data.shifts import HARD
     from synscale.report.html import write_report
 
     workdir = Path(workdir)
@@ -447,30 +638,40 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Pat
     (workdir / "study.json").write_text(json.dumps(to_dict(cfg), indent=1))
     log = Log(quiet)
     cache = ArrayCache()
-    train_set = real_shards(cfg, workdir, cfg.data.train_split, log)
+    captioned = bool(cfg.clip.scales) and cfg.clip.pairs.dataset == "captioned"
+    need_train = bool(cfg.scales) or captioned or HARD in cfg.evaluate.shifts
+    train_set = real_shards(cfg, workdir, cfg.data.train_split, log) if need_train else None
     test_set = real_shards(cfg, workdir, cfg.data.test_split, log)
-    d_ref = cfg.data.reference_size or _set_size(train_set)
     shifted = shift_sets(cfg, train_set, test_set, cache, log)
     probes = probe_sets(cfg, workdir, log)
-    ood = ood_sets(cfg, train_set, log)
-    evals = scaling_curve(cfg, train_set, test_set, "real", cache, log, shifted, probes, ood)
-    generated = []
-    for syn in cfg.synthetic:
-        generated.append((syn, synthetic_set(cfg, syn, train_set, log)))
-        evals += scaling_curve(cfg, generated[-1][1], test_set, syn.name, cache, log, shifted, probes, ood)
-    sets = {syn.name: stage for syn, stage in generated}
-    for mc in cfg.mix:
-        evals += scaling_curve(cfg, sets[mc.synthetic], test_set, mc.name, cache, log, shifted, probes, ood,
-                               mix=(mc, train_set))
-    metrics = study_metrics(cfg, train_set, test_set, generated, cache, log) if cfg.metrics.per_class else []
+    ood = ood_sets(cfg, train_set or test_set, log)
+    evals, generated, metrics = [], [], []
+    if cfg.scales:
+        evals += scaling_curve(cfg, train_set, test_set, "real", cache, log, shifted, probes, ood)
+        for syn in cfg.synthetic:
+            generated.append((syn, synthetic_set(cfg, syn, train_set, log)))
+            evals += scaling_curve(cfg, generated[-1][1], test_set, syn.name, cache, log, shifted, probes, ood)
+        sets = {syn.name: stage for syn, stage in generated}
+        for mc in cfg.mix:
+            evals += scaling_curve(cfg, sets[mc.synthetic], test_set, mc.name, cache, log, shifted, probes, ood,
+                                   mix=(mc, train_set))
+        metrics = study_metrics(cfg, train_set, test_set, generated, cache, log) if cfg.metrics.per_class else []
+    clip_generated = []
+    if cfg.clip.scales:
+        zs = zero_shot_sets(cfg, workdir, test_set, shifted, ood, log)
+        clip_evals, clip_generated = clip_curves(cfg, clip_pairs(cfg, train_set, workdir, log), zs, probes, cache, log)
+        evals += clip_evals
     results = workdir / "results"
     collect_results(evals, results)
-    collect_generation(generated, results)
+    collect_generation(generated + clip_generated, results)
     if metrics:
         from synscale.metrics.run import collect_metrics
 
         collect_metrics(metrics, results)
-    (results / "meta.json").write_text(json.dumps({"study": cfg.name, "d_ref": d_ref}, indent=1))
+    d_ref = {"classification": cfg.data.reference_size or (_set_size(train_set) if train_set else 0),
+             "clip": cfg.clip.reference_size or max(cfg.clip.scales, default=0)}
+    (results / "meta.json").write_text(json.dumps({"study": cfg.name, "d_ref": d_ref["classification"],
+                                                   "d_ref_clip": d_ref["clip"]}, indent=1))
     fits = analyse(results, d_ref, cfg.fit)["fits"]
     log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'} (and per_class, correlations, predictions)")
     report = write_report(workdir, cfg.name)

@@ -107,6 +107,9 @@ def _curve_fit(scales: np.ndarray, means: np.ndarray, ex: list[np.ndarray] | Non
         fit = with_intervals(fit, scales, reps, d_ref, fc.confidence)
     resid = log_residuals(scales, means, fit)
     row: dict[str, Any] = {**fit.as_row(), "residuals": resid.tolist(), "rmse_log": float(np.sqrt(np.mean(resid**2)))}
+    alpha = (1 - fc.confidence) / 2  # the mean loss at the largest scale, from the same replicates
+    last = np.quantile(reps[:, -1], [alpha, 1 - alpha]) if reps is not None and ex is not None else (math.nan, math.nan)
+    row.update(loss_at_max_lo=float(last[0]), loss_at_max_hi=float(last[1]))
     m = linear_range(scales, means, d_ref, fc.break_tolerance)
     has_break = 0 < m < len(scales)
     row.update(linear_points=m, linear_until=float(scales[m - 1]) if m else math.nan,
@@ -125,8 +128,29 @@ def _curve_fit(scales: np.ndarray, means: np.ndarray, ex: list[np.ndarray] | Non
     return row
 
 
-def config_fits(scaling: Any, examples: CurveExamples, d_ref: float, fc: FitConfig, n_boot: int | None = None) -> Any:
-    """fits.parquet's rows: every (source, config, eval_set) curve with at least two scales."""
+def reference_sizes(meta: dict[str, Any]) -> dict[str, float]:
+    """D_I of Equation 2 per task, from results/meta.json (`d_ref`; CLIP's `d_ref_clip`, in captions)."""
+    refs = {"classification": float(meta["d_ref"])}
+    if meta.get("d_ref_clip"):
+        refs["clip"] = float(meta["d_ref_clip"])
+    return refs
+
+
+def _task(g: Any) -> str:
+    """A curve's task: `classification` (and for results written before CLIP existed) or `clip`."""
+    return str(g["task"].iloc[0]) if "task" in g else "classification"
+
+
+def _ref(d_ref: float | dict[str, float], task: str) -> float:
+    if not isinstance(d_ref, dict):
+        return float(d_ref)
+    return float(d_ref.get(task) or d_ref["classification"])
+
+
+def config_fits(scaling: Any, examples: CurveExamples, d_ref: float | dict[str, float], fc: FitConfig,
+                n_boot: int | None = None) -> Any:
+    """fits.parquet's rows: every (source, config, eval_set) curve with at least two scales; `d_ref`: one
+    D_I, or one per task."""
     import pandas as pd
 
     n_boot = fc.bootstrap if n_boot is None else n_boot
@@ -137,14 +161,15 @@ def config_fits(scaling: Any, examples: CurveExamples, d_ref: float, fc: FitConf
             continue
         scales = per_scale.index.to_numpy(float)
         got = examples.get((source, config, eval_set), per_scale.index.tolist())
-        row = _curve_fit(scales, per_scale["loss"].to_numpy(), got[0] if got else None, d_ref, fc, n_boot)
-        rows.append({"source": source, "config": config, "eval_set": eval_set, **row,
+        row = _curve_fit(scales, per_scale["loss"].to_numpy(), got[0] if got else None, _ref(d_ref, _task(g)), fc, n_boot)
+        rows.append({"source": source, "config": config, "eval_set": eval_set, "task": _task(g), **row,
                      "min_scale": int(scales.min()), "max_scale": int(scales.max()), "runs": int(per_scale["runs"].max()),
                      "loss_at_max": float(per_scale["loss"].iloc[-1]), "top1_at_max": float(per_scale["top1"].iloc[-1])})
     return pd.DataFrame(rows)
 
 
-def class_fits(per_class_curves: Any, examples: CurveExamples, d_ref: float, fc: FitConfig, n_boot: int | None = None) -> Any:
+def class_fits(per_class_curves: Any, examples: CurveExamples, d_ref: float | dict[str, float], fc: FitConfig,
+               n_boot: int | None = None) -> Any:
     """One row per (source, config, eval_set, class): Equation 2 on the class's own loss curve, all
     classes of a curve at once (`class_fits_vectorised`); from mean losses alone (residual bootstrap)
     where the per-example losses are missing."""
@@ -152,7 +177,9 @@ def class_fits(per_class_curves: Any, examples: CurveExamples, d_ref: float, fc:
 
     n_boot = fc.bootstrap if n_boot is None else n_boot
     rows = []
+    refs = d_ref
     for (source, config, eval_set), g in per_class_curves.groupby(KEYS, sort=False):
+        task, d_ref = _task(g), _ref(refs, _task(g))
         per = g.groupby(["class_index", "scale"]).agg(loss=("loss", "mean"), top1=("top1", "mean"), n=("n", "max"))
         loss, top1, n = (per[c].unstack("scale").sort_index(axis=1) for c in ("loss", "top1", "n"))
         if loss.shape[1] < 2:
@@ -176,7 +203,7 @@ def class_fits(per_class_curves: Any, examples: CurveExamples, d_ref: float, fc:
                                         for row, f in zip(loss.to_numpy(), fits, strict=True)])
         final = np.maximum(loss.iloc[:, -1].to_numpy(), FLOOR)
         for i, ci in enumerate(classes):
-            rows.append({"source": source, "config": config, "eval_set": eval_set, "class_index": int(ci),
+            rows.append({"source": source, "config": config, "eval_set": eval_set, "task": task, "class_index": int(ci),
                          "class_name": str(names[ci]), "k": float(res["k"][i]), "perf_at_DI": float(res["perf_at_DI"][i]),
                          "r2": float(res["r2"][i]), "n_points": len(scales), "d_ref": float(d_ref),
                          "k_lo": float(res["k_lo"][i]), "k_hi": float(res["k_hi"][i]),
@@ -288,8 +315,9 @@ def predictions(fits: Any, per_class: Any, metrics: Any, eval_set: str = "val") 
     return pd.DataFrame(rows, columns=cols), summary
 
 
-def analyse(results_dir: str | Path, d_ref: float, fc: FitConfig, n_boot: int | None = None) -> dict[str, Any]:
-    """Every analysis table from the results tables; returns them by name."""
+def analyse(results_dir: str | Path, d_ref: float | dict[str, float], fc: FitConfig, n_boot: int | None = None) -> dict[str, Any]:
+    """Every analysis table from the results tables; returns them by name. `d_ref`: D_I, one or per task
+    (`reference_sizes`)."""
     results_dir = Path(results_dir)
     fc.check()
     scaling = _read(results_dir / "scaling.parquet")
@@ -314,7 +342,7 @@ def analyse(results_dir: str | Path, d_ref: float, fc: FitConfig, n_boot: int | 
     for (config, eval_set), g in per_class.groupby(["config", "eval_set"], sort=False):
         if eval_set == "val":
             cats[config] = {c: g[g.category == c].sort_values("k", ascending=False)["class_name"].tolist() for c in CATEGORIES}
-    info = {"d_ref": d_ref, "fit": {k: getattr(fc, k) for k in fc.__dataclass_fields__},
+    info = {"d_ref": _ref(d_ref, "classification"), "d_ref_clip": _ref(d_ref, "clip"), "fit": {k: getattr(fc, k) for k in fc.__dataclass_fields__},
             "bootstrap": fc.bootstrap if n_boot is None else n_boot, "predictor": summary, "categories": cats}
     (results_dir / "analysis.json").write_text(json.dumps(info, indent=1, default=float))
     return {"fits": fits, "per_class": per_class, "correlations": corr, "predictions": preds, "analysis": info}

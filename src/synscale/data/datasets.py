@@ -3,8 +3,15 @@
 - `fashion-mnist`: Debian's `dataset-fashion-mnist` files (gzipped IDX), or the same files in a dir.
 - `imagefolder`: any class-per-folder tree, `<root>/<split>/<class>/<image>` (the user's own data,
   an ImageNet split). Folder names that are WordNet ids are kept as the label set's wnids.
-- `webdataset`: existing webdataset shards `<root>/<split>-*.tar` (or a brace pattern with `{split}`)
-  with an image (`png`/`jpg`/`jpeg`/`webp`) and a label (`cls`, or `label` in the `json`).
+- `webdataset`: existing webdataset shards `<root>/<split>-*.tar` (or a brace pattern with `{split}`,
+  e.g. `/data/in1k/{split}-{000000..000146}.tar`) with an image (`png`/`jpg`/`jpeg`/`webp`) and a label
+  (`cls`, or `label` in the `json`).
+- `img2dataset`: image-text pairs as img2dataset writes them for LAION / CC12M (`<key>.jpg|png|webp` +
+  `<key>.txt` caption + optional `<key>.json`): a directory of `*.tar`, a brace pattern
+  (`/data/laion/{00000..41455}.tar`) or any URL the webdataset library opens (`pipe:...`, http). No
+  labels; each sample's caption is in its meta.
+
+Webdataset shards are read with the webdataset library.
 """
 
 from __future__ import annotations
@@ -206,57 +213,152 @@ class ImageFolder:
         return len(self._files(split))
 
 
+IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
+
+
+def _is_url(spec: str) -> bool:
+    return "://" in spec or spec.startswith("pipe:")
+
+
+def shard_urls(spec: str) -> list[str]:
+    """The shards a spec names: a directory (its `*.tar`, sorted), a brace pattern, or URLs."""
+    import braceexpand
+
+    if not _is_url(spec) and Path(spec).is_dir():
+        return [str(p) for p in sorted(Path(spec).glob("*.tar"))]
+    return list(braceexpand.braceexpand(spec))
+
+
+def _fingerprint_urls(urls: list[str]) -> str:
+    local = [Path(u) for u in urls if not _is_url(u)]
+    missing = [p for p in local if not p.exists()]
+    if missing:
+        raise DatasetError(f"no such shard {missing[0]} ({len(missing)} of {len(urls)} missing)")
+    h = hashlib.sha256("\n".join(u for u in urls if _is_url(u)).encode())
+    if local:
+        h.update(_stat_fingerprint(local, Path("/")).encode())
+    return h.hexdigest()[:16]
+
+
+def iter_webdataset(urls: list[str]) -> Iterator[dict[str, Any]]:
+    """Samples (dicts of extension -> bytes, `__key__`, `__url__`) of the shards, in order, read by the
+    webdataset library."""
+    import tarfile
+
+    import webdataset as wds
+
+    ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
+    try:
+        yield from ds
+    except (OSError, ValueError, tarfile.TarError) as e:  # unreadable or missing shard: name it
+        raise DatasetError(f"reading shards {urls[0]}{' ...' if len(urls) > 1 else ''}: {e}") from None
+
+
+def _decode_image(sample: dict[str, Any], image_size: int) -> Any:
+    from PIL import Image
+
+    ext = next((e for e in IMAGE_KEYS if e in sample), None)
+    if ext is None:
+        raise DatasetError(f"{sample.get('__url__')}: sample {sample['__key__']!r} has no png/jpg/jpeg/webp image")
+    try:
+        img = Image.open(io.BytesIO(sample[ext])).convert("RGB")
+    except OSError as e:
+        raise DatasetError(f"{sample.get('__url__')}: sample {sample['__key__']!r}: unreadable image ({e})") from None
+    return resize_center_crop(img, image_size) if image_size else img
+
+
+def _sample_key(prefix: str, key: str) -> str:
+    return prefix + key.replace("/", "_").replace(".", "_")
+
+
 @DATASETS.register("webdataset")
 class WebDatasetSource:
-    """Existing webdataset shards: `<root>/<split>-*.tar`, or `root` a pattern containing `{split}`."""
+    """Existing class-labelled webdataset shards: `<root>/<split>-*.tar`, or `root` a pattern containing
+    `{split}` (and braces: `/data/in1k/{split}-{000000..000146}.tar`). Class names, one per line in label
+    order, in `classnames.txt` beside the shards."""
 
     def __init__(self, root: str = "", image_size: int = 0) -> None:
         if not root:
             raise DatasetError("webdataset needs data.root: a directory of <split>-*.tar or a '{split}' pattern")
         self.root = root
         self.image_size = image_size
-        names_file = Path(root) / "classnames.txt" if "{split}" not in root else None
-        if names_file is None or not names_file.exists():
-            raise DatasetError(f"webdataset: put the class names, one per line in label order, in {names_file or '<dir>/classnames.txt'}")
+        # the shards' directory: root itself, or a pattern's part before its first brace, up to the last '/'
+        base = Path(root[: root.index("{")].rpartition("/")[0] or ".") if "{split}" in root else Path(root)
+        names_file = base / "classnames.txt"
+        if not names_file.exists():
+            raise DatasetError(f"webdataset: put the class names, one per line in label order, in {names_file}")
         names = [ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()]
         self.labels = LabelSet(tuple(names), tuple(names) if all(WNID.match(n) for n in names) else None)
 
-    def _shards(self, split: str) -> list[Path]:
-        shards = sorted(Path(self.root).glob(f"{split}-*.tar"))
-        if not shards:
+    def _shards(self, split: str) -> list[str]:
+        if "{split}" in self.root:
+            urls = shard_urls(self.root.replace("{split}", split))
+        else:
+            urls = [str(p) for p in sorted(Path(self.root).glob(f"{split}-*.tar"))]
+        if not urls:
             raise DatasetError(f"webdataset: no shards {self.root}/{split}-*.tar")
-        return shards
+        return urls
 
     def splits(self) -> list[str]:
+        if "{split}" in self.root:
+            return []
         return sorted({p.name.rsplit("-", 1)[0] for p in Path(self.root).glob("*-*.tar")})
 
     def fingerprint(self) -> str:
-        files = [p for s in self.splits() for p in self._shards(s)]
-        return _stat_fingerprint(files, Path(self.root))
+        if "{split}" in self.root:
+            return hashlib.sha256(self.root.encode()).hexdigest()[:16]
+        return _fingerprint_urls([u for s in self.splits() for u in self._shards(s)])
 
     def samples(self, split: str) -> Iterator[Sample]:
-        from PIL import Image
+        for sample in iter_webdataset(self._shards(split)):
+            key, url = sample["__key__"], sample.get("__url__")
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+            if "cls" in sample:
+                label = int(sample["cls"].decode().strip())
+            elif "label" in meta:
+                label = int(meta["label"])
+            else:
+                raise DatasetError(f"{url}: sample {key!r} has no label (.cls, or 'label' in .json)")
+            if not 0 <= label < len(self.labels):
+                raise DatasetError(f"{url}: sample {key!r} has label {label}, outside 0..{len(self.labels) - 1}")
+            yield Sample(_sample_key(f"{split}-", key), _decode_image(sample, self.image_size), label, {"source_key": key})
 
-        from synscale.data.shards import iter_tar_samples
+    def count(self, split: str) -> int | None:
+        return None
 
-        for shard in self._shards(split):
-            for key, files in iter_tar_samples(shard):
-                ext = next((e for e in ("png", "jpg", "jpeg", "webp") if e in files), None)
-                if ext is None:
-                    raise DatasetError(f"{shard}: sample {key!r} has no png/jpg/jpeg/webp image")
-                meta = json.loads(files["json"]) if "json" in files else {}
-                if "cls" in files:
-                    label = int(files["cls"].decode().strip())
-                elif "label" in meta:
-                    label = int(meta["label"])
-                else:
-                    raise DatasetError(f"{shard}: sample {key!r} has no label (.cls, or 'label' in .json)")
-                if not 0 <= label < len(self.labels):
-                    raise DatasetError(f"{shard}: sample {key!r} has label {label}, outside 0..{len(self.labels) - 1}")
-                img = Image.open(io.BytesIO(files[ext])).convert("RGB")
-                if self.image_size:
-                    img = resize_center_crop(img, self.image_size)
-                yield Sample(f"{split}-{key.replace('/', '_')}", img, label, {"source_key": key})
+
+@DATASETS.register("img2dataset")
+class Img2DatasetPairs:
+    """Image-text pairs in webdataset shards as img2dataset writes them (LAION, CC12M): `<key>.jpg|png|webp`,
+    `<key>.txt` (the caption) and optionally `<key>.json` (a `caption` there too). `root`: a directory of
+    `*.tar`, a brace pattern or URLs; there is one split, whatever its name. Unlabelled (label -1)."""
+
+    labels = None
+
+    def __init__(self, root: str = "", image_size: int = 0) -> None:
+        if not root:
+            raise DatasetError("img2dataset pairs need a root: a directory of *.tar, a brace pattern or a URL")
+        self.root, self.image_size = root, image_size
+        self.urls = shard_urls(root)
+        if not self.urls:
+            raise DatasetError(f"img2dataset: no shards in {root}")
+
+    def splits(self) -> list[str]:
+        return ["train"]
+
+    def fingerprint(self) -> str:
+        return _fingerprint_urls(self.urls)
+
+    def samples(self, split: str = "train") -> Iterator[Sample]:
+        for sample in iter_webdataset(self.urls):
+            key, url = sample["__key__"], sample.get("__url__")
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+            caption = sample["txt"].decode("utf-8").strip() if "txt" in sample else str(meta.get("caption") or "").strip()
+            if not caption:
+                raise DatasetError(f"{url}: sample {key!r} has no caption (.txt, or 'caption' in .json); "
+                                   "remove it or re-run img2dataset with captions")
+            yield Sample(_sample_key("", key), _decode_image(sample, self.image_size), -1,
+                         {"caption": caption, "source_key": key})
 
     def count(self, split: str) -> int | None:
         return None

@@ -5,7 +5,9 @@ so the same samples always give the same bytes. A set directory holds:
 
     shard-00000.tar, shard-00001.tar, ...   the samples, in write order
     manifest.parquet                          one row per sample: key, label, class_name, shard, + meta
-    labels.json                               the label set
+                                              (`caption` for image-text pairs)
+    labels.json                               the label set (absent for an unlabelled caption set, whose
+                                              samples have label -1)
     arrays.npy                                for small images (<= 64 px): all images decoded, uint8
                                               (N, C, H, W) in manifest order, so that in-memory training
                                               does not decode PNGs again (a cache; the tars are the data)
@@ -51,7 +53,7 @@ def decode_png(data: bytes) -> np.ndarray:
 class ShardWriter:
     """Writes samples into numbered tars of at most `shard_size` samples, and the manifest at close()."""
 
-    def __init__(self, out_dir: str | Path, labels: LabelSet, shard_size: int = 10000, prefix: str = "shard",
+    def __init__(self, out_dir: str | Path, labels: LabelSet | None, shard_size: int = 10000, prefix: str = "shard",
                  cache_arrays: bool = True) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,12 +73,16 @@ class ShardWriter:
             raise ValueError(f"duplicate sample key {key!r}")
         if "." in key or "/" in key:
             raise ValueError(f"sample key {key!r} must not contain '.' or '/' (webdataset splits on them)")
-        if not 0 <= label < len(self.labels):
+        if self.labels is None:
+            if label != -1:
+                raise ValueError(f"label {label} of {key!r} in an unlabelled set (its samples have label -1)")
+        elif not 0 <= label < len(self.labels):
             raise ValueError(f"label {label} of {key!r} is outside the label set (0..{len(self.labels) - 1})")
         n = len(self.rows)
         if n % self.shard_size == 0:
             self._open(n // self.shard_size)
-        record = {"key": key, "label": int(label), "class_name": self.labels.names[label], **(meta or {})}
+        name = self.labels.names[label] if self.labels is not None else ""
+        record = {"key": key, "label": int(label), "class_name": name, **(meta or {})}
         png = encode_png(image)
         self._add(f"{key}.png", png)
         self._keep_array(png if not isinstance(image, np.ndarray) else image)
@@ -113,7 +119,8 @@ class ShardWriter:
             self._tar.close()
             self._tar = None
         pd.DataFrame(self.rows).to_parquet(self.out_dir / "manifest.parquet", index=False)
-        self.labels.save(self.out_dir / "labels.json")
+        if self.labels is not None:
+            self.labels.save(self.out_dir / "labels.json")
         if self._arrays:
             arr = np.stack(self._arrays)
             np.save(self.out_dir / "arrays.npy", arr[:, None] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2))
@@ -213,12 +220,43 @@ def load_arrays(set_dir: str | Path, keys: Iterable[str] | None = None) -> tuple
     return np.stack(images), np.asarray(labels, dtype=np.int64), out_keys
 
 
-def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int, progress: bool = True) -> int:
-    """Write one split of a registered dataset into synscale shards; returns the number of samples."""
+def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int, progress: bool = True,
+                        limit: int = 0) -> int:
+    """Write one split of a registered dataset (the first `limit` samples; 0: all) into synscale shards;
+    returns the number of samples."""
+    import itertools
+
     from synscale.progress import bar
 
     total = dataset.count(split)
+    total = min(total, limit) if total and limit else (limit or total)
+    samples = itertools.islice(dataset.samples(split), limit or None)
     with ShardWriter(out_dir, dataset.labels, shard_size=shard_size) as writer:
-        for s in bar(dataset.samples(split), total=total, desc=f"shards {split}", unit="img", disable=not progress):
+        for s in bar(samples, total=total, desc=f"shards {split}", unit="img", disable=not progress):
             writer.write(s.key, s.image, s.label, {"split": split, **s.meta})
     return len(writer.rows)
+
+
+def read_labels(set_dir: str | Path) -> LabelSet | None:
+    """A set's label set, or None for an unlabelled caption set."""
+    path = Path(set_dir) / "labels.json"
+    return LabelSet.load(path) if path.exists() else None
+
+
+def captions_for(set_dir: str | Path, keys: Iterable[str] | None = None) -> list[str] | None:
+    """The captions of `keys` (in their order; all samples in manifest order without keys), or None when
+    the set has none."""
+    texts = read_captions(set_dir)
+    if texts is None or keys is None:
+        return texts
+    pos = dict(zip(read_manifest(set_dir)["key"], texts, strict=True))
+    return [pos[k] for k in keys]
+
+
+def read_captions(set_dir: str | Path) -> list[str] | None:
+    """Every sample's caption in manifest order (generated sets: the prompt), or None if it has none."""
+    manifest = read_manifest(set_dir)
+    for col in ("caption", "prompt"):
+        if col in manifest:
+            return manifest[col].astype(str).tolist()
+    return None

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synscale.train.classifier import normalize
+from synscale.train.engine import normalize
 
 
 class _Batches(torch.utils.data.Dataset):

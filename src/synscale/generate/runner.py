@@ -32,11 +32,21 @@ from synscale.progress import bar
 
 
 def sample_meta(row: Any, generator_id: str, guidance: float, steps: int) -> dict[str, Any]:
-    return {"index": int(row.index), "prompt": str(row.prompt), "strategy": str(row.strategy), "seed": int(row.seed),
+    meta = {"index": int(row.index), "prompt": str(row.prompt), "strategy": str(row.strategy), "seed": int(row.seed),
             "generator": generator_id, "guidance_scale": float(guidance), "steps": int(steps)}
+    if row.strategy == "captions":  # an image-text pair: its caption is its prompt
+        meta["caption"] = str(row.prompt)
+    return meta
 
 
-def generate_shard(generator: Any, rows: Any, labels: LabelSet, out_dir: Path, shard: int, guidance: float,
+def sample_key(row: Any) -> str:
+    """A prompt row's sample key: its own (a caption set regenerated under the real pairs' keys), else
+    from its index."""
+    key = getattr(row, "key", None)
+    return str(key) if key is not None else f"s{int(row.index):08d}"
+
+
+def generate_shard(generator: Any, rows: Any, labels: LabelSet | None, out_dir: Path, shard: int, guidance: float,
                    batch_size: int, progress: Any = None) -> list[dict[str, Any]]:
     name = f"shard-{shard:05d}.tar"
     tmp = out_dir / f".{name}.inprogress"
@@ -46,7 +56,7 @@ def generate_shard(generator: Any, rows: Any, labels: LabelSet, out_dir: Path, s
         batch = rows.iloc[start : start + batch_size]
         images = generator(batch.prompt.tolist(), batch.seed.tolist(), guidance)
         for row, img in zip(batch.itertuples(index=False), images, strict=True):
-            writer.write(f"s{int(row.index):08d}", img.squeeze(-1) if img.shape[-1] == 1 else img, int(row.class_index),
+            writer.write(sample_key(row), img.squeeze(-1) if img.shape[-1] == 1 else img, int(row.class_index),
                          sample_meta(row, generator.id, guidance, generator.steps))
         if progress is not None:
             progress.update(len(batch))
@@ -87,10 +97,11 @@ class GeneratorSpec:
             torch.set_num_threads(before)
 
 
-def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet, out_dir: str | Path, guidance: float,
+def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet | None, out_dir: str | Path, guidance: float,
                  batch_size: int = 64, shard_size: int = 1000, progress: bool = True, executor: str = "local",
                  ray_actors: int = 1, ray_num_cpus: float = 0.5, ray_num_gpus: float = 0.0) -> int:
-    """Generate every row of `prompts` (index, class_index, prompt, strategy, seed) into `out_dir`."""
+    """Generate every row of `prompts` (index, class_index, prompt, strategy, seed; optionally key) into
+    `out_dir`; `labels` None: an unlabelled caption set (class_index -1)."""
     import pandas as pd
 
     out_dir = Path(out_dir)
@@ -113,7 +124,8 @@ def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet, out_dir: s
             raise ValueError(f"unknown executor {executor!r}; choose local or ray")
     all_rows = [r for j in range(n_shards) for r in json.loads((out_dir / f"shard-{j:05d}.rows.json").read_text())]
     pd.DataFrame(all_rows).to_parquet(out_dir / "manifest.parquet", index=False)
-    labels.save(out_dir / "labels.json")
+    if labels is not None:
+        labels.save(out_dir / "labels.json")
     for j in range(n_shards):
         (out_dir / f"shard-{j:05d}.rows.json").unlink()
     _write_array_cache(out_dir)

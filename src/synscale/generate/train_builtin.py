@@ -56,12 +56,6 @@ def _to_model_range(images: np.ndarray, size: int) -> Any:
     return x
 
 
-def _cosine_lr(opt: Any, step: int, total: int, lr: float, warmup: int) -> None:
-    value = lr * (step + 1) / warmup if step < warmup else lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-    for g in opt.param_groups:
-        g["lr"] = value
-
-
 class PromptBank:
     """The family's MiniLM embeddings of every pooled prompt, computed once; a random prompt of the right class
     per training image, or the empty prompt with probability UNCOND_PROB (conditioning dropout)."""
@@ -92,14 +86,18 @@ def _as_tuple(x: Any) -> tuple[Any, ...]:
 
 def _loop(params: Any, steps: int, lr: float, desc: str, progress: bool, loss_fn: Any, ema_of: Any = None,
           ema_decay: float = 0.999) -> None:
-    """AdamW with warm-up + cosine on `loss_fn(step)`; keeps an EMA of `ema_of`'s weights and copies it in at the end."""
+    """AdamW with the training engine's warm-up + cosine rule (synscale.train.schedule.lr_at) on
+    `loss_fn(step)`; keeps an EMA of `ema_of`'s weights and copies it in at the end."""
     import torch
     from diffusers.training_utils import EMAModel
+
+    from synscale.train.schedule import lr_at
 
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = EMAModel(ema_of.parameters(), decay=ema_decay, use_ema_warmup=True, power=0.75) if ema_of is not None else None
     for step in bar(range(steps), desc=desc, unit="step", disable=not progress):
-        _cosine_lr(opt, step, steps, lr, max(1, steps // 20))
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, lr, steps, max(1, steps // 20))
         loss = loss_fn(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -133,6 +133,10 @@ def _synscale_model(stage_dir: Path, train_cfg: dict[str, Any], name: str | None
     if "model" not in train_cfg:
         raise ValueError(f"{stage_dir}: cannot tell which model it holds (no stage.json with the train config)")
     model, meta = load_trained(stage_dir, train_cfg)
+    if train_cfg.get("task") == "contrastive":  # a CLIP model: its image tower, read like a classifier's features
+        from synscale.train.clip import ClipImageTower
+
+        model = ClipImageTower(model)
     name = name or f"file:{_sha(stage_dir / 'model.safetensors')}"
     size = meta.get("model_img_size", meta["img_size"])
     return Reference(name, model, size, meta["in_chans"], None, None, None, torch.device("cpu"), None)

@@ -108,3 +108,35 @@ def captions_per_class(dataset: object, split: str, captioner: str, pool: int, s
         if text:
             out.setdefault(s.label, []).append(text)
     return out
+
+
+def captioned_pairs(set_dir: str | Path, keys: list[str], captioner: str, out: str | Path, shard_size: int,
+                    local_files_only: bool = True, progress: bool = True) -> int:
+    """Write `keys` of a labelled set (in their order) as a pair set: each image with a caption of it by
+    `captioner` (`attributes`, `file:<csv|jsonl of key,caption>`, `hf:<image-to-text model>`)."""
+    from synscale.data.pairs import compose_caption
+    from synscale.data.shards import ShardWriter, load_arrays, read_labels
+    from synscale.progress import bar
+
+    labels = read_labels(set_dir)
+    images, targets, _ = load_arrays(set_dir, keys)
+    if captioner.startswith("file:"):
+        table = read_captions_file(captioner[5:])
+        missing = [k for k in keys if k not in table]
+        if missing:
+            raise ValueError(f"{captioner[5:]}: no caption for {len(missing)} of the {len(keys)} samples, e.g. {missing[0]!r}")
+        texts = [table[k] for k in keys]
+    elif captioner.startswith("hf:"):
+        from synscale.prompts.hf_backends import ImageToTextCaptioner
+
+        hwc = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+        texts = ImageToTextCaptioner(captioner[3:], local_files_only=local_files_only)(hwc, keys)
+    else:
+        texts = CAPTIONERS.create(captioner, images, keys)
+    with ShardWriter(out, labels, shard_size) as w:
+        for key, img, y, text in bar(list(zip(keys, images, targets, texts, strict=True)), desc="captioned pairs",
+                                     unit="img", disable=not progress):
+            name = labels.names[y] if labels is not None and y >= 0 else ""
+            w.write(key, img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), int(y),
+                    {"caption": compose_caption(name, text)})
+    return len(keys)

@@ -211,3 +211,19 @@ def make_prompts(strategy: str, ctx: PromptContext, per_class: int, seed: int = 
             rows.append({"index": index, "class_index": c, "class_name": ctx.labels.names[c],
                          "strategy": strategy, "prompt": fn(ctx, c, np.random.default_rng(s)), "seed": s})
     return pd.DataFrame(rows)
+
+
+def caption_prompts(manifest: Any, seed: int) -> Any:
+    """A prompt set that regenerates every caption of a pair set (in manifest order): rows (index, key,
+    class_index, class_name, strategy = "captions", prompt = the caption, seed)."""
+    import pandas as pd
+
+    if "caption" not in manifest:
+        raise ValueError("the pair set has no captions (no `caption` column in its manifest)")
+    n = len(manifest)
+    return pd.DataFrame({
+        "index": np.arange(n), "key": manifest["key"].astype(str).to_numpy(),
+        "class_index": manifest["label"].to_numpy(np.int64), "class_name": manifest["class_name"].astype(str).to_numpy(),
+        "strategy": "captions", "prompt": manifest["caption"].astype(str).to_numpy(),
+        "seed": [prompt_seed(seed, i) for i in range(n)],
+    })

@@ -463,8 +463,49 @@ def figure_predictor(predictions: Any, out_dir: Path) -> Figure:
     return f
 
 
-def figure8() -> Figure:
-    """Figure 8 of the paper needs CLIP training results, which synscale does not produce yet."""
-    f = Figure("8", "CLIP scaling (synthetic, real, synthetic + real)")
-    f.missing = "this study has no CLIP training results (figure 8 and table 1 of the paper need them)."
+def source_kind(scaling: Any) -> dict[str, str]:
+    """Per source: `real`, `synthetic` or `synthetic + real`, from the images its models saw."""
+    out = {}
+    for config, g in scaling.groupby("config", sort=False):
+        real, syn = (g.real_images > 0).any(), (g.synthetic_images > 0).any()
+        out[config] = "synthetic + real" if real and syn else "synthetic" if syn else "real"
+    return out
+
+
+def clip_colors(scaling: Any) -> dict[str, str]:
+    """CLIP sources coloured by what their images are: real only (red, as real everywhere), synthetic only
+    (blue shades), both (green shades)."""
+    pools = {"synthetic": ["#1f77b4", "#17becf", "#9467bd"], "synthetic + real": ["#2ca02c", "#bcbd22", "#8c564b"]}
+    out: dict[str, str] = {}
+    for config, kind in source_kind(scaling).items():
+        pool = pools.get(kind)
+        out[config] = REAL_COLOR if pool is None else pool[sum(1 for c in out.values() if c in pool) % len(pool)]
+    return out
+
+
+def figure8(scaling: Any, fits: Any, out_dir: Path, eval_set: str = "val") -> Figure:
+    """The paper's figure 8: CLIP's zero-shot loss (log-log, with Equation 2 fits) and top-1 against the
+    number of captions, for real, synthetic and mixed pairs."""
+    f = Figure("8", "CLIP scaling: zero-shot loss and top-1 against captions (synthetic, real, synthetic + real)",
+               f"CLIP models trained on nested caption subsets; every source at one scale has the same captions. Left: the "
+               f"zero-shot loss −log softmax(τ·sim) on {eval_set} (log-log) with Equation 2 fits; right: zero-shot top-1.")
+    if scaling is None or not len(scaling) or eval_set not in set(scaling.eval_set):
+        f.missing = "this study has no CLIP training results (figure 8 and table 1 of the paper need them: [clip] scales)."
+        return f
+    plt = _pyplot()
+    col = clip_colors(scaling)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    _curve_panel(axes[0], scaling, fits, eval_set, col)
+    _log_axes(axes[0], "zero-shot loss", scales=scaling[scaling.eval_set == eval_set].scale)
+    axes[0].set_xlabel("captions D")
+    _curve_panel(axes[1], scaling, None, eval_set, col, what="top1")
+    axes[1].set_xscale("log")
+    _scale_ticks(axes[1], scaling[scaling.eval_set == eval_set].scale)
+    axes[1].set_xlabel("captions D")
+    axes[1].set_ylabel("zero-shot top-1")
+    axes[1].grid(True, which="both", alpha=0.3)
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    f.paths = _save(fig, out_dir, "fig8_clip")
     return f

@@ -10,8 +10,6 @@ sort by a click on their header (a few lines of inline script, no network).
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 import time
@@ -19,75 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from synscale.report import figures as F
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}h3{margin-top:1.3em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.88em}th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
-th{background:#f3f3f3;cursor:pointer;user-select:none}th.sorted-asc::after{content:" ▲"}th.sorted-desc::after{content:" ▼"}
-td.l,th.l{text-align:left}img{max-width:100%}.muted{color:#777;font-size:.9em}
-figure{margin:1em 0}figcaption{font-size:.9em;color:#444}.missing{color:#8a5a00;background:#fff8e6;padding:.4em .7em;border-left:3px solid #e0a800}
-nav a{margin-right:.9em}.summary li{margin:.25em 0}.cat-scaling{color:#c62828}.cat-easy{color:#1565c0}.cat-poor{color:#2e7d32}
-.scroll{max-height:28em;overflow:auto}
-"""
-
-SORT_JS = """
-document.querySelectorAll('table.sortable').forEach(function(t){
-  t.querySelectorAll('th').forEach(function(th,i){
-    th.addEventListener('click',function(){
-      var asc=!th.classList.contains('sorted-asc');
-      t.querySelectorAll('th').forEach(function(h){h.classList.remove('sorted-asc','sorted-desc')});
-      th.classList.add(asc?'sorted-asc':'sorted-desc');
-      var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows);
-      rows.sort(function(a,b){
-        var x=a.cells[i].getAttribute('data-v'),y=b.cells[i].getAttribute('data-v');
-        var nx=parseFloat(x),ny=parseFloat(y),r;
-        if(!isNaN(nx)&&!isNaN(ny)){r=nx-ny}else{r=String(x).localeCompare(String(y))}
-        return asc?r:-r});
-      rows.forEach(function(r){body.appendChild(r)});
-    });
-  });
-});
-"""
-
-esc = html.escape
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
-
-
-def table(df: Any, formats: dict[str, str] | None = None, left: tuple[str, ...] = (), table_id: str = "") -> str:
-    """A sortable HTML table; every header and cell is escaped."""
-    formats = formats or {}
-    head = "".join(f'<th class="{"l" if c in left else ""}">{esc(str(c))}</th>' for c in df.columns)
-    body = []
-    for row in df.itertuples(index=False):
-        cells = []
-        for c, v in zip(df.columns, row, strict=True):
-            missing = _missing(v)
-            text = "–" if missing else formats[c].format(v) if c in formats else str(v)
-            key = "" if missing else (repr(float(v)) if isinstance(v, int | float) and not isinstance(v, bool) else str(v))
-            cells.append(f'<td class="{"l" if c in left else ""}" data-v="{esc(key)}">{esc(text)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    tid = f' id="{esc(table_id)}"' if table_id else ""
-    return f'<table class="sortable"{tid}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-
-
-def figure_html(fig: F.Figure) -> str:
-    if fig.missing or fig.png is None:
-        return (f'<p class="missing" id="missing-fig-{esc(fig.key)}">Figure {esc(fig.key)} ({esc(fig.title)}) is left out: '
-                f"{esc(fig.missing)}</p>")
-    data = base64.b64encode(fig.png.read_bytes()).decode()
-    svg = fig.png.with_suffix(".svg").name
-    return (f'<figure id="fig-{esc(fig.key)}"><img alt="Figure {esc(fig.key)}: {esc(fig.title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption><b>Figure {esc(fig.key)}.</b> {esc(fig.title)}. {esc(fig.caption)} "
-            f'<a href="{esc(svg)}">SVG</a></figcaption></figure>')
-
-
-def _ci(lo: float, hi: float, fmt: str = "{:.3f}") -> str:
-    return "–" if _missing(lo) or _missing(hi) else f"[{fmt.format(lo)}, {fmt.format(hi)}]"
-
+from synscale.report.clip import only
+from synscale.report.clip import section as clip_section
+from synscale.report.parts import CSS, SORT_JS, esc, figure_html, interval, is_missing, table
 
 # ---------------------------------------------------------------------------------------------------
 # sections
@@ -102,14 +34,14 @@ def summary_items(fits: Any, per_class: Any, info: dict[str, Any], focus: str | 
     real = val.loc["real"] if "real" in val.index else None
     syn = val[val.source != "real"] if len(val) else val
     if real is not None:
-        out.append(f"Real images scale with <b>k = {real.k:.3f}</b> {esc(_ci(real.k_lo, real.k_hi))} on the real "
+        out.append(f"Real images scale with <b>k = {real.k:.3f}</b> {esc(interval(real.k_lo, real.k_hi))} on the real "
                    f"validation set; the fit puts the loss at D<sub>I</sub> = {d_ref:,} at {math.exp(-real.perf_at_DI):.3f}.")
     if len(syn):
         best = syn.sort_values("k", ascending=False)
         b = best.iloc[0]
         rel = f" ({b.k / real.k:.0%} of real)" if real is not None and real.k > 0 else ""
         out.append(f"The synthetic configuration that scales best is <b>{esc(str(best.index[0]))}</b>, k = {b.k:.3f} "
-                   f"{esc(_ci(b.k_lo, b.k_hi))}{esc(rel)}.")
+                   f"{esc(interval(b.k_lo, b.k_hi))}{esc(rel)}.")
         if real is not None:
             above = [str(c) for c, r in syn.iterrows() if r.k_lo > real.k_hi]
             below = [str(c) for c, r in syn.iterrows() if r.k_hi < real.k_lo]
@@ -163,12 +95,12 @@ def summary_items(fits: Any, per_class: Any, info: dict[str, Any], focus: str | 
 
 def _fits_table(fits: Any, d_ref: int) -> str:
     t = fits.assign(
-        k_ci=[_ci(a, b) for a, b in zip(fits.k_lo, fits.k_hi, strict=True)],
-        perf_ci=[_ci(a, b) for a, b in zip(fits.perf_lo, fits.perf_hi, strict=True)],
+        k_ci=[interval(a, b) for a, b in zip(fits.k_lo, fits.k_hi, strict=True)],
+        perf_ci=[interval(a, b) for a, b in zip(fits.perf_lo, fits.perf_hi, strict=True)],
         scales=[f"{a:,}–{b:,}" for a, b in zip(fits.min_scale, fits.max_scale, strict=True)],
-        sat_E_ci=[_ci(a, b) for a, b in zip(fits.sat_E_lo, fits.sat_E_hi, strict=True)],
-        sat_k_ci=[_ci(a, b) for a, b in zip(fits.sat_k_lo, fits.sat_k_hi, strict=True)],
-        breaks=["–" if _missing(b) else f"{int(b):,} ({d})" for b, d in zip(fits.break_at, fits.break_direction, strict=True)],
+        sat_E_ci=[interval(a, b) for a, b in zip(fits.sat_E_lo, fits.sat_E_hi, strict=True)],
+        sat_k_ci=[interval(a, b) for a, b in zip(fits.sat_k_lo, fits.sat_k_hi, strict=True)],
+        breaks=["–" if is_missing(b) else f"{int(b):,} ({d})" for b, d in zip(fits.break_at, fits.break_direction, strict=True)],
     )[["config", "eval_set", "k", "k_ci", "perf_at_DI", "perf_ci", "r2", "rmse_log", "scales", "linear_until", "breaks",
        "sat_E", "sat_E_ci", "sat_k", "sat_k_ci"]]
     t = t.rename(columns={"k_ci": "k CI", "perf_at_DI": f"−log L({d_ref:,})", "perf_ci": "−log L CI", "r2": "R²",
@@ -275,7 +207,10 @@ def _per_class_section(per_class: Any, corr: Any, info: dict[str, Any], focus: s
                 "scaling_per_class.parquet is absent or has fewer than two scales.</p></section>")
     fc = info.get("fit", {})
     lists = []
+    shown = set(per_class.config)
     for config, cats in info.get("categories", {}).items():
+        if config not in shown:  # CLIP's are in its own section
+            continue
         items = "".join(f'<li><span class="cat-{c}">{c}</span> ({len(cats[c])}): {esc(", ".join(cats[c]) or "none")}</li>'
                         for c in ("scaling", "easy", "poor"))
         lists.append(f"<h4>{esc(config)}</h4><ul>{items}</ul>")
@@ -302,6 +237,33 @@ Figures 7 and A5 show {esc(focus or "–")}, the synthetic configuration with th
 </section>"""
 
 
+def _ensure_analysis(workdir: Path, results: Path) -> dict[str, Any]:
+    """results/meta.json; runs the analysis first where its tables are missing."""
+    meta = json.loads((results / "meta.json").read_text()) if (results / "meta.json").exists() else {}
+    needed = ("fits.parquet", "per_class.parquet", "correlations.parquet", "predictions.parquet", "analysis.json")
+    if not all((results / n).exists() for n in needed):
+        from synscale.analysis.run import analyse, reference_sizes
+        from synscale.config import FitConfig
+
+        study = json.loads((workdir / "study.json").read_text()) if (workdir / "study.json").exists() else {}
+        if "d_ref" not in meta:
+            raise FileNotFoundError(f"{results / 'meta.json'} with d_ref is needed to fit the results")
+        analyse(results, reference_sizes(meta), FitConfig(**study.get("fit", {})))
+    return meta
+
+
+def _generation_section(gen: Any) -> str:
+    if gen is None or not len(gen):
+        return ""
+    t = gen[["config", "model", "family", "strategy", "guidance_scale", "steps", "images"]]
+    return f"""<section id="generation"><h2>Synthetic training sets</h2>
+<p>Each synthetic configuration is one set generated at its guidance scale (class-balanced, one seed per image), of which
+nested class-balanced subsets give the training scales; CLIP's synthetic pairs (strategy <i>captions</i>) have one image per
+caption of the real pairs.</p>
+{table(t, {"guidance_scale": "{:g}", "images": "{:,}"}, left=("config", "model", "family", "strategy"))}
+</section>"""
+
+
 def write_report(workdir: str | Path, title: str) -> Path:
     """Rebuild W/report/index.html (and its figures) from W/results; runs the analysis first if its
     tables are missing."""
@@ -312,23 +274,17 @@ def write_report(workdir: str | Path, title: str) -> Path:
     if not (results / "scaling.parquet").exists():
         raise FileNotFoundError(f"{results / 'scaling.parquet'} does not exist: run the study first")
     out.mkdir(parents=True, exist_ok=True)
-    meta = json.loads((results / "meta.json").read_text()) if (results / "meta.json").exists() else {}
-    needed = ("fits.parquet", "per_class.parquet", "correlations.parquet", "predictions.parquet", "analysis.json")
-    if not all((results / n).exists() for n in needed):
-        from synscale.analysis.run import analyse
-        from synscale.config import FitConfig
-
-        study = json.loads((workdir / "study.json").read_text()) if (workdir / "study.json").exists() else {}
-        if "d_ref" not in meta:
-            raise FileNotFoundError(f"{results / 'meta.json'} with d_ref is needed to fit the results")
-        analyse(results, meta["d_ref"], FitConfig(**study.get("fit", {})))
+    meta = _ensure_analysis(workdir, results)
 
     def read(name: str) -> Any:
         return pd.read_parquet(results / name) if (results / name).exists() else None
 
-    scaling, fits, per_class = read("scaling.parquet"), read("fits.parquet"), read("per_class.parquet")
-    curves, corr, preds = read("scaling_per_class.parquet"), read("correlations.parquet"), read("predictions.parquet")
-    metrics, gen = read("metrics.parquet"), read("generation.parquet")
+    everything, all_fits = read("scaling.parquet"), read("fits.parquet")
+    scaling, fits = only(everything, "classification"), only(all_fits, "classification")
+    per_class, curves = only(read("per_class.parquet"), "classification"), only(read("scaling_per_class.parquet"), "classification")
+    corr, preds = read("correlations.parquet"), read("predictions.parquet")
+    metrics, all_gen = read("metrics.parquet"), read("generation.parquet")
+    gen = only(all_gen, "classification")
     info = json.loads((results / "analysis.json").read_text())
     d_ref = int(info.get("d_ref", meta.get("d_ref", 0)))
     focus = F.focus_config(fits)
@@ -343,17 +299,11 @@ def write_report(workdir: str | Path, title: str) -> Path:
     fa5 = F.figureA5(per_class, focus, out)
     fa13 = F.figureA13(corr, out)
     fk = F.figure_predictor(preds, out)
-    f8 = F.figure8()
+    clip_html = clip_section(only(everything, "clip"), only(all_fits, "clip"), info, out)
 
-    items = summary_items(fits, per_class, info, focus, d_ref)
-    gen_section = ""
-    if gen is not None and len(gen):
-        gen_table = gen[["config", "model", "family", "strategy", "guidance_scale", "steps", "images"]]
-        gen_section = f"""<section id="generation"><h2>Synthetic training sets</h2>
-<p>Each synthetic configuration is one set generated at its guidance scale (class-balanced, one seed per image), of which
-nested class-balanced subsets give the training scales.</p>
-{table(gen_table, {"guidance_scale": "{:g}", "images": "{:,}"}, left=("config", "model", "family", "strategy"))}
-</section>"""
+    items = summary_items(fits, per_class, info, focus, d_ref) if len(scaling) or not len(everything) else [
+        "This study trained no classifiers; the CLIP section has its findings."]
+    gen_section = _generation_section(all_gen)
     mt, note = metrics_table(results, scaling, fits)
     metrics_html = (f"""<h3>Every configuration</h3>
 <p>Loss and top-1 on the real validation set at the largest scale, k and −log L(D<sub>I</sub>), beside the metrics of the
@@ -363,9 +313,9 @@ real training images (appendix G.4); lpips = mean feature distance of random sam
 The row <code>real</code> is a sample of the real validation set measured the same way.{esc(note)}</p>
 {table(mt, _metric_fmt(mt), left=("config", "strategy", "family"), table_id="metrics")}{grouped_tables(mt)}"""
                     if mt is not None else '<p class="missing">No metrics were measured in this study ([metrics] per_class = 0).</p>')
-    point_cols = [c for c in ("config", "eval_set", "scale", "run", "real_images", "synthetic_images", "loss", "top1", "n_eval")
-                  if c in scaling and (c != "run" or scaling[c].nunique() > 1)]
-    points = scaling[point_cols].sort_values(["config", "eval_set", "scale"])
+    point_cols = [c for c in ("task", "config", "eval_set", "scale", "run", "real_images", "synthetic_images", "loss", "top1",
+                              "n_eval") if c in everything and (c not in ("run", "task") or everything[c].nunique() > 1)]
+    points = everything[point_cols].sort_values([c for c in ("task", "config", "eval_set", "scale") if c in point_cols])
 
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -399,9 +349,9 @@ E and k (sat.) are the saturating fit L = E + A·(D/D<sub>I</sub>)<sup>−k</sup
 </section>
 {_per_class_section(per_class, corr, info, focus, [f6, fa13, f7, fa5])}
 {_predictor_section(info, fk)}
-<section id="clip"><h2>CLIP</h2>{figure_html(f8)}</section>
+{clip_html}
 <section id="points"><h2>Every trained model</h2><div class="scroll">
-{table(points, {"loss": "{:.4f}", "top1": "{:.4f}", "scale": "{:,}", "real_images": "{:,}", "synthetic_images": "{:,}", "n_eval": "{:,}"}, left=("config", "eval_set"), table_id="points")}
+{table(points, {"loss": "{:.4f}", "top1": "{:.4f}", "scale": "{:,}", "real_images": "{:,}", "synthetic_images": "{:,}", "n_eval": "{:,}"}, left=("task", "config", "eval_set"), table_id="points")}
 </div></section>
 <section id="method"><h2>Method</h2>
 <p>Fits are ordinary least squares of log L on log D (natural logs). Intervals are percentile bootstrap intervals: each

@@ -5,10 +5,12 @@ Data order is a function of (seed, step) alone: step s reads slice s of the perm
 position in the global batch). So a run resumed at step s reads exactly what an uninterrupted run reads
 there, whatever the number of loader workers or processes.
 
-Two sources hold the images:
+Two sources hold the images (with their labels, and their captions where the set has them):
 - `ArraySource`: decoded uint8 arrays in memory (small images: the miniature study).
 - `ShardSource`: synscale shards read by byte offset (an index of every sample's PNG inside its tar,
   built once per set and cached as `tar_index.parquet`), decoded in DataLoader worker processes.
+`MixedPairs` puts a real and a synthetic source of the same captions together: at every step each
+caption takes its real or its synthetic image, drawn from (seed, step, position in the batch).
 
 `StepBatches` is a map-style dataset whose item s is this process's share of step s's global batch,
 augmented per sample (RandAugment, random crop, flip); a DataLoader with `batch_size=None` runs it in
@@ -52,12 +54,13 @@ def sample_seed(seed: int, step: int, position: int) -> int:
 
 
 class ArraySource:
-    """Decoded uint8 images (N, C, H, W) and int labels in memory."""
+    """Decoded uint8 images (N, C, H, W), int labels and optionally captions, in memory."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    def __init__(self, images: np.ndarray, labels: np.ndarray, texts: Sequence[str] | None = None) -> None:
+        if len(images) != len(labels) or (texts is not None and len(texts) != len(images)):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels" + (f", {len(texts)} captions" if texts is not None else ""))
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.texts = None if texts is None else np.asarray(texts, dtype=object)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -107,7 +110,7 @@ class ShardSource:
         from synscale.data.shards import read_manifest
 
         self.paths: list[str] = []
-        offsets, sizes, files, labels = [], [], [], []
+        offsets, sizes, files, labels, texts = [], [], [], [], []
         for set_dir, keys in parts:
             set_dir = Path(set_dir)
             index = tar_index(set_dir).set_index("key")
@@ -125,8 +128,11 @@ class ShardSource:
             offsets.append(sel["offset"].to_numpy(np.int64))
             sizes.append(sel["size"].to_numpy(np.int64))
             labels.append(manifest.loc[keys, "label"].to_numpy(np.int64))
+            col = next((c for c in ("caption", "prompt") if c in manifest), None)
+            texts.append(manifest.loc[keys, col].astype(str).to_numpy(object) if col else None)
         self.file, self.offset = np.concatenate(files), np.concatenate(offsets)
         self.size, self.labels = np.concatenate(sizes), np.concatenate(labels)
+        self.texts = np.concatenate(texts) if all(t is not None for t in texts) else None
         self._fds: dict[int, int] = {}
         self._pid = -1
         first = self.get(0)
@@ -157,8 +163,56 @@ class ShardSource:
         return np.stack([self.get(int(i)) for i in idx])
 
 
-def concat_arrays(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> ArraySource:
-    return ArraySource(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+def concat_arrays(parts: Sequence[tuple[np.ndarray, ...]]) -> ArraySource:
+    """One ArraySource of (images, labels) or (images, labels, captions) parts."""
+    texts = [p[2] if len(p) > 2 else None for p in parts]
+    return ArraySource(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                       None if any(t is None for t in texts) else [c for t in texts for c in t])
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: well-mixed 64-bit values from consecutive integers."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+class MixedPairs:
+    """Real and synthetic images of the same captions (section 5.2 of the paper): sample i is caption i
+    with its real image (`real[i]`) or its synthetic one (`synthetic[i]`). Which one a draw takes is a
+    function of the draw's seed (synscale.train.data.sample_seed: seed, step, position), so a resumed run
+    draws exactly what an uninterrupted one does; each caption takes its real image with probability
+    `real_prob`."""
+
+    def __init__(self, real: ArraySource | ShardSource, synthetic: ArraySource | ShardSource, real_prob: float = 0.5) -> None:
+        if len(real) != len(synthetic):
+            raise ValueError(f"mixed pairs need one synthetic image per real caption: {len(real)} real, {len(synthetic)} synthetic")
+        if real.texts is None or synthetic.texts is None or not np.array_equal(real.texts, synthetic.texts):
+            raise ValueError("mixed pairs: the real and synthetic sets do not hold the same captions in the same order")
+        if real.shape != synthetic.shape:
+            raise ValueError(f"mixed pairs: real images are {real.shape}, synthetic ones {synthetic.shape}")
+        self.real, self.synthetic, self.real_prob = real, synthetic, float(real_prob)
+        self.labels, self.texts, self.shape = real.labels, real.texts, real.shape
+
+    def __len__(self) -> int:
+        return len(self.real)
+
+    def takes_real(self, seeds: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Per draw seed: True where the caption takes its real image."""
+        u = _mix64(np.asarray(seeds, dtype=np.uint64) ^ np.uint64(0x5EED_C11B)) >> np.uint64(11)
+        return u.astype(np.float64) / float(1 << 53) < self.real_prob
+
+    def get(self, i: int, seed: int) -> np.ndarray:
+        return (self.real if self.takes_real([seed])[0] else self.synthetic).get(i)
+
+    def take(self, idx: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
+        real = self.takes_real(seeds)
+        out = np.empty((len(idx), *self.shape), np.uint8)
+        for src, m in ((self.real, real), (self.synthetic, ~real)):
+            if m.any():
+                out[m] = src.take(np.asarray(idx)[m])
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -235,12 +289,13 @@ def center_crop(images: np.ndarray, crop: int) -> np.ndarray:
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """Item `step` = (uint8 images, labels) of this process's share of global batch `step`."""
+    """Item `step` = (uint8 images, targets) of this process's share of global batch `step`; targets are
+    the labels, or what `targets(source, indices)` gives (a task's: e.g. caption tokens)."""
 
-    def __init__(self, source: ArraySource | ShardSource, batch_size: int, seed: int, augment: SampleAugment,
-                 rank: int = 0, world: int = 1) -> None:
+    def __init__(self, source: ArraySource | ShardSource | MixedPairs, batch_size: int, seed: int, augment: SampleAugment,
+                 rank: int = 0, world: int = 1, targets: Any = None) -> None:
         self.source, self.batch, self.seed, self.augment = source, batch_size, seed, augment
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.targets = rank, world, targets
         self.local = batch_size // world
 
     def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -254,12 +309,21 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         pos, idx = self.indices(step)
-        if self.augment.active:
+        if isinstance(self.source, MixedPairs):
+            images = self._mixed(step, pos, idx)
+        elif self.augment.active:
             images = np.stack([self.augment(self.source.get(int(i)), sample_seed(self.seed, step, int(p)))
                                for p, i in zip(pos, idx, strict=True)])
         else:
             images = self.source.take(idx)
-        return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(self.source.labels[idx])
+        targets = torch.from_numpy(self.source.labels[idx]) if self.targets is None else self.targets(self.source, idx)
+        return torch.from_numpy(np.ascontiguousarray(images)), targets
+
+    def _mixed(self, step: int, pos: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        seeds = [sample_seed(self.seed, step, int(p)) for p in pos]
+        if not self.augment.active:
+            return self.source.take(idx, seeds)
+        return np.stack([self.augment(self.source.get(int(i), s), s) for s, i in zip(seeds, idx, strict=True)])
 
 
 def step_loader(batches: StepBatches, start: int, stop: int, workers: int) -> Any:

@@ -5,10 +5,12 @@
     torchrun --nnodes 4 --nproc_per_node 8 --rdzv_endpoint HOST:PORT ... -m synscale.train.launch SPEC.json
 
 A spec names the training sets (synscale set directories, each with an optional parquet of keys: the
-nested subset), the `[train]` table, the data scale and the output directory. The study writes one per
-train stage and launches torchrun itself when `train.nproc > 1`; `synscale train` writes one from the
-command line. Process 0 writes `model.safetensors` and `train.json` into `out`; checkpoints go to
-`out/checkpoints` and a rerun of the same spec resumes from the newest.
+nested subset), the `[train]` table (its `task`: classification or contrastive), the data scale and the
+output directory; with `mix`, the two parts are the real and synthetic images of the same captions
+(CLIP's mixed pairs, synscale.train.data.MixedPairs). The study writes one per train stage and launches
+torchrun itself when `train.nproc > 1`; `synscale train` writes one from the command line. Process 0
+writes `model.safetensors` and `train.json` into `out`; checkpoints go to `out/checkpoints` and a rerun
+of the same spec resumes from the newest.
 """
 
 from __future__ import annotations
@@ -21,9 +23,15 @@ from pathlib import Path
 from typing import Any
 
 
-def make_spec(train: dict[str, Any], parts: list[tuple[str, str | None]], num_classes: int, scale: int, out: str | Path) -> dict[str, Any]:
-    return {"train": train, "parts": [[str(s), str(k) if k else None] for s, k in parts], "num_classes": num_classes, "scale": scale,
-            "out": str(out)}
+def make_spec(train: dict[str, Any], parts: list[tuple[str, str | None]], num_classes: int, scale: int, out: str | Path,
+              real_prob: float | None = None) -> dict[str, Any]:
+    """A training run's spec; `real_prob`: the parts are (real, synthetic) images of the same captions,
+    each caption taking its real one with this probability."""
+    spec = {"train": train, "parts": [[str(s), str(k) if k else None] for s, k in parts], "num_classes": num_classes,
+            "scale": scale, "out": str(out)}
+    if real_prob is not None:
+        spec["mix"] = {"real_prob": real_prob}
+    return spec
 
 
 def in_memory(loader: str, set_dirs: list[Path]) -> bool:
@@ -32,18 +40,27 @@ def in_memory(loader: str, set_dirs: list[Path]) -> bool:
     return loader == "memory" or (loader == "auto" and all((Path(s) / "arrays.npy").exists() for s in set_dirs))
 
 
-def make_source(parts: list[tuple[str, str | None]], loader: str) -> Any:
+def make_source(parts: list[tuple[str, str | None]], loader: str, real_prob: float | None = None) -> Any:
     """ArraySource of the decoded sets (loader memory, or auto where every set has its array cache),
-    else a ShardSource that decodes in the loader's workers."""
+    else a ShardSource that decodes in the loader's workers; with `real_prob`, MixedPairs of the two."""
     import pandas as pd
 
-    from synscale.data.shards import load_arrays
-    from synscale.train.data import ShardSource, concat_arrays
+    from synscale.data.shards import captions_for, load_arrays
+    from synscale.train.data import MixedPairs, ShardSource, concat_arrays
 
     keyed = [(Path(s), pd.read_parquet(k)["key"].tolist() if k else None) for s, k in parts]
-    if in_memory(loader, [s for s, _ in keyed]):
-        return concat_arrays([load_arrays(s, k)[:2] for s, k in keyed])
-    return ShardSource(keyed)
+    memory = in_memory(loader, [s for s, _ in keyed])
+
+    def one(group: list[tuple[Path, list[str] | None]]) -> Any:
+        if memory:
+            return concat_arrays([(*load_arrays(s, k)[:2], captions_for(s, k)) for s, k in group])
+        return ShardSource(group)
+
+    if real_prob is None:
+        return one(keyed)
+    if len(keyed) != 2:
+        raise ValueError(f"mixed pairs take two sets (real, synthetic), got {len(keyed)}")
+    return MixedPairs(one(keyed[:1]), one(keyed[1:]), real_prob)
 
 
 def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, desc: str = "train") -> dict[str, Any]:
@@ -53,21 +70,22 @@ def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, de
 
     from synscale.config import TrainConfig, from_dict
     from synscale.progress import bar
-    from synscale.train.classifier import Dist, train_classifier
-    from synscale.train.schedule import total_iters
+    from synscale.train.engine import Dist, train
+    from synscale.train.schedule import run_length
+    from synscale.train.tasks import create_task
 
     cfg: TrainConfig = from_dict(TrainConfig, spec["train"], "training spec", "train.")
     out = Path(spec["out"])
     dist = Dist.from_env()
     if source is None:
-        source = make_source([(s, k) for s, k in spec["parts"]], cfg.loader)
-    steps = total_iters(spec["scale"], cfg.schedule)
+        source = make_source([(s, k) for s, k in spec["parts"]], cfg.loader, spec.get("mix", {}).get("real_prob"))
+    task = create_task(cfg, num_classes=spec["num_classes"])
+    steps = run_length(spec["scale"], cfg)[0]
     with bar(total=steps, desc=desc, unit="step", disable=not progress or dist.rank != 0) as pbar:
-        result = train_classifier(None, None, spec["num_classes"], cfg, spec["scale"], pbar, source=source,
-                                  ckpt_dir=out / "checkpoints")
+        result = train(task, cfg, source, spec["scale"], pbar, ckpt_dir=out / "checkpoints")
     meta = {
-        "steps": result.steps, "warmup": result.warmup, "loss_curve": result.losses, "scale": spec["scale"],
-        "num_classes": spec["num_classes"], "in_chans": int(source.shape[0]), "img_size": int(source.shape[1]),
+        "task": cfg.task, "steps": result.steps, "warmup": result.warmup, "loss_curve": result.losses, "scale": spec["scale"],
+        **task.meta(source), "in_chans": int(source.shape[0]), "img_size": int(source.shape[1]),
         "model_img_size": int(cfg.crop or source.shape[1]), "train_images": len(source), "processes": dist.world,
         "torch_threads": torch.get_num_threads(), "resumed_from_step": result.resumed_from,
         "images_per_s": result.images_per_s,

@@ -117,7 +117,8 @@ def create_model(name: str, num_classes: int, in_chans: int, img_size: int, **kw
 
 def load_trained(stage_dir: Any, train_cfg: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """The model a synscale train directory holds (model.safetensors + train.json), in eval mode, and
-    its train.json; `train_cfg` is the `[train]` table it was trained with."""
+    its train.json; `train_cfg` is the `[train]` table it was trained with. A CLIP model (task
+    contrastive) is the open_clip model itself."""
     import json
     from pathlib import Path
 
@@ -125,7 +126,12 @@ def load_trained(stage_dir: Any, train_cfg: dict[str, Any]) -> tuple[nn.Module, 
 
     stage_dir = Path(stage_dir)
     meta = json.loads((stage_dir / "train.json").read_text())
-    model = create_model(train_cfg["model"], meta["num_classes"], meta["in_chans"],
-                         meta.get("model_img_size", meta["img_size"]), **train_cfg.get("model_kwargs", {}))
+    if train_cfg.get("task", "classification") == "contrastive":
+        from synscale.train.clip import create_clip
+
+        model = create_clip(train_cfg["model"], **train_cfg.get("model_kwargs", {}))
+    else:
+        model = create_model(train_cfg["model"], meta["num_classes"], meta["in_chans"],
+                             meta.get("model_img_size", meta["img_size"]), **train_cfg.get("model_kwargs", {}))
     model.load_state_dict(load_file(str(stage_dir / "model.safetensors")))
     return model.eval(), meta

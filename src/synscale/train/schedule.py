@@ -1,13 +1,19 @@
 """How long to train at data scale D, and the learning rate at each step.
 
-Paper, appendix A.1: iterations and warm-up grow linearly in log2(D): 95k/10k at 1M, 190k/20k at
-2M, 285k/30k at 4M, i.e. iters(D) = 95k * log2(D / 500k). The rule is written once here, with the
-study choosing its own constants (`ScheduleConfig`) so it scales to any study size.
+Two rules, chosen by `schedule.kind`, written once here with the study choosing its own constants
+(`ScheduleConfig`) so they scale to any study size:
+
+- `log-scale` (the paper's supervised runs, appendix A.1): iterations and warm-up grow linearly in
+  log2(D): 95k/10k at 1M, 190k/20k at 2M, 285k/30k at 4M, i.e. iters(D) = 95k * log2(D / 500k).
+- `epochs` (the paper's CLIP runs, appendix B.1): the same number of epochs at every scale,
+  iters(D) = ceil(epochs * D / batch), with a warm-up that steps up with D (`warmup_by_scale`: 600 steps
+  at 1M captions, 1200 at 2M, 2000 from 4M on).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from synscale.config import ScheduleConfig
 
@@ -20,12 +26,34 @@ def doublings(scale: int, rule: ScheduleConfig) -> float:
     return math.log2(scale / rule.zero_scale)
 
 
-def total_iters(scale: int, rule: ScheduleConfig) -> int:
+def total_iters(scale: int, rule: ScheduleConfig, batch_size: int = 0) -> int:
+    """Optimizer steps at data scale `scale` (`batch_size`: the global batch, for the `epochs` rule)."""
+    if rule.kind == "epochs":
+        if batch_size <= 0:
+            raise ValueError("the epochs rule needs the batch size")
+        return max(1, math.ceil(rule.epochs * scale / batch_size - 1e-9))
     return max(1, round(rule.iters_per_doubling * doublings(scale, rule)))
 
 
-def warmup_iters(scale: int, rule: ScheduleConfig) -> int:
-    return min(total_iters(scale, rule) - 1, round(rule.warmup_per_doubling * doublings(scale, rule)))
+def warmup_iters(scale: int, rule: ScheduleConfig, batch_size: int = 0) -> int:
+    total = total_iters(scale, rule, batch_size)
+    if rule.kind == "epochs":
+        return min(total - 1, scale_table(rule.warmup_by_scale, scale))
+    return min(total - 1, round(rule.warmup_per_doubling * doublings(scale, rule)))
+
+
+def scale_table(table: list[list[int]], scale: int) -> int:
+    """The value of the row with the largest threshold <= scale (the first row's below all of them)."""
+    rows = sorted((int(t), int(v)) for t, v in table)
+    if not rows:
+        return 0
+    return next((v for t, v in reversed(rows) if t <= scale), rows[0][1])
+
+
+def run_length(scale: int, train: Any) -> tuple[int, int]:
+    """(steps, warm-up steps) of a training run of `train` (a TrainConfig) at data scale `scale`."""
+    batch = min(train.batch_size, scale)
+    return total_iters(scale, train.schedule, batch), warmup_iters(scale, train.schedule, batch)
 
 
 def lr_at(step: int, base_lr: float, total: int, warmup: int) -> float:

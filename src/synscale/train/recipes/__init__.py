@@ -1,7 +1,8 @@
 """Training recipes as data: each `<name>.toml` here is a `[train]` table (synscale.config.TrainConfig).
 
-A study selects one with `train.recipe = "<name>"` (or `--set train.recipe=<name>`); the keys the study
-writes in `[train]` override the recipe's. `synscale recipes` lists them; `synscale recipes NAME` prints one.
+A study selects one with `train.recipe = "<name>"` (or `--set train.recipe=<name>`; CLIP's recipes in
+`[clip.train]`); the keys the study writes in the table override the recipe's. A recipe's `task` says
+what it trains: `classification` (the default) or `contrastive` (CLIP). `synscale recipes` lists them; `synscale recipes NAME` prints one.
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ class RecipeError(ValueError):
     """An unknown recipe name."""
 
 
+TASK_ORDER = ("classification", "contrastive")
+
+
 def recipe_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
+    """The shipped recipes, the classifiers' first, then CLIP's (each group sorted by name)."""
+    names = sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
+    return sorted(names, key=lambda n: TASK_ORDER.index(load_recipe(n).get("task", "classification")))
 
 
 def recipe_text(name: str) -> str:
