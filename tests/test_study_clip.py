@@ -14,9 +14,9 @@ import pandas as pd
 
 from synscale.cli import main
 
-CLIP_SMOKE = ["--set", "clip.scales=[300, 600, 1200]", "--set", "clip.train.schedule.epochs=2",
+CLIP_SMOKE = ["--set", "clip.scales=[200, 400, 800]", "--set", "clip.train.schedule.epochs=2",
               "--set", 'clip.synthetic=[{name = "clip-synthetic", model = "builtin:latent-diffusion", guidance = 1.5, '
-                       'steps = 2, batch_size = 300}]']
+                       'steps = 2, batch_size = 200}]']
 
 
 def _subset_keys(workdir: Path, train_stage: str) -> tuple[list[str], ...]:
@@ -37,27 +37,27 @@ def test_the_miniatures_clip_real_synthetic_and_mixed(tiny_fmnist, tmp_path, cap
     s = pd.read_parquet(res / "scaling.parquet")
     assert set(s.task) == {"clip"} and sorted(s.eval_set.unique()) == ["sketch", "val"]
     assert s[s.eval_set == "val"].groupby("source", sort=False)["scale"].apply(list).to_dict() == {
-        "clip-real": [300, 600, 1200], "clip-synthetic": [300, 600, 1200], "clip-mixed": [300, 600, 1200]}
-    top = s[(s.eval_set == "val") & (s.scale == 1200)].set_index("source")
-    assert top.loc["clip-real", ["real_images", "synthetic_images"]].tolist() == [1200, 0]
-    assert top.loc["clip-synthetic", ["real_images", "synthetic_images"]].tolist() == [0, 1200]
-    assert top.loc["clip-mixed", ["real_images", "synthetic_images"]].tolist() == [1200, 1200]
+        "clip-real": [200, 400, 800], "clip-synthetic": [200, 400, 800], "clip-mixed": [200, 400, 800]}
+    top = s[(s.eval_set == "val") & (s.scale == 800)].set_index("source")
+    assert top.loc["clip-real", ["real_images", "synthetic_images"]].tolist() == [800, 0]
+    assert top.loc["clip-synthetic", ["real_images", "synthetic_images"]].tolist() == [0, 800]
+    assert top.loc["clip-mixed", ["real_images", "synthetic_images"]].tolist() == [800, 800]
     assert (s.n_eval[s.eval_set == "val"] == 500).all() and (s.loss > 0).all()
     # the three sources at one scale train on the same captions; smaller scales inside larger ones
     real, syn, mixed = (_subset_keys(w, st) for st in top.train_stage)
-    assert real[0] == syn[0] == mixed[0] == mixed[1] and len(real[0]) == 1200
-    small = _subset_keys(w, s[(s.source == "clip-real") & (s.scale == 300)].train_stage.iloc[0])[0]
+    assert real[0] == syn[0] == mixed[0] == mixed[1] and len(real[0]) == 800
+    small = _subset_keys(w, s[(s.source == "clip-real") & (s.scale == 200)].train_stage.iloc[0])[0]
     assert set(small) < set(real[0])
     # synthetic pairs: one image per real caption, under the real pair's key, with its caption as prompt
     gen = [p for p in (w / "stages" / "generate").iterdir() if (p / "manifest.parquet").exists()]
     pairs = [p for p in (w / "stages" / "pairs").iterdir() if (p / "manifest.parquet").exists()]
     g, r = pd.read_parquet(gen[0] / "manifest.parquet"), pd.read_parquet(pairs[0] / "manifest.parquet")
-    assert len(g) == len(r) == 1200 and g.key.tolist() == r.key.tolist() and g.caption.tolist() == r.caption.tolist()
+    assert len(g) == len(r) == 800 and g.key.tolist() == r.key.tolist() and g.caption.tolist() == r.caption.tolist()
     assert (g.prompt == g.caption).all() and (g.guidance_scale == 1.5).all() and (g.label == r.label).all()
     # one zero-shot head per model, shared by the sets of the same classes
     assert len(list((w / "stages" / "zeroshot").glob("*/head.safetensors"))) == 9
     fits = pd.read_parquet(res / "fits.parquet")
-    assert set(fits.task) == {"clip"} and len(fits) == 6 and (fits.d_ref == 1200).all()
+    assert set(fits.task) == {"clip"} and len(fits) == 6 and (fits.d_ref == 800).all()
     assert (fits.loss_at_max_lo <= fits.loss_at_max).all() and (fits.loss_at_max <= fits.loss_at_max_hi).all()
     html = (w / "report" / "index.html").read_text()
     assert 'id="fig-8"' in html and 'id="table-1"' in html and 'id="clip-fits"' in html
@@ -71,6 +71,7 @@ def test_the_miniatures_clip_real_synthetic_and_mixed(tiny_fmnist, tmp_path, cap
     assert main(["train", str(pairs[0]), str(gen[0]), "--clip", "--mix-real-prob", "0.5", "--scale", "300", "--out", str(out),
                  "--set", "clip.train.schedule.epochs=1"]) == 0
     assert "trained synscale-clip-mini on 300 captions for 2 steps" in capsys.readouterr().out
+    assert len(pd.read_parquet(out / "subset.parquet")) == 300  # the first 300 of the 800 pairs' caption order
     assert json.loads((out / "spec.json").read_text())["mix"] == {"real_prob": 0.5}
 
 

@@ -426,8 +426,8 @@ def clip_pairs(cfg: StudyConfig, train_set: StageResult | None, workdir: Path, l
     """The real pairs, as many as the largest CLIP scale needs: img2dataset shards, or the study's real
     training images captioned (the first of them in the caption order, so the subsets are nested)."""
     from synscale.data.pairs import caption_order
-    from synscale.prompts.captioners import captioned_pairs
     from synscale.data.shards import read_manifest
+    from synscale.prompts.captioners import captioned_pairs
 
     pc, need = cfg.clip.pairs, cfg.clip.pairs.limit or max(cfg.clip.scales)
     if pc.dataset == "img2dataset":
@@ -442,7 +442,12 @@ def clip_pairs(cfg: StudyConfig, train_set: StageResult | None, workdir: Path, l
         raise ConfigError("clip.pairs.captioner = 'attributes' reads grayscale images (an object on a dark background); "
                           "for colour images give captions (file:<csv>) or an image-to-text model (hf:<model>)")
     params = {"captioner": pc.captioner, "pairs": need, "order_seed": cfg.clip.order_seed}
-    res = run_stage(train_set.root, "pairs", params, {"set": train_set.id},
+    inputs = {"set": train_set.id}
+    if pc.captioner.startswith("file:"):  # the captions themselves, so an edited file is not mistaken for the old one
+        from synscale.data.datasets import file_digest
+
+        inputs["captions"] = file_digest(Path(pc.captioner[5:]))
+    res = run_stage(train_set.root, "pairs", params, inputs,
                     lambda out: captioned_pairs(train_set.path, keys[:need], pc.captioner, out, cfg.data.shard_size,
                                                 not pc.allow_download, progress=not log.quiet))
     log.stage(f"real pairs ({need:,} captioned images)", res)
@@ -453,8 +458,8 @@ def clip_synthetic_set(g: Any, pairs: StageResult, log: Log) -> StageResult:
     """`[[clip.synthetic]]` `g`: an image for every caption of the real pairs, under the same keys."""
     import dataclasses
 
-    from synscale.prompts.strategies import caption_prompts
     from synscale.data.shards import read_labels, read_manifest
+    from synscale.prompts.strategies import caption_prompts
 
     prompts = caption_prompts(read_manifest(pairs.path), g.seed)
     resolution, channels = _image_format(pairs)

@@ -51,6 +51,13 @@ def create_dataset(name: str, root: str = "", image_size: int = 0) -> Any:
     return DATASETS.create(name, root=root, image_size=image_size)
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (16 hex digits); a clear error when it does not exist."""
+    if not path.is_file():
+        raise DatasetError(f"no such file {path}")
+    return _sha256_files([path])
+
+
 def _sha256_files(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in paths:
