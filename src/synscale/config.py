@@ -69,10 +69,10 @@ class ScheduleConfig:
             raise ValueError(f"warmup_by_scale must be [[scale, warm-up steps], ...] of non-negative integers, "
                              f"got {self.warmup_by_scale}")
 
-    def check_scales(self, scales: list[int], where: str) -> None:
-        """The log-scale rule gives scales at or below zero_scale no iterations."""
+    def check_scales(self, scales: list[int], table: str) -> None:
+        """The log-scale rule gives scales at or below zero_scale no iterations (`table`: train or clip.train)."""
         if self.kind == "log-scale" and scales and min(scales) <= self.zero_scale:
-            raise ValueError(f"the smallest scale of {where} ({min(scales)}) must exceed its schedule.zero_scale "
+            raise ValueError(f"the smallest scale ({min(scales)}) must exceed {table}.schedule.zero_scale "
                              f"({self.zero_scale}): the log-scale rule gives it no iterations")
 
 
@@ -270,8 +270,7 @@ class GenerationConfig:
     pipeline_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
-        if self.name == "real" or not self.name or "/" in self.name:
-            raise ValueError(f"synthetic name {self.name!r} must be non-empty, not 'real', without '/'")
+        _source_name(self.name, "synthetic")
         _positive(self, "batch_size", "shard_size", "ray_actors")
         _nonnegative(self, "steps", "guidance", "size", "threads")
 
@@ -311,8 +310,7 @@ class MixConfig:
     real_images: int = 0
 
     def check(self) -> None:
-        if not self.name or self.name == "real" or "/" in self.name:
-            raise ValueError(f"mix name {self.name!r} must be non-empty, not 'real', without '/'")
+        _source_name(self.name, "mix")
         if not 0 <= self.real_fraction <= 1:
             raise ValueError(f"real_fraction must be in [0, 1], got {self.real_fraction}")
         _nonnegative(self, "real_images")
@@ -367,8 +365,7 @@ class ClipMixConfig:
     real_prob: float = 0.5
 
     def check(self) -> None:
-        if not self.name or self.name == "real" or "/" in self.name:
-            raise ValueError(f"clip mix name {self.name!r} must be non-empty, not 'real', without '/'")
+        _source_name(self.name, "clip mix")
         if not 0 <= self.real_prob <= 1:
             raise ValueError(f"real_prob must be in [0, 1], got {self.real_prob}")
 
@@ -399,12 +396,11 @@ class ClipConfig:
     mix: list[ClipMixConfig] = field(default_factory=list)
 
     def check(self) -> None:
-        if any(s <= 0 for s in self.scales) or sorted(set(self.scales)) != list(self.scales):
-            raise ValueError(f"scales must be positive, strictly increasing integers, got {self.scales}")
+        _scale_list(self.scales)
         if self.scales and self.train.task != "contrastive":
             raise ValueError('clip.train must be a contrastive recipe: set clip.train.recipe = "miniature-clip", '
                              '"paper-clip-s" or "paper-clip-l" (or clip.train.task = "contrastive")')
-        self.train.schedule.check_scales(self.scales, "clip.scales")
+        self.train.schedule.check_scales(self.scales, "clip.train")
         check_templates(self.templates, "clip.templates")
         names = [c.name for c in self.synthetic]
         for m in self.mix:
@@ -495,15 +491,10 @@ class StudyConfig:
             raise ValueError("scales must list at least one data scale (or clip.scales, for a CLIP-only study)")
         if not isinstance(self.repeats, int) or self.repeats < 1:
             raise ValueError(f"repeats must be a positive integer, got {self.repeats!r}")
-        if any(s <= 0 for s in self.scales) or sorted(set(self.scales)) != list(self.scales):
-            raise ValueError(f"scales must be positive, strictly increasing integers, got {self.scales}")
+        _scale_list(self.scales)
         if self.scales and self.train.task != "classification":
             raise ValueError("[train] is the classifier's recipe (task = classification); CLIP's goes in [clip.train]")
-        if self.scales and self.train.schedule.kind == "log-scale" and min(self.scales) <= self.train.schedule.zero_scale:
-            raise ValueError(
-                f"the smallest scale ({min(self.scales)}) must exceed train.schedule.zero_scale "
-                f"({self.train.schedule.zero_scale}): the log-scale rule gives it no iterations"
-            )
+        self.train.schedule.check_scales(self.scales, "train")
         taken = ["real", *(c.name for c in self.synthetic), *(m.name for m in self.mix)]
         clash = sorted(set(taken) & set(self.clip.sources())) if self.clip.scales else []
         if clash or len(set(self.clip.sources())) != len(self.clip.sources()):
@@ -522,6 +513,17 @@ class StudyConfig:
         unknown = set(self.sizes) - {"smoke", "full"}
         if unknown:
             raise ValueError(f"unknown size(s) {sorted(unknown)} in [sizes]; allowed: smoke, full")
+
+
+def _source_name(name: str, what: str) -> None:
+    """A curve's source name: it names results rows and stage logs, and `real` is the real data's."""
+    if name == "real" or not name or "/" in name:
+        raise ValueError(f"{what} name {name!r} must be non-empty, not 'real', without '/'")
+
+
+def _scale_list(scales: list[int]) -> None:
+    if any(s <= 0 for s in scales) or sorted(set(scales)) != list(scales):
+        raise ValueError(f"scales must be positive, strictly increasing integers, got {scales}")
 
 
 def _positive(obj: Any, *names: str) -> None:

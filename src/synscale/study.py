@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synscale.config import GENERATION_RUN_ONLY, ConfigError, StudyConfig, to_dict
+from synscale.config import GENERATION_RUN_ONLY, ClipSyntheticConfig, ConfigError, StudyConfig, to_dict
 from synscale.stage import StageResult, run_stage
 
 
@@ -143,19 +143,26 @@ def probe(cfg: StudyConfig, model_stage: StageResult, pc: Any, train_set: StageR
     return res
 
 
-def subset(set_stage: StageResult, scale: int, seed: int, log: Log) -> StageResult:
+def subset(set_stage: StageResult, scale: int, seed: int, log: Log, order: str = "class") -> StageResult:
+    """The nested subset of `scale` samples: class-balanced (synscale.data.subsets), or with `order =
+    "caption"` the first `scale` captions of a pair set (synscale.data.pairs.caption_subset)."""
     import pandas as pd
 
+    from synscale.data.pairs import caption_subset
     from synscale.data.shards import read_manifest
     from synscale.data.subsets import subset_keys
     from synscale.labels import LabelSet
 
     def fn(out: Path) -> None:
         manifest = read_manifest(set_stage.path)
-        n_cls = len(LabelSet.load(set_stage.path / "labels.json"))
-        pd.DataFrame({"key": subset_keys(manifest, scale, n_cls, seed)}).to_parquet(out / "subset.parquet", index=False)
+        if order == "caption":
+            keys = caption_subset(manifest, scale, seed)
+        else:
+            keys = subset_keys(manifest, scale, len(LabelSet.load(set_stage.path / "labels.json")), seed)
+        pd.DataFrame({"key": keys}).to_parquet(out / "subset.parquet", index=False)
 
-    return run_stage(set_stage.root, "subset", {"scale": scale, "order_seed": seed}, {"set": set_stage.id}, fn)
+    params = {"scale": scale, "order_seed": seed, **({"order": order} if order != "class" else {})}
+    return run_stage(set_stage.root, "subset", params, {"set": set_stage.id}, fn)
 
 
 def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int, cache: ArrayCache, log: Log, name: str,
@@ -174,7 +181,7 @@ def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int
         import shutil
 
         from synscale.data.shards import read_labels
-        from synscale.train.launch import in_memory, make_spec, run_spec, torchrun
+        from synscale.train.launch import make_source, make_spec, run_spec, torchrun
 
         labels = read_labels(set_stage.path)
         spec = make_spec(to_dict(tc), [(s.path, u.path / "subset.parquet") for s, u in parts],
@@ -183,10 +190,9 @@ def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int
             log(f"train {name} D={scale}: torchrun, {tc.nproc} processes")
             (out / "spec.json").write_text(json.dumps({**spec, "progress": not log.quiet}, indent=1))
             torchrun(out / "spec.json", tc.nproc)
-        else:
-            source = None
-            if in_memory(tc.loader, [s.path for s, _ in parts]):  # decoded once per run for all scales
-                source = _memory_source(cache, parts, tc.task == "contrastive", real_prob)
+        else:  # small sets are decoded once per run for all scales (the cache)
+            source = make_source(spec["parts"], tc.loader, real_prob,
+                                 arrays=lambda s, k: cache.get(s, k, captions=tc.task == "contrastive"))
             run_spec(spec, source, progress=not log.quiet, desc=f"train {name} D={scale}")
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
@@ -197,18 +203,6 @@ def train(cfg: StudyConfig, set_stage: StageResult, sub: StageResult, scale: int
     res = run_stage(set_stage.root, "train", params, inputs, fn, resumable=True)
     log.stage(f"train {name} D={scale}", res)
     return res
-
-
-def _memory_source(cache: ArrayCache, parts: list[tuple[StageResult, StageResult]], captions: bool,
-                   real_prob: float | None) -> Any:
-    import pandas as pd
-
-    from synscale.train.data import MixedPairs, concat_arrays
-
-    arrays = [cache.get(s.path, pd.read_parquet(u.path / "subset.parquet")["key"].tolist(), captions) for s, u in parts]
-    if real_prob is None:
-        return concat_arrays(arrays)
-    return MixedPairs(concat_arrays(arrays[:1]), concat_arrays(arrays[1:]), real_prob)
 
 
 def load_model(train_stage: StageResult, cfg_train: dict[str, Any]) -> Any:
@@ -469,21 +463,6 @@ def clip_synthetic_set(g: Any, pairs: StageResult, log: Log) -> StageResult:
                      log, g.name)
 
 
-def clip_subset(set_stage: StageResult, scale: int, seed: int) -> StageResult:
-    """The nested subset of `scale` captions (synscale.data.pairs.caption_subset)."""
-    import pandas as pd
-
-    from synscale.data.pairs import caption_subset
-    from synscale.data.shards import read_manifest
-
-    def fn(out: Path) -> None:
-        keys = caption_subset(read_manifest(set_stage.path), scale, seed)
-        pd.DataFrame({"key": keys}).to_parquet(out / "subset.parquet", index=False)
-
-    return run_stage(set_stage.root, "subset", {"scale": scale, "order_seed": seed, "order": "caption"},
-                     {"set": set_stage.id}, fn)
-
-
 def zero_shot_head(model_stage: StageResult, train_cfg: Any, eval_set: StageResult, templates: str,
                    log: Log) -> StageResult:
     """A CLIP model's class text features for an evaluation set's class names (synscale.train.clip)."""
@@ -546,8 +525,8 @@ def clip_curves(cfg: StudyConfig, pairs: StageResult, zs: list[tuple[str, StageR
     evals = []
     for (name, set_stage, mixed_in, real_prob), scale, run in itertools.product(curves, cc.scales, range(cfg.repeats)):
         tc = dataclasses.replace(cc.train, seed=cc.train.seed + run)
-        extra = [(mixed_in, clip_subset(mixed_in, scale, cc.order_seed))] if mixed_in is not None else []
-        tr = train(cfg, set_stage, clip_subset(set_stage, scale, cc.order_seed), scale, cache, log,
+        extra = [(mixed_in, subset(mixed_in, scale, cc.order_seed, log, "caption"))] if mixed_in is not None else []
+        tr = train(cfg, set_stage, subset(set_stage, scale, cc.order_seed, log, "caption"), scale, cache, log,
                    name if cfg.repeats == 1 else f"{name} run {run}", extra, train_cfg=tc, real_prob=real_prob)
         real = scale if set_stage is pairs else 0
         tm = TrainedModel(name, name, scale, tr, real, run, task="clip", synthetic_images=scale if extra else scale - real)
@@ -597,7 +576,7 @@ def collect_generation(generated: list[tuple[Any, StageResult]], results_dir: Pa
         m = read_manifest(stage.path)
         model = syn.model
         family = model[len("builtin:"):].partition("@")[0] if model.startswith("builtin:") else m["generator"].iloc[0].split(":")[1]
-        captions = not hasattr(syn, "strategy")  # CLIP's synthetic pairs: one image per caption
+        captions = isinstance(syn, ClipSyntheticConfig)  # CLIP's synthetic pairs: one image per caption
         rows.append({"config": syn.name, "model": model, "family": family, "generator": m["generator"].iloc[0],
                      "strategy": "captions" if captions else syn.strategy, "guidance_scale": float(syn.guidance),
                      "steps": int(m["steps"].iloc[0]), "images": len(m),
@@ -634,7 +613,7 @@ def study_metrics(cfg: StudyConfig, train_set: StageResult, test_set: StageResul
 
 def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Path:
     """Run every stage of `cfg` in `workdir`; returns the report's path."""
-    from synscale.analysis.run import analyse
+    from synscale.analysis.run import analyse, reference_sizes
     from synscale.data.shifts import HARD
     from synscale.report.html import write_report
 
@@ -673,11 +652,10 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False) -> Pat
         from synscale.metrics.run import collect_metrics
 
         collect_metrics(metrics, results)
-    d_ref = {"classification": cfg.data.reference_size or (_set_size(train_set) if train_set else 0),
-             "clip": cfg.clip.reference_size or max(cfg.clip.scales, default=0)}
-    (results / "meta.json").write_text(json.dumps({"study": cfg.name, "d_ref": d_ref["classification"],
-                                                   "d_ref_clip": d_ref["clip"]}, indent=1))
-    fits = analyse(results, d_ref, cfg.fit)["fits"]
+    meta = {"study": cfg.name, "d_ref": cfg.data.reference_size or (_set_size(train_set) if train_set else 0),
+            "d_ref_clip": cfg.clip.reference_size or max(cfg.clip.scales, default=0)}
+    (results / "meta.json").write_text(json.dumps(meta, indent=1))
+    fits = analyse(results, reference_sizes(meta), cfg.fit)["fits"]
     log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'} (and per_class, correlations, predictions)")
     report = write_report(workdir, cfg.name)
     log(f"report -> {report}")

@@ -177,9 +177,9 @@ def class_fits(per_class_curves: Any, examples: CurveExamples, d_ref: float | di
 
     n_boot = fc.bootstrap if n_boot is None else n_boot
     rows = []
-    refs = d_ref
     for (source, config, eval_set), g in per_class_curves.groupby(KEYS, sort=False):
-        task, d_ref = _task(g), _ref(refs, _task(g))
+        task = _task(g)
+        ref = _ref(d_ref, task)
         per = g.groupby(["class_index", "scale"]).agg(loss=("loss", "mean"), top1=("top1", "mean"), n=("n", "max"))
         loss, top1, n = (per[c].unstack("scale").sort_index(axis=1) for c in ("loss", "top1", "n"))
         if loss.shape[1] < 2:
@@ -193,10 +193,10 @@ def class_fits(per_class_curves: Any, examples: CurveExamples, d_ref: float | di
         scales = loss.columns.to_numpy(float)
         got = examples.get((source, config, eval_set), loss.columns.tolist())
         if got is not None and got[1] is not None and np.isin(classes, got[1]).all():
-            res = class_fits_vectorised(scales, [np.maximum(e, 0.0) for e in got[0]], got[1], classes, d_ref, n_boot,
+            res = class_fits_vectorised(scales, [np.maximum(e, 0.0) for e in got[0]], got[1], classes, ref, n_boot,
                                         fc.confidence, fc.seed, FLOOR)
         else:
-            fits = [bootstrap_fit_points(scales, np.maximum(row, FLOOR), d_ref, n_boot, fc.confidence, fc.seed)
+            fits = [bootstrap_fit_points(scales, np.maximum(row, FLOOR), ref, n_boot, fc.confidence, fc.seed)
                     for row in loss.to_numpy()]
             res = {c: np.array([getattr(f, c) for f in fits]) for c in ("k", "perf_at_DI", "r2", "k_lo", "k_hi", "perf_lo", "perf_hi")}
             res["rmse_log"] = np.array([np.sqrt(np.mean(log_residuals(scales, np.maximum(row, FLOOR), f) ** 2))
@@ -205,7 +205,7 @@ def class_fits(per_class_curves: Any, examples: CurveExamples, d_ref: float | di
         for i, ci in enumerate(classes):
             rows.append({"source": source, "config": config, "eval_set": eval_set, "task": task, "class_index": int(ci),
                          "class_name": str(names[ci]), "k": float(res["k"][i]), "perf_at_DI": float(res["perf_at_DI"][i]),
-                         "r2": float(res["r2"][i]), "n_points": len(scales), "d_ref": float(d_ref),
+                         "r2": float(res["r2"][i]), "n_points": len(scales), "d_ref": ref,
                          "k_lo": float(res["k_lo"][i]), "k_hi": float(res["k_hi"][i]),
                          "perf_lo": float(res["perf_lo"][i]), "perf_hi": float(res["perf_hi"][i]),
                          "rmse_log": float(res["rmse_log"][i]), "loss_at_max": float(final[i]),

@@ -253,10 +253,14 @@ def captions_for(set_dir: str | Path, keys: Iterable[str] | None = None) -> list
     return [pos[k] for k in keys]
 
 
+def caption_column(manifest: Any) -> str | None:
+    """The manifest column that holds each sample's text: `caption` (pairs), else `prompt` (generated
+    sets), else None."""
+    return next((c for c in ("caption", "prompt") if c in manifest), None)
+
+
 def read_captions(set_dir: str | Path) -> list[str] | None:
     """Every sample's caption in manifest order (generated sets: the prompt), or None if it has none."""
     manifest = read_manifest(set_dir)
-    for col in ("caption", "prompt"):
-        if col in manifest:
-            return manifest[col].astype(str).tolist()
-    return None
+    col = caption_column(manifest)
+    return None if col is None else manifest[col].astype(str).tolist()

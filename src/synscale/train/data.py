@@ -107,7 +107,7 @@ class ShardSource:
     byte offset, decoded on demand. Safe to use from DataLoader workers (files open lazily per process)."""
 
     def __init__(self, parts: Sequence[tuple[str | Path, Sequence[str] | None]]) -> None:
-        from synscale.data.shards import read_manifest
+        from synscale.data.shards import caption_column, read_manifest
 
         self.paths: list[str] = []
         offsets, sizes, files, labels, texts = [], [], [], [], []
@@ -128,7 +128,7 @@ class ShardSource:
             offsets.append(sel["offset"].to_numpy(np.int64))
             sizes.append(sel["size"].to_numpy(np.int64))
             labels.append(manifest.loc[keys, "label"].to_numpy(np.int64))
-            col = next((c for c in ("caption", "prompt") if c in manifest), None)
+            col = caption_column(manifest)
             texts.append(manifest.loc[keys, col].astype(str).to_numpy(object) if col else None)
         self.file, self.offset = np.concatenate(files), np.concatenate(offsets)
         self.size, self.labels = np.concatenate(sizes), np.concatenate(labels)

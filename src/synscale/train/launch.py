@@ -40,9 +40,12 @@ def in_memory(loader: str, set_dirs: list[Path]) -> bool:
     return loader == "memory" or (loader == "auto" and all((Path(s) / "arrays.npy").exists() for s in set_dirs))
 
 
-def make_source(parts: list[tuple[str, str | None]], loader: str, real_prob: float | None = None) -> Any:
+def make_source(parts: list[tuple[str | Path, str | Path | None]], loader: str, real_prob: float | None = None,
+                arrays: Any = None) -> Any:
     """ArraySource of the decoded sets (loader memory, or auto where every set has its array cache),
-    else a ShardSource that decodes in the loader's workers; with `real_prob`, MixedPairs of the two."""
+    else a ShardSource that decodes in the loader's workers; with `real_prob`, MixedPairs of the two.
+    `arrays(set_dir, keys)`: (images, labels[, captions]) of a set's keys in memory (default: decoded from
+    its array cache; the study passes the arrays it keeps for all of a run's scales)."""
     import pandas as pd
 
     from synscale.data.shards import captions_for, load_arrays
@@ -50,10 +53,11 @@ def make_source(parts: list[tuple[str, str | None]], loader: str, real_prob: flo
 
     keyed = [(Path(s), pd.read_parquet(k)["key"].tolist() if k else None) for s, k in parts]
     memory = in_memory(loader, [s for s, _ in keyed])
+    arrays = arrays or (lambda s, k: (*load_arrays(s, k)[:2], captions_for(s, k)))
 
     def one(group: list[tuple[Path, list[str] | None]]) -> Any:
         if memory:
-            return concat_arrays([(*load_arrays(s, k)[:2], captions_for(s, k)) for s, k in group])
+            return concat_arrays([arrays(s, k) for s, k in group])
         return ShardSource(group)
 
     if real_prob is None:
