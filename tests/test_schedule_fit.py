@@ -19,6 +19,35 @@ def test_rule_scaled_to_a_study_is_linear_in_log2():
         total_iters(500, rule)
 
 
+def test_min_epochs_floor_trains_the_scales_the_rule_gives_nothing():
+    """paper-vit-b16's floor (synscale's choice): 100 epochs of batch 4096 where the log-scale rule gives fewer
+    steps, with the rule's warm-up share; above the crossover (about 0.55M) the rule itself."""
+    from synscale.config import ConfigError, find_study, load_study
+    from synscale.train.recipes import load_recipe
+    from synscale.train.schedule import floored, run_length
+    from synscale.train.stages import identity
+
+    rule = ScheduleConfig(**{**load_recipe("paper-vit-b16")["schedule"]})
+    assert rule.min_epochs == 100
+    assert [total_iters(d, rule, 4096) for d in (125_000, 250_000, 500_000)] == [3052, 6104, 12208]  # ceil(100 D / 4096)
+    assert warmup_iters(500_000, rule, 4096) == round(12208 * 10_000 / 95_000)
+    assert [total_iters(d, rule, 4096) for d in (540_000, 560_000, 1_000_000)] == [13184, 15532, 95_000]
+    assert warmup_iters(1_000_000, rule, 4096) == 10_000
+    with pytest.raises(ValueError, match="batch size"):
+        total_iters(125_000, rule)
+    # a study at 0.125M with the recipe validates; without the floor it names the key that fixes it
+    cfg = load_study(find_study("fashion-mnist"), overrides=['train.recipe="paper-vit-b16"', "scales=[125000, 1000000]",
+                                                             "synthetic=[]", "clip.scales=[]", "scales=[125000, 1000000]"])
+    assert run_length(125_000, cfg.train) == (3052, 321) and floored(125_000, cfg.train)
+    assert not floored(1_000_000, cfg.train)
+    # the floor enters a train stage's id only where it sets the run's length
+    assert "min_epochs" in identity(cfg.train, 125_000)["schedule"]
+    assert "min_epochs" not in identity(cfg.train, 1_000_000)["schedule"]
+    with pytest.raises(ConfigError, match="train.schedule.min_epochs, a floor"):
+        load_study(find_study("fashion-mnist"), overrides=['train.recipe="paper-vit-b16"', "train.schedule.min_epochs=0",
+                                                           "synthetic=[]", "clip.scales=[]", "scales=[125000]"])
+
+
 def test_lr_warmup_then_cosine():
     assert lr_at(0, 1.0, 100, 10) == pytest.approx(0.1)
     assert lr_at(9, 1.0, 100, 10) == pytest.approx(1.0)

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from synscale.config import SIZES, ConfigError, StudyConfig, find_study, load_study, to_dict
 
@@ -17,6 +18,11 @@ def _study_args(p: argparse.ArgumentParser, default_workdir: str | None) -> None
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any study key, e.g. --set train.lr=0.001 (repeatable)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: the stages one after another here; ray: every ready stage a task on a Ray cluster")
+    p.add_argument("--ray-address", default=None, help="the Ray cluster to join (default: RAY_ADDRESS, else a local "
+                   "instance on this machine)")
+    p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
 
 
 def _prompt_args(p: argparse.ArgumentParser, per_class: int) -> None:
@@ -67,6 +73,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="write the first N samples only (0: all)")
     p.add_argument("--out", required=True, help="output directory")
 
+    _generation_parsers(sub)
+
+    p = sub.add_parser("metrics", help="recognizability, diversity, Fréchet distance, LPIPS, precision/recall, "
+                       "density/coverage and Vendi of any set (synthetic or real) against a study's real data")
+    p.add_argument("set", help="a synscale set directory (shards + manifest.parquet), e.g. from `synscale generate`")
+    p.add_argument("--study", default="fashion-mnist", help="the study whose real data, reference network and "
+                   "[metrics] settings to use (a file or a shipped name)")
+    _study_args(p, "synscale-metrics")
+    p.add_argument("--name", default=None, help="the configuration's name in the output (default: the set's directory name)")
+    p.add_argument("--real-val", default=None, help="a real validation set directory (default: the study's test split)")
+    p.add_argument("--real-train", default=None, help="a real training set directory (default: the study's train split)")
+    p.add_argument("--out", default=None, help="write the row here (.json, .csv or .parquet); the per-class table "
+                   "goes beside it as <name>_per_class.<ext>")
+
+    p = sub.add_parser("recipes", help="list the training recipes, or print one (a [train] table)")
+    p.add_argument("name", nargs="?", help="a recipe name, e.g. paper-vit-b16")
+
+    p = sub.add_parser("train", help="train one classifier (or, with --clip, one CLIP) on synscale sets with a study's "
+                                     "recipe; runs under torchrun as it is (multi-GPU, multi-node)")
+    p.add_argument("sets", nargs="+", help="synscale set directories (shards + manifest.parquet), used together; with "
+                                           "--mix-real-prob: a real and a synthetic pair set of the same captions")
+    p.add_argument("--study", default="fashion-mnist", help="the study file whose [train] (or [clip.train]) table is used")
+    p.add_argument("--size", choices=SIZES, default="default")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a study key, e.g. --set train.recipe=paper-vit-b16")
+    p.add_argument("--clip", action="store_true", help="train CLIP with the study's [clip.train] recipe on image-text pairs")
+    p.add_argument("--mix-real-prob", type=float, default=None, metavar="P",
+                   help="CLIP's mixed pairs: each caption takes its real image (first set) with probability P, else its "
+                        "synthetic one (second set)")
+    p.add_argument("--scale", type=int, default=0,
+                   help="train on the nested subset of this size (class-balanced images; with --clip, captions) of the "
+                        "set; default: every image; the schedule's iterations follow it")
+    p.add_argument("--out", required=True, help="output directory: model.safetensors, train.json, checkpoints/")
+    p.add_argument("--nproc", type=int, default=0, help="launch torchrun with this many local processes")
+
+    _analysis_parsers(sub)
+    return parser
+
+
+def _generation_parsers(sub: Any) -> None:
     p = sub.add_parser("prompts", help="write a prompt set (class, prompt, seed) and show examples per strategy")
     _prompt_args(p, per_class=3)
     p.add_argument("--out", default=None, help="write the prompt set here (.parquet or .csv)")
@@ -129,39 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="write the table here (.csv or .parquet)")
     e.add_argument("--quiet", "-q", action="store_true")
 
-    p = sub.add_parser("metrics", help="recognizability, diversity, Fréchet distance, LPIPS, precision/recall, "
-                       "density/coverage and Vendi of any set (synthetic or real) against a study's real data")
-    p.add_argument("set", help="a synscale set directory (shards + manifest.parquet), e.g. from `synscale generate`")
-    p.add_argument("--study", default="fashion-mnist", help="the study whose real data, reference network and "
-                   "[metrics] settings to use (a file or a shipped name)")
-    _study_args(p, "synscale-metrics")
-    p.add_argument("--name", default=None, help="the configuration's name in the output (default: the set's directory name)")
-    p.add_argument("--real-val", default=None, help="a real validation set directory (default: the study's test split)")
-    p.add_argument("--real-train", default=None, help="a real training set directory (default: the study's train split)")
-    p.add_argument("--out", default=None, help="write the row here (.json, .csv or .parquet); the per-class table "
-                   "goes beside it as <name>_per_class.<ext>")
 
-    p = sub.add_parser("recipes", help="list the training recipes, or print one (a [train] table)")
-    p.add_argument("name", nargs="?", help="a recipe name, e.g. paper-vit-b16")
-
-    p = sub.add_parser("train", help="train one classifier (or, with --clip, one CLIP) on synscale sets with a study's "
-                                     "recipe; runs under torchrun as it is (multi-GPU, multi-node)")
-    p.add_argument("sets", nargs="+", help="synscale set directories (shards + manifest.parquet), used together; with "
-                                           "--mix-real-prob: a real and a synthetic pair set of the same captions")
-    p.add_argument("--study", default="fashion-mnist", help="the study file whose [train] (or [clip.train]) table is used")
-    p.add_argument("--size", choices=SIZES, default="default")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a study key, e.g. --set train.recipe=paper-vit-b16")
-    p.add_argument("--clip", action="store_true", help="train CLIP with the study's [clip.train] recipe on image-text pairs")
-    p.add_argument("--mix-real-prob", type=float, default=None, metavar="P",
-                   help="CLIP's mixed pairs: each caption takes its real image (first set) with probability P, else its "
-                        "synthetic one (second set)")
-    p.add_argument("--scale", type=int, default=0,
-                   help="train on the nested subset of this size (class-balanced images; with --clip, captions) of the "
-                        "set; default: every image; the schedule's iterations follow it")
-    p.add_argument("--out", required=True, help="output directory: model.safetensors, train.json, checkpoints/")
-    p.add_argument("--nproc", type=int, default=0, help="launch torchrun with this many local processes")
-
+def _analysis_parsers(sub: Any) -> None:
     p = sub.add_parser("fit", help="recompute the analysis from W/results (no training): Equation 2 fits with CIs, "
                                    "breaks, saturating fits, per-class fits and categories, correlations, k predictor")
     p.add_argument("workdir")
@@ -170,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild W/report/index.html and its figures from W/results alone "
                                       "(runs the analysis first if its tables are missing)")
     p.add_argument("workdir")
-    return parser
+
+    p = sub.add_parser("status", help="a study's plan with each stage's state (done, running, pending, failed), the "
+                                      "compute spent per stage kind and what is left")
+    p.add_argument("workdir")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,10 +292,12 @@ def cmd_study(args: argparse.Namespace) -> int:
     cfg = load_study(path, args.size, args.overrides)
     if args.dry_run:
         print_plan(cfg)
+        print_stages(cfg)
         return 0
     workdir = Path(args.workdir or f"runs/{cfg.name}-{args.size}")
     t0 = time.time()
-    report = run_study(cfg, workdir, quiet=args.quiet)
+    options = {"address": args.ray_address, "num_cpus": args.ray_cpus} if args.executor == "ray" else {}
+    report = run_study(cfg, workdir, quiet=args.quiet, executor=args.executor, **options)
     print_summary(workdir)
     print(f"\nreport: {report.resolve()}")
     secs = time.time() - t0
@@ -312,9 +332,19 @@ def print_plan(cfg: StudyConfig) -> None:
             print(f"  {m.name}: each caption takes its real image with probability {m.real_prob:g}, else its {m.synthetic} image")
 
 
+def print_stages(cfg: StudyConfig) -> None:
+    """The plan's stages per kind (synscale.study.build_plan)."""
+    from synscale.study import build_plan
+
+    plan = build_plan(cfg).plan
+    counts = plan.counts()
+    print(f"\nplan: {len(plan)} stages ({', '.join(f'{k} {n}' for k, n in counts.items())}); "
+          "`synscale status W` shows their states while the study runs")
+
+
 def _print_runs(scales: list[int], train: object, what: str, seen: str) -> None:
     """One line per data scale: steps, warm-up, samples through the model, epochs."""
-    from synscale.train.schedule import run_length
+    from synscale.train.schedule import floored, run_length
 
     print(f"{what:>10} {'iters':>8} {'warmup':>7} {seen:>12} {'epochs':>7}")
     total = 0
@@ -322,7 +352,9 @@ def _print_runs(scales: list[int], train: object, what: str, seen: str) -> None:
         it, wu = run_length(s, train)
         n = it * min(train.batch_size, s)  # type: ignore[attr-defined]
         total += n
-        print(f"{s:>10,} {it:>8,} {wu:>7,} {n:>12,} {n / s:>7.1f}")
+        floor = f"  (schedule.min_epochs floor: the log-scale rule gives {'none' if s <= train.schedule.zero_scale else 'fewer'})" \
+            if floored(s, train) else ""  # type: ignore[attr-defined]
+        print(f"{s:>10,} {it:>8,} {wu:>7,} {n:>12,} {n / s:>7.1f}{floor}")
     print(f"total {seen.split()[0]} through the model: {total:,} per source (one model per scale)")
 
 
@@ -479,7 +511,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from synscale.metrics.run import SetRef, metrics_stage, reference, test_keys
-    from synscale.study import ArrayCache, Log, real_shards
+    from synscale.data.cache import ArrayCache
+    from synscale.data.stages import real_shards
+    from synscale.progress import Log
 
     cfg = load_study(find_study(args.study), args.size, args.overrides)
     mc = cfg.metrics
@@ -488,7 +522,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     workdir, log = Path(args.workdir), Log(args.quiet)
     sets = {}
     for role, given, split in (("train", args.real_train, cfg.data.train_split), ("val", args.real_val, cfg.data.test_split)):
-        sets[role] = SetRef.of(given, workdir) if given else real_shards(cfg, workdir, split, log)
+        sets[role] = SetRef.of(given, workdir) if given else real_shards(cfg.data, workdir, split, log)
     test = SetRef.of(args.set, workdir)
     ref = reference(cfg, sets["train"], ArrayCache(), log)
     name = args.name or test.path.resolve().name
@@ -546,6 +580,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from synscale.status import print_status
+
+    print_status(Path(args.workdir))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from synscale.report.html import write_report
 
@@ -557,7 +598,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 COMMANDS = {"demo": cmd_demo, "metrics": cmd_metrics, "study": cmd_study, "config": cmd_config, "shards": cmd_shards, "prompts": cmd_prompts,
             "generate": cmd_generate, "generator": cmd_generator,
-            "recipes": cmd_recipes, "train": cmd_train, "fit": cmd_fit, "report": cmd_report}
+            "recipes": cmd_recipes, "train": cmd_train, "fit": cmd_fit, "report": cmd_report, "status": cmd_status}
 
 
 if __name__ == "__main__":

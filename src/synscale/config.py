@@ -9,20 +9,24 @@ grow the grid; `default` is the file as written.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from synscale.schema import ConfigError, from_dict, to_dict
+from synscale.schema import nonnegative as _nonnegative
+from synscale.schema import positive as _positive
+from synscale.train.config import (  # noqa: F401 (re-exported: the study's [train] tables)
+    SCHEDULE_ADDED,
+    TRAIN_ADDED,
+    TRAIN_RUN_ONLY,
+    ScheduleConfig,
+    TrainConfig,
+    train_identity,
+)
+
 SIZES = ("smoke", "default", "full")
-
-
-class ConfigError(ValueError):
-    """A study file or override that does not validate; the message says where and why."""
 
 
 @dataclass(frozen=True)
@@ -41,107 +45,6 @@ class DataConfig:
     def check(self) -> None:
         _positive(self, "shard_size")
         _nonnegative(self, "image_size", "reference_size")
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """Training length linear in log2(D) (paper appendix A.1): iters(D) = per_doubling * log2(D / zero_scale).
-
-    The paper's points (95k/10k at 1M, 190k/20k at 2M, 285k/30k at 4M) are zero_scale = 500k,
-    iters_per_doubling = 95k, warmup_per_doubling = 10k. A study scales the rule to its own size.
-    """
-
-    zero_scale: int = 500_000
-    iters_per_doubling: float = 95_000.0
-    warmup_per_doubling: float = 10_000.0
-    kind: Literal["log-scale", "epochs"] = "log-scale"
-    # kind = "epochs" (CLIP, appendix B.1): ceil(epochs * D / batch) steps at every scale D, warm-up from
-    # the table [[threshold D, steps], ...] (the row with the largest threshold <= D; the first below all)
-    epochs: float = 32.0
-    warmup_by_scale: list[list[int]] = field(default_factory=list)
-
-    def check(self) -> None:
-        _positive(self, "zero_scale", "iters_per_doubling", "epochs")
-        _nonnegative(self, "warmup_per_doubling")
-        if self.warmup_per_doubling >= self.iters_per_doubling:
-            raise ValueError("warmup_per_doubling must be smaller than iters_per_doubling")
-        if any(len(r) != 2 or min(r) < 0 for r in self.warmup_by_scale):
-            raise ValueError(f"warmup_by_scale must be [[scale, warm-up steps], ...] of non-negative integers, "
-                             f"got {self.warmup_by_scale}")
-
-    def check_scales(self, scales: list[int], table: str) -> None:
-        """The log-scale rule gives scales at or below zero_scale no iterations (`table`: train or clip.train)."""
-        if self.kind == "log-scale" and scales and min(scales) <= self.zero_scale:
-            raise ValueError(f"the smallest scale ({min(scales)}) must exceed {table}.schedule.zero_scale "
-                             f"({self.zero_scale}): the log-scale rule gives it no iterations")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """`[train]` (and `[clip.train]`): a training recipe (see docs/training.md, docs/clip.md). `recipe` names
-    a shipped recipe (synscale.train.recipes: `paper-vit-b16`, `miniature-cnn`, `miniature-vit`,
-    `paper-clip-s`, `paper-clip-l`, `miniature-clip`) whose values are the defaults of this table; keys
-    written here override them. `task` says what is trained: a classifier (a timm model) or CLIP (an
-    open_clip model)."""
-
-    recipe: str = ""
-    task: Literal["classification", "contrastive"] = "classification"
-    model: str = "synscale_cnn_small"  # a timm model name (classification) or an open_clip config name (contrastive)
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model (drop_rate, ...)
-    batch_size: int = 256  # global batch: images per optimizer step over all processes
-    accum_steps: int = 1  # gradient accumulation: each process runs batch_size / (processes * accum_steps) at once
-    lr: float = 3e-3
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8  # AdamW epsilon
-    loss: Literal["ce", "bce"] = "ce"  # softmax cross-entropy, or sigmoid binary cross-entropy (summed over classes)
-    mixup: float = 0.0  # Mixup alpha (0 = off): one Beta(alpha, alpha) draw per step, batch mixed with its reverse
-    randaugment: list[int] = field(default_factory=list)  # [num_ops, magnitude], e.g. [2, 15]; [] = off
-    crop: int = 0  # train on random crop x crop patches, evaluate on the centre crop; 0 = full images
-    augment: Literal["none", "flip", "flip-shift"] = "flip-shift"  # flip: random horizontal flip only
-    eval_batch_size: int = 1000
-    seed: int = 0
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    # Where and how it runs. loader, workers and checkpoint_every do not change what is computed, so they are
-    # left out of stage ids (TRAIN_RUN_ONLY, with `recipe`, whose values are in the other keys); the others
-    # can change the numbers in the last bits or more.
-    nproc: int = 1  # processes (GPUs) per training run; > 1 launches torchrun with DistributedDataParallel
-    device: str = "auto"  # auto (cuda if there) | cpu | cuda
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast (CUDA, or CPU)
-    compile: bool = False  # torch.compile the model
-    loader: Literal["auto", "memory", "stream"] = "auto"  # memory: decoded arrays; stream: shards in workers
-    workers: int = 0  # loader worker processes (stream); 0 = decode in the training process
-    checkpoint_every: int = 500  # steps between resumable checkpoints (safetensors + JSON); 0 = none
-
-    def check(self) -> None:
-        _positive(self, "batch_size", "lr", "eval_batch_size", "accum_steps", "nproc", "eps")
-        _nonnegative(self, "weight_decay", "mixup", "crop", "workers", "checkpoint_every")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError("betas must be two numbers in [0, 1)")
-        if self.randaugment and (len(self.randaugment) != 2 or self.randaugment[0] < 1 or not 0 <= self.randaugment[1] <= 30):
-            raise ValueError(f"randaugment must be [num_ops >= 1, magnitude 0..30] or [], got {self.randaugment}")
-        if self.batch_size % (self.nproc * self.accum_steps):
-            raise ValueError(f"batch_size {self.batch_size} must divide by nproc * accum_steps = {self.nproc * self.accum_steps}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
-
-
-TRAIN_RUN_ONLY = ("recipe", "loader", "workers", "checkpoint_every")
-# Keys added to [train] after stage ids were first made: they enter an id only where they differ from
-# these defaults, so the ids of every earlier workdir's train stages stay what they were.
-TRAIN_ADDED = {"task": "classification", "eps": 1e-8}
-SCHEDULE_ADDED = {"kind": "log-scale", "epochs": 32.0, "warmup_by_scale": []}
-
-
-_UNSET = object()  # equal to no value
-
-
-def train_identity(train: TrainConfig) -> dict[str, Any]:
-    """`[train]` as it enters stage ids: without the keys that only say how a run executes, and without
-    later-added keys at their defaults."""
-    out = {k: v for k, v in to_dict(train).items() if k not in TRAIN_RUN_ONLY and TRAIN_ADDED.get(k, _UNSET) != v}
-    out["schedule"] = {k: v for k, v in out["schedule"].items() if SCHEDULE_ADDED.get(k, _UNSET) != v}
-    return out
 
 
 @dataclass(frozen=True)
@@ -526,107 +429,6 @@ def _scale_list(scales: list[int]) -> None:
         raise ValueError(f"scales must be positive, strictly increasing integers, got {scales}")
 
 
-def _positive(obj: Any, *names: str) -> None:
-    for n in names:
-        if getattr(obj, n) <= 0:
-            raise ValueError(f"{n} must be > 0, got {getattr(obj, n)}")
-
-
-def _nonnegative(obj: Any, *names: str) -> None:
-    for n in names:
-        if getattr(obj, n) < 0:
-            raise ValueError(f"{n} must be >= 0, got {getattr(obj, n)}")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Validation: raw dict -> frozen dataclass, with errors that name the source, the key and the choices.
-
-
-def from_dict(cls: type, data: dict[str, Any], source: str, prefix: str = "") -> Any:
-    """Build dataclass `cls` from `data`; raise ConfigError naming `source` and the dotted key."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: [{prefix or 'study'}] must be a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{prefix}{key}"
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1) or [
-                f for f in fields if key.startswith(f + "_") or f.startswith(key)
-            ]
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"{source}: unknown key {where!r}{hint}; allowed keys in "
-                f"[{prefix.rstrip('.') or 'study'}]: {', '.join(fields)}"
-            )
-        kwargs[key] = _coerce(hints[key], value, source, where)
-    missing = [
-        n for n, f in fields.items()
-        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{source}: missing required key(s) {', '.join(prefix + m for m in missing)}")
-    obj = cls(**kwargs)
-    try:
-        obj.check()
-    except ValueError as e:
-        raise ConfigError(f"{source}: [{prefix.rstrip('.') or 'study'}] {e}") from None
-    return obj
-
-
-def _coerce(tp: Any, value: Any, source: str, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    bad = ConfigError(f"{source}: {where!r} must be {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, source, where + ".")
-    if tp is Any:
-        return value
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(
-                f"{source}: {where!r} must be one of {', '.join(map(repr, typing.get_args(tp)))}, got {value!r}"
-            )
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(arg, value, source, where)
-            except ConfigError:
-                pass
-        raise bad
-    if origin is list:
-        if not isinstance(value, list):
-            raise bad
-        (arg,) = typing.get_args(tp)
-        return [_coerce(arg, v, source, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        return float(value)
-    if tp is type(None):
-        if value is not None:
-            raise bad
-        return None
-    if tp in (int, str, bool):
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise bad
-        return value
-    raise TypeError(f"unsupported config type {tp}")  # a bug in a config class, not in the file
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if typing.get_origin(tp) is dict:
-        return "a table"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
 # ---------------------------------------------------------------------------------------------------
 # Loading: file -> size overrides -> --set overrides -> validation.
 
@@ -713,10 +515,6 @@ def _merge_recipe(train: Any, source: str, where: str) -> Any:
     merged = deep_merge(recipe, train)
     merged["model_kwargs"] = {**recipe.get("model_kwargs", {}), **train.get("model_kwargs", {})}
     return merged
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
 
 
 def find_study(name_or_path: str) -> Path:

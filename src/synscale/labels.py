@@ -52,13 +52,16 @@ class LabelSet:
         return cls(names, wnids)
 
 
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+
 def named_label_set(name: str) -> LabelSet:
     """Label sets known by name: `fashion-mnist`, `imagenet` (1000 classes: wnids in the standard
     order, names from open_clip), or a text file of class names (one per line, optionally
     `<wnid><TAB><name>`)."""
     if name == "fashion-mnist":
-        from synscale.data.datasets import FASHION_MNIST_CLASSES
-
         return LabelSet(FASHION_MNIST_CLASSES)
     if name == "imagenet":
         from importlib import resources

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from synscale.labels import WNID, LabelSet
+from synscale.labels import FASHION_MNIST_CLASSES, WNID, LabelSet
 from synscale.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -92,9 +92,6 @@ def resize_center_crop(img: Any, size: int) -> Any:
 # ---------------------------------------------------------------------------------------------------
 
 
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 

@@ -10,7 +10,7 @@ and -A (paper section 4.5, figure 4). Each is a deterministic function of the im
   translation in ±7% of the side (±2 px at 28 px), bilinear, zero fill.
 - `a`: the hard subset. The test images that a separate real-trained model (the metrics' reference
   network, trained on all real training images) gets wrong, unchanged. It is built in the study, which
-  owns that model (`synscale.study.shift_sets`).
+  owns that model (`synscale.evaluate.stages.shift_set`, planned by `synscale.study`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from synscale.registry import Registry
 
@@ -28,16 +27,22 @@ HARD = "a"  # built from a model's errors, not by a transform
 
 
 def _float(images: np.ndarray) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(np.array(images, dtype=np.float32))
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:
+    import torch
+
     return x.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 @SHIFTS.register("sketch")
 def sketch(images: np.ndarray, seed: int = 0) -> np.ndarray:
     """uint8 (N, C, H, W) -> the edge maps (same shape)."""
+    import torch
+
     x = _float(images)
     lum = x.mean(1, keepdim=True)
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).view(1, 1, 3, 3)
@@ -53,6 +58,8 @@ def sketch(images: np.ndarray, seed: int = 0) -> np.ndarray:
 @SHIFTS.register("rendition")
 def rendition(images: np.ndarray, seed: int = 0) -> np.ndarray:
     """Per image, one of: posterise (2 bits), invert, reduced contrast; drawn with `seed`."""
+    import torch
+
     kind = torch.randint(0, 3, (len(images),), generator=torch.Generator().manual_seed(seed)).numpy()
     x = _float(images)
     mean = x.mean((1, 2, 3), keepdim=True)
@@ -64,6 +71,8 @@ def rendition(images: np.ndarray, seed: int = 0) -> np.ndarray:
 @SHIFTS.register("v2")
 def v2(images: np.ndarray, seed: int = 0) -> np.ndarray:
     """A small random affine per image (rotation, scale, translation), drawn with `seed`."""
+    import torch
+
     n = len(images)
     gen = torch.Generator().manual_seed(seed)
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=gen)  # noqa: E731

@@ -40,15 +40,18 @@ def reference_classifier(workdir: str | Path, data_root: str = "", quiet: bool =
     """A classifier with the fashion-mnist study's training recipe, trained on the whole real training set
     (a cached stage in `workdir`). `data_root`: Fashion-MNIST's files (default: Debian's)."""
     from synscale.config import find_study, load_study, to_dict
+    from synscale.data.cache import ArrayCache
+    from synscale.data.stages import real_shards
     from synscale.labels import LabelSet
     from synscale.metrics.run import trained_reference
-    from synscale.study import ArrayCache, Log, load_model, real_shards
+    from synscale.progress import Log
+    from synscale.train.stages import load_model
 
     cfg = load_study(find_study("fashion-mnist"), overrides=[f"data.root={json.dumps(data_root)}"])
     log, cache = Log(quiet), ArrayCache()
     workdir = Path(workdir)
-    train_set = real_shards(cfg, workdir, cfg.data.train_split, log)
-    test_set = real_shards(cfg, workdir, cfg.data.test_split, log)
+    train_set = real_shards(cfg.data, workdir, cfg.data.train_split, log)
+    test_set = real_shards(cfg.data, workdir, cfg.data.test_split, log)
     tr = trained_reference(cfg, train_set, cache, log)  # all 60,000 images for Fashion-MNIST
     images, labels = cache.get(test_set.path)
     return Reference(load_model(tr, to_dict(cfg.train)), images, labels, LabelSet.load(test_set.path / "labels.json").names)

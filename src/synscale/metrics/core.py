@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from synscale.registry import Registry
 
@@ -111,6 +110,8 @@ def _kth_nn(d: np.ndarray, k: int) -> np.ndarray:
 def prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
     """Precision and recall (Kynkäänniemi et al. 2019), density and coverage (Naeem et al. 2020) with
     k-nearest-neighbour balls in feature space."""
+    import torch
+
     nan = dict.fromkeys(("precision", "recall", "density", "coverage"), math.nan)
     if len(real) <= k or len(fake) <= k:
         return nan
@@ -190,6 +191,8 @@ def lpips_style(ref: Any, a: np.ndarray, b: np.ndarray, batch_size: int = 256) -
     """Per pair: (1/L) sum over the reference network's L feature maps of the spatial mean of
     ||u_a - u_b||^2, with u the map normalised to unit length along channels (LPIPS with uniform weights
     on a different network)."""
+    import torch
+
     out = []
     for i in range(0, len(a), batch_size):
         ma = ref.feature_maps(torch.from_numpy(a[i : i + batch_size]))

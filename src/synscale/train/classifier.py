@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synscale.config import TrainConfig
+from synscale.train.config import TrainConfig
 from synscale.train.data import ArraySource, ShardSource, sample_seed, step_generator
 from synscale.train.engine import Dist, TrainResult, normalize, train
 from synscale.train.models import create_model

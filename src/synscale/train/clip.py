@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synscale.config import TrainConfig
+from synscale.train.config import TrainConfig
 from synscale.train.engine import Dist
 from synscale.train.tasks import TASKS
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from synscale.config import TrainConfig
+from synscale.train.config import TrainConfig
 from synscale.train import checkpoint
 from synscale.train.data import SampleAugment, StepBatches, step_loader
 from synscale.train.schedule import lr_at, run_length

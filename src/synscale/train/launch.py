@@ -72,7 +72,8 @@ def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, de
     import torch
     from safetensors.torch import save_file
 
-    from synscale.config import TrainConfig, from_dict
+    from synscale.schema import from_dict
+    from synscale.train.config import TrainConfig
     from synscale.progress import bar
     from synscale.train.engine import Dist, train
     from synscale.train.schedule import run_length

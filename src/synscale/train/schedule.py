@@ -8,6 +8,12 @@ Two rules, chosen by `schedule.kind`, written once here with the study choosing 
 - `epochs` (the paper's CLIP runs, appendix B.1): the same number of epochs at every scale,
   iters(D) = ceil(epochs * D / batch), with a warm-up that steps up with D (`warmup_by_scale`: 600 steps
   at 1M captions, 1200 at 2M, 2000 from 4M on).
+
+The log-scale rule gives no iterations at or below `zero_scale` (the paper's 500k), yet the paper's figure 3
+trains at 0.125M, 0.25M and 0.5M. `min_epochs` is synscale's floor for such scales (the project's choice,
+not the paper's): at least ceil(min_epochs * D / batch) steps at every scale, with the rule's warm-up share
+(warmup_per_doubling / iters_per_doubling) wherever the floor sets the length. `paper-vit-b16` sets 100
+epochs: 3,052 steps at 0.125M, 12,208 at 0.5M; from about 0.55M on the rule is longer and holds.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from synscale.config import ScheduleConfig
+from synscale.train.config import ScheduleConfig
 
 PAPER = ScheduleConfig(zero_scale=500_000, iters_per_doubling=95_000, warmup_per_doubling=10_000)
 
@@ -26,12 +32,27 @@ def doublings(scale: int, rule: ScheduleConfig) -> float:
     return math.log2(scale / rule.zero_scale)
 
 
+def _epochs(epochs: float, scale: int, batch_size: int) -> int:
+    if batch_size <= 0:
+        raise ValueError("an epochs rule (kind epochs, or min_epochs) needs the batch size")
+    return max(1, math.ceil(epochs * scale / batch_size - 1e-9))
+
+
+def _floored(scale: int, rule: ScheduleConfig, batch_size: int) -> bool:
+    """Whether the min_epochs floor, not the log-scale rule, sets the run's length."""
+    if not rule.min_epochs:
+        return False
+    rule_iters = round(rule.iters_per_doubling * doublings(scale, rule)) if scale > rule.zero_scale else 0
+    return _epochs(rule.min_epochs, scale, batch_size) > rule_iters
+
+
 def total_iters(scale: int, rule: ScheduleConfig, batch_size: int = 0) -> int:
-    """Optimizer steps at data scale `scale` (`batch_size`: the global batch, for the `epochs` rule)."""
+    """Optimizer steps at data scale `scale` (`batch_size`: the global batch, for the `epochs` rule and the
+    `min_epochs` floor)."""
     if rule.kind == "epochs":
-        if batch_size <= 0:
-            raise ValueError("the epochs rule needs the batch size")
-        return max(1, math.ceil(rule.epochs * scale / batch_size - 1e-9))
+        return _epochs(rule.epochs, scale, batch_size)
+    if _floored(scale, rule, batch_size):
+        return _epochs(rule.min_epochs, scale, batch_size)
     return max(1, round(rule.iters_per_doubling * doublings(scale, rule)))
 
 
@@ -39,6 +60,8 @@ def warmup_iters(scale: int, rule: ScheduleConfig, batch_size: int = 0) -> int:
     total = total_iters(scale, rule, batch_size)
     if rule.kind == "epochs":
         return min(total - 1, scale_table(rule.warmup_by_scale, scale))
+    if _floored(scale, rule, batch_size):
+        return min(total - 1, round(total * rule.warmup_per_doubling / rule.iters_per_doubling))
     return min(total - 1, round(rule.warmup_per_doubling * doublings(scale, rule)))
 
 
@@ -54,6 +77,11 @@ def run_length(scale: int, train: Any) -> tuple[int, int]:
     """(steps, warm-up steps) of a training run of `train` (a TrainConfig) at data scale `scale`."""
     batch = min(train.batch_size, scale)
     return total_iters(scale, train.schedule, batch), warmup_iters(scale, train.schedule, batch)
+
+
+def floored(scale: int, train: Any) -> bool:
+    """Whether `train`'s min_epochs floor, not its log-scale rule, sets the run's length at `scale`."""
+    return train.schedule.kind == "log-scale" and _floored(scale, train.schedule, min(train.batch_size, scale))
 
 
 def lr_at(step: int, base_lr: float, total: int, warmup: int) -> float:

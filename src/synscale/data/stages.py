@@ -1,0 +1,90 @@
+"""The data stages of a study (see synscale.stage): a dataset split written as shards, a nested subset of a
+set, an OOD evaluation set in a study's label space. Each takes and returns stage directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from synscale.stage import StageResult, run_stage
+
+
+def dataset_shards(workdir: Path, dataset: str, root: str, image_size: int, shard_size: int, split: str, log: Any,
+                   what: str = "real shards", limit: int = 0) -> StageResult:
+    """A dataset split (its first `limit` samples; 0: all) written as synscale shards."""
+    from synscale.data.datasets import create_dataset
+    from synscale.data.shards import write_dataset_split
+
+    ds = create_dataset(dataset, root, image_size)
+    params = {"dataset": dataset, "root": root, "image_size": image_size, "shard_size": shard_size, "split": split,
+              **({"limit": limit} if limit else {})}
+    res = run_stage(workdir, "shards", params, {"source": ds.fingerprint()},
+                    lambda out: write_dataset_split(ds, split, out, shard_size, progress=not log.quiet, limit=limit))
+    log.stage(f"{what} [{split}]", res)
+    return res
+
+
+def real_shards(data: Any, workdir: Path, split: str, log: Any, what: str = "real shards") -> StageResult:
+    """A split of a study's dataset (synscale.config.DataConfig `data`) as shards."""
+    return dataset_shards(workdir, data.dataset, data.root, data.image_size, data.shard_size, split, log, what)
+
+
+def subset(set_stage: StageResult, scale: int, seed: int, log: Any, order: str = "class") -> StageResult:
+    """The nested subset of `scale` samples: class-balanced (synscale.data.subsets), or with `order =
+    "caption"` the first `scale` captions of a pair set (synscale.data.pairs.caption_subset)."""
+    import pandas as pd
+
+    from synscale.data.pairs import caption_subset
+    from synscale.data.shards import read_manifest
+    from synscale.data.subsets import subset_keys
+    from synscale.labels import LabelSet
+
+    def fn(out: Path) -> None:
+        manifest = read_manifest(set_stage.path)
+        if order == "caption":
+            keys = caption_subset(manifest, scale, seed)
+        else:
+            keys = subset_keys(manifest, scale, len(LabelSet.load(set_stage.path / "labels.json")), seed)
+        pd.DataFrame({"key": keys}).to_parquet(out / "subset.parquet", index=False)
+
+    params = {"scale": scale, "order_seed": seed, **({"order": order} if order != "class" else {})}
+    return run_stage(set_stage.root, "subset", params, {"set": set_stage.id}, fn)
+
+
+def first_image(set_stage: StageResult) -> Any:
+    """A set's first image (H x W or H x W x C uint8)."""
+    from synscale.data.shards import decode_png, iter_samples
+
+    return decode_png(next(iter_samples(set_stage.path))[1])
+
+
+def image_format(set_stage: StageResult) -> tuple[int, int]:
+    """(side, channels) of a set's first image: what generated images are brought to."""
+    first = first_image(set_stage)
+    return first.shape[0], 1 if first.ndim == 2 else first.shape[2]
+
+
+def ood_set(spec: Any, train_set: StageResult, image_size: int, shard_size: int, log: Any) -> StageResult:
+    """An `[[evaluate.sets]]` set (synscale.config.OODSetConfig) written as shards in the label space of
+    `train_set` (its `ood.json` holds the class subset it covers), at `image_size` (0: the study's images')."""
+    import dataclasses
+
+    from synscale.data.ood import fingerprint, write_ood_set
+    from synscale.labels import LabelSet
+
+    labels = LabelSet.load(train_set.path / "labels.json")
+    first = first_image(train_set)
+    size, channels = max(first.shape[:2]), 1 if first.ndim == 2 else 3
+    params = {"set": dataclasses.asdict(spec), "image_size": image_size or size, "channels": channels,
+              "shard_size": shard_size}
+    res = run_stage(train_set.root, "ood", params, {"labels": train_set.id, "files": fingerprint(spec.root)},
+                    lambda o: write_ood_set(labels, spec, image_size or size, channels, o, shard_size))
+    subset_ = ood_class_subset(res)
+    log.stage(f"OOD set {spec.name}" + (f" ({len(subset_)} classes)" if subset_ else ""), res)
+    return res
+
+
+def ood_class_subset(ood_stage: StageResult) -> list[int] | None:
+    """The study's classes that an OOD set covers (None: all of them)."""
+    return json.loads((ood_stage.path / "ood.json").read_text())["class_subset"]

@@ -1,0 +1,121 @@
+"""Executors run a plan (synscale.plan) and return every node's stage.
+
+- `local` (default): the nodes one after another in this process, in the plan's order; complete stages
+  are found on disk and skipped, so an interrupted study resumes where it stopped.
+- `ray`: the same plan on a Ray cluster (`address`, or RAY_ADDRESS, or a local instance on this machine).
+  Every node whose inputs are complete is a Ray task with the node's CPUs and GPUs, so independent
+  generations, trainings and evaluations run at once across the cluster's machines. A training run of
+  several processes gets a placement group of one bundle (its CPUs and GPUs together on one machine) and
+  runs torchrun inside it (torch.distributed, NCCL on GPUs, gloo on CPUs). Generation with
+  `executor = "ray"` keeps its Ray Data path inside its task. The workdir must be a file system that every
+  machine mounts at the same path: stage locks make two writers safe, and a task whose worker dies (a
+  killed process, a lost machine) is retried, redoing only its stage (a resumable one from its partial
+  output).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from synscale.plan import Context, Journal, Plan, run_node
+
+EXECUTORS = ("local", "ray")
+
+
+def execute(plan: Plan, workdir: str | Path, executor: str = "local", quiet: bool = False,
+            **options: Any) -> dict[str, Any]:
+    """Run `plan` with the named executor; returns {node key: StageResult}."""
+    if executor == "local":
+        return run_local(plan, workdir, quiet)
+    if executor == "ray":
+        return run_ray(plan, workdir, quiet, **options)
+    raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def run_local(plan: Plan, workdir: str | Path, quiet: bool = False) -> dict[str, Any]:
+    ctx, journal = Context(Path(workdir), quiet), Journal(workdir)
+    journal.start_plan(plan, "local")
+    results: dict[str, Any] = {}
+    for i, (key, node) in enumerate(plan.nodes.items()):
+        results[key] = run_node(node, i, ctx, [results[d] if d else None for d in node.deps], journal)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ray
+
+_CONTEXTS: dict[tuple[str, bool], Context] = {}  # per worker process: its array cache lives across tasks
+
+
+def _ray_node(node: Any, index: int, workdir: str, quiet: bool, deps: list[Any]) -> Any:
+    ctx = _CONTEXTS.get((workdir, quiet))
+    if ctx is None:
+        ctx = _CONTEXTS[(workdir, quiet)] = Context(Path(workdir), quiet)
+    return run_node(node, index, ctx, deps, Journal(workdir))
+
+
+def run_ray(plan: Plan, workdir: str | Path, quiet: bool = False, address: str | None = None, retries: int = 3,
+            num_cpus: int | None = None) -> dict[str, Any]:
+    """Every ready node a Ray task; returns when all are complete, or raises the first node's error (the
+    other running tasks are cancelled; their stages resume on the next run)."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("the ray executor needs Ray: pip install 'synscale[ray]'") from None
+
+    workdir = str(Path(workdir).resolve())
+    started = not ray.is_initialized()
+    if started:  # address None: RAY_ADDRESS joins a cluster, else a local instance on this machine
+        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                 log_to_driver=not quiet, configure_logging=False)
+    journal = Journal(workdir)
+    journal.start_plan(plan, "ray")
+    gpus = ray.cluster_resources().get("GPU", 0) > 0
+    remote = ray.remote(_ray_node)
+    keys = list(plan.nodes)
+    results: dict[str, Any] = {}
+    running: dict[Any, tuple[str, Any]] = {}
+    submitted: set[str] = set()
+    try:
+        while len(results) < len(keys):
+            for i, key in enumerate(keys):
+                node = plan.nodes[key]
+                if key in submitted or not all(d is None or d in results for d in node.deps):
+                    continue
+                opts, group = _task_options(node.needs, gpus, retries)
+                ref = remote.options(**opts).remote(node, i, workdir, quiet, [results[d] if d else None for d in node.deps])
+                running[ref] = (key, group)
+                submitted.add(key)
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                key, group = running.pop(ref)
+                try:
+                    results[key] = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    raise (e.cause if isinstance(e.cause, Exception) else e) from None
+                finally:
+                    if group is not None:
+                        ray.util.remove_placement_group(group)
+    finally:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()
+    return results
+
+
+def _task_options(needs: Any, cluster_gpus: bool, retries: int) -> tuple[dict[str, Any], Any]:
+    """Ray task options of a node's needs, and the placement group of a multi-process run (or None)."""
+    gpus = needs.gpus if (cluster_gpus or not needs.gpu_optional) else 0.0
+    opts: dict[str, Any] = {"num_cpus": needs.cpus, "num_gpus": gpus, "max_retries": retries, "retry_exceptions": False}
+    if needs.processes <= 1:
+        return opts, None
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    bundle = {"CPU": needs.cpus, **({"GPU": gpus} if gpus else {})}
+    group = placement_group([bundle], strategy="STRICT_PACK")
+    opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0,
+                                                                   placement_group_capture_child_tasks=True)
+    return opts, group

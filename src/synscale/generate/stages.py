@@ -1,0 +1,78 @@
+"""The generation stages of a study (see synscale.stage): a synthetic training set per `[[synthetic]]`
+configuration (class-balanced prompts) and CLIP's synthetic pairs (one image per real caption). Both are
+the resumable `generate` stage, in this process or on Ray Data (synscale.generate.runner)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from synscale.config import GENERATION_RUN_ONLY
+from synscale.stage import StageResult, run_stage
+
+
+def synthetic_set(syn: Any, train_set: StageResult, data: Any, max_scale: int, log: Any, what: str = "") -> StageResult:
+    """Generate `syn`'s (synscale.config.SyntheticConfig) class-balanced set, enough for `max_scale` images
+    unless syn.per_class says, at the real data's resolution and channels (resumable). `data`: the study's
+    synscale.config.DataConfig (the in-captions strategy captions its training images)."""
+    from synscale.data.stages import image_format
+    from synscale.labels import LabelSet
+    from synscale.prompts.strategies import make_context, make_prompts
+
+    labels = LabelSet.load(train_set.path / "labels.json")
+    per_class = syn.per_class or math.ceil(max_scale / len(labels))
+    resolution, channels = image_format(train_set)
+    captions = None
+    if syn.strategy == "in-captions":
+        from synscale.data.datasets import create_dataset
+        from synscale.prompts.captioners import captions_per_class
+
+        ds = create_dataset(data.dataset, data.root, data.image_size)
+        captions = captions_per_class(ds, data.train_split, syn.captioner, pool=200, seed=syn.seed,
+                                      local_files_only=not syn.allow_download)
+    prompts = make_prompts(syn.strategy, make_context(labels, data.dataset, captions=captions), per_class, syn.seed)
+    params = {"synthetic": {k: v for k, v in dataclasses.asdict(syn).items() if k not in GENERATION_RUN_ONLY},
+              "per_class": per_class, "resolution": resolution, "channels": channels, "prompts": prompts_hash(prompts)}
+    return generate_stage(syn, prompts, labels, resolution, channels, params, train_set, {"labels": train_set.id}, log,
+                          what or syn.name)
+
+
+def clip_synthetic_set(g: Any, pairs: StageResult, log: Any) -> StageResult:
+    """`[[clip.synthetic]]` `g`: an image for every caption of the real pairs, under the same keys."""
+    from synscale.data.shards import read_labels, read_manifest
+    from synscale.data.stages import image_format
+    from synscale.prompts.strategies import caption_prompts
+
+    prompts = caption_prompts(read_manifest(pairs.path), g.seed)
+    resolution, channels = image_format(pairs)
+    params = {"clip_synthetic": {k: v for k, v in dataclasses.asdict(g).items() if k not in GENERATION_RUN_ONLY},
+              "resolution": resolution, "channels": channels, "prompts": prompts_hash(prompts)}
+    return generate_stage(g, prompts, read_labels(pairs.path), resolution, channels, params, pairs, {"pairs": pairs.id},
+                          log, g.name)
+
+
+def prompts_hash(prompts: Any) -> int:
+    import pandas as pd
+
+    return int(pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum())
+
+
+def generate_stage(g: Any, prompts: Any, labels: Any, resolution: int, channels: int, params: dict[str, Any],
+                   parent: StageResult, inputs: dict[str, str], log: Any, what: str) -> StageResult:
+    """The resumable `generate` stage of a generation config `g` (synscale.config.GenerationConfig)."""
+    from synscale.generate.runner import GeneratorSpec, generate_set
+
+    spec = GeneratorSpec("diffusers", {
+        "model": g.model, "steps": g.steps, "scheduler": g.scheduler, "dtype": g.dtype, "resolution": resolution,
+        "channels": channels, "height": g.size or None, "width": g.size or None,
+        "local_files_only": not g.allow_download, "pipeline_kwargs": g.pipeline_kwargs}, threads=g.threads)
+
+    def fn(out: Path) -> None:
+        generate_set(spec, prompts, labels, out, g.guidance, g.batch_size, g.shard_size, progress=not log.quiet,
+                     executor=g.executor, ray_actors=g.ray_actors, ray_num_cpus=g.ray_cpus, ray_num_gpus=g.ray_gpus)
+
+    res = run_stage(parent.root, "generate", params, inputs, fn, resumable=True)
+    log.stage(f"generate {what} ({len(prompts):,} images)", res)
+    return res

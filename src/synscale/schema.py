@@ -1,0 +1,121 @@
+"""Typed configs from plain data: `from_dict` builds a frozen dataclass from a table and validates it
+(unknown keys, wrong types and failed checks are `ConfigError`s that name the source and the key);
+`to_dict` gives it back. The study config (synscale.config) and the training recipe (synscale.train.config)
+are built on it."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A study file or override that does not validate; the message says where and why."""
+
+
+def positive(obj: Any, *names: str) -> None:
+    for n in names:
+        if getattr(obj, n) <= 0:
+            raise ValueError(f"{n} must be > 0, got {getattr(obj, n)}")
+
+
+def nonnegative(obj: Any, *names: str) -> None:
+    for n in names:
+        if getattr(obj, n) < 0:
+            raise ValueError(f"{n} must be >= 0, got {getattr(obj, n)}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation: raw dict -> frozen dataclass, with errors that name the source, the key and the choices.
+
+
+def from_dict(cls: type, data: dict[str, Any], source: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from `data`; raise ConfigError naming `source` and the dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: [{prefix or 'study'}] must be a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1) or [
+                f for f in fields if key.startswith(f + "_") or f.startswith(key)
+            ]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{source}: unknown key {where!r}{hint}; allowed keys in "
+                f"[{prefix.rstrip('.') or 'study'}]: {', '.join(fields)}"
+            )
+        kwargs[key] = _coerce(hints[key], value, source, where)
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{source}: missing required key(s) {', '.join(prefix + m for m in missing)}")
+    obj = cls(**kwargs)
+    try:
+        obj.check()
+    except ValueError as e:
+        raise ConfigError(f"{source}: [{prefix.rstrip('.') or 'study'}] {e}") from None
+    return obj
+
+
+def _coerce(tp: Any, value: Any, source: str, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{source}: {where!r} must be {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, where + ".")
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(
+                f"{source}: {where!r} must be one of {', '.join(map(repr, typing.get_args(tp)))}, got {value!r}"
+            )
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(arg, value, source, where)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (arg,) = typing.get_args(tp)
+        return [_coerce(arg, v, source, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is type(None):
+        if value is not None:
+            raise bad
+        return None
+    if tp in (int, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp}")  # a bug in a config class, not in the file
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if typing.get_origin(tp) is dict:
+        return "a table"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,84 @@
+"""`synscale status W`: a study's plan with each stage's state, the compute its stages took per kind and
+what is left, from the journal the executors keep (synscale.plan.Journal) and the stages' stage.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from synscale.plan import Journal
+from synscale.schema import ConfigError
+
+STATES = ("done", "running", "pending", "failed", "stopped")
+
+
+def node_states(workdir: Path) -> list[dict[str, Any]]:
+    """The plan's nodes with their states; a `running` node whose process on this host is gone is `stopped`
+    (killed, or its study was interrupted: rerun the study to resume it), and a done node carries its stage's
+    wall seconds."""
+    journal = Journal(workdir)
+    if not (journal.dir / "plan.json").exists():
+        raise ConfigError(f"{workdir}: no plan here (W/plan/plan.json); run a study with --workdir {workdir} first")
+    host = socket.gethostname()
+    nodes = journal.nodes()
+    for n in nodes:
+        if n["state"] == "running" and n.get("host") == host and not _alive(n.get("pid", -1)):
+            n["state"] = "stopped"
+        if n["state"] == "done" and n.get("stage"):
+            info = workdir / "stages" / n["stage"] / "stage.json"
+            n["wall_seconds"] = json.loads(info.read_text())["wall_seconds"] if info.exists() else 0.0
+    return nodes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError, OverflowError):
+        return False
+    return True
+
+
+def summary(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per stage kind: nodes in each state, seconds its stages took (cached ones included: the compute the
+    study's results rest on), and the seconds left, estimated from the kind's mean so far."""
+    out: dict[str, dict[str, Any]] = defaultdict(lambda: {**{s: 0 for s in STATES}, "seconds": 0.0, "left_s": None})
+    for n in nodes:
+        row = out[n["kind"]]
+        row[n["state"]] += 1
+        row["seconds"] += n.get("wall_seconds", 0.0)
+    for row in out.values():
+        todo = row["pending"] + row["running"] + row["failed"] + row["stopped"]
+        row["left_s"] = row["seconds"] / row["done"] * todo if row["done"] else (0.0 if not todo else None)
+    return dict(out)
+
+
+def print_status(workdir: Path) -> None:
+    nodes = node_states(workdir)
+    plan = json.loads((Journal(workdir).dir / "plan.json").read_text())
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(plan["started"]))
+    print(f"{workdir}: {len(nodes)} stages, executor {plan['executor']}, started {started}")
+    rows = summary(nodes)
+    print(f"{'kind':>10} {'done':>5} {'running':>8} {'pending':>8} {'failed':>7} {'stopped':>8} {'spent':>10} {'left (est.)':>12}")
+    for kind, r in rows.items():
+        left = "?" if r["left_s"] is None else _hms(r["left_s"])
+        print(f"{kind:>10} {r['done']:>5} {r['running']:>8} {r['pending']:>8} {r['failed']:>7} {r['stopped']:>8} "
+              f"{_hms(r['seconds']):>10} {left:>12}")
+    spent = sum(r["seconds"] for r in rows.values())
+    left = [r["left_s"] for r in rows.values()]
+    print(f"{'total':>10} {sum(r['done'] for r in rows.values()):>5} {'':>8} {'':>8} {'':>7} {'':>8} {_hms(spent):>10} "
+          f"{('?' if None in left else _hms(sum(left))):>12}")
+    for state in ("running", "failed", "stopped"):
+        for n in (n for n in nodes if n["state"] == state):
+            since = f" since {time.strftime('%H:%M:%S', time.localtime(n['start']))}" if n.get("start") else ""
+            where = f" on {n['host']} (pid {n['pid']})" if n.get("host") else ""
+            print(f"{state}: {n['key']}{since}{where}" + (f": {n['error']}" if n.get("error") else ""))
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

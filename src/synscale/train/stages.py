@@ -1,0 +1,66 @@
+"""The training stage of a study (see synscale.stage): a recipe trained on nested subsets of sets, in this
+process or under torchrun, resumable from its newest checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from synscale.schema import to_dict
+from synscale.stage import StageResult, run_stage
+from synscale.train.config import TrainConfig, train_identity
+
+
+def train(tc: TrainConfig, set_stage: StageResult, sub: StageResult, scale: int, cache: Any, log: Any, name: str,
+          extra: list[tuple[StageResult, StageResult]] = (), real_prob: float | None = None) -> StageResult:
+    """Train `tc` on `sub`'s keys of `set_stage` (plus each (set, subset) of `extra`: mixed sets; with
+    `real_prob`, CLIP's mixed pairs) for the schedule's iterations at `scale`. In this process, or under
+    torchrun when tc.nproc > 1. Resumable: an interrupted stage continues from its newest checkpoint.
+    `cache`: a synscale.data.cache.ArrayCache (small sets are decoded once per process for all scales)."""
+    parts = [(set_stage, sub), *extra]
+
+    def fn(out: Path) -> None:
+        import shutil
+
+        from synscale.data.shards import read_labels
+        from synscale.train.launch import make_source, make_spec, run_spec, torchrun
+
+        labels = read_labels(set_stage.path)
+        spec = make_spec(to_dict(tc), [(s.path, u.path / "subset.parquet") for s, u in parts],
+                         len(labels) if labels else 0, scale, out, real_prob)
+        if tc.nproc > 1:
+            log(f"train {name} D={scale}: torchrun, {tc.nproc} processes")
+            (out / "spec.json").write_text(json.dumps({**spec, "progress": not log.quiet}, indent=1))
+            torchrun(out / "spec.json", tc.nproc)
+        else:
+            source = make_source(spec["parts"], tc.loader, real_prob,
+                                 arrays=lambda s, k: cache.get(s, k, captions=tc.task == "contrastive"))
+            run_spec(spec, source, progress=not log.quiet, desc=f"train {name} D={scale}")
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+    inputs = {"set": set_stage.id, "subset": sub.id}
+    for i, (s, u) in enumerate(extra):
+        inputs |= {f"set{i + 1}": s.id, f"subset{i + 1}": u.id}
+    params = {"train": identity(tc, scale), "scale": scale, **({"real_prob": real_prob} if real_prob is not None else {})}
+    res = run_stage(set_stage.root, "train", params, inputs, fn, resumable=True)
+    log.stage(f"train {name} D={scale}", res)
+    return res
+
+
+def identity(tc: TrainConfig, scale: int) -> dict[str, Any]:
+    """The recipe as it enters a train stage's id at `scale`: a min_epochs floor that does not set the run's
+    length there changes nothing, so it stays out (the ids of runs above the floor are as without it)."""
+    from synscale.train.schedule import floored
+
+    ident = train_identity(tc)
+    if not floored(scale, tc):
+        ident["schedule"].pop("min_epochs", None)
+    return ident
+
+
+def load_model(train_stage: StageResult, cfg_train: dict[str, Any]) -> Any:
+    """The trained network of a train stage, in eval mode."""
+    from synscale.train.models import load_trained
+
+    return load_trained(train_stage.path, cfg_train)[0]

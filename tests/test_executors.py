@@ -1,0 +1,105 @@
+"""A study as a plan run by executors: the plan is built without torch, the local and Ray executors give the
+same results tables, Ray runs independent stages at once and retries a stage whose worker is killed, and
+`synscale status` reads the journal."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from synscale.cli import main
+
+
+def tiny_study(root: Path, workdir: Path, *extra: str) -> list[str]:
+    return ["study", "fashion-mnist", "--size", "smoke", "--quiet", "--workdir", str(workdir),
+            "--set", f"data.root={root}", "--set", "scales=[1000, 1500, 2500]",
+            "--set", "train.schedule.iters_per_doubling=100", "--set", "synthetic=[]",
+            "--set", 'evaluate.shifts=["sketch", "a"]', *extra]
+
+
+def test_plan_is_built_without_torch_and_in_dependency_order():
+    code = """
+import sys
+from synscale.config import find_study, load_study
+from synscale.study import build_plan
+sp = build_plan(load_study(find_study("fashion-mnist")))
+print(dict(sp.plan.counts()), "torch" in sys.modules)
+seen = set()
+for key, node in sp.plan.nodes.items():
+    assert all(d is None or d in seen for d in node.deps), key
+    seen.add(key)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("}")
+    counts = eval(out[0] + "}")  # noqa: S307 (our own output)
+    # 4 scales x (real, ld-cfg2, ld-cfg4) classifiers + the real-trained reference + 4 x 3 CLIP models; each
+    # classifier and CLIP on val + 4 shifts; each CLIP through a zero-shot head per set
+    assert counts == {"shards": 2, "shift": 4, "subset": 12 + 1 + 8, "train": 12 + 1 + 12, "evaluate": 60 + 60,
+                      "generate": 2 + 2 + 1, "metrics": 3, "pairs": 1, "zeroshot": 60}
+    assert out[1].strip() == "False"  # no torch
+
+
+def test_ray_executor_matches_local_runs_stages_at_once_and_retries_a_killed_worker(tiny_fmnist, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a Ray task of 1 CPU: CPU kernels sum in an order that depends on the threads
+    try:
+        assert main(tiny_study(tiny_fmnist, tmp_path / "local")) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+    workdir = tmp_path / "ray"
+    killed: dict[str, int] = {}
+
+    def kill_a_training_worker() -> None:  # SIGKILL the process running the largest real model, mid-stage
+        deadline = time.time() + 600
+        while time.time() < deadline and not killed:
+            for p in (workdir / "plan" / "nodes").glob("*.json"):
+                try:
+                    n = json.loads(p.read_text())
+                except (OSError, json.JSONDecodeError):
+                    continue
+                if n["key"] == "train real D=2500" and n["state"] == "running" and time.time() - n["start"] > 1.0:
+                    os.kill(n["pid"], signal.SIGKILL)
+                    killed[n["key"]] = n["pid"]
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_training_worker, daemon=True)
+    killer.start()
+    assert main(tiny_study(tiny_fmnist, workdir, "--executor", "ray", "--ray-cpus", "2")) == 0
+    killer.join(timeout=1)
+    assert killed, "the training worker was never seen running"
+
+    for name in ("scaling.parquet", "scaling_per_class.parquet", "fits.parquet", "metrics.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "local" / "results" / name),
+                                      pd.read_parquet(workdir / "results" / name), check_exact=True)
+    nodes = [json.loads(p.read_text()) for p in (workdir / "plan" / "nodes").glob("*.json")]
+    assert len(nodes) == len(json.loads((workdir / "plan" / "plan.json").read_text())["nodes"]) == 22
+    assert all(n["state"] == "done" for n in nodes)
+    retried = next(n for n in nodes if n["key"] == "train real D=2500")
+    assert retried["pid"] != killed["train real D=2500"]  # another worker redid the stage
+    trains = sorted((n["start"], n["end"]) for n in nodes if n["key"].startswith("train"))
+    assert any(b[0] < a[1] for a, b in zip(trains, trains[1:])), trains  # two trainings at once
+    assert not list((workdir / "stages" / "train").glob(".partial-*"))
+
+
+def test_status_reads_the_journal(tiny_fmnist, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    assert main(["status", str(workdir)]) == 2  # no plan yet: one line, no traceback
+    assert "no plan here" in capsys.readouterr().err
+    # a study that fails at a stage: the journal says which, with the error
+    bad = tiny_study(tiny_fmnist, workdir, "--set", "clip.scales=[4000]", "--set", "scales=[]", "--set", "evaluate.shifts=[]")
+    assert main(bad) == 2
+    assert "4,000 captions needed but the real training split has 3,000" in capsys.readouterr().err
+    assert main(["status", str(workdir)]) == 0
+    out = capsys.readouterr().out
+    assert "failed: real pairs" in out and "4,000 captions needed" in out
+    lines = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.strip().startswith(("shards", "pairs", "train"))}
+    assert lines["shards"][1:6] == ["2", "0", "0", "0", "0"]  # done, running, pending, failed, stopped
+    assert lines["pairs"][1:6] == ["0", "0", "0", "1", "0"]
+    assert lines["train"][1:6] == ["0", "0", "3", "0", "0"]  # the real, synthetic and mixed CLIP models
