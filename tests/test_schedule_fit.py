@@ -32,6 +32,7 @@ def test_min_epochs_floor_trains_the_scales_the_rule_gives_nothing():
     assert [total_iters(d, rule, 4096) for d in (125_000, 250_000, 500_000)] == [3052, 6104, 12208]  # ceil(100 D / 4096)
     assert warmup_iters(500_000, rule, 4096) == round(12208 * 10_000 / 95_000)
     assert [total_iters(d, rule, 4096) for d in (540_000, 560_000, 1_000_000)] == [13184, 15532, 95_000]
+    assert total_iters(64_000_000, rule, 4096) == 95_000 * 7  # far above: the rule, not 100 epochs
     assert warmup_iters(1_000_000, rule, 4096) == 10_000
     with pytest.raises(ValueError, match="batch size"):
         total_iters(125_000, rule)

@@ -87,27 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the row here (.json, .csv or .parquet); the per-class table "
                    "goes beside it as <name>_per_class.<ext>")
 
-    p = sub.add_parser("recipes", help="list the training recipes, or print one (a [train] table)")
-    p.add_argument("name", nargs="?", help="a recipe name, e.g. paper-vit-b16")
-
-    p = sub.add_parser("train", help="train one classifier (or, with --clip, one CLIP) on synscale sets with a study's "
-                                     "recipe; runs under torchrun as it is (multi-GPU, multi-node)")
-    p.add_argument("sets", nargs="+", help="synscale set directories (shards + manifest.parquet), used together; with "
-                                           "--mix-real-prob: a real and a synthetic pair set of the same captions")
-    p.add_argument("--study", default="fashion-mnist", help="the study file whose [train] (or [clip.train]) table is used")
-    p.add_argument("--size", choices=SIZES, default="default")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a study key, e.g. --set train.recipe=paper-vit-b16")
-    p.add_argument("--clip", action="store_true", help="train CLIP with the study's [clip.train] recipe on image-text pairs")
-    p.add_argument("--mix-real-prob", type=float, default=None, metavar="P",
-                   help="CLIP's mixed pairs: each caption takes its real image (first set) with probability P, else its "
-                        "synthetic one (second set)")
-    p.add_argument("--scale", type=int, default=0,
-                   help="train on the nested subset of this size (class-balanced images; with --clip, captions) of the "
-                        "set; default: every image; the schedule's iterations follow it")
-    p.add_argument("--out", required=True, help="output directory: model.safetensors, train.json, checkpoints/")
-    p.add_argument("--nproc", type=int, default=0, help="launch torchrun with this many local processes")
-
+    _training_parsers(sub)
     _analysis_parsers(sub)
     return parser
 
@@ -142,7 +122,10 @@ def _generation_parsers(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads while generating (0: default); "
                    "the same value under both executors gives byte-identical sets")
     p.add_argument("--quiet", "-q", action="store_true")
+    _generator_parsers(sub)
 
+
+def _generator_parsers(sub: Any) -> None:
     p = sub.add_parser("generator", help="built-in text-to-image models: train")
     gsub = p.add_subparsers(dest="generator_command", metavar="ACTION", required=True)
     t = gsub.add_parser("train", help="train a built-in family on real Fashion-MNIST with captions from every strategy")
@@ -174,6 +157,29 @@ def _generation_parsers(sub: Any) -> None:
     e.add_argument("--grid", default=None, help="write a PNG grid of samples (classes x samples, per guidance)")
     e.add_argument("--out", default=None, help="write the table here (.csv or .parquet)")
     e.add_argument("--quiet", "-q", action="store_true")
+
+
+def _training_parsers(sub: Any) -> None:
+    p = sub.add_parser("recipes", help="list the training recipes, or print one (a [train] table)")
+    p.add_argument("name", nargs="?", help="a recipe name, e.g. paper-vit-b16")
+
+    p = sub.add_parser("train", help="train one classifier (or, with --clip, one CLIP) on synscale sets with a study's "
+                                     "recipe; runs under torchrun as it is (multi-GPU, multi-node)")
+    p.add_argument("sets", nargs="+", help="synscale set directories (shards + manifest.parquet), used together; with "
+                                           "--mix-real-prob: a real and a synthetic pair set of the same captions")
+    p.add_argument("--study", default="fashion-mnist", help="the study file whose [train] (or [clip.train]) table is used")
+    p.add_argument("--size", choices=SIZES, default="default")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a study key, e.g. --set train.recipe=paper-vit-b16")
+    p.add_argument("--clip", action="store_true", help="train CLIP with the study's [clip.train] recipe on image-text pairs")
+    p.add_argument("--mix-real-prob", type=float, default=None, metavar="P",
+                   help="CLIP's mixed pairs: each caption takes its real image (first set) with probability P, else its "
+                        "synthetic one (second set)")
+    p.add_argument("--scale", type=int, default=0,
+                   help="train on the nested subset of this size (class-balanced images; with --clip, captions) of the "
+                        "set; default: every image; the schedule's iterations follow it")
+    p.add_argument("--out", required=True, help="output directory: model.safetensors, train.json, checkpoints/")
+    p.add_argument("--nproc", type=int, default=0, help="launch torchrun with this many local processes")
 
 
 def _analysis_parsers(sub: Any) -> None:
@@ -308,19 +314,27 @@ def cmd_study(args: argparse.Namespace) -> int:
 def print_plan(cfg: StudyConfig) -> None:
     if cfg.scales:
         print(f"study {cfg.name}: dataset {cfg.data.dataset}, model {cfg.train.model}, batch {cfg.train.batch_size}")
-        _print_runs(cfg.scales, cfg.train, "scale", "images seen")
-        sources = ["real"] + [syn.name for syn in cfg.synthetic]
-        if cfg.synthetic:
-            print(f"sources: {', '.join(sources)} ({len(sources) * len(cfg.scales)} models in all)")
-            for syn in cfg.synthetic:
-                print(f"  {syn.name}: {syn.model}, {syn.strategy}, guidance {syn.guidance:g}, {syn.steps or 'default'} steps, "
-                      f"{'per_class ' + str(syn.per_class) if syn.per_class else 'enough images for the largest scale'}")
+        every = sorted({s for n in cfg.classifier_sources() for s in cfg.source_scales(n)})
+        _print_runs(every, cfg.train, "scale", "images seen")
+        sources = cfg.classifier_sources()
+        models = sum(len(cfg.source_scales(n)) for n in sources)
+        own = "" if all(cfg.source_scales(n) == cfg.scales for n in sources) else ", by each source's scales"
+        print(f"sources: {len(sources)} ({models} models in all{own})")
+        print(f"  real: scales {_scale_text(cfg.source_scales('real'))}")
+        for syn in cfg.synthetic:
+            print(f"  {syn.name}: {syn.model}, {syn.strategy}, guidance {syn.guidance:g}, {syn.steps or 'default'} steps, "
+                  f"{'per_class ' + str(syn.per_class) if syn.per_class else 'enough images for the largest scale'}"
+                  f"; scales {_scale_text(cfg.source_scales(syn.name))}")
     cc = cfg.clip
     if cc.scales:
         pairs = (f"{cfg.data.dataset} {cfg.data.train_split} captioned by {cc.pairs.captioner}" if cc.pairs.dataset == "captioned"
                  else f"img2dataset shards {cc.pairs.root}")
         print(f"\nCLIP: {cc.train.model}, batch {cc.train.batch_size}; real pairs: {pairs}; zero-shot templates {cc.templates}")
-        _print_runs(cc.scales, cc.train, "captions", "pairs seen")
+        if cc.small_scales():
+            _print_runs(cc.small_scales(), cc.train, "captions", "pairs seen")
+        if cc.large_scales():
+            print(f"from {cc.large_from:,} captions: {cc.train_large.model}, batch {cc.train_large.batch_size}")
+            _print_runs(cc.large_scales(), cc.train_large, "captions", "pairs seen")
         sources = cc.sources()
         evals = 1 + len(cfg.evaluate.shifts) + len(cfg.evaluate.sets) + len(cfg.evaluate.zero_shot)
         print(f"CLIP sources: {', '.join(sources)} ({len(sources) * len(cc.scales)} models, each evaluated zero-shot on "
@@ -333,13 +347,19 @@ def print_plan(cfg: StudyConfig) -> None:
 
 
 def print_stages(cfg: StudyConfig) -> None:
-    """The plan's stages per kind (synscale.study.build_plan)."""
+    """The plan's stages per kind (synscale.study.build_plan) and what they will cost (synscale.estimate)."""
+    from synscale.estimate import print_estimate
     from synscale.study import build_plan
 
-    plan = build_plan(cfg).plan
-    counts = plan.counts()
-    print(f"\nplan: {len(plan)} stages ({', '.join(f'{k} {n}' for k, n in counts.items())}); "
+    sp = build_plan(cfg)
+    counts = sp.plan.counts()
+    print(f"\nplan: {len(sp.plan)} stages ({', '.join(f'{k} {n}' for k, n in counts.items())}); "
           "`synscale status W` shows their states while the study runs")
+    print_estimate(sp, cfg)
+
+
+def _scale_text(scales: list[int]) -> str:
+    return ", ".join(f"{s / 1e6:g}M" if s >= 100_000 else f"{s:,}" for s in scales)
 
 
 def _print_runs(scales: list[int], train: object, what: str, seen: str) -> None:

@@ -9,6 +9,8 @@ grow the grid; `default` is the file as written.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +43,13 @@ class DataConfig:
     reference_size: int = 0  # D_I of Equation 2; 0 = the size of the real training split
     order_seed: int = 0  # seeds the fixed per-class order that makes nested subsets
     shard_size: int = 10000  # samples per tar shard
+    scales: list[int] = field(default_factory=list)  # the real curve's scales; [] = the study's `scales`
 
     def check(self) -> None:
         _positive(self, "shard_size")
         _nonnegative(self, "image_size", "reference_size")
+        if self.scales:
+            _scale_list(self.scales)
 
 
 @dataclass(frozen=True)
@@ -190,11 +195,14 @@ class SyntheticConfig(GenerationConfig):
     strategy: str = "classname"
     per_class: int = 0  # images per class; 0 = enough for the largest scale
     captioner: str = "attributes"  # in-captions: attributes | file:<path> | hf:<model>
+    scales: list[int] = field(default_factory=list)  # this configuration's scales; [] = the study's `scales`
 
     def check(self) -> None:
         from synscale.prompts.strategies import PROMPTS
 
         super().check()
+        if self.scales:
+            _scale_list(self.scales)
         if self.strategy not in PROMPTS:
             raise ValueError(f"unknown prompt strategy {self.strategy!r}; known: {', '.join(PROMPTS.names())}")
         _nonnegative(self, "per_class")
@@ -297,18 +305,34 @@ class ClipConfig:
     reference_size: int = 0  # D_I of Equation 2 for the CLIP curves; 0 = the largest CLIP scale
     synthetic: list[ClipSyntheticConfig] = field(default_factory=list)
     mix: list[ClipMixConfig] = field(default_factory=list)
+    # Table A3's two recipes: from `large_from` captions on (0 = never), models train with `train_large`
+    large_from: int = 0
+    train_large: TrainConfig = field(default_factory=lambda: TrainConfig(task="contrastive"))
 
     def check(self) -> None:
         _scale_list(self.scales)
-        if self.scales and self.train.task != "contrastive":
-            raise ValueError('clip.train must be a contrastive recipe: set clip.train.recipe = "miniature-clip", '
-                             '"paper-clip-s" or "paper-clip-l" (or clip.train.task = "contrastive")')
-        self.train.schedule.check_scales(self.scales, "clip.train")
+        for key, tc, scales in (("clip.train", self.train, self.small_scales()), ("clip.train_large", self.train_large,
+                                                                                  self.large_scales())):
+            if scales and tc.task != "contrastive":
+                raise ValueError(f'{key} must be a contrastive recipe: set {key}.recipe = "miniature-clip", '
+                                 f'"paper-clip-s" or "paper-clip-l" (or {key}.task = "contrastive")')
+            tc.schedule.check_scales(scales, key)
+        _nonnegative(self, "large_from")
         check_templates(self.templates, "clip.templates")
         names = [c.name for c in self.synthetic]
         for m in self.mix:
             if m.synthetic not in names:
                 raise ValueError(f"clip mix {m.name!r}: no [[clip.synthetic]] named {m.synthetic!r} (have: {names})")
+
+    def small_scales(self) -> list[int]:
+        return [s for s in self.scales if not self.large_from or s < self.large_from]
+
+    def large_scales(self) -> list[int]:
+        return [s for s in self.scales if self.large_from and s >= self.large_from]
+
+    def train_for(self, scale: int) -> TrainConfig:
+        """The recipe of the models at `scale` captions: `train`, or `train_large` from `large_from` on."""
+        return self.train_large if self.large_from and scale >= self.large_from else self.train
 
     def sources(self) -> list[str]:
         """Every CLIP curve's source name."""
@@ -387,7 +411,22 @@ class StudyConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # named paths (diffusers pipelines, captioners) that string values elsewhere use as ${models.<name>}, so a
+    # grid names each model once and `--set models.sd=/models/sd15` points all its configurations at a copy
+    models: dict[str, str] = field(default_factory=dict)
+    # defaults of every [[synthetic]] and [[clip.synthetic]] table (steps, dtype, executor, ...): each table's
+    # own keys win
+    generation: dict[str, Any] = field(default_factory=dict)
     repeats: int = 1  # models per (source, scale), with train.seed, train.seed + 1, ...: runs the fits' bootstrap redraws
+
+    def classifier_sources(self) -> list[str]:
+        """The classifier curves: real, every synthetic configuration, every mix."""
+        return ["real", *(c.name for c in self.synthetic), *(m.name for m in self.mix)]
+
+    def source_scales(self, source: str) -> list[int]:
+        """A classifier curve's scales: data.scales (real) or the configuration's own, else the study's."""
+        own = self.data.scales if source == "real" else next((c.scales for c in self.synthetic if c.name == source), [])
+        return list(own or self.scales)
 
     def check(self) -> None:
         if not self.scales and not self.clip.scales:
@@ -397,7 +436,8 @@ class StudyConfig:
         _scale_list(self.scales)
         if self.scales and self.train.task != "classification":
             raise ValueError("[train] is the classifier's recipe (task = classification); CLIP's goes in [clip.train]")
-        self.train.schedule.check_scales(self.scales, "train")
+        self.train.schedule.check_scales(sorted({s for n in self.classifier_sources() for s in self.source_scales(n)}),
+                                         "train")
         taken = ["real", *(c.name for c in self.synthetic), *(m.name for m in self.mix)]
         clash = sorted(set(taken) & set(self.clip.sources())) if self.clip.scales else []
         if clash or len(set(self.clip.sources())) != len(self.clip.sources()):
@@ -495,12 +535,53 @@ def load_study(
 
 
 def with_recipe(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """`train.recipe = "<name>"` (and `clip.train.recipe`): the recipe's table under the study's own keys."""
+    """`train.recipe = "<name>"` (and `clip.train.recipe`): the recipe's table under the study's own keys;
+    `${models.<name>}` in any string replaced by `[models]`'s path."""
+    raw = resolve_models(raw, source)
     out = {**raw, "train": _merge_recipe(raw.get("train"), source, "train")}
+    defaults = raw.get("generation", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{source}: [generation] must be a table of [[synthetic]] keys")
+    if defaults and isinstance(raw.get("synthetic"), list):
+        out["synthetic"] = [{**defaults, **t} if isinstance(t, dict) else t for t in raw["synthetic"]]
     clip = raw.get("clip")
     if isinstance(clip, dict):
-        out["clip"] = {**clip, "train": _merge_recipe(clip.get("train"), source, "clip.train")}
+        out["clip"] = {**clip, "train": _merge_recipe(clip.get("train"), source, "clip.train"),
+                       "train_large": _merge_recipe(clip.get("train_large"), source, "clip.train_large")}
+        out["clip"] = {k: v for k, v in out["clip"].items() if v is not None}
+        if defaults and isinstance(clip.get("synthetic"), list):
+            clip_keys = {f.name for f in dataclasses.fields(ClipSyntheticConfig)}
+            out["clip"]["synthetic"] = [{**{k: v for k, v in defaults.items() if k in clip_keys}, **t}
+                                        if isinstance(t, dict) else t for t in clip["synthetic"]]
     return {k: v for k, v in out.items() if v is not None}
+
+
+MODEL_REF = re.compile(r"\$\{models\.([A-Za-z0-9_-]+)\}")
+
+
+def resolve_models(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """A copy of the study's table with every `${models.<name>}` in a string value replaced."""
+    models = raw.get("models", {})
+    if not isinstance(models, dict) or not all(isinstance(v, str) for v in models.values()):
+        raise ConfigError(f"{source}: [models] must be a table of paths (strings)")
+
+    def sub(value: Any, where: str) -> Any:
+        if isinstance(value, dict):
+            return {k: sub(v, f"{where}.{k}" if where else k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [sub(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if not isinstance(value, str):
+            return value
+
+        def one(m: re.Match[str]) -> str:
+            if m.group(1) not in models:
+                raise ConfigError(f"{source}: {where!r} uses ${{models.{m.group(1)}}} but [models] has no {m.group(1)!r}; "
+                                  f"set it with --set models.{m.group(1)}=PATH (known: {', '.join(models) or 'none'})")
+            return models[m.group(1)]
+
+        return MODEL_REF.sub(one, value)
+
+    return {k: (v if k in ("models", "sizes") else sub(v, k)) for k, v in raw.items()}
 
 
 def _merge_recipe(train: Any, source: str, where: str) -> Any:

@@ -49,5 +49,9 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def entries(self) -> list[tuple[str, T]]:
+        """(name, entry) in the order they were registered."""
+        return list(self._entries.items())
+
     def __contains__(self, name: str) -> bool:
         return name in self._entries

@@ -23,12 +23,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from synscale.config import ConfigError, StudyConfig, to_dict
 from synscale.plan import Context, Needs, Plan
+from synscale.registry import Registry
 from synscale.stage import StageResult
 from synscale.train.stages import load_model  # noqa: F401 (the study's trained models: load_model(stage, train))
 
@@ -195,6 +197,72 @@ class StudyPlan:
     metrics: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One way every model of a task is evaluated: on an evaluation set's node (`set_key`; `ood`: its logits
+    restricted to the classes it covers; `templates`: a zero-shot set's own), or by a linear probe on a
+    downstream set's (train, test) nodes."""
+
+    name: str  # the results' eval_set
+    set_key: str | None = None
+    ood: bool = False
+    templates: str = ""
+    probe: Any = None  # synscale.config.ProbeConfig
+    probe_sets: tuple[str, str] | None = None
+    tasks: tuple[str, ...] = ("classification", "clip")
+
+
+# The study's evaluations, looked up by name and run in this order for every model: each adds the nodes of
+# its sets to the plan and says how models are evaluated on them (none where the study configures none).
+EVALUATIONS: Registry[Callable[[Any, StudyConfig, str, str | None], list[Evaluation]]] = Registry("evaluation")
+
+
+@EVALUATIONS.register("val")
+def _val_evaluation(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
+    """The real test set."""
+    return [Evaluation("val", test)]
+
+
+@EVALUATIONS.register("shifts")
+def _shift_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
+    """`evaluate.shifts`: shifted copies of the real test set; the hard one is the test images a real-trained
+    model (the reference) gets wrong."""
+    from synscale.data.shifts import HARD
+
+    out = []
+    for name in cfg.evaluate.shifts:
+        model = b.reference(train) if name == HARD else None
+        out.append(Evaluation(name, b.add(f"shift {name}", "shift", _shift, (test, model), Needs(), tc=cfg.train,
+                                          name=name, seed=cfg.evaluate.shift_seed, shard_size=cfg.data.shard_size)))
+    return out
+
+
+@EVALUATIONS.register("sets")
+def _ood_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
+    """`[[evaluate.sets]]`: OOD sets in the study's label space, each on the classes it covers."""
+    return [Evaluation(spec.name, b.add(f"OOD set {spec.name}", "ood", _ood, (train or test,), spec=spec,
+                                        image_size=cfg.data.image_size, shard_size=cfg.data.shard_size), ood=True)
+            for spec in cfg.evaluate.sets]
+
+
+@EVALUATIONS.register("zero-shot")
+def _zero_shot_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
+    """`[[evaluate.zero_shot]]`: downstream sets that CLIP models classify zero-shot."""
+    if not cfg.clip.scales:
+        return []
+    return [Evaluation(z.name, b.shards(z.split, f"zero-shot set {z.name}", dataset=z.dataset, root=z.root,
+                                        image_size=z.image_size), templates=z.templates, tasks=("clip",))
+            for z in cfg.evaluate.zero_shot]
+
+
+@EVALUATIONS.register("probes")
+def _probe_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
+    """`[[evaluate.probes]]`: linear probes of every model's features on downstream sets."""
+    return [Evaluation(f"probe:{p.name}", probe=p, probe_sets=tuple(
+        b.shards(split, f"probe {p.name}", dataset=p.dataset, root=p.root, image_size=p.image_size)
+        for split in (p.train_split, p.test_split))) for p in cfg.evaluate.probes]
+
+
 def _train_needs(tc: Any) -> Needs:
     """A training run's needs: a GPU per process where the device asks for (or allows) CUDA."""
     gpus = 0.0 if tc.device == "cpu" else float(tc.nproc)
@@ -227,8 +295,13 @@ class _Builder:
     def reference(self, train: str) -> str:
         """The real-trained reference (metrics, hard shift): the whole class-balanced training set."""
         sub = self.add("subset reference", "subset", _reference_subset, (train,), seed=self.cfg.data.order_seed)
+        from synscale.train.schedule import run_length
+
+        ref = self.cfg.data.reference_size  # about the reference's size (the data says exactly, when it runs)
+        iters = run_length(ref, self.cfg.train)[0] if ref else 0
+        info = {"iterations": iters, "samples": iters * self.cfg.train.batch_size} if ref else {}
         return self.add("train reference", "train", _train_reference, (train, sub), _train_needs(self.cfg.train),
-                        tc=self.cfg.train)
+                        info, tc=self.cfg.train)
 
     def train(self, tc: Any, parts: list[tuple[str, str]], scale: int, name: str,
               real_prob: float | None = None) -> str:
@@ -240,20 +313,21 @@ class _Builder:
                         {"scale": scale, "iterations": iters, "samples": iters * tc.batch_size}, tc=tc, scale=scale,
                         name=name, real_prob=real_prob)
 
-    def evaluations(self, model: ModelSpec, tc: Any, sets: list[tuple[str, str, bool]],
-                    probes: list[tuple[Any, str, str]], heads: dict[str, str] | None = None) -> None:
-        for eval_name, set_key, ood in sets:
+    def evaluations(self, model: ModelSpec, tc: Any, evals: list[Evaluation]) -> None:
+        for e in (e for e in evals if model.task in e.tasks):
+            if e.probe is not None:
+                ev = self.add(f"probe {model.train} on {e.probe.name}", "probe", _probe, (model.train, *e.probe_sets),
+                              _eval_needs(tc), tc=tc, pc=e.probe)
+                self.sp.evals.append((model, e.name, ev))
+                continue
             head = None
-            if heads is not None:
-                head = self.add(f"zero-shot head of {model.train} for {eval_name}", "zeroshot", _zero_shot_head,
-                                (model.train, set_key), _eval_needs(tc), tc=tc, templates=heads[eval_name])
-            ev = self.add(f"evaluate {model.train} on {eval_name}", "evaluate", _evaluate, (model.train, set_key, head),
-                          _eval_needs(tc), tc=tc, eval_name=eval_name, ood=ood)
-            self.sp.evals.append((model, eval_name, ev))
-        for pc, p_train, p_test in probes:
-            ev = self.add(f"probe {model.train} on {pc.name}", "probe", _probe, (model.train, p_train, p_test),
-                          _eval_needs(tc), tc=tc, pc=pc)
-            self.sp.evals.append((model, f"probe:{pc.name}", ev))
+            if model.task == "clip":
+                head = self.add(f"zero-shot head of {model.train} for {e.name}", "zeroshot", _zero_shot_head,
+                                (model.train, e.set_key), _eval_needs(tc), tc=tc,
+                                templates=e.templates or self.cfg.clip.templates)
+            ev = self.add(f"evaluate {model.train} on {e.name}", "evaluate", _evaluate, (model.train, e.set_key, head),
+                          _eval_needs(tc), tc=tc, eval_name=e.name, ood=e.ood)
+            self.sp.evals.append((model, e.name, ev))
 
 
 def build_plan(cfg: StudyConfig) -> StudyPlan:
@@ -265,31 +339,21 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
     need_train = bool(cfg.scales) or captioned or HARD in cfg.evaluate.shifts
     train = b.sp.train_set = b.shards(cfg.data.train_split) if need_train else None
     test = b.shards(cfg.data.test_split)
-    shifted = []
-    for name in cfg.evaluate.shifts:  # the hard shift: the test images a real-trained model gets wrong
-        model = b.reference(train) if name == HARD else None
-        shifted.append((name, b.add(f"shift {name}", "shift", _shift, (test, model), Needs(), tc=cfg.train, name=name,
-                                    seed=cfg.evaluate.shift_seed, shard_size=cfg.data.shard_size)))
-    probes = [(p, *(b.shards(split, f"probe {p.name}", dataset=p.dataset, root=p.root, image_size=p.image_size)
-                    for split in (p.train_split, p.test_split))) for p in cfg.evaluate.probes]
-    ood = [(spec.name, b.add(f"OOD set {spec.name}", "ood", _ood, (train or test,), spec=spec,
-                             image_size=cfg.data.image_size, shard_size=cfg.data.shard_size)) for spec in cfg.evaluate.sets]
-    eval_sets = [("val", test, False), *((n, k, False) for n, k in shifted), *((n, k, True) for n, k in ood)]
+    evals = [e for _, fn in EVALUATIONS.entries() for e in fn(b, cfg, test, train)]
     if cfg.scales:
-        _classifier_curves(b, cfg, train, eval_sets, probes)
+        _classifier_curves(b, cfg, train, evals)
     if cfg.clip.scales:
-        _clip_curves(b, cfg, train, eval_sets, probes)
+        _clip_curves(b, cfg, train, evals)
     return b.sp
 
 
-def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, eval_sets: list[tuple[str, str, bool]],
-                       probes: list[tuple[Any, str, str]]) -> None:
+def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Evaluation]) -> None:
     """Per source (real, each synthetic configuration, each mix): nested subsets at every scale and run, a
     model on each, evaluated on every set and probe; then the metrics of every configuration."""
     generated: dict[str, str] = {}
 
     def curve(source: str, set_key: str, mix: Any = None) -> None:
-        for scale, run in itertools.product(cfg.scales, range(cfg.repeats)):
+        for scale, run in itertools.product(cfg.source_scales(source), range(cfg.repeats)):
             tc = cfg.train if run == 0 else dataclasses.replace(cfg.train, seed=cfg.train.seed + run)
             name = source if cfg.repeats == 1 else f"{source} run {run}"
             seed = cfg.data.order_seed
@@ -301,12 +365,12 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, eval_sets: lis
                 parts = [(s, b.subset(s, n, seed)) for s, n in ((train, n_real), (set_key, n_syn)) if n]
                 tr = b.train(tc, parts, n_real + n_syn, f"{name} ({n_real} real + {n_syn} synthetic)")
                 model = ModelSpec(source, n_real + n_syn, tr, n_real, run)
-            b.evaluations(model, tc, eval_sets, probes)
+            b.evaluations(model, tc, evals)
 
     curve("real", train)
     for syn in cfg.synthetic:
         generated[syn.name] = b.add(f"generate {syn.name}", "generate", _generate, (train,), _gen_needs(syn),
-                                    syn=syn, data=cfg.data, max_scale=max(cfg.scales))
+                                    syn=syn, data=cfg.data, max_scale=max(cfg.source_scales(syn.name)))
         b.sp.generated.append((syn, generated[syn.name]))
         curve(syn.name, generated[syn.name])
     for mc in cfg.mix:
@@ -320,25 +384,18 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, eval_sets: lis
                                        cfg=cfg, name="real")))
     for syn in cfg.synthetic:
         syn_test = b.add(f"generate test set of {syn.name}", "generate", _generate, (train,), _gen_needs(syn),
-                         syn=syn, data=cfg.data, max_scale=max(cfg.scales), what=f"test set of {syn.name}",
+                         syn=syn, data=cfg.data, max_scale=max(cfg.source_scales(syn.name)), what=f"test set of {syn.name}",
                          test_per_class=cfg.metrics.per_class)
         b.sp.metrics.append((syn.name, b.add(f"metrics {syn.name}", "metrics", _metrics,
                                              (train, test, trained, generated[syn.name], syn_test), mneeds,
                                              cfg=cfg, name=syn.name)))
 
 
-def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, eval_sets: list[tuple[str, str, bool]],
-                 probes: list[tuple[Any, str, str]]) -> None:
+def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, evals: list[Evaluation]) -> None:
     """A CLIP model per source (real, each synthetic, each mix), caption scale and run (`repeats`, with
     clip.train.seed + run), evaluated zero-shot on the study's sets and the `[[evaluate.zero_shot]]` sets,
     and by linear probes."""
     cc = cfg.clip
-    sets = list(eval_sets)
-    templates = {name: cc.templates for name, _, _ in sets}
-    for z in cfg.evaluate.zero_shot:
-        sets.append((z.name, b.shards(z.split, f"zero-shot set {z.name}", dataset=z.dataset, root=z.root,
-                                      image_size=z.image_size), False))
-        templates[z.name] = z.templates or cc.templates
     pairs = b.add("real pairs", "pairs" if cc.pairs.dataset == "captioned" else "shards", _pairs,
                   (train if cc.pairs.dataset == "captioned" else None,), cfg=cfg)
     generated = {}
@@ -349,13 +406,14 @@ def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, eval_sets: li
     curves = ([(cc.real, pairs, None, None)] if cc.real else []) + [(n, k, None, None) for n, k in generated.items()]
     curves += [(m.name, pairs, generated[m.synthetic], m.real_prob) for m in cc.mix]
     for (name, set_key, mixed_in, real_prob), scale, run in itertools.product(curves, cc.scales, range(cfg.repeats)):
-        tc = dataclasses.replace(cc.train, seed=cc.train.seed + run)
+        tc = cc.train_for(scale)
+        tc = dataclasses.replace(tc, seed=tc.seed + run)
         extra = [(mixed_in, b.subset(mixed_in, scale, cc.order_seed, "caption"))] if mixed_in is not None else []
         parts = [(set_key, b.subset(set_key, scale, cc.order_seed, "caption")), *extra]
         tr = b.train(tc, parts, scale, name if cfg.repeats == 1 else f"{name} run {run}", real_prob)
         real = scale if set_key == pairs else 0
         model = ModelSpec(name, scale, tr, real, run, "clip", scale if extra else scale - real)
-        b.evaluations(model, tc, sets, probes, heads=templates)
+        b.evaluations(model, tc, evals)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -380,6 +438,10 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False, execut
               name, done[ev]) for m, name, ev in sp.evals]
     results = workdir / "results"
     collect_results(evals, results)
+    from synscale.train.events import write_study_events
+
+    if write_study_events(workdir / "tensorboard", evals):
+        log(f"TensorBoard: tensorboard --logdir {workdir / 'tensorboard'}")
     collect_generation([(g, done[k]) for g, k in sp.generated], results)
     if sp.metrics:
         from synscale.metrics.run import collect_metrics

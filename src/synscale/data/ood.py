@@ -149,16 +149,19 @@ def fingerprint(root: str) -> str:
     return _stat_fingerprint(files, Path(root))
 
 
-def write_ood_set(study: LabelSet, spec: Any, image_size: int, channels: int, out: Path, shard_size: int) -> None:
+def write_ood_set(study: LabelSet, spec: Any, image_size: int, channels: int, out: Path, shard_size: int,
+                  progress: bool = False) -> None:
     """Write `spec`'s set (an OODSetConfig) as shards in the study's label space, and ood.json with its
     class subset."""
     import numpy as np
 
     from synscale.data.shards import ShardWriter
+    from synscale.progress import bar
 
     present = []
+    samples = ood_samples(study, spec.root, spec.preset, spec.dataset, spec.split, spec.image_size or image_size)
     with ShardWriter(out, study, shard_size) as w:
-        for s in ood_samples(study, spec.root, spec.preset, spec.dataset, spec.split, spec.image_size or image_size):
+        for s in bar(samples, desc=f"OOD set {spec.name}", unit="img", disable=not progress):
             img = np.asarray(s.image.convert("L" if channels == 1 else "RGB"))
             w.write(s.key, img, s.label, {"ood_set": spec.name, **s.meta})
             present.append(s.label)

@@ -79,7 +79,7 @@ def ood_set(spec: Any, train_set: StageResult, image_size: int, shard_size: int,
     params = {"set": dataclasses.asdict(spec), "image_size": image_size or size, "channels": channels,
               "shard_size": shard_size}
     res = run_stage(train_set.root, "ood", params, {"labels": train_set.id, "files": fingerprint(spec.root)},
-                    lambda o: write_ood_set(labels, spec, image_size or size, channels, o, shard_size))
+                    lambda o: write_ood_set(labels, spec, image_size or size, channels, o, shard_size, not log.quiet))
     subset_ = ood_class_subset(res)
     log.stage(f"OOD set {spec.name}" + (f" ({len(subset_)} classes)" if subset_ else ""), res)
     return res

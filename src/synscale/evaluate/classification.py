@@ -28,7 +28,7 @@ class _Batches(torch.utils.data.Dataset):
 @torch.no_grad()
 def predict(model: nn.Module, images: np.ndarray | None, labels: np.ndarray | None, batch_size: int = 1000,
             crop: int = 0, class_subset: np.ndarray | None = None, source: Any = None, workers: int = 0,
-            device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+            device: str | torch.device = "cpu", progress: bool = False, desc: str = "evaluate") -> dict[str, np.ndarray]:
     """Per-example cross-entropy loss, predicted class and true class of `images` (uint8 N,C,H,W) or of a
     `source` (synscale.train.data; decoded by `workers` processes), on the centre `crop` when given.
 
@@ -50,8 +50,10 @@ def predict(model: nn.Module, images: np.ndarray | None, labels: np.ndarray | No
     batches = _Batches(source, batch_size, crop)
     loader = (torch.utils.data.DataLoader(batches, batch_size=None, num_workers=workers) if workers
               else (batches[b] for b in range(len(batches))))
+    from synscale.progress import bar
+
     losses, preds, start = [], [], 0
-    for xb in loader:
+    for xb in bar(loader, total=len(batches), desc=desc, unit="batch", disable=not progress):
         x = normalize(xb.to(device)).contiguous(memory_format=torch.channels_last)
         y = torch.tensor(labels[start : start + len(xb)])
         start += len(xb)

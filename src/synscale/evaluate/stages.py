@@ -45,7 +45,7 @@ def evaluate(tc: Any, model_stage: StageResult, eval_set: StageResult, eval_name
             model = ZeroShotClassifier(model, load_file(str(head.path / "head.safetensors"))["weight"])
         ex = predict(model, None, None, tc.eval_batch_size, tc.crop, class_subset,
                      source=eval_source(eval_set, cache), workers=tc.workers,
-                     device=resolve_device(tc.device))
+                     device=resolve_device(tc.device), progress=not log.quiet, desc=f"evaluate on {eval_name}")
         overall, per_class = summarize(ex, LabelSet.load(eval_set.path / "labels.json").names)
         pd.DataFrame(ex).to_parquet(out / "examples.parquet", index=False)
         per_class.to_parquet(out / "per_class.parquet", index=False)
@@ -75,8 +75,8 @@ def probe(tc: Any, model_stage: StageResult, pc: Any, train_set: StageResult, te
         meta = json.loads((model_stage.path / "train.json").read_text())
         ref = load_reference("trained", "", meta["num_classes"], None, "auto", trained=model_stage, train_cfg=to_dict(tc))
         ref.autocast = None  # probe features in float32
-        tr = extract(ref, train_set.path, progress=False)
-        te = extract(ref, test_set.path, progress=False)
+        tr = extract(ref, train_set.path, progress=not log.quiet)
+        te = extract(ref, test_set.path, progress=not log.quiet)
         names = LabelSet.load(test_set.path / "labels.json").names
         lp = fit_linear_probe(tr.feats, tr.labels, len(names), pc.c, pc.max_iter, device=str(ref.device))
         ex = probe_examples(lp, te.feats, te.labels)

@@ -12,6 +12,9 @@ from typing import Any
 from synscale.config import GENERATION_RUN_ONLY
 from synscale.stage import StageResult, run_stage
 
+# Not in a generated set's id: where it runs, and the scales it is trained at (its size is `per_class`).
+NOT_IN_ID = (*GENERATION_RUN_ONLY, "scales")
+
 
 def synthetic_set(syn: Any, train_set: StageResult, data: Any, max_scale: int, log: Any, what: str = "") -> StageResult:
     """Generate `syn`'s (synscale.config.SyntheticConfig) class-balanced set, enough for `max_scale` images
@@ -33,7 +36,7 @@ def synthetic_set(syn: Any, train_set: StageResult, data: Any, max_scale: int, l
         captions = captions_per_class(ds, data.train_split, syn.captioner, pool=200, seed=syn.seed,
                                       local_files_only=not syn.allow_download)
     prompts = make_prompts(syn.strategy, make_context(labels, data.dataset, captions=captions), per_class, syn.seed)
-    params = {"synthetic": {k: v for k, v in dataclasses.asdict(syn).items() if k not in GENERATION_RUN_ONLY},
+    params = {"synthetic": {k: v for k, v in dataclasses.asdict(syn).items() if k not in NOT_IN_ID},
               "per_class": per_class, "resolution": resolution, "channels": channels, "prompts": prompts_hash(prompts)}
     return generate_stage(syn, prompts, labels, resolution, channels, params, train_set, {"labels": train_set.id}, log,
                           what or syn.name)
@@ -47,7 +50,7 @@ def clip_synthetic_set(g: Any, pairs: StageResult, log: Any) -> StageResult:
 
     prompts = caption_prompts(read_manifest(pairs.path), g.seed)
     resolution, channels = image_format(pairs)
-    params = {"clip_synthetic": {k: v for k, v in dataclasses.asdict(g).items() if k not in GENERATION_RUN_ONLY},
+    params = {"clip_synthetic": {k: v for k, v in dataclasses.asdict(g).items() if k not in NOT_IN_ID},
               "resolution": resolution, "channels": channels, "prompts": prompts_hash(prompts)}
     return generate_stage(g, prompts, read_labels(pairs.path), resolution, channels, params, pairs, {"pairs": pairs.id},
                           log, g.name)

@@ -6,11 +6,14 @@ this study) -- a figure is never drawn empty.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from synscale.registry import Registry
 
 REAL_COLOR = "#d62728"
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -509,3 +512,42 @@ def figure8(scaling: Any, fits: Any, out_dir: Path, eval_set: str = "val") -> Fi
     fig.tight_layout()
     f.paths = _save(fig, out_dir, "fig8_clip")
     return f
+
+
+# ---------------------------------------------------------------------------------------------------
+# The report's figures by name: the page draws every registered figure, in this order, each from the tables
+# it reads; a figure whose inputs this study lacks comes back with the reason (Figure.missing).
+
+
+@dataclass
+class Tables:
+    """The classifier tables the figures read (W/results), and the configuration the per-class figures
+    focus on."""
+
+    scaling: Any = None
+    fits: Any = None
+    per_class: Any = None
+    curves: Any = None  # scaling_per_class
+    correlations: Any = None
+    predictions: Any = None
+    metrics: Any = None
+    generation: Any = None
+    focus: str | None = None
+
+
+FIGURES: Registry[Callable[[Tables, Path], Figure]] = Registry("figure")
+FIGURES.register("1")(lambda t, out: figure1(t.fits, out))
+FIGURES.register("2")(lambda t, out: figure2(t.metrics, t.fits, t.generation, out))
+FIGURES.register("3")(lambda t, out: figure3(t.scaling, t.fits, out))
+FIGURES.register("4")(lambda t, out: figure4(t.scaling, t.fits, out))
+FIGURES.register("probe")(lambda t, out: figure_probes(t.scaling, t.fits, out))
+FIGURES.register("6")(lambda t, out: figure6(t.per_class, out))
+FIGURES.register("7")(lambda t, out: figure7(t.curves, t.per_class, t.focus, out))
+FIGURES.register("A5")(lambda t, out: figureA5(t.per_class, t.focus, out))
+FIGURES.register("A13")(lambda t, out: figureA13(t.correlations, out))
+FIGURES.register("k-pred")(lambda t, out: figure_predictor(t.predictions, out))
+
+
+def draw_all(tables: Tables, out_dir: Path) -> dict[str, Figure]:
+    """Every registered figure, by name."""
+    return {name: fn(tables, out_dir) for name, fn in FIGURES.entries()}

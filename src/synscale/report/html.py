@@ -289,16 +289,7 @@ def write_report(workdir: str | Path, title: str) -> Path:
     d_ref = int(info.get("d_ref", meta.get("d_ref", 0)))
     focus = F.focus_config(fits)
 
-    f1 = F.figure1(fits, out)
-    f2 = F.figure2(metrics, fits, gen, out)
-    f3 = F.figure3(scaling, fits, out)
-    f4 = F.figure4(scaling, fits, out)
-    fp = F.figure_probes(scaling, fits, out)
-    f6 = F.figure6(per_class, out)
-    f7 = F.figure7(curves, per_class, focus, out)
-    fa5 = F.figureA5(per_class, focus, out)
-    fa13 = F.figureA13(corr, out)
-    fk = F.figure_predictor(preds, out)
+    figs = F.draw_all(F.Tables(scaling, fits, per_class, curves, corr, preds, metrics, gen, focus), out)
     clip_html = clip_section(only(everything, "clip"), only(all_fits, "clip"), info, out)
 
     items = summary_items(fits, per_class, info, focus, d_ref) if len(scaling) or not len(everything) else [
@@ -333,22 +324,22 @@ The row <code>real</code> is a sample of the real validation set measured the sa
 and evaluation set: k is the scaling ability (larger: the loss falls faster with more data), −log L(D<sub>I</sub>) the performance
 at D<sub>I</sub> (larger: better). <i>linear up to</i> is the largest scale of the longest prefix on which the power law holds;
 E and k (sat.) are the saturating fit L = E + A·(D/D<sub>I</sub>)<sup>−k</sup> (four or more scales).</p>
-{figure_html(f1)}
+{figure_html(figs["1"])}
 {_fits_table(fits, d_ref) if fits is not None and len(fits) else '<p class="missing">No fits.</p>'}
 </section>
 <section id="quality"><h2>Recognizability, diversity and performance</h2>
-{figure_html(f2)}
+{figure_html(figs["2"])}
 {metrics_html}
 </section>
 <section id="scaling"><h2>Scaling curves</h2>
-{figure_html(f3)}
+{figure_html(figs["3"])}
 </section>
 <section id="ood"><h2>Distribution shifts and downstream probes</h2>
-{figure_html(f4)}
-{figure_html(fp)}
+{figure_html(figs["4"])}
+{figure_html(figs["probe"])}
 </section>
-{_per_class_section(per_class, corr, info, focus, [f6, fa13, f7, fa5])}
-{_predictor_section(info, fk)}
+{_per_class_section(per_class, corr, info, focus, [figs["6"], figs["A13"], figs["7"], figs["A5"]])}
+{_predictor_section(info, figs["k-pred"])}
 {clip_html}
 <section id="points"><h2>Every trained model</h2><div class="scroll">
 {table(points, {"loss": "{:.4f}", "top1": "{:.4f}", "scale": "{:,}", "real_images": "{:,}", "synthetic_images": "{:,}", "n_eval": "{:,}"}, left=("task", "config", "eval_set"), table_id="points")}

@@ -27,8 +27,8 @@ class ScheduleConfig:
     # the table [[threshold D, steps], ...] (the row with the largest threshold <= D; the first below all)
     epochs: float = 32.0
     warmup_by_scale: list[list[int]] = field(default_factory=list)
-    # kind = "log-scale": at least ceil(min_epochs * D / batch) steps at every scale D (0 = no floor), so scales
-    # at or below zero_scale train too (synscale's choice, not the paper's: see synscale.train.schedule)
+    # kind = "log-scale": at least ceil(min_epochs * D / batch) steps at scales D up to 2 * zero_scale (0 = no
+    # floor), so scales at or below zero_scale train too (synscale's choice, not the paper's: synscale.train.schedule)
     min_epochs: float = 0.0
 
     def check(self) -> None:
@@ -83,6 +83,7 @@ class TrainConfig:
     loader: Literal["auto", "memory", "stream"] = "auto"  # memory: decoded arrays; stream: shards in workers
     workers: int = 0  # loader worker processes (stream); 0 = decode in the training process
     checkpoint_every: int = 500  # steps between resumable checkpoints (safetensors + JSON); 0 = none
+    tensorboard: bool = True  # TensorBoard events beside the model (where the tensorboard package is installed)
 
     def check(self) -> None:
         _positive(self, "batch_size", "lr", "eval_batch_size", "accum_steps", "nproc", "eps")
@@ -97,7 +98,7 @@ class TrainConfig:
             raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 
 
-TRAIN_RUN_ONLY = ("recipe", "loader", "workers", "checkpoint_every")
+TRAIN_RUN_ONLY = ("recipe", "loader", "workers", "checkpoint_every", "tensorboard")
 # Keys added to [train] after stage ids were first made: they enter an id only where they differ from
 # these defaults, so the ids of every earlier workdir's train stages stay what they were.
 TRAIN_ADDED = {"task": "classification", "eps": 1e-8}

@@ -129,7 +129,8 @@ class _Log:
     window: torch.Tensor
     n: int = 0
 
-    def add(self, total: torch.Tensor, step: int, last: bool, dist: Dist) -> None:
+    def add(self, total: torch.Tensor, step: int, last: bool, dist: Dist) -> bool:
+        """Add a step's loss; True when it closed a window (the mean is in losses[-1])."""
         self.window += total
         self.n += 1
         if self.n == LOG_EVERY or last:
@@ -142,12 +143,15 @@ class _Log:
             self.losses.append(value)
             self.window.zero_()
             self.n = 0
+            return True
+        return False
 
 
 def train(task: Task, cfg: TrainConfig, source: Any, scale: int, progress: Any = None,
-          ckpt_dir: Path | None = None) -> TrainResult:
+          ckpt_dir: Path | None = None, events: Any = None) -> TrainResult:
     """Train `task`'s model on `source` for the schedule's steps at data scale `scale`; with `ckpt_dir`,
-    checkpoint every `cfg.checkpoint_every` steps and resume from the newest checkpoint there."""
+    checkpoint every `cfg.checkpoint_every` steps and resume from the newest checkpoint there; with `events`
+    (synscale.train.events.TrainEvents), log the training loss, learning rate and images/s there."""
     dist = Dist.from_env()
     device = _start(dist, cfg)
     torch.manual_seed(cfg.seed)  # initial weights: the same on every process
@@ -182,8 +186,10 @@ def train(task: Task, cfg: TrainConfig, source: Any, scale: int, progress: Any =
                             autocast, dist.world > 1)
         opt.step()
         task.after_step(model)
-        log.add(total, step, step == steps - 1, dist)
+        logged = log.add(total, step, step == steps - 1, dist)
         clock.tick()
+        if logged and events is not None:
+            events.log(step + 1, log.losses[-1], opt.param_groups[0]["lr"], clock.images_per_s())
         if ckpt_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
             _checkpoint(ckpt_dir, step + 1, model, opt, dist, device,
                         {"losses": log.losses, "window": log.window.item(), "window_n": log.n, "world": dist.world,

@@ -76,6 +76,7 @@ def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, de
     from synscale.train.config import TrainConfig
     from synscale.progress import bar
     from synscale.train.engine import Dist, train
+    from synscale.train.events import TrainEvents
     from synscale.train.schedule import run_length
     from synscale.train.tasks import create_task
 
@@ -86,8 +87,13 @@ def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, de
         source = make_source([(s, k) for s, k in spec["parts"]], cfg.loader, spec.get("mix", {}).get("real_prob"))
     task = create_task(cfg, num_classes=spec["num_classes"])
     steps = run_length(spec["scale"], cfg)[0]
-    with bar(total=steps, desc=desc, unit="step", disable=not progress or dist.rank != 0) as pbar:
-        result = train(task, cfg, source, spec["scale"], pbar, ckpt_dir=out / "checkpoints")
+    events = TrainEvents(out / "tensorboard") if cfg.tensorboard and dist.rank == 0 else None
+    try:
+        with bar(total=steps, desc=desc, unit="step", disable=not progress or dist.rank != 0) as pbar:
+            result = train(task, cfg, source, spec["scale"], pbar, ckpt_dir=out / "checkpoints", events=events)
+    finally:
+        if events is not None:
+            events.close()
     meta = {
         "task": cfg.task, "steps": result.steps, "warmup": result.warmup, "loss_curve": result.losses, "scale": spec["scale"],
         **task.meta(source), "in_chans": int(source.shape[0]), "img_size": int(source.shape[1]),

@@ -11,8 +11,9 @@ Two rules, chosen by `schedule.kind`, written once here with the study choosing 
 
 The log-scale rule gives no iterations at or below `zero_scale` (the paper's 500k), yet the paper's figure 3
 trains at 0.125M, 0.25M and 0.5M. `min_epochs` is synscale's floor for such scales (the project's choice,
-not the paper's): at least ceil(min_epochs * D / batch) steps at every scale, with the rule's warm-up share
-(warmup_per_doubling / iters_per_doubling) wherever the floor sets the length. `paper-vit-b16` sets 100
+not the paper's): at scales up to 2 * zero_scale, at least ceil(min_epochs * D / batch) steps, with the
+rule's warm-up share (warmup_per_doubling / iters_per_doubling) wherever the floor sets the length; above
+2 * zero_scale the rule alone. `paper-vit-b16` sets 100
 epochs: 3,052 steps at 0.125M, 12,208 at 0.5M; from about 0.55M on the rule is longer and holds.
 """
 
@@ -39,10 +40,14 @@ def _epochs(epochs: float, scale: int, batch_size: int) -> int:
 
 
 def _floored(scale: int, rule: ScheduleConfig, batch_size: int) -> bool:
-    """Whether the min_epochs floor, not the log-scale rule, sets the run's length."""
-    if not rule.min_epochs:
+    """Whether the min_epochs floor, not the log-scale rule, sets the run's length: only up to the first
+    doubling above zero_scale, where the rule gives few or no iterations (above, the rule alone holds; a floor
+    linear in D would otherwise overtake the logarithmic rule again at large scales)."""
+    if not rule.min_epochs or scale > 2 * rule.zero_scale:
         return False
     rule_iters = round(rule.iters_per_doubling * doublings(scale, rule)) if scale > rule.zero_scale else 0
+    if rule_iters and batch_size <= 0:  # no batch size given: the rule, where it gives iterations
+        return False
     return _epochs(rule.min_epochs, scale, batch_size) > rule_iters
 
 

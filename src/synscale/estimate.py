@@ -1,0 +1,192 @@
+"""What a plan will cost, before it runs: images generated, training iterations and samples, bytes stored and
+device-hours per stage kind, from throughput constants. Each constant says the device it holds for and where
+it was measured (a benchmark of this project, with the figure recorded in the docs), or that it is assumed;
+`synscale study FILE --dry-run` prints them beside the totals. Nothing here imports torch or reads data
+beyond listing a class-folder tree that exists.
+
+A device-hour is one GPU (or, for the CPU rates, one 2-core CPU machine) for an hour; a run over N GPUs is
+counted as N times shorter (linear scaling, assumed)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Rate:
+    per_second: float  # images per second on one device
+    device: str
+    source: str  # "measured: ..." or "assumed: ..."
+
+
+# Sampling, images/s, by pipeline family (synscale.generate); the key is found in the model's path or name.
+GENERATION = {
+    "builtin": Rate(85.0, "2-core CPU", "measured: benchmarks/generate_speed.py and a study's generate stages, 28 px, "
+                                         "5 steps (docs/generate.md)"),
+    "stable-diffusion": Rate(2.7, "H100", "measured: SD 1.5 (random weights), 512 px, 50 steps, fp16, batch 8, eager "
+                                          "(measured once; docs/cluster.md)"),
+    "deepfloyd-if": Rate(1.0, "H100", "assumed: three pixel-diffusion stages, about 2.7x SD 1.5's cost (not measured)"),
+    "amused": Rate(20.0, "H100", "assumed: 12 masked-token decoding steps at 256 px (not measured)"),
+}
+FAMILY_NAMES = {"stable-diffusion": ("stable-diffusion", "sd", "sdxl"), "deepfloyd-if": ("deepfloyd", "if-i", "if"),
+                "amused": ("amused", "muse")}
+
+# Training, images/s per device, by recipe (the miniature ones, whose models are shaped for 28 px) or model name
+# (timm or open_clip); evaluation is forward only.
+TRAIN = {
+    "vit_base_patch16_224": Rate(2557.0, "H100", "measured: timm ViT-B/16, 224 px, bf16, batch 256, eager "
+                                                 "(docs/training.md; 3,262 compiled)"),
+    "miniature-cnn": Rate(9000.0, "2-core CPU", "measured: miniature-cnn, 28 px (docs/design.md)"),
+    "miniature-vit": Rate(649.0, "2-core CPU", "measured: benchmarks/train_speed.py, miniature-vit end to end "
+                                               "(docs/training.md)"),
+    "ViT-B-16": Rate(1970.0, "H100", "assumed: the ViT-B/16 image tower's rate with 30% more for the text tower "
+                                     "(not measured)"),
+    "ViT-L-14": Rate(600.0, "H100", "assumed: about 4.3x ViT-B/16's cost (not measured)"),
+    "miniature-clip": Rate(3000.0, "2-core CPU", "assumed: miniature-clip (not measured)"),
+}
+COMPILED_SPEEDUP = 3262.0 / 2557.0  # measured for ViT-B/16 on the H100 (docs/training.md)
+EVAL_SPEEDUP = 3.0  # forward only against forward + backward (assumed)
+
+# Evaluation set sizes the dry-run cannot count: the preset OOD sets and ImageNet's validation split.
+SET_SIZES = {"imagenet-a": 7500, "imagenet-r": 30000, "imagenet-sketch": 50889, "imagenet-v2": 10000,
+             "fashion-mnist": 10000, "imagenet-val": 50000}
+PNG_RATIO = 0.5  # bytes of a PNG over its raw pixels, natural images (assumed)
+
+
+def family(model: str) -> str:
+    if model.startswith("builtin:"):
+        return "builtin"
+    name = Path(model.rstrip("/")).name.lower()
+    for fam, keys in FAMILY_NAMES.items():
+        if any(k in name.replace("_", "-").split("-") or name.startswith(k) for k in keys):
+            return fam
+    return "stable-diffusion"  # an unknown pipeline is costed as SD 1.5 (said in the output)
+
+
+def train_rate(tc: Any) -> Rate | None:
+    rate = TRAIN.get(tc.recipe) if tc.recipe.startswith("miniature-") else TRAIN.get(tc.model)
+    if rate is None:
+        return None
+    return Rate(rate.per_second * (COMPILED_SPEEDUP if tc.compile and rate.device == "H100" else 1.0), rate.device,
+                rate.source)
+
+
+@dataclass
+class KindCost:
+    stages: int = 0
+    images: int = 0  # generated (generate), seen in training (train), evaluated (evaluate, probe, metrics)
+    iterations: int = 0
+    hours: float = 0.0
+    unknown: int = 0  # stages without a rate or a size
+    devices: set[str] | None = None
+    sources: set[str] | None = None
+
+    def add(self, images: int | None, rate: Rate | None, iterations: int = 0, speedup: float = 1.0) -> None:
+        self.stages += 1
+        self.iterations += iterations
+        if images is None or rate is None:
+            self.unknown += 1
+            return
+        self.images += images
+        self.hours += images / (rate.per_second * speedup) / 3600
+        self.devices = (self.devices or set()) | {rate.device}
+        self.sources = (self.sources or set()) | {rate.source}
+
+
+def classes(cfg: Any) -> tuple[int, str]:
+    """(classes, how known) of the study's label set."""
+    if cfg.data.dataset == "fashion-mnist":
+        return 10, "Fashion-MNIST"
+    base = Path(cfg.data.root) / cfg.data.train_split
+    if cfg.data.dataset == "imagefolder" and base.is_dir():
+        return sum(1 for d in base.iterdir() if d.is_dir()), f"class folders of {base}"
+    return 1000, "assumed ImageNet-1k: the data is not on this machine"
+
+
+def image_bytes(cfg: Any) -> float:
+    side = cfg.data.image_size or (28 if cfg.data.dataset == "fashion-mnist" else 256)
+    channels = 1 if cfg.data.dataset == "fashion-mnist" else 3
+    return side * side * channels * PNG_RATIO
+
+
+def _eval_size(cfg: Any, set_name: str) -> int | None:
+    spec = next((s for s in cfg.evaluate.sets if s.name == set_name), None)
+    if spec is not None:
+        return SET_SIZES.get(spec.preset)
+    if set_name == "val" or set_name in cfg.evaluate.shifts:
+        return SET_SIZES["fashion-mnist"] if cfg.data.dataset == "fashion-mnist" else SET_SIZES["imagenet-val"]
+    return None
+
+
+def estimate(sp: Any, cfg: Any) -> dict[str, Any]:
+    """Per stage kind a KindCost, with the study's total images generated and bytes stored."""
+    n_classes, _ = classes(cfg)
+    costs: dict[str, KindCost] = {}
+    generated = 0
+    for node in sp.plan.nodes.values():
+        c = costs.setdefault(node.kind, KindCost())
+        a = node.args
+        if node.kind == "generate":
+            g = a.get("syn") or a.get("g")
+            if "g" in a:  # CLIP: one image per caption
+                n = cfg.clip.pairs.limit or max(cfg.clip.scales)
+            elif a.get("test_per_class"):
+                n = a["test_per_class"] * n_classes
+            else:
+                n = (g.per_class or math.ceil(a["max_scale"] / n_classes)) * n_classes
+            generated += n
+            c.add(n, GENERATION[family(g.model)])
+        elif node.kind == "train":
+            tc = a.get("tc")
+            iters = node.info.get("iterations", 0)
+            c.add(node.info.get("samples"), train_rate(tc) if tc else None, iters)
+        elif node.kind == "evaluate":
+            rate = train_rate(a["tc"])
+            c.add(_eval_size(cfg, a["eval_name"]), rate, speedup=EVAL_SPEEDUP)
+        elif node.kind == "metrics":
+            c.add(cfg.metrics.per_class * n_classes, train_rate(cfg.train), speedup=EVAL_SPEEDUP)
+        elif node.kind == "probe":  # the downstream sets' sizes are not known before they are written
+            c.add(None, None)
+        else:
+            c.stages += 1
+    real = (cfg.data.reference_size or (60000 if cfg.data.dataset == "fashion-mnist" else 0)) if cfg.scales else 0
+    stored = (generated + real) * image_bytes(cfg)
+    if cfg.clip.scales:  # the real pairs (and their synthetic images, counted above at the study's size)
+        pairs = cfg.clip.pairs.limit or max(cfg.clip.scales)
+        side = cfg.clip.pairs.image_size if cfg.clip.pairs.dataset == "img2dataset" and cfg.clip.pairs.image_size else 0
+        stored += pairs * (side * side * 3 * PNG_RATIO if side else image_bytes(cfg))
+    return {"kinds": costs, "generated": generated, "bytes": stored, "classes": classes(cfg)}
+
+
+def print_estimate(sp: Any, cfg: Any) -> None:
+    est = estimate(sp, cfg)
+    n, how = est["classes"]
+    print(f"\ncompute (estimated; {n} classes: {how}):")
+    print(f"{'kind':>10} {'stages':>7} {'images':>15} {'iterations':>12} {'device-hours':>13}  device")
+    total, sources, unknown = 0.0, set(), 0
+    for kind, c in est["kinds"].items():
+        if not c.devices and not c.unknown:
+            continue
+        hours = f"{c.hours:,.1f}" + ("+?" if c.unknown else "")
+        print(f"{kind:>10} {c.stages:>7,} {c.images:>15,} {c.iterations:>12,} {hours:>13}  "
+              f"{', '.join(sorted(c.devices or {'?'}))}")
+        total += c.hours
+        sources |= c.sources or set()
+        unknown += c.unknown
+    print(f"{'total':>10} {'':>7} {'':>15} {'':>12} {total:>13,.1f}" + (f"  (+ {unknown} stage(s) without a rate or "
+                                                                           "a set size: not counted)" if unknown else ""))
+    print(f"images generated: {est['generated']:,}; stored (generated + real, PNG shards): ~{_bytes(est['bytes'])}")
+    print("rates:")
+    for s in sorted(sources):
+        print(f"  {s}")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} EB"
