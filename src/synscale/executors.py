@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from synscale.plan import Context, Journal, Plan, run_node
+from synscale.schema import ConfigError
 
 EXECUTORS = ("local", "ray")
 
@@ -62,13 +63,16 @@ def run_ray(plan: Plan, workdir: str | Path, quiet: bool = False, address: str |
     try:
         import ray
     except ImportError:
-        raise RuntimeError("the ray executor needs Ray: pip install 'synscale[ray]'") from None
+        raise ConfigError("--executor ray needs Ray: pip install 'synscale[ray]'") from None
 
     workdir = str(Path(workdir).resolve())
     started = not ray.is_initialized()
     if started:  # address None: RAY_ADDRESS joins a cluster, else a local instance on this machine
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 log_to_driver=not quiet, configure_logging=False)
+        try:
+            ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                     log_to_driver=not quiet, configure_logging=False)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"--ray-address {address or '(RAY_ADDRESS or a local instance)'}: {e}") from None
     journal = Journal(workdir)
     journal.start_plan(plan, "ray")
     gpus = ray.cluster_resources().get("GPU", 0) > 0
