@@ -54,6 +54,7 @@ EVAL_SPEEDUP = 3.0  # forward only against forward + backward (assumed)
 SET_SIZES = {"imagenet-a": 7500, "imagenet-r": 30000, "imagenet-sketch": 50889, "imagenet-v2": 10000,
              "fashion-mnist": 10000, "imagenet-val": 50000}
 PNG_RATIO = 0.5  # bytes of a PNG over its raw pixels, natural images (assumed)
+TAR_OVERHEAD = 1536  # two tar members per sample (header + padding) and the JSON (measured on the demo's shards)
 
 
 def family(model: str) -> str:
@@ -106,10 +107,19 @@ def classes(cfg: Any) -> tuple[int, str]:
     return 1000, "assumed ImageNet-1k: the data is not on this machine"
 
 
-def image_bytes(cfg: Any) -> float:
+def image_format(cfg: Any) -> tuple[int, int]:
+    """(side, channels) of the study's stored images."""
     side = cfg.data.image_size or (28 if cfg.data.dataset == "fashion-mnist" else 256)
-    channels = 1 if cfg.data.dataset == "fashion-mnist" else 3
-    return side * side * channels * PNG_RATIO
+    return side, 1 if cfg.data.dataset == "fashion-mnist" else 3
+
+
+def image_bytes(side: int, channels: int) -> float:
+    """Disk bytes of one stored sample: its PNG, its tar members' headers and padding and its JSON, and for
+    small images (synscale.data.shards.ARRAY_CACHE_MAX_SIDE) its copy in the set's decoded-array cache."""
+    from synscale.data.shards import ARRAY_CACHE_MAX_SIDE
+
+    raw = side * side * channels
+    return raw * PNG_RATIO + TAR_OVERHEAD + (raw if side <= ARRAY_CACHE_MAX_SIDE else 0)
 
 
 def _eval_size(cfg: Any, set_name: str) -> int | None:
@@ -152,12 +162,16 @@ def estimate(sp: Any, cfg: Any) -> dict[str, Any]:
             c.add(None, None)
         else:
             c.stages += 1
-    real = (cfg.data.reference_size or (60000 if cfg.data.dataset == "fashion-mnist" else 0)) if cfg.scales else 0
-    stored = (generated + real) * image_bytes(cfg)
-    if cfg.clip.scales:  # the real pairs (and their synthetic images, counted above at the study's size)
+    side, channels = image_format(cfg)
+    test = _eval_size(cfg, "val") or 0
+    real = test * (1 + len(cfg.evaluate.shifts))  # the test split and its shifted copies
+    if sp.train_set:
+        real += cfg.data.reference_size or (60000 if cfg.data.dataset == "fashion-mnist" else 0)
+    stored = (generated + real) * image_bytes(side, channels)
+    if cfg.clip.scales:  # the real pairs (their synthetic images are counted above)
         pairs = cfg.clip.pairs.limit or max(cfg.clip.scales)
-        side = cfg.clip.pairs.image_size if cfg.clip.pairs.dataset == "img2dataset" and cfg.clip.pairs.image_size else 0
-        stored += pairs * (side * side * 3 * PNG_RATIO if side else image_bytes(cfg))
+        own = cfg.clip.pairs.dataset == "img2dataset" and cfg.clip.pairs.image_size
+        stored += pairs * (image_bytes(cfg.clip.pairs.image_size, 3) if own else image_bytes(side, channels))
     return {"kinds": costs, "generated": generated, "bytes": stored, "classes": classes(cfg)}
 
 
@@ -178,7 +192,8 @@ def print_estimate(sp: Any, cfg: Any) -> None:
         unknown += c.unknown
     print(f"{'total':>10} {'':>7} {'':>15} {'':>12} {total:>13,.1f}" + (f"  (+ {unknown} stage(s) without a rate or "
                                                                            "a set size: not counted)" if unknown else ""))
-    print(f"images generated: {est['generated']:,}; stored (generated + real, PNG shards): ~{_bytes(est['bytes'])}")
+    print(f"images generated: {est['generated']:,}; image sets stored (generated and real shards, array caches; "
+          f"not models or features): ~{_bytes(est['bytes'])}")
     print("rates:")
     for s in sorted(sources):
         print(f"  {s}")
