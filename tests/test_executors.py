@@ -125,3 +125,4 @@ def test_status_reads_the_journal(tiny_fmnist, tmp_path, capsys):
     assert lines["shards"][1:6] == ["2", "0", "0", "0", "0"]  # done, running, pending, failed, stopped
     assert lines["pairs"][1:6] == ["0", "0", "0", "1", "0"]
     assert lines["train"][1:6] == ["0", "0", "3", "0", "0"]  # the real, synthetic and mixed CLIP models
+    assert lines["train"][7].startswith("~")  # none done yet: the plan's own estimate

@@ -20,16 +20,17 @@ class Rate:
     per_second: float  # images per second on one device
     device: str
     source: str  # "measured: ..." or "assumed: ..."
+    steps: int = 0  # sampling steps it was measured at (generation: the time scales with the steps)
 
 
 # Sampling, images/s, by pipeline family (synscale.generate); the key is found in the model's path or name.
 GENERATION = {
     "builtin": Rate(85.0, "2-core CPU", "measured: benchmarks/generate_speed.py and a study's generate stages, 28 px, "
-                                         "5 steps (docs/generate.md)"),
+                                         "5 steps (docs/generate.md)", 5),
     "stable-diffusion": Rate(2.7, "H100", "measured: SD 1.5 (random weights), 512 px, 50 steps, fp16, batch 8, eager "
-                                          "(measured once; docs/cluster.md)"),
+                                          "(measured once; docs/cluster.md)", 50),
     "deepfloyd-if": Rate(1.0, "H100", "assumed: three pixel-diffusion stages, about 2.7x SD 1.5's cost (not measured)"),
-    "amused": Rate(20.0, "H100", "assumed: 12 masked-token decoding steps at 256 px (not measured)"),
+    "amused": Rate(20.0, "H100", "assumed: 12 masked-token decoding steps at 256 px (not measured)", 12),
 }
 FAMILY_NAMES = {"stable-diffusion": ("stable-diffusion", "sd", "sdxl"), "deepfloyd-if": ("deepfloyd", "if-i", "if"),
                 "amused": ("amused", "muse")}
@@ -131,6 +132,42 @@ def _eval_size(cfg: Any, set_name: str) -> int | None:
     return None
 
 
+def node_work(node: Any, cfg: Any, n_classes: int) -> tuple[int | None, Rate | None, float]:
+    """(images, rate, speed-up) of one plan node: what it generates, sees in training or evaluates; None
+    where the plan cannot tell (a downstream set's size, a model without a rate); (0, None, 1) for the
+    kinds this does not cost (shards, subsets, heads: small beside the others)."""
+    a = node.args
+    if node.kind == "generate":
+        g = a.get("syn") or a.get("g")
+        if "g" in a:  # CLIP: one image per caption
+            n = cfg.clip.pairs.limit or max(cfg.clip.scales)
+        elif a.get("test_per_class"):
+            n = a["test_per_class"] * n_classes
+        else:
+            n = (g.per_class or math.ceil(a["max_scale"] / n_classes)) * n_classes
+        rate = GENERATION[family(g.model)]
+        return n, rate, (rate.steps / g.steps) if g.steps and rate.steps else 1.0  # fewer steps, faster
+    if node.kind == "train":
+        return node.info.get("samples"), train_rate(a["tc"]), 1.0
+    if node.kind == "evaluate":
+        return _eval_size(cfg, a["eval_name"]), train_rate(a["tc"]), EVAL_SPEEDUP
+    if node.kind == "metrics":
+        return cfg.metrics.per_class * n_classes, train_rate(cfg.train), EVAL_SPEEDUP
+    if node.kind == "probe":  # the downstream sets' sizes are not known before they are written
+        return None, None, 1.0
+    return 0, None, 1.0
+
+
+def node_seconds(sp: Any, cfg: Any) -> dict[str, float | None]:
+    """Each node's estimated seconds on its rate's device (None: unknown; 0: not costed)."""
+    n_classes = classes(cfg)[0]
+    out: dict[str, float | None] = {}
+    for key, node in sp.plan.nodes.items():
+        images, rate, speedup = node_work(node, cfg, n_classes)
+        out[key] = 0.0 if images == 0 else None if images is None or rate is None else images / (rate.per_second * speedup)
+    return out
+
+
 def estimate(sp: Any, cfg: Any) -> dict[str, Any]:
     """Per stage kind a KindCost, with the study's total images generated and bytes stored."""
     n_classes, _ = classes(cfg)
@@ -138,30 +175,13 @@ def estimate(sp: Any, cfg: Any) -> dict[str, Any]:
     generated = 0
     for node in sp.plan.nodes.values():
         c = costs.setdefault(node.kind, KindCost())
-        a = node.args
-        if node.kind == "generate":
-            g = a.get("syn") or a.get("g")
-            if "g" in a:  # CLIP: one image per caption
-                n = cfg.clip.pairs.limit or max(cfg.clip.scales)
-            elif a.get("test_per_class"):
-                n = a["test_per_class"] * n_classes
-            else:
-                n = (g.per_class or math.ceil(a["max_scale"] / n_classes)) * n_classes
-            generated += n
-            c.add(n, GENERATION[family(g.model)])
-        elif node.kind == "train":
-            tc = a.get("tc")
-            iters = node.info.get("iterations", 0)
-            c.add(node.info.get("samples"), train_rate(tc) if tc else None, iters)
-        elif node.kind == "evaluate":
-            rate = train_rate(a["tc"])
-            c.add(_eval_size(cfg, a["eval_name"]), rate, speedup=EVAL_SPEEDUP)
-        elif node.kind == "metrics":
-            c.add(cfg.metrics.per_class * n_classes, train_rate(cfg.train), speedup=EVAL_SPEEDUP)
-        elif node.kind == "probe":  # the downstream sets' sizes are not known before they are written
-            c.add(None, None)
-        else:
+        images, rate, speedup = node_work(node, cfg, n_classes)
+        if images == 0 and rate is None:
             c.stages += 1
+            continue
+        if node.kind == "generate":
+            generated += images
+        c.add(images, rate, node.info.get("iterations", 0), speedup)
     side, channels = image_format(cfg)
     test = _eval_size(cfg, "val") or 0
     real = test * (1 + len(cfg.evaluate.shifts))  # the test split and its shifted copies

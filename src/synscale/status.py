@@ -45,15 +45,28 @@ def _alive(pid: int) -> bool:
 
 def summary(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per stage kind: nodes in each state, seconds its stages took (cached ones included: the compute the
-    study's results rest on), and the seconds left, estimated from the kind's mean so far."""
-    out: dict[str, dict[str, Any]] = defaultdict(lambda: {**{s: 0 for s in STATES}, "seconds": 0.0, "left_s": None})
+    study's results rest on), and the seconds left: the kind's mean so far times the stages not done, or
+    before one is done the plan's estimate (synscale.estimate; `planned` True), None where it has none."""
+    out: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {**{s: 0 for s in STATES}, "seconds": 0.0, "left_s": None, "planned": False, "_est": 0.0, "_unknown": 0})
     for n in nodes:
         row = out[n["kind"]]
         row[n["state"]] += 1
         row["seconds"] += n.get("wall_seconds", 0.0)
+        if n["state"] != "done":
+            est = n.get("info", {}).get("est_seconds")
+            row["_unknown"] += est is None
+            row["_est"] += est or 0.0
     for row in out.values():
         todo = row["pending"] + row["running"] + row["failed"] + row["stopped"]
-        row["left_s"] = row["seconds"] / row["done"] * todo if row["done"] else (0.0 if not todo else None)
+        if not todo:
+            row["left_s"] = 0.0
+        elif row["done"]:
+            row["left_s"] = row["seconds"] / row["done"] * todo
+        elif not row["_unknown"]:
+            row["left_s"], row["planned"] = row.pop("_est"), True
+        row.pop("_est", None)
+        row.pop("_unknown", None)
     return dict(out)
 
 
@@ -65,13 +78,15 @@ def print_status(workdir: Path) -> None:
     rows = summary(nodes)
     print(f"{'kind':>10} {'done':>5} {'running':>8} {'pending':>8} {'failed':>7} {'stopped':>8} {'spent':>10} {'left (est.)':>12}")
     for kind, r in rows.items():
-        left = "?" if r["left_s"] is None else _hms(r["left_s"])
+        left = "?" if r["left_s"] is None else ("~" if r["planned"] else "") + _hms(r["left_s"])
         print(f"{kind:>10} {r['done']:>5} {r['running']:>8} {r['pending']:>8} {r['failed']:>7} {r['stopped']:>8} "
               f"{_hms(r['seconds']):>10} {left:>12}")
     spent = sum(r["seconds"] for r in rows.values())
     left = [r["left_s"] for r in rows.values()]
     print(f"{'total':>10} {sum(r['done'] for r in rows.values()):>5} {'':>8} {'':>8} {'':>7} {'':>8} {_hms(spent):>10} "
           f"{('?' if None in left else _hms(sum(left))):>12}")
+    if any(r["planned"] for r in rows.values()):
+        print("~: the plan's estimate (synscale study --dry-run's rates), until a stage of the kind is done here")
     for state in ("running", "failed", "stopped"):
         for n in (n for n in nodes if n["state"] == state):
             since = f" since {time.strftime('%H:%M:%S', time.localtime(n['start']))}" if n.get("start") else ""

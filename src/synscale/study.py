@@ -344,6 +344,10 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
         _classifier_curves(b, cfg, train, evals)
     if cfg.clip.scales:
         _clip_curves(b, cfg, train, evals)
+    from synscale.estimate import node_seconds
+
+    for key, secs in node_seconds(b.sp, cfg).items():  # each node's estimated seconds (synscale.estimate)
+        b.sp.plan.nodes[key].info["est_seconds"] = secs
     return b.sp
 
 
