@@ -61,7 +61,7 @@ class Plan:
         missing = [d for d in deps if d is not None and d not in self.nodes]
         if missing:
             raise ValueError(f"plan node {key!r}: unknown dependencies {missing}")
-        self.nodes[key] = Node(key, kind, fn, tuple(d for d in deps), args, needs, info or {})
+        self.nodes[key] = Node(key, kind, fn, tuple(deps), args, needs, info or {})
         return key
 
     def __len__(self) -> int:
@@ -106,9 +106,6 @@ class Journal:
         for stale in (self.dir / "nodes").glob("*.json"):  # states of an earlier run of (maybe) another plan
             stale.unlink()
         _write_json(self.dir / "plan.json", {"executor": executor, "started": time.time(), "nodes": plan.describe()})
-
-    def index(self, plan: Plan, key: str) -> int:
-        return list(plan.nodes).index(key)
 
     def record(self, index: int, key: str, **state: Any) -> None:
         path = self.dir / "nodes" / f"{index}.json"

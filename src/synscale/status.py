@@ -47,26 +47,23 @@ def summary(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per stage kind: nodes in each state, seconds its stages took (cached ones included: the compute the
     study's results rest on), and the seconds left: the kind's mean so far times the stages not done, or
     before one is done the plan's estimate (synscale.estimate; `planned` True), None where it has none."""
-    out: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {**{s: 0 for s in STATES}, "seconds": 0.0, "left_s": None, "planned": False, "_est": 0.0, "_unknown": 0})
+    out: dict[str, dict[str, Any]] = defaultdict(lambda: {**{s: 0 for s in STATES}, "seconds": 0.0})
+    planned: dict[str, list[float | None]] = defaultdict(list)  # the plan's estimates of the stages not done
     for n in nodes:
         row = out[n["kind"]]
         row[n["state"]] += 1
         row["seconds"] += n.get("wall_seconds", 0.0)
         if n["state"] != "done":
-            est = n.get("info", {}).get("est_seconds")
-            row["_unknown"] += est is None
-            row["_est"] += est or 0.0
-    for row in out.values():
-        todo = row["pending"] + row["running"] + row["failed"] + row["stopped"]
+            planned[n["kind"]].append(n.get("info", {}).get("est_seconds"))
+    for kind, row in out.items():
+        todo, est = len(planned[kind]), planned[kind]
+        row["planned"] = bool(todo) and not row["done"] and None not in est
         if not todo:
             row["left_s"] = 0.0
         elif row["done"]:
             row["left_s"] = row["seconds"] / row["done"] * todo
-        elif not row["_unknown"]:
-            row["left_s"], row["planned"] = row.pop("_est"), True
-        row.pop("_est", None)
-        row.pop("_unknown", None)
+        else:
+            row["left_s"] = sum(est) if row["planned"] else None
     return dict(out)
 
 

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from synscale.registry import Registry
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that importing this module needs none
+    import torch
 
 SHIFTS: Registry[Callable[[np.ndarray, int], np.ndarray]] = Registry("shift")
 HARD = "a"  # built from a model's errors, not by a transform

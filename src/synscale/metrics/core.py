@@ -11,11 +11,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from synscale.registry import Registry
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that importing this module needs none
+    import torch
 
 
 @dataclass
