@@ -93,8 +93,9 @@ def test_frozen_and_shipped_study_validates():
     for size in ("smoke", "default", "full"):
         assert len(load_study(find_study("fashion-mnist"), size).scales) >= 3
     demo = load_study(find_study("fashion-mnist"))
-    assert len(demo.scales) >= 4 and [s.guidance for s in demo.synthetic] == [2.0, 4.0]
-    assert all(s.model == "builtin:latent-diffusion" for s in demo.synthetic)
+    assert len(demo.scales) >= 5 and len(demo.synthetic) == 16  # the grid (tests/test_grid.py has its shape)
+    assert {s.model for s in demo.synthetic} == {f"builtin:{f}" for f in ("latent-diffusion", "pixel-diffusion",
+                                                                          "masked-token")}
     with pytest.raises(ConfigError, match="shipped studies: .*fashion-mnist"):
         find_study("no-such-study")
 

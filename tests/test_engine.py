@@ -236,7 +236,8 @@ def test_train_command_on_a_nested_subset(fm_set, tmp_path, capsys):
     from synscale.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", str(fm_set), "--out", str(out), "--scale", "400", "--set", "train.recipe=miniature-vit",
+    assert main(["train", str(fm_set), "--out", str(out), "--scale", "400", "--set", "scales=[400]",
+                 "--set", "train.recipe=miniature-vit",
                  "--set", "train.model_kwargs={patch_size=4, embed_dim=32, depth=1, num_heads=2}",
                  "--set", "train.schedule.zero_scale=200", "--set", "train.schedule.warmup_per_doubling=1",
                  "--set", "train.schedule.iters_per_doubling=8"]) == 0

@@ -15,13 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
+from tests_helpers import NO_SYNTHETIC
 from synscale.cli import main
 
 
 def tiny_study(root: Path, workdir: Path, *extra: str) -> list[str]:
     return ["study", "fashion-mnist", "--size", "smoke", "--quiet", "--workdir", str(workdir),
             "--set", f"data.root={root}", "--set", "scales=[1000, 2500]",
-            "--set", "train.schedule.iters_per_doubling=100", "--set", "synthetic=[]",
+            "--set", "train.schedule.iters_per_doubling=100", *NO_SYNTHETIC,
             "--set", 'evaluate.shifts=["a"]', *extra]
 
 
@@ -40,10 +41,16 @@ print(json.dumps({"counts": dict(sp.plan.counts()), "torch": "torch" in sys.modu
 """
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     counts = out["counts"]
-    # 4 scales x (real, ld-cfg2, ld-cfg4) classifiers + the real-trained reference + 4 x 3 CLIP models; each
-    # classifier and CLIP on val + 4 shifts; each CLIP through a zero-shot head per set
-    assert counts == {"shards": 2, "shift": 4, "subset": 12 + 1 + 8, "train": 12 + 1 + 12, "evaluate": 60 + 60,
-                      "generate": 2 + 2 + 1, "metrics": 3, "pairs": 1, "zeroshot": 60}
+    # 16 grid configurations at 500 (val only) + real, best, worst and the scarce-real mix at 5 scales (best and
+    # worst at 500 are the grid's models, found cached and evaluated on the 4 shifts) + the real-trained
+    # reference + 3 x 3 CLIP models; curves and CLIP on val + 4 shifts; each CLIP through a zero-shot head
+    # per set; metrics per
+    # configuration (on its training images) and real; one select stage picks best and worst. Subsets: real 5,
+    # the grid's 16, the reference, CLIP's 3 real and 3 synthetic caption subsets (the picked and mixed models
+    # take theirs inside their train node: which set is known when the select stage has run)
+    assert counts == {"shards": 2, "shift": 4, "subset": 5 + 16 + 1 + 6, "train": 16 + 5 + 10 + 5 + 1 + 9,
+                      "evaluate": 16 + 5 * (5 + 8 + 5) + 2 * 4 + 45, "generate": 16 + 1, "metrics": 17, "pairs": 1,
+                      "zeroshot": 45, "select": 1}
     assert out["torch"] is False  # no torch
 
 
@@ -90,6 +97,31 @@ def test_ray_executor_matches_local_runs_stages_at_once_and_retries_a_killed_wor
     trains = sorted((n["start"], n["end"]) for n in nodes if n["key"].startswith("train"))
     assert any(b[0] < a[1] for a, b in zip(trains, trains[1:])), trains  # two trainings at once
     assert not list((workdir / "stages" / "train").glob(".partial-*"))
+
+
+def test_local_jobs_run_stages_at_once_in_worker_processes_with_the_same_results(tiny_fmnist, tmp_path):
+    """--jobs 2 on 2 cores: two worker processes of one torch thread each, the same tables as one process of one
+    thread, two trainings at once."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(tiny_study(tiny_fmnist, tmp_path / "one")) == 0
+    finally:
+        torch.set_num_threads(threads)
+    workdir = tmp_path / "two"
+    assert main(tiny_study(tiny_fmnist, workdir, "--jobs", "2")) == 0
+    if (os.cpu_count() or 1) != 2:
+        pytest.skip("bit-equality needs 1 thread per worker: a machine of 2 cores")
+    for name in ("scaling.parquet", "scaling_per_class.parquet", "fits.parquet", "metrics.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one" / "results" / name),
+                                      pd.read_parquet(workdir / "results" / name), check_exact=True)
+    plan = json.loads((workdir / "plan" / "plan.json").read_text())
+    assert plan["executor"] == "local (2 jobs)"
+    nodes = [json.loads(p.read_text()) for p in (workdir / "plan" / "nodes").glob("*.json")]
+    assert all(n["state"] == "done" for n in nodes) and len({n["pid"] for n in nodes}) == 2
+    trains = sorted((n["start"], n["end"]) for n in nodes if n["key"].startswith("train"))
+    assert any(b[0] < a[1] for a, b in zip(trains, trains[1:])), trains  # two trainings at once
+    assert main(tiny_study(tiny_fmnist, workdir, "--jobs", "0")) == 2  # one clear error
 
 
 def check_tensorboard(workdir: Path) -> None:

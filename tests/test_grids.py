@@ -64,10 +64,11 @@ def test_models_generation_defaults_and_source_scales_validate():
     path = find_study("fashion-mnist")
     with pytest.raises(ConfigError, match=r"uses \$\{models.sd\} but \[models\] has no 'sd'; set it with --set models.sd=PATH"):
         load_study(path, "smoke", ['synthetic=[{name = "a", model = "${models.sd}"}]'])
-    cfg = load_study(path, "smoke", ["generation.steps=3", 'synthetic=[{name = "a", model = "builtin:latent-diffusion"}, '
-                                     '{name = "b", model = "builtin:latent-diffusion", steps = 5, scales = [1000, 2000]}]'])
+    cfg = load_study(path, "smoke", ["generation.steps=3", "curves=[]", "mix=[]", "grid=[]",
+                                     'synthetic=[{name = "a", model = "builtin:latent-diffusion"}, '
+                                     '{name = "b", model = "builtin:latent-diffusion", steps = 5, scales = [100, 200]}]'])
     assert [s.steps for s in cfg.synthetic] == [3, 5]
-    assert cfg.source_scales("a") == cfg.scales == [1000, 2000, 4000] and cfg.source_scales("b") == [1000, 2000]
+    assert cfg.source_scales("a") == cfg.scales == [100, 200, 400] and cfg.source_scales("b") == [100, 200]
     with pytest.raises(ConfigError, match="scales must be positive, strictly increasing"):
         load_study(path, "smoke", ["data.scales=[2000, 1000]"])
     # stage ids: a configuration's own scales do not enter its generated set's id (its size is per_class)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests_helpers import NO_SYNTHETIC
 from synscale.data.datasets import read_idx
 from synscale.evaluate.probe import fit_linear_probe, probe_examples
 
@@ -54,7 +55,7 @@ def test_study_probes_every_model_on_a_downstream_set(tiny_fmnist, footwear, tmp
     from tests_helpers import stage_dirs
 
     args = ["study", "fashion-mnist", "--size", "smoke", "-q", "--workdir", str(tmp_path), "--set", f"data.root={tiny_fmnist}",
-            "--set", "scales=[1000, 2000]", "--set", "train.schedule.iters_per_doubling=60", "--set", "synthetic=[]",
+            "--set", "scales=[1000, 2000]", "--set", "train.schedule.iters_per_doubling=60", *NO_SYNTHETIC,
             "--set", "metrics.per_class=0", "--set", "evaluate.shifts=[]",
             "--set", f'evaluate.probes=[{{name = "footwear", root = "{footwear}"}}]']
     assert main(args) == 0

@@ -14,7 +14,8 @@ CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
 K = {"real": [0.3] * 10, "syn-a": [0.05, 0.05, 0.3, 0.3, 0.45, 0.45, 0.2, 0.2, 0.35, 0.1],
      "syn-b": [0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2]}
 PERF = {"real": [1.0] * 10, "syn-a": [0.0, 0.1, 2.0, 2.1, 0.5, 0.6, 1.0, 1.1, 1.5, 0.8], "syn-b": [0.5] * 10}
-SECTIONS = ["summary", "generation", "ability", "quality", "scaling", "ood", "per-class", "predictor", "clip", "points", "method"]
+SECTIONS = ["summary", "generation", "ability", "quality", "scaling", "ood", "per-class", "predictor", "samples", "clip",
+            "findings", "points", "method"]
 FIGURES = ["1", "2", "3", "4", "6", "7", "A5", "A13", "k-pred"]
 
 
@@ -22,8 +23,32 @@ FIGURES = ["1", "2", "3", "4", "6", "7", "A5", "A13", "k-pred"]
 def report(tmp_path_factory) -> Path:
     w = tmp_path_factory.mktemp("study")
     simulate_results(w / "results", K, PERF, CLASSES, per_class_eval=300)
+    _sets_on_disk(w)
     (w / "study.json").write_text('{"name": "planted", "fit": {"bootstrap": 100, "saturating_bootstrap": 10}}')
     return write_report(w, "planted <study>")
+
+
+def _sets_on_disk(w: Path) -> None:
+    """A real training set and syn-a's generated set as shards (dark real images, bright generated ones), so
+    the report draws its sample grids."""
+    import json
+
+    import numpy as np
+
+    from synscale.data.shards import ShardWriter
+    from synscale.labels import LabelSet
+
+    labels = LabelSet(tuple(CLASSES))
+    for name, level in (("real", 40), ("syn-a", 220)):
+        with ShardWriter(w / "sets" / name, labels, shard_size=100) as writer:
+            for c in range(len(CLASSES)):
+                for i in range(8):
+                    writer.write(f"{name}-{c}-{i}", np.full((28, 28), level, np.uint8), c)
+    gen = pd.read_parquet(w / "results" / "generation.parquet")
+    gen.loc[gen.config == "syn-a", "set_path"] = str(w / "sets" / "syn-a")
+    gen.to_parquet(w / "results" / "generation.parquet", index=False)
+    meta = json.loads((w / "results" / "meta.json").read_text())
+    (w / "results" / "meta.json").write_text(json.dumps({**meta, "real_train_path": str(w / "sets" / "real")}))
 
 
 def test_report_is_rebuilt_from_results_alone(report):
@@ -83,9 +108,19 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         # every figure's image decoded to real pixels
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
-        assert len(images) == len(FIGURES)
+        assert len(images) == len(FIGURES) + 1  # and syn-a's sample grid (syn-b's set is not on disk: said so)
         for alt, complete, w, h in images:
             assert complete and w > 200 and h > 100, alt
+        # the sample grid: a row per class, real (dark) on the left, generated (bright) on the right, and the
+        # configuration with a curve is open
+        grid = driver.find_element(By.CSS_SELECTOR, "img.samples")
+        assert grid.is_displayed() and grid.get_attribute("alt") == "samples of syn-a"
+        assert "is not on this machine" in driver.find_element(By.ID, "samples").text
+        # the findings: six rows, each with a verdict
+        rows = driver.find_elements(By.CSS_SELECTOR, "#findings-table tbody tr")
+        assert len(rows) == 6
+        assert all(r.find_elements(By.TAG_NAME, "td")[2].text in ("holds", "does not hold", "not measurable")
+                   for r in rows)
         # self-contained: nothing was fetched from anywhere but the page itself (figures are data: URIs)
         fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert all(u.startswith("data:") for u in fetched), fetched
@@ -119,7 +154,30 @@ def test_report_of_a_single_scale_leaves_out_what_needs_fits(tmp_path):
     simulate_results(tmp_path / "results", {"real": [0.3] * 3, "syn": [0.2] * 3}, {"real": [1.0] * 3, "syn": [0.5] * 3},
                      ["a", "b", "c"], scales=(1000,))
     page = write_report(tmp_path, "one scale").read_text()
-    for fig in ("1", "2", "k-pred", "8"):
+    for fig in ("1", "k-pred", "8"):
         assert f'id="missing-fig-{fig}"' in page
     assert "No per-class fits" in page and 'id="fig-3"' in page  # the points themselves are still drawn
+    assert 'id="fig-2"' in page  # the paper's figure 2 is a one-scale grid: it needs no fit
     assert pd.read_parquet(tmp_path / "results" / "fits.parquet").empty
+
+
+def test_sample_grid_puts_real_beside_generated_per_class(report):
+    """syn-a's grid: one row per class, real images (level 40) left of the generated ones (level 220), and the
+    row labels carry the class's category and recognizability."""
+    import numpy as np
+    from PIL import Image
+
+    from synscale.report import samples as S
+
+    png = np.asarray(Image.open(report.parent / "samples" / "syn-a.png").convert("L"))
+    head, row = 16, S.CELL + 2
+    assert png.shape[0] == head + len(CLASSES) * row
+    for c in range(len(CLASSES)):
+        y = head + c * row + S.CELL // 2
+        real = png[y, S.LABEL_W: S.LABEL_W + S.REAL * S.CELL]
+        gen = png[y, S.LABEL_W + S.REAL * S.CELL + 10: S.LABEL_W + S.REAL * S.CELL + 10 + S.GENERATED * S.CELL]
+        assert (real == 40).all() and (gen == 220).all()
+    labels = S._row_labels("syn-a", pd.read_parquet(report.parent.parent / "results" / "per_class.parquet"),
+                           pd.read_parquet(report.parent.parent / "results" / "metrics_per_class.parquet"))
+    assert len(labels) == len(CLASSES) and all("recog." in v for v in labels.values())
+    assert any(v.startswith(("scaling", "easy", "poor")) for v in labels.values())

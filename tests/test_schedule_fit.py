@@ -37,16 +37,16 @@ def test_min_epochs_floor_trains_the_scales_the_rule_gives_nothing():
     with pytest.raises(ValueError, match="batch size"):
         total_iters(125_000, rule)
     # a study at 0.125M with the recipe validates; without the floor it names the key that fixes it
-    cfg = load_study(find_study("fashion-mnist"), overrides=['train.recipe="paper-vit-b16"', "scales=[125000, 1000000]",
-                                                             "synthetic=[]", "clip.scales=[]", "scales=[125000, 1000000]"])
+    cfg = load_study(find_study("fashion-mnist"), overrides=['train={recipe="paper-vit-b16"}', "scales=[125000, 1000000]",
+                                                             "curves=[]", "mix=[]", "grid=[]", "synthetic=[]", "clip.scales=[]", "scales=[125000, 1000000]"])
     assert run_length(125_000, cfg.train) == (3052, 321) and floored(125_000, cfg.train)
     assert not floored(1_000_000, cfg.train)
     # the floor enters a train stage's id only where it sets the run's length
     assert "min_epochs" in identity(cfg.train, 125_000)["schedule"]
     assert "min_epochs" not in identity(cfg.train, 1_000_000)["schedule"]
     with pytest.raises(ConfigError, match="train.schedule.min_epochs, a floor"):
-        load_study(find_study("fashion-mnist"), overrides=['train.recipe="paper-vit-b16"', "train.schedule.min_epochs=0",
-                                                           "synthetic=[]", "clip.scales=[]", "scales=[125000]"])
+        load_study(find_study("fashion-mnist"), overrides=['train={recipe="paper-vit-b16"}', "train.schedule.min_epochs=0",
+                                                           "curves=[]", "mix=[]", "grid=[]", "synthetic=[]", "clip.scales=[]", "scales=[125000]"])
 
 
 def test_lr_warmup_then_cosine():

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tests_helpers import NO_SYNTHETIC
 from synscale.cli import main
 
 SMOKE = ["--size", "smoke", "--quiet"]
@@ -19,7 +20,7 @@ SMOKE = ["--size", "smoke", "--quiet"]
 def tiny_args(root: Path, workdir: Path, *extra: str) -> list[str]:
     return ["study", "fashion-mnist", *SMOKE, "--workdir", str(workdir), "--set", f"data.root={root}",
             "--set", "scales=[1000, 1500, 2500]", "--set", "train.schedule.iters_per_doubling=60",
-            "--set", "synthetic=[]", *extra]
+            *NO_SYNTHETIC, *extra]
 
 
 def test_training_is_deterministic_and_learns(tiny_fmnist, tmp_path):
@@ -72,29 +73,40 @@ def test_sigkill_mid_training_then_resume_gives_identical_results(tiny_fmnist, t
 
 
 def test_demo_smoke_end_to_end(fmnist_files, tmp_path, capsys):
-    """`synscale demo --size smoke` on the real Debian Fashion-MNIST, through the CLI entry point."""
+    """`synscale demo --size smoke` on the real Debian Fashion-MNIST, through the CLI entry point: a grid of four
+    configurations at the largest scale, curves for real data and the grid's best and worst, a scarce-real mix,
+    the metrics, the fits, the six findings and the report."""
     assert main(["demo", "--size", "smoke", "--workdir", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "Equation 2 fits" in out and "report:" in out
+    assert "Equation 2 fits" in out and "report:" in out and "the grid at 400 images, best first" in out
+    assert "6. synthetic + real beats real alone when real data is scarce" in out
     res = tmp_path / "results"
     everything = pd.read_parquet(res / "scaling.parquet")
     assert set(everything.columns) >= {"source", "config", "scale", "eval_set", "loss", "top1"}
-    # every model on the real test set and its four shifts (synscale.data.shifts)
-    assert everything.groupby("eval_set").size().to_dict() == {e: 9 for e in ("val", "sketch", "rendition", "v2", "a")}
     scaling = everything[everything.eval_set == "val"]
-    assert scaling.groupby("source", sort=False)["scale"].apply(list).to_dict() == {
-        "real": [1000, 2000, 4000], "ld-cfg2": [1000, 2000, 4000], "ld-cfg4": [1000, 2000, 4000]}
-    real = scaling[scaling.source == "real"]
+    grid = ["ld-classname-g2", "ld-classname-g4", "pd-in-captions-g2", "mt-in-captions-g2"]
+    curves = scaling.groupby("source", sort=False)["scale"].apply(sorted).to_dict()
+    assert curves["real"] == [100, 200, 400] and curves["scarce-real+best"] == [200, 300, 500]
+    # every grid configuration at 400; the best and the worst of them (validation loss at 400) at every scale
+    at_top = scaling[scaling.source.isin(grid) & (scaling.scale == 400)].set_index("source").loss
+    assert sorted(at_top.index) == sorted(grid)
+    best, worst = at_top.idxmin(), at_top.idxmax()
+    assert {c for c in grid if curves[c] == [100, 200, 400]} == {best, worst}
+    assert all(curves[c] == [400] for c in grid if c not in (best, worst))
+    # grid-only models on val; curves on val and the four shifts (the picked ones' 400 included)
+    shifted = everything[everything.eval_set == "sketch"].groupby("source")["scale"].apply(sorted).to_dict()
+    assert shifted == {"real": [100, 200, 400], best: [100, 200, 400], worst: [100, 200, 400],
+                       "scarce-real+best": [200, 300, 500]}
+    # the mix: 100 real images + the best configuration's 100, 200, 400
+    mix = scaling[scaling.source == "scarce-real+best"]
+    assert (mix.real_images == 100).all() and sorted(mix.synthetic_images) == [100, 200, 400]
+    real = scaling[scaling.source == "real"].sort_values("scale")
     assert real["loss"].is_monotonic_decreasing and (real["top1"] > 0.5).all()  # more real data, lower loss
     for shift in ("sketch", "a"):  # out of distribution: the real models do worse than on val
-        shifted = everything[(everything.source == "real") & (everything.eval_set == shift)]
-        assert (shifted["loss"].to_numpy() > real["loss"].to_numpy()).all(), shift
-    # 2-step samples and 40 iterations per doubling: no clean curve, but they teach the real classes (chance 0.1)
-    assert (scaling[scaling.source != "real"]["top1"] > 0.25).all()
+        sh = everything[(everything.source == "real") & (everything.eval_set == shift)].sort_values("scale")
+        assert (sh["loss"].to_numpy() > real["loss"].to_numpy()).all(), shift
     per_class = pd.read_parquet(res / "scaling_per_class.parquet")
     assert set(per_class.columns) >= {"source", "config", "scale", "eval_set", "class_name", "loss", "top1"}
-    val_pc = per_class[per_class.eval_set == "val"]
-    assert len(val_pc) == 90 and val_pc["n"].sum() == 90000
     # per-class values weight back to the overall numbers, on every eval set
     for (source, scale, eval_set), g in per_class.groupby(["source", "scale", "eval_set"]):
         row = everything[(everything.source == source) & (everything.scale == scale) & (everything.eval_set == eval_set)].iloc[0]
@@ -102,43 +114,50 @@ def test_demo_smoke_end_to_end(fmnist_files, tmp_path, capsys):
         assert np.isclose((g.top1 * g.n).sum() / g.n.sum(), row.top1)
     all_fits = pd.read_parquet(res / "fits.parquet")
     assert set(all_fits.columns) >= {"source", "config", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points"}
-    assert len(all_fits) == 15
-    fits = all_fits[all_fits.eval_set == "val"]
-    assert fits["source"].tolist() == ["real", "ld-cfg2", "ld-cfg4"]
+    assert sorted(all_fits[all_fits.eval_set == "val"].source) == sorted(["real", best, worst, "scarce-real+best"])
+    assert len(all_fits) == 4 * 5
     for _, f in all_fits.iterrows():
         assert f.n_points == 3 and f.k_lo <= f.k <= f.k_hi and f.d_ref == 60000
-    assert fits.iloc[0].k > 0  # real
     # the generated sets: per image its prompt, seed, guidance and steps; findable per configuration
     gen = pd.read_parquet(res / "generation.parquet")
     assert gen[["config", "family", "strategy", "guidance_scale", "steps", "images"]].values.tolist() == [
-        ["ld-cfg2", "latent-diffusion", "classname", 2.0, 2, 4000], ["ld-cfg4", "latent-diffusion", "classname", 4.0, 2, 4000]]
+        ["ld-classname-g2", "latent-diffusion", "classname", 2.0, 2, 400],
+        ["ld-classname-g4", "latent-diffusion", "classname", 4.0, 2, 400],
+        ["pd-in-captions-g2", "pixel-diffusion", "in-captions", 2.0, 2, 400],
+        ["mt-in-captions-g2", "masked-token", "in-captions", 2.0, 2, 400]]
     for _, g in gen.iterrows():
         m = pd.read_parquet(Path(g.set_path) / "manifest.parquet")
-        assert len(m) == 4000 and (m.guidance_scale == g.guidance_scale).all() and (m.steps == 2).all()
-    # metrics of every configuration's own 50-per-class test set, read through the reference network
+        assert len(m) == 400 and (m.guidance_scale == g.guidance_scale).all() and (m.steps == 2).all()
+    # metrics of every configuration on 20 of its training images per class, through the reference network
     metrics = pd.read_parquet(res / "metrics.parquet").set_index("config")
-    assert metrics.index.tolist() == ["real", "ld-cfg2", "ld-cfg4"] and (metrics.n_test == 500).all()
+    assert metrics.index.tolist() == ["real", *grid] and (metrics.n_test == 200).all()
     assert metrics.loc["real", "recognizability"] > 0.8  # the reference recognizes real images it never saw
     assert metrics.fd.idxmin() == "real" and metrics.fd_class.idxmin() == "real"
     # the paper's trade-off: higher guidance, more recognizable and less diverse
-    assert metrics.loc["ld-cfg4", "recognizability"] > metrics.loc["ld-cfg2", "recognizability"]
-    assert metrics.loc["ld-cfg4", "diversity"] < metrics.loc["ld-cfg2", "diversity"]
+    assert metrics.loc["ld-classname-g4", "recognizability"] > metrics.loc["ld-classname-g2", "recognizability"]
+    assert metrics.loc["ld-classname-g4", "diversity"] < metrics.loc["ld-classname-g2", "diversity"]
     mpc = pd.read_parquet(res / "metrics_per_class.parquet")
-    assert len(mpc) == 30 and (mpc.n == 50).all()
+    assert len(mpc) == 50 and (mpc.n == 20).all()
     for config, g in mpc.groupby("config"):
         for col in ("recognizability", "diversity", "fd_class", "lpips", "precision", "vendi"):
             assert np.isclose(g[col].mean(), metrics.loc[config, col])
+    # the six findings, each with a verdict
+    found = json.loads((res / "findings.json").read_text())["findings"]
+    assert [f["finding"] for f in found] == [1, 2, 3, 4, 5, 6]
+    assert all(f["verdict"] in ("holds", "does not hold", "not measurable") and f["why"] for f in found)
     html = (tmp_path / "report" / "index.html").read_text()
     assert "data:image/png;base64," in html and "Scaling ability" in html and 'id="metrics"' in html
-    # the paper's figures for the demo's configurations (figure 7 needs classes in the categories)
     for fig in ("1", "2", "3", "4", "6", "7", "A5", "A13"):
         assert f'id="fig-{fig}"' in html, fig
-    assert 'id="table-A6"' in html  # ld-cfg2 and ld-cfg4 differ only in guidance
+    assert 'id="table-A6"' in html and 'id="table-A5"' in html  # guidance (ld 2 vs 4), families (pd vs mt)
+    assert html.count("<details class=\"samples\"") == 4 and 'id="findings-table"' in html
     assert (tmp_path / "report" / "fig3_scaling_val.svg").exists()
+    assert sorted(p.name for p in (tmp_path / "report" / "samples").glob("*.png")) == sorted(f"{c}.png" for c in grid)
     pc = pd.read_parquet(res / "per_class.parquet")
-    assert len(pc) == 3 * 10 * 5 and set(pc.category) <= {"poor", "easy", "scaling", "other"}
+    assert len(pc) == 4 * 10 * 5 and set(pc.category) <= {"poor", "easy", "scaling", "other"}
     val_pc = pc[pc.eval_set == "val"]
-    assert val_pc.recognizability.notna().all() and (val_pc.k_lo <= val_pc.k_hi).all()
+    assert val_pc[val_pc.config.isin(["real", best, worst])].recognizability.notna().all()  # the mix has no metrics
+    assert (val_pc.k_lo <= val_pc.k_hi).all()
     for config, g in val_pc.groupby("config"):  # a third of the classes at most are poor (quantile rule)
         assert (g.category == "poor").sum() <= 4 and (g.category == "easy").sum() >= 1, config
     # fit and report rebuild from the results tables alone
@@ -157,7 +176,7 @@ def test_cli_help_and_errors(tmp_path, capsys):
     assert "unknown key 'train.lrr'" in capsys.readouterr().err
     assert main(["study", "fashion-mnist", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "8,000" in out and "ld-cfg4: builtin:latent-diffusion, classname, guidance 4" in out
+    assert "ld-classname-g4: builtin:latent-diffusion, classname, guidance 4" in out and "select 1" in out
     assert main(["study", "fashion-mnist", "--set", f"data.root={tmp_path}", "--workdir", str(tmp_path / "w"), "-q"]) == 2
     assert "not found in" in capsys.readouterr().err
     for cmd in ("fit", "report"):  # nothing trained yet: a clear error, not a traceback

@@ -66,3 +66,7 @@ def simulate_results(results: Path, class_k: dict[str, list[float]], class_perf:
     pd.DataFrame(gens).to_parquet(results / "generation.parquet", index=False)
     (results / "meta.json").write_text(json.dumps({"study": "simulated", "d_ref": d_ref}))
     return {"d_ref": d_ref}
+
+
+# --set overrides that leave a study without synthetic configurations (no grid, no best/worst curves, no mix)
+NO_SYNTHETIC = ("--set", "curves=[]", "--set", "mix=[]", "--set", "grid=[]", "--set", "synthetic=[]")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,10 @@ def _study_args(p: argparse.ArgumentParser, default_workdir: str | None) -> None
                    help="override any study key, e.g. --set train.lr=0.001 (repeatable)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: the stages one after another here; ray: every ready stage a task on a Ray cluster")
+                   help="local: the stages here (--jobs at once); ray: every ready stage a task on a Ray cluster")
+    p.add_argument("--jobs", "-j", type=int, default=None,
+                   help="local executor: stages run at once, each in a process with cores/jobs threads "
+                        "(default: 1; the demo: 2 where there are 2 or more cores)")
     p.add_argument("--ray-address", default=None, help="the Ray cluster to join (default: RAY_ADDRESS, else a local "
                    "instance on this machine)")
     p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
@@ -288,6 +292,7 @@ def _subset_keys(set_dir: str, scale: int, labels: object, captions: bool, cfg: 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     args.study, args.dry_run = "fashion-mnist", False
+    args.default_jobs = min(2, os.cpu_count() or 1)
     return cmd_study(args)
 
 
@@ -303,6 +308,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or f"runs/{cfg.name}-{args.size}")
     t0 = time.time()
     options = {"address": args.ray_address, "num_cpus": args.ray_cpus} if args.executor == "ray" else {}
+    if args.executor == "local":
+        jobs = args.jobs if args.jobs is not None else getattr(args, "default_jobs", 1)
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be 1 or more, got {jobs}")
+        options = {"jobs": jobs}
     report = run_study(cfg, workdir, quiet=args.quiet, executor=args.executor, **options)
     print_summary(workdir)
     print(f"\nreport: {report.resolve()}")
@@ -379,34 +389,63 @@ def _print_runs(scales: list[int], train: object, what: str, seen: str) -> None:
 
 
 def print_summary(workdir: Path) -> None:
+    """The study's results on the terminal: the grid at its largest scale, the curves, the fits on the real
+    test set, the per-class categories, the k predictor and the six findings (the rest is in the report)."""
     import pandas as pd
 
-    scaling = pd.read_parquet(workdir / "results" / "scaling.parquet")
-    fits = pd.read_parquet(workdir / "results" / "fits.parquet")
-    others = sorted(set(scaling.eval_set) - {"val"})
-    print("\nloss and top-1 per scale on the real test set (val)" + (f"; {', '.join(others)} are in the report:" if others else ":"))
+    results = workdir / "results"
+    scaling = pd.read_parquet(results / "scaling.parquet")
+    fits = pd.read_parquet(results / "fits.parquet")
     val = scaling[scaling.eval_set == "val"]
-    task = ["task"] if "task" in scaling and scaling.task.nunique() > 1 else []  # clip: scale = captions, zero-shot loss
-    print(val[[*task, "source", "eval_set", "scale", "loss", "top1"]].to_string(index=False, float_format="%.4f"))
-    print("\nEquation 2 fits (linear_until: the power law holds up to this scale; break_at: it breaks there):")
-    cols = [c for c in (*task, "source", "eval_set", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points", "linear_until",
-                        "break_at") if c in fits]
-    shown = fits[cols].copy()
+    others = sorted(set(scaling.eval_set) - {"val"})
+    print("\nloss (top-1) on the real test set (val)" + (f"; {', '.join(others)} are in the report" if others else "")
+          + ": each curve per scale (CLIP: captions)")
+    for task, t in val.groupby("task", sort=False):
+        per = t.groupby(["source", "scale"], sort=False).agg(loss=("loss", "mean"), top1=("top1", "mean")).reset_index()
+        counts = per.groupby("source", sort=False).size()
+        curves = per[per.source.isin(counts[counts > 1].index)]
+        if len(curves):
+            cell = curves.assign(v=[f"{r.loss:.3f} ({r.top1:.2f})" for r in curves.itertuples()])
+            table = cell.pivot(index="source", columns="scale", values="v").reindex(counts[counts > 1].index).fillna("")
+            print(f"[{task}]\n" + table.to_string())
+        configs = set(t.loc[(t.real_images == 0) & (t.source != "real"), "source"]) if task == "classification" else set()
+        top = per.scale[per.source.isin(configs)].max() if configs else 0
+        grid = per[per.source.isin(configs) & (per.scale == top)].sort_values("loss")  # every configuration
+        if len(grid) > 1:
+            metrics = results / "metrics.parquet"
+            if metrics.exists():
+                m = pd.read_parquet(metrics)
+                grid = grid.merge(m[[c for c in ("config", "recognizability", "diversity") if c in m]],
+                                  left_on="source", right_on="config", how="left").drop(columns="config")
+            print(f"\n[{task}] the grid at {int(grid.scale.max()):,} images, best first:\n"
+                  + grid.drop(columns="scale").to_string(index=False, float_format="%.3f"))
+    print("\nEquation 2 fits on val (linear_until: the power law holds up to this scale; break_at: it breaks there):")
+    cols = [c for c in ("task", "source", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points", "linear_until", "break_at")
+            if c in fits]
+    shown = fits[fits.eval_set == "val"][cols].copy()
     for c in ("linear_until", "break_at"):
         if c in shown:
             shown[c] = ["–" if v != v else f"{int(v):,}" for v in shown[c]]
     print(shown.to_string(index=False, float_format="%.4f"))
-    info_path = workdir / "results" / "analysis.json"
+    info_path = results / "analysis.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
         for config, cats in info.get("categories", {}).items():
             if config != "real":
                 print(f"\nper-class categories of {config} (val): "
                       + "; ".join(f"{c}: {', '.join(cats[c]) or 'none'}" for c in ("scaling", "easy", "poor")))
-        pred = info.get("predictor", {}).get("class", {})
-        if "mae" in pred:
-            print(f"\nk_c predicted from recognizability + diversity (leave-one-out): MAE {pred['mae']:.4f} "
-                  f"vs {pred['mae_mean']:.4f} for the mean (skill {pred['skill']:.3f})")
+        for level, what in (("class", "k_c per class, leave-one-configuration-out"),
+                            ("config", "k per configuration, leave-one-out")):
+            pred = info.get("predictor", {}).get(level, {})
+            if "mae" in pred:
+                print(f"\n{what} from recognizability + diversity: MAE {pred['mae']:.4f} vs {pred['mae_mean']:.4f} "
+                      f"predicting the mean (skill {pred['skill']:+.3f}, {pred['n']} rows)")
+    if (results / "findings.json").exists():
+        from synscale.analysis.findings import format_findings
+
+        print("\nthe paper's findings on this run (W/results/findings.json, the report's last section):")
+        for line in format_findings(json.loads((results / "findings.json").read_text())):
+            print("  " + line)
 
 
 def prompt_context(args: argparse.Namespace, strategies: list[str]) -> object:

@@ -370,6 +370,9 @@ class MetricsConfig:
     (see docs/metrics.md). Each configuration gets a fixed test set of `per_class` images per class."""
 
     per_class: int = 50  # test-set images per class and configuration (the paper: 50); 0 = no metrics
+    # a synthetic configuration's test images: "separate" (generated apart, other seeds) or "training" (a
+    # class-balanced sample of its training set: nothing more to generate, as the paper measured its sets)
+    test_from: Literal["separate", "training"] = "separate"
     reference: str = "trained"  # "trained" | "timm:<name>" (pretrained) | a checkpoint file or train-stage dir
     reference_arch: str = ""  # timm architecture of a checkpoint file
     allow_download: bool = False  # let timm fetch "timm:<name>" weights (else the local cache only)
@@ -418,6 +421,13 @@ class StudyConfig:
     # own keys win
     generation: dict[str, Any] = field(default_factory=dict)
     repeats: int = 1  # models per (source, scale), with train.seed, train.seed + 1, ...: runs the fits' bootstrap redraws
+    # [[grid]] tables: model x strategy x guidance expanded into [[synthetic]] configurations (synscale.grid),
+    # trained at the largest scale only unless `curves` selects them
+    grid: list[dict[str, Any]] = field(default_factory=list)
+    # which synthetic configurations get a scaling curve (every scale): names, "best" / "worst" (the grid's
+    # lowest / highest validation loss at the largest scale, chosen when the grid's models are evaluated),
+    # or "all"; [] = every configuration (the grid's at the largest scale only)
+    curves: list[str] = field(default_factory=list)
 
     def classifier_sources(self) -> list[str]:
         """The classifier curves: real, every synthetic configuration, every mix."""
@@ -446,7 +456,12 @@ class StudyConfig:
         names = [c.name for c in self.synthetic]
         if len(set(names)) != len(names):
             raise ValueError(f"synthetic configurations need distinct names, got {names}")
+        from synscale.grid import PICKS, check_curves
+
+        check_curves(self)
         for m in self.mix:
+            if m.synthetic in PICKS:
+                continue
             if m.synthetic not in names:
                 raise ValueError(f"mix {m.name!r}: no [[synthetic]] configuration named {m.synthetic!r} (have: {names})")
             if m.name in names:
@@ -537,7 +552,9 @@ def load_study(
 def with_recipe(raw: dict[str, Any], source: str) -> dict[str, Any]:
     """`train.recipe = "<name>"` (and `clip.train.recipe`): the recipe's table under the study's own keys;
     `${models.<name>}` in any string replaced by `[models]`'s path."""
-    raw = resolve_models(raw, source)
+    from synscale.grid import expand_grid
+
+    raw = expand_grid(resolve_models(raw, source), source)
     out = {**raw, "train": _merge_recipe(raw.get("train"), source, "train")}
     defaults = raw.get("generation", {})
     if not isinstance(defaults, dict):

@@ -25,8 +25,12 @@ class Rate:
 
 # Sampling, images/s, by pipeline family (synscale.generate); the key is found in the model's path or name.
 GENERATION = {
-    "builtin": Rate(85.0, "2-core CPU", "measured: benchmarks/generate_speed.py and a study's generate stages, 28 px, "
-                                         "5 steps (docs/generate.md)", 5),
+    "builtin:latent-diffusion": Rate(140.0, "2-core CPU", "measured: benchmarks/generate_speed.py, 28 px, guidance 2, "
+                                                          "5 steps (docs/generate.md)", 5),
+    "builtin:pixel-diffusion": Rate(10.8, "2-core CPU", "measured: benchmarks/generate_speed.py, 28 px, guidance 2, "
+                                                        "10 steps (docs/generate.md)", 10),
+    "builtin:masked-token": Rate(21.0, "2-core CPU", "measured: benchmarks/generate_speed.py, 28 px, guidance 2, "
+                                                     "8 steps, batched (docs/generate.md)", 8),
     "stable-diffusion": Rate(2.7, "H100", "measured: SD 1.5 (random weights), 512 px, 50 steps, fp16, batch 8, eager "
                                           "(measured once; docs/cluster.md)", 50),
     "deepfloyd-if": Rate(1.0, "H100", "assumed: three pixel-diffusion stages, about 2.7x SD 1.5's cost (not measured)"),
@@ -60,7 +64,8 @@ TAR_OVERHEAD = 1536  # two tar members per sample (header + padding) and the JSO
 
 def family(model: str) -> str:
     if model.startswith("builtin:"):
-        return "builtin"
+        fam = "builtin:" + model[len("builtin:"):].partition("@")[0]
+        return fam if fam in GENERATION else "builtin:latent-diffusion"
     name = Path(model.rstrip("/")).name.lower()
     for fam, keys in FAMILY_NAMES.items():
         if any(k in name.replace("_", "-").split("-") or name.startswith(k) for k in keys):

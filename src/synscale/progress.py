@@ -9,7 +9,10 @@ from typing import Any
 def bar(iterable: Any = None, *, total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False) -> Any:
     from tqdm.auto import tqdm
 
+    import os
+
     tty = sys.stderr.isatty()
+    disable = disable or bool(os.environ.get("TQDM_DISABLE"))  # parallel workers: stage lines only
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=False,
                 mininterval=0.1 if tty else 15.0, dynamic_ncols=tty)
 

@@ -2,9 +2,11 @@
 tables, fits and report.
 
 `build_plan(cfg, workdir)` expands a study config, without running anything and without torch, into
-nodes: real shards (and, per `[[synthetic]]` configuration, a generated set) -> nested subsets -> train ->
-evaluate on the real test set, its shifts, the OOD sets and by linear probes; per configuration a test
-set and its metrics; CLIP's pairs, models and zero-shot evaluations. Each node calls one stage function of
+nodes: real shards (and, per `[[synthetic]]` configuration — written or expanded from `[[grid]]` tables,
+synscale.grid — a generated set) -> nested subsets -> train -> evaluate on the real test set, its shifts,
+the OOD sets and by linear probes; with `curves = ["best", "worst"]` a `select` node that picks them from
+the grid's validation losses and the picked configurations' models at the other scales; per configuration
+its metrics; CLIP's pairs, models and zero-shot evaluations. Each node calls one stage function of
 its package (synscale.data.stages, .prompts.stages, .generate.stages, .train.stages, .evaluate.stages,
 .metrics.run); `run_study` hands the plan to an executor and writes the results tables (synscale.results),
 the fits and the report. Every node is a stage on disk (see `synscale.stage`), so a study that is run
@@ -76,6 +78,46 @@ def _train_reference(ctx: Context, train_set: StageResult, sub: StageResult, tc:
     return train(tc, train_set, sub, reference_scale(train_set), ctx.cache, ctx.log, "reference")
 
 
+def _select(ctx: Context, *evals: StageResult, names: list[str], eval_set: str = "val") -> StageResult:
+    """The best and worst configurations: the lowest and highest mean loss (over runs) of `evals`, each the
+    `eval_set` evaluation of the configuration `names[i]` at the study's largest scale."""
+    from synscale.stage import run_stage
+
+    def fn(out: Path) -> None:
+        losses: dict[str, list[float]] = {}
+        for name, ev in zip(names, evals, strict=True):
+            losses.setdefault(name, []).append(json.loads((ev.path / "summary.json").read_text())["loss"])
+        mean = {n: sum(v) / len(v) for n, v in losses.items()}
+        best, worst = min(mean, key=mean.get), max(mean, key=mean.get)
+        (out / "pick.json").write_text(json.dumps({"best": best, "worst": worst, "eval_set": eval_set,
+                                                   "loss": mean}, indent=1))
+
+    res = run_stage(ctx.workdir, "select", {"eval_set": eval_set, "names": names}, {f"{i}": e.id for i, e in
+                                                                                     enumerate(evals)}, fn)
+    pick = json.loads((res.path / "pick.json").read_text())
+    ctx.log(f"best configuration {pick['best']}, worst {pick['worst']} ({eval_set} loss at the largest scale)")
+    return res
+
+
+def picked(pick: StageResult, which: str) -> str:
+    """The configuration a select stage picked as `which` (best / worst)."""
+    return json.loads((pick.path / "pick.json").read_text())[which]
+
+
+def _train_picked(ctx: Context, pick: StageResult, real: StageResult | None, *sets: StageResult, which: str,
+                  names: list[str], tc: Any, n_real: int, n_syn: int, seed: int, label: str) -> StageResult:
+    """A model on the picked configuration's set (`sets[i]` is `names[i]`'s): `n_syn` of its images, plus
+    `n_real` real ones (a mix); the same stage a curve of that configuration by name would train."""
+    from synscale.data.stages import subset
+    from synscale.train.stages import train
+
+    name = picked(pick, which)
+    gen = sets[names.index(name)]
+    parts = [(s, subset(s, n, seed, ctx.log)) for s, n in ((real, n_real), (gen, n_syn)) if n]
+    (s0, sub0), extra = parts[0], parts[1:]
+    return train(tc, s0, sub0, n_real + n_syn, ctx.cache, ctx.log, label.format(name=name), extra)
+
+
 def _evaluate(ctx: Context, model: StageResult, eval_set: StageResult, head: StageResult | None, tc: Any,
               eval_name: str, ood: bool = False) -> StageResult:
     from synscale.data.stages import ood_class_subset
@@ -133,6 +175,11 @@ def _metrics(ctx: Context, train_set: StageResult, test_set: StageResult, traine
     if generated is None:  # the real data
         st = metrics_stage(mc, ref, "real", test_set, real_test_keys(test_set, mc.per_class, mc.seed), test_set,
                            train_set, train_set, ctx.log.quiet)
+    elif syn_test is None:  # metrics.test_from = "training": a class-balanced sample of its training set
+        from synscale.metrics.run import test_keys
+
+        st = metrics_stage(mc, ref, name, generated, test_keys(generated.path, mc.per_class, mc.seed), test_set,
+                           generated, train_set, ctx.log.quiet)
     else:
         st = metrics_stage(mc, ref, name, syn_test, None, test_set, generated, train_set, ctx.log.quiet)
     ctx.log.stage(f"metrics {name}", st)
@@ -183,6 +230,7 @@ class ModelSpec:
     run: int = 0
     task: str = "classification"
     synthetic_images: int | None = None
+    pick: str | None = None  # source is best / worst: the select node that names the configuration
 
 
 @dataclass
@@ -305,13 +353,9 @@ class _Builder:
 
     def train(self, tc: Any, parts: list[tuple[str, str]], scale: int, name: str,
               real_prob: float | None = None) -> str:
-        from synscale.train.schedule import run_length
-
         deps = tuple(k for pair in parts for k in pair)
-        iters = run_length(scale, tc)[0]
-        return self.add(f"train {name} D={scale}", "train", _train, deps, _train_needs(tc),
-                        {"scale": scale, "iterations": iters, "samples": iters * tc.batch_size}, tc=tc, scale=scale,
-                        name=name, real_prob=real_prob)
+        return self.add(f"train {name} D={scale}", "train", _train, deps, _train_needs(tc), _train_info(scale, tc),
+                        tc=tc, scale=scale, name=name, real_prob=real_prob)
 
     def evaluations(self, model: ModelSpec, tc: Any, evals: list[Evaluation]) -> None:
         for e in (e for e in evals if model.task in e.tasks):
@@ -357,6 +401,10 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Ev
     generated: dict[str, str] = {}
 
     def curve(source: str, set_key: str, mix: Any = None) -> None:
+        # a configuration trained at one scale only (the grid's) is evaluated on the real test set, as in the
+        # paper's tables A4-A6; curves on every set (the picked best / worst get theirs in _picked_curves)
+        one = source != "real" and len(cfg.source_scales(source)) == 1 and len(cfg.scales) > 1
+        sets = [e for e in evals if e.name == "val"] if one else evals
         for scale, run in itertools.product(cfg.source_scales(source), range(cfg.repeats)):
             tc = cfg.train if run == 0 else dataclasses.replace(cfg.train, seed=cfg.train.seed + run)
             name = source if cfg.repeats == 1 else f"{source} run {run}"
@@ -369,7 +417,7 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Ev
                 parts = [(s, b.subset(s, n, seed)) for s, n in ((train, n_real), (set_key, n_syn)) if n]
                 tr = b.train(tc, parts, n_real + n_syn, f"{name} ({n_real} real + {n_syn} synthetic)")
                 model = ModelSpec(source, n_real + n_syn, tr, n_real, run)
-            b.evaluations(model, tc, evals)
+            b.evaluations(model, tc, sets)
 
     curve("real", train)
     for syn in cfg.synthetic:
@@ -377,8 +425,12 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Ev
                                     syn=syn, data=cfg.data, max_scale=max(cfg.source_scales(syn.name)))
         b.sp.generated.append((syn, generated[syn.name]))
         curve(syn.name, generated[syn.name])
+    pick = _picked_curves(b, cfg, train, generated, evals)
     for mc in cfg.mix:
-        curve(mc.name, generated[mc.synthetic], mix=mc)
+        if mc.synthetic in generated:
+            curve(mc.name, generated[mc.synthetic], mix=mc)
+        else:
+            _picked_mix(b, cfg, train, generated, evals, pick, mc)
     if not cfg.metrics.per_class:
         return
     trained = b.reference(train) if cfg.metrics.reference == "trained" else None
@@ -387,12 +439,66 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Ev
     b.sp.metrics.append(("real", b.add("metrics real", "metrics", _metrics, (train, test, trained, None, None), mneeds,
                                        cfg=cfg, name="real")))
     for syn in cfg.synthetic:
-        syn_test = b.add(f"generate test set of {syn.name}", "generate", _generate, (train,), _gen_needs(syn),
-                         syn=syn, data=cfg.data, max_scale=max(cfg.source_scales(syn.name)), what=f"test set of {syn.name}",
-                         test_per_class=cfg.metrics.per_class)
+        syn_test = None if cfg.metrics.test_from == "training" else b.add(
+            f"generate test set of {syn.name}", "generate", _generate, (train,), _gen_needs(syn), syn=syn, data=cfg.data,
+            max_scale=max(cfg.source_scales(syn.name)), what=f"test set of {syn.name}", test_per_class=cfg.metrics.per_class)
         b.sp.metrics.append((syn.name, b.add(f"metrics {syn.name}", "metrics", _metrics,
                                              (train, test, trained, generated[syn.name], syn_test), mneeds,
                                              cfg=cfg, name=syn.name)))
+
+
+def _picked_curves(b: _Builder, cfg: StudyConfig, train: str, generated: dict[str, str],
+                   evals: list[Evaluation]) -> str | None:
+    """`curves = ["best", "worst"]`: a select node over the candidates' validation losses at the largest
+    scale, then models of the picked configurations at every other scale (and run)."""
+    from synscale.grid import PICKS, candidates
+
+    picks = [p for p in PICKS if p in cfg.curves]
+    if not picks and not any(m.synthetic in PICKS for m in cfg.mix):
+        return None
+    top, names = max(cfg.scales), [c.name for c in candidates(cfg)]
+    vals = [(m.source, ev) for m, e, ev in b.sp.evals if m.scale == top and e == "val" and m.source in names
+            and m.task == "classification"]
+    pick = b.add("select best and worst", "select", _select, tuple(ev for _, ev in vals), Needs(cpus=0.0),
+                 names=[n for n, _ in vals])
+    sets = tuple(generated[n] for n in names)
+    for which, scale, run in itertools.product(picks, cfg.scales, range(cfg.repeats)):
+        tc = cfg.train if run == 0 else dataclasses.replace(cfg.train, seed=cfg.train.seed + run)
+        label = "{name}" + (f" run {run}" if cfg.repeats > 1 else "") + f" D={scale} ({which})"
+        tr = b.add(f"train {which} D={scale}" + (f" run {run}" if cfg.repeats > 1 else ""), "train", _train_picked,
+                   (pick, None, *sets), _train_needs(tc),
+                   {"scale": scale, "iterations": 0, "samples": 0} if scale == top else _train_info(scale, tc),
+                   which=which, names=names, tc=tc,
+                   n_real=0, n_syn=scale, seed=cfg.data.order_seed, label=label)
+        # at the largest scale the model is the grid's (a cached stage here), evaluated on val already
+        on = [e for e in evals if e.name != "val"] if scale == top else evals
+        b.evaluations(ModelSpec(which, scale, tr, 0, run, pick=pick), tc, on)
+    return pick
+
+
+def _picked_mix(b: _Builder, cfg: StudyConfig, train: str, generated: dict[str, str], evals: list[Evaluation],
+                pick: str | None, mc: Any) -> None:
+    """A `[[mix]]` whose synthetic part is the picked best / worst configuration."""
+    from synscale.grid import candidates
+
+    names = [c.name for c in candidates(cfg)]
+    sets = tuple(generated[n] for n in names)
+    for scale, run in itertools.product(cfg.source_scales(mc.name), range(cfg.repeats)):
+        tc = cfg.train if run == 0 else dataclasses.replace(cfg.train, seed=cfg.train.seed + run)
+        n_real, n_syn = mc.counts(scale)
+        label = f"{mc.name}" + (f" run {run}" if cfg.repeats > 1 else "") + f" ({n_real} real + {n_syn} {{name}})"
+        tr = b.add(f"train {mc.name} D={n_real + n_syn}" + (f" run {run}" if cfg.repeats > 1 else ""), "train",
+                   _train_picked, (pick, train, *sets), _train_needs(tc), _train_info(n_real + n_syn, tc),
+                   which=mc.synthetic, names=names, tc=tc, n_real=n_real, n_syn=n_syn, seed=cfg.data.order_seed,
+                   label=label)
+        b.evaluations(ModelSpec(mc.name, n_real + n_syn, tr, n_real, run), tc, evals)
+
+
+def _train_info(scale: int, tc: Any) -> dict[str, Any]:
+    from synscale.train.schedule import run_length
+
+    iters = run_length(scale, tc)[0]
+    return {"scale": scale, "iterations": iters, "samples": iters * tc.batch_size}
 
 
 def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, evals: list[Evaluation]) -> None:
@@ -438,8 +544,14 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False, execut
     log = Log(quiet)
     sp = build_plan(cfg)
     done = execute(sp.plan, workdir, executor, quiet, **executor_options)
-    evals = [(TrainedModel(m.source, m.source, m.scale, done[m.train], m.real_images, m.run, m.task, m.synthetic_images),
-              name, done[ev]) for m, name, ev in sp.evals]
+    evals, seen = [], set()
+    for m, name, ev in sp.evals:
+        source = picked(done[m.pick], m.source) if m.pick else m.source
+        if (source, m.scale, m.run, name, m.task) in seen:  # best == worst, or a picked curve that was there
+            continue
+        seen.add((source, m.scale, m.run, name, m.task))
+        evals.append((TrainedModel(source, source, m.scale, done[m.train], m.real_images, m.run, m.task,
+                                   m.synthetic_images), name, done[ev]))
     results = workdir / "results"
     collect_results(evals, results)
     from synscale.train.events import write_study_events
@@ -453,10 +565,12 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False, execut
         collect_metrics([(name, done[k]) for name, k in sp.metrics], results)
     train_set = done[sp.train_set] if sp.train_set else None
     meta = {"study": cfg.name, "d_ref": cfg.data.reference_size or (_set_size(train_set) if train_set else 0),
-            "d_ref_clip": cfg.clip.reference_size or max(cfg.clip.scales, default=0)}
+            "d_ref_clip": cfg.clip.reference_size or max(cfg.clip.scales, default=0),
+            "real_train_path": str(train_set.path.resolve()) if train_set else None}
     (results / "meta.json").write_text(json.dumps(meta, indent=1))
     fits = analyse(results, reference_sizes(meta), cfg.fit)["fits"]
     log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'} (and per_class, correlations, predictions)")
+    log(f"findings: the paper's six, tested -> {results / 'findings.json'}")
     report = write_report(workdir, cfg.name)
     log(f"report -> {report}")
     return report

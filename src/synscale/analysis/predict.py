@@ -2,8 +2,11 @@
 
 The model is ridge regression of k on the standardised features (recognizability and diversity of a
 configuration's cheap test set, or of one class of it) with an unpenalised intercept. Its error is
-measured by leave-one-out: each row's k is predicted by the model fitted on all the other rows, and the
-mean absolute error is set beside that of the baseline that predicts the mean k of the other rows.
+measured by leave-one-out: each row's k is predicted by the model fitted on all the other rows — for the
+per-class rows, on the rows of all the other configurations (leave-one-configuration-out: a class's k is
+never predicted from its own configuration's other classes, as it could not be before that configuration is
+trained) — and the mean absolute error is set beside that of the baseline that predicts the mean k of the
+same training rows.
 skill = 1 - MAE(model) / MAE(mean): above 0, the metrics tell something about k that the mean does not.
 """
 
@@ -40,15 +43,21 @@ def fit_predictor(X: np.ndarray, y: np.ndarray, ridge: float = 1.0, features: tu
     return KPredictor(tuple(features), mean, scale, coef, float(y.mean()))
 
 
-def loo_predictions(X: np.ndarray, y: np.ndarray, ridge: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(model, mean-baseline) leave-one-out predictions of every row."""
+def loo_predictions(X: np.ndarray, y: np.ndarray, ridge: float = 1.0,
+                    groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(model, mean-baseline) leave-one-out predictions of every row; with `groups`, every row is predicted
+    from the rows of the other groups only (leave-one-group-out)."""
     X, y = np.asarray(X, float), np.asarray(y, float)
     n = len(y)
+    groups = np.arange(n) if groups is None else np.asarray(groups)
     model, base = np.empty(n), np.empty(n)
-    for i in range(n):
-        keep = np.arange(n) != i
-        model[i] = fit_predictor(X[keep], y[keep], ridge).predict(X[i : i + 1])[0]
-        base[i] = y[keep].mean()
+    for g in np.unique(groups):
+        out = groups == g
+        keep = ~out
+        if keep.sum() < 2:
+            raise ValueError("leave-one-group-out needs at least two rows outside every group")
+        model[out] = fit_predictor(X[keep], y[keep], ridge).predict(X[out])
+        base[out] = y[keep].mean()
     return model, base
 
 
@@ -56,6 +65,7 @@ def loo_predictions(X: np.ndarray, y: np.ndarray, ridge: float = 1.0) -> tuple[n
 class LOOSummary:
     level: str
     n: int
+    groups: int
     mae: float
     mae_mean: float
     skill: float
@@ -68,17 +78,22 @@ class LOOSummary:
         return asdict(self)
 
 
-def evaluate_predictor(X: np.ndarray, y: np.ndarray, level: str, ridge: float = 1.0) -> tuple[LOOSummary, np.ndarray]:
-    """Leave-one-out summary and the LOO predictions. Needs at least 4 rows (3 parameters + 1)."""
+def evaluate_predictor(X: np.ndarray, y: np.ndarray, level: str, ridge: float = 1.0,
+                       groups: np.ndarray | None = None) -> tuple[LOOSummary, np.ndarray]:
+    """Leave-one-out (with `groups`: leave-one-group-out) summary and predictions. Needs at least 4 rows (3
+    parameters + 1), and with groups at least 2 groups."""
     from scipy.stats import spearmanr
 
     X, y = np.asarray(X, float), np.asarray(y, float)
     if len(y) < 4:
         raise ValueError(f"leave-one-out of a 3-parameter model needs at least 4 rows, got {len(y)}")
-    pred, base = loo_predictions(X, y, ridge)
+    if groups is not None and len(np.unique(groups)) < 2:
+        raise ValueError("leave-one-configuration-out needs rows of at least two configurations")
+    pred, base = loo_predictions(X, y, ridge, groups)
     mae, mae_mean = float(np.abs(pred - y).mean()), float(np.abs(base - y).mean())
     rho = float(spearmanr(pred, y).statistic) if np.ptp(pred) > 0 and np.ptp(y) > 0 else float("nan")
     full = fit_predictor(X, y, ridge)
     raw = full.coef / full.scale  # per unit of each metric
-    return LOOSummary(level, len(y), mae, mae_mean, 1 - mae / mae_mean if mae_mean > 0 else float("nan"), rho,
+    n_groups = len(y) if groups is None else len(np.unique(groups))
+    return LOOSummary(level, len(y), n_groups, mae, mae_mean, 1 - mae / mae_mean if mae_mean > 0 else float("nan"), rho,
                       float(raw[0]), float(raw[1]), float(full.intercept - (full.mean / full.scale) @ full.coef)), pred

@@ -9,6 +9,7 @@ Writes into W/results:
 - correlations.parquet  Spearman ρ of k_c with each per-class metric, per configuration (figure A13).
 - predictions.parquet   k predicted from recognizability and diversity, by leave-one-out.
 - analysis.json       the settings, the predictor's leave-one-out summary and the class lists.
+- findings.json       the paper's six findings tested on these tables (synscale.analysis.findings).
 
 The rules are in docs/analysis.md.
 """
@@ -283,7 +284,8 @@ def predictions(fits: Any, per_class: Any, metrics: Any, eval_set: str = "val") 
         syn = pc[pc.source != "real"]
         pc = syn if len(syn) else pc
     try:
-        s, pred = evaluate_predictor(pc[list(FEATURES)].to_numpy(), pc["k"].to_numpy(), "class")
+        s, pred = evaluate_predictor(pc[list(FEATURES)].to_numpy(), pc["k"].to_numpy(), "class",
+                                     groups=pc["config"].to_numpy())
         summary["class"] = s.as_dict()
         rows += [{"level": "class", "config": r.config, "class_index": int(r.class_index), "class_name": r.class_name,
                   "k": float(r.k), "k_pred": float(p), "recognizability": float(r.recognizability),
@@ -345,4 +347,7 @@ def analyse(results_dir: str | Path, d_ref: float | dict[str, float], fc: FitCon
     info = {"d_ref": _ref(d_ref, "classification"), "d_ref_clip": _ref(d_ref, "clip"), "fit": {k: getattr(fc, k) for k in fc.__dataclass_fields__},
             "bootstrap": fc.bootstrap if n_boot is None else n_boot, "predictor": summary, "categories": cats}
     (results_dir / "analysis.json").write_text(json.dumps(info, indent=1, default=float))
+    from synscale.analysis.findings import findings
+
+    findings(results_dir)  # findings.json: the paper's six findings on these tables
     return {"fits": fits, "per_class": per_class, "correlations": corr, "predictions": preds, "analysis": info}

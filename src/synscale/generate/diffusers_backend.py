@@ -22,8 +22,9 @@ SCHEDULERS = {
 }
 
 
-# Pipelines whose sampling loop takes a single torch.Generator, not one per image: called once per image
-# so that every image still depends on its own seed alone.
+# Pipelines whose sampling loop takes a single torch.Generator, not one per image: sampled by synscale's own
+# batched loop with one generator per image (synscale.generate.masked), so that every image still depends on
+# its own seed alone.
 ONE_GENERATOR_PIPELINES = {"AmusedPipeline"}
 
 
@@ -73,6 +74,13 @@ class DiffusersGenerator:
         self.steps = self.steps or 50
         self.id = f"diffusers:{type(pipe).__name__}:{self.model}"
         self._embeds: dict[str, Any] = {}  # prompt -> its embedding, for pipelines that take prompt_embeds
+        self._masked = None
+        if type(pipe).__name__ in ONE_GENERATOR_PIPELINES:
+            from synscale.generate.masked import MaskedTokenSampler
+
+            self._masked = MaskedTokenSampler(pipe, dev)
+        if self.model.startswith("builtin:") and dev == "cpu":
+            builtin.tune_for_cpu(pipe)
 
     def _cached_embeds(self, prompts: list[str], cfg: bool) -> dict[str, Any] | None:
         """prompt_embeds (and negative_prompt_embeds for the empty negative prompt) from a per-prompt cache:
@@ -107,8 +115,10 @@ class DiffusersGenerator:
         return out
 
     def __call__(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> np.ndarray:
-        if type(self.pipe).__name__ in ONE_GENERATOR_PIPELINES and len(prompts) > 1:
-            return np.concatenate([self([p], [s], guidance_scale) for p, s in zip(prompts, seeds, strict=True)])
+        if self._masked is not None:
+            kw = {k: v for k, v in self.pipeline_kwargs.items() if k in ("temperature",)}
+            return to_uint8(self._masked(list(prompts), list(seeds), guidance_scale, self.steps, **kw),
+                            self.resolution, self.channels)
         import torch
 
         gens = [torch.Generator(self._device).manual_seed(int(s)) for s in seeds]

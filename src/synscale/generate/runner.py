@@ -70,6 +70,9 @@ def generate_shard(generator: Any, rows: Any, labels: LabelSet | None, out_dir: 
     return rows_out
 
 
+_BUILT: dict[str, Any] = {}  # this process's generators, by their settings (oldest first)
+
+
 @dataclass(frozen=True)
 class GeneratorSpec:
     """How to build a generator anywhere (this process or a Ray actor): a `GENERATORS` name + kwargs."""
@@ -79,9 +82,16 @@ class GeneratorSpec:
     threads: int = 0  # torch threads while generating; 0 = leave torch's default
 
     def build(self) -> Any:
+        """The generator; one built earlier in this process with the same settings is reused (a study
+        generates several configurations of one model: loading it is seconds each time)."""
         from synscale.generate.base import create_generator
 
-        return create_generator(self.backend, **self.kwargs)
+        key = repr((self.backend, sorted(self.kwargs.items())))
+        if key not in _BUILT:
+            while len(_BUILT) >= 3:  # a few models at most: large pipelines hold gigabytes
+                _BUILT.pop(next(iter(_BUILT)))
+            _BUILT[key] = create_generator(self.backend, **self.kwargs)
+        return _BUILT[key]
 
     @contextlib.contextmanager
     def thread_limit(self) -> Iterator[None]:

@@ -142,22 +142,28 @@ def figure1(fits: Any, out_dir: Path) -> Figure:
     return f
 
 
-def figure2(metrics: Any, fits: Any, generation: Any, out_dir: Path) -> Figure:
-    """Recognizability vs diversity, coloured by -log L at D_I on the real validation set."""
-    f = Figure("2", "Recognizability vs diversity, coloured by performance at D_I",
-               "Each point is a configuration's test set; colour: −log L at D_I on the real validation set "
-               "(larger: better); marker: the text-to-image model family (real images: star).")
+def figure2(metrics: Any, scaling: Any, generation: Any, out_dir: Path) -> Figure:
+    """Recognizability vs diversity, a point per configuration, coloured by -log L on the real validation set
+    at the grid's scale (the paper's figure 2: at 1.3M)."""
+    f = Figure("2", "Recognizability vs diversity, coloured by performance",
+               "Each point is a configuration (its metrics' images); colour: −log L on the real validation set at "
+               "the largest scale (larger: better); marker: the text-to-image model family (real images: star).")
     if metrics is None or not len(metrics) or not {"recognizability", "diversity"} <= set(metrics.columns):
         f.missing = "no recognizability and diversity were measured (metrics.parquet is absent; set [metrics] per_class)."
         return f
-    val = fits[fits.eval_set == "val"] if fits is not None and len(fits) else None
+    val = scaling[(scaling.eval_set == "val") & (scaling.real_images.isin([0]) | (scaling.source == "real"))] \
+        if scaling is not None and len(scaling) else None
     if val is None or not len(val):
-        f.missing = "no configuration has an Equation 2 fit on the real validation set."
+        f.missing = "no model was evaluated on the real validation set."
         return f
-    m = metrics[["config", "recognizability", "diversity"]].merge(val[["config", "perf_at_DI"]], on="config", how="inner")
+    top = int(val[val.source != "real"].scale.max()) if (val.source != "real").any() else int(val.scale.max())
+    at = val[val.scale == top].groupby("source", as_index=False)["loss"].mean()
+    m = metrics[["config", "recognizability", "diversity"]].merge(at.rename(columns={"source": "config"}), on="config")
     if not len(m):
-        f.missing = "no configuration has both metrics and a fit on the real validation set."
+        f.missing = f"no configuration has both metrics and a model at {top:,} images."
         return f
+    m = m.assign(perf_at_DI=-np.log(m.loss))
+    f.caption = f.caption.replace("the largest scale", f"{top:,} images")
     # markers tell apart whichever varies more among the configurations: the model family or the prompt strategy
     fam = dict(zip(generation.config, generation.family, strict=True)) if generation is not None and len(generation) else {}
     strat = dict(zip(generation.config, generation.strategy, strict=True)) if generation is not None and len(generation) else {}
@@ -166,21 +172,22 @@ def figure2(metrics: Any, fits: Any, generation: Any, out_dir: Path) -> Figure:
     kinds = list(dict.fromkeys(by.values()))
     f.caption = f.caption.replace("the text-to-image model family", "the prompt strategy" if by is strat else "the text-to-image model family")
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    fig, ax = plt.subplots(figsize=(7.4, 5.4) if len(m) > 6 else (6.2, 4.6))
     vmin, vmax = m.perf_at_DI.min(), m.perf_at_DI.max()
     sc = None
     for r in m.itertuples():
         marker = "*" if r.config == "real" else MARKERS[kinds.index(by[r.config]) % len(MARKERS)] if r.config in by else "o"
         sc = ax.scatter(r.recognizability, r.diversity, c=[r.perf_at_DI], cmap="viridis", vmin=vmin, vmax=vmax,
                         marker=marker, s=180 if marker == "*" else 80, edgecolors="k", linewidths=0.6)
-        label = _t(r.config + (f"\n{other[r.config]}" if r.config in other else ""))
-        ax.annotate(label, (r.recognizability, r.diversity), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        label = _t(r.config + (f"\n{other[r.config]}" if r.config in other and len(m) <= 6 else ""))
+        ax.annotate(label, (r.recognizability, r.diversity), textcoords="offset points", xytext=(6, 4),
+                    fontsize=7 if len(m) <= 6 else 5.5)
     for kind in kinds:
         ax.scatter([], [], marker=MARKERS[kinds.index(kind) % len(MARKERS)], color="w", edgecolors="k", label=_t(kind))
     if "real" in set(m.config):
         ax.scatter([], [], marker="*", color="w", edgecolors="k", s=150, label="real")
     ax.legend(fontsize=8, loc="best")
-    fig.colorbar(sc, ax=ax, label="−log L at D_I (val)")
+    fig.colorbar(sc, ax=ax, label=f"−log L at {top:,} (val)")
     ax.margins(0.18)
     ax.set_xlabel("recognizability (mean per-class F1)")
     ax.set_ylabel("diversity")
@@ -281,12 +288,15 @@ def figure_probes(scaling: Any, fits: Any, out_dir: Path) -> Figure:
     return f
 
 
-def focus_config(fits: Any) -> str | None:
+def focus_config(fits: Any, generation: Any = None) -> str | None:
     """The synthetic configuration the per-class figures show: the best -log L(D_I) on val (as the paper
-    shows its best Stable Diffusion configuration)."""
+    shows its best Stable Diffusion configuration), among the generated configurations where `generation`
+    names them (not a real + synthetic mix, which has no metrics of its own)."""
     if fits is None or not len(fits):
         return None
     v = fits[(fits.eval_set == "val") & (fits.source != "real")]
+    if generation is not None and len(generation) and v.config.isin(generation.config).any():
+        v = v[v.config.isin(generation.config)]
     return None if not len(v) else str(v.sort_values("perf_at_DI", ascending=False).config.iloc[0])
 
 
@@ -537,7 +547,7 @@ class Tables:
 
 FIGURES: Registry[Callable[[Tables, Path], Figure]] = Registry("figure")
 FIGURES.register("1")(lambda t, out: figure1(t.fits, out))
-FIGURES.register("2")(lambda t, out: figure2(t.metrics, t.fits, t.generation, out))
+FIGURES.register("2")(lambda t, out: figure2(t.metrics, t.scaling, t.generation, out))
 FIGURES.register("3")(lambda t, out: figure3(t.scaling, t.fits, out))
 FIGURES.register("4")(lambda t, out: figure4(t.scaling, t.fits, out))
 FIGURES.register("probe")(lambda t, out: figure_probes(t.scaling, t.fits, out))

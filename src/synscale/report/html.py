@@ -185,7 +185,7 @@ def _predictor_section(info: dict[str, Any], fig: F.Figure) -> str:
     rows = []
     for level, s in info.get("predictor", {}).items():
         if "mae" in s:
-            rows.append({"level": level, "n": s["n"], "LOO MAE": s["mae"], "MAE of the mean": s["mae_mean"], "skill": s["skill"],
+            rows.append({"level": level, "n": s["n"], "configurations": s.get("groups", s["n"]), "LOO MAE": s["mae"], "MAE of the mean": s["mae_mean"], "skill": s["skill"],
                          "Spearman": s["spearman"], "∂k/∂recognizability": s["coef_recognizability"],
                          "∂k/∂diversity": s["coef_diversity"]})
     skipped = [f"<li>{esc(level)}: {esc(s['skipped'])}</li>" for level, s in info.get("predictor", {}).items() if "skipped" in s]
@@ -193,9 +193,10 @@ def _predictor_section(info: dict[str, Any], fig: F.Figure) -> str:
                                                            "∂k/∂recognizability", "∂k/∂diversity")}, left=("level",)) if rows else ""
     return f"""<section id="predictor"><h2>Predicting k before training at scale</h2>
 <p>Can the cheap metrics tell how well a configuration will scale? A ridge regression of k on recognizability and
-diversity (standardised, with intercept), scored by leave-one-out: every configuration's (or class's) k is predicted by
-the model fitted without it. <i>skill</i> = 1 − MAE / MAE of predicting the mean of the others: above 0 the metrics
-carry information about k.</p>
+diversity (standardised, with intercept), scored before training as it would be used: every configuration's k is
+predicted by the model fitted on the other configurations, and every class's k<sub>c</sub> by the model fitted on the
+classes of the other configurations (leave-one-configuration-out). <i>skill</i> = 1 − MAE / MAE of predicting the mean
+of the same training rows: above 0 the metrics carry information about k.</p>
 {tbl}{"<ul>" + "".join(skipped) + "</ul>" if skipped else ""}
 {figure_html(fig)}
 </section>"""
@@ -264,6 +265,66 @@ caption of the real pairs.</p>
 </section>"""
 
 
+def _metrics_html(results: Path, scaling: Any, fits: Any) -> str:
+    """Every configuration's metrics beside its loss (and tables A4-A6), or why there are none."""
+    mt, note = metrics_table(results, scaling, fits)
+    if mt is None:
+        return '<p class="missing">No metrics were measured in this study ([metrics] per_class = 0).</p>'
+    return f"""<h3>Every configuration</h3>
+<p>Loss and top-1 on the real validation set at the largest scale, k and −log L(D<sub>I</sub>), beside the metrics of the
+configuration's own test set: recognizability = mean per-class F1 of the reference classifier; diversity = mean per-class
+standard deviation of normalised features; fd = Fréchet distance to real validation images; fd_class = per-class FD against
+real training images (appendix G.4); lpips = mean feature distance of random same-class pairs (higher: more varied).
+The row <code>real</code> is a sample of the real validation set measured the same way.{esc(note)}</p>
+{table(mt, _metric_fmt(mt), left=("config", "strategy", "family"), table_id="metrics")}{grouped_tables(mt)}"""
+
+
+def _findings(results: Path) -> dict[str, Any]:
+    from synscale.analysis.findings import findings
+
+    path = results / "findings.json"
+    return json.loads(path.read_text()) if path.exists() else findings(results)
+
+
+def findings_item(results: Path) -> str:
+    """The summary's line on the paper's findings."""
+    out = _findings(results)["findings"]
+    verbs = {"holds": ("holds", "hold"), "does not hold": ("does not hold", "do not hold"),
+             "not measurable": ("is not measurable", "are not measurable")}
+    parts = []
+    for v, (one, many) in verbs.items():
+        n = [str(f["finding"]) for f in out if f["verdict"] == v]
+        if n:
+            parts.append(f"finding {n[0]} {one}" if len(n) == 1 else f"findings {', '.join(n)} {many}")
+    return (f'The paper\'s six findings on this run (<a href="#findings">tested below</a>): {esc("; ".join(parts))}.')
+
+
+def findings_section(results: Path) -> str:
+    """The paper's six findings tested on this run (results/findings.json, computed here where missing)."""
+    out = _findings(results)
+    rows = []
+    for f in out["findings"]:
+        val = "–" if f["value"] is None else f"{f['value']:+.3f}"
+        iv = f["interval"]
+        if f["value"] is not None and iv and all(isinstance(x, float) and x == x for x in iv):
+            val += f" [{iv[0]:+.3f}, {iv[1]:+.3f}]"
+        cls = {"holds": "ok", "does not hold": "bad"}.get(f["verdict"], "na")
+        rows.append(f'<tr><td>{f["finding"]}</td><td class="l">{esc(f["claim"])}</td>'
+                    f'<td class="l verdict {cls}">{esc(f["verdict"])}</td><td>{esc(val)}</td>'
+                    f'<td class="l">{esc(f["measure"])}</td><td class="l">{esc(f["why"])}</td></tr>')
+    noise = out.get("run_to_run_noise")
+    noise_html = (f"<p>Run-to-run noise (median over curves and scales of the standard deviation of the validation loss "
+                  f"across repeats): {noise:.4f}.</p>" if noise is not None else
+                  "<p>This run has one training run per point (repeats = 1): run-to-run noise is not measured; "
+                  "<code>--size full</code> trains three.</p>")
+    return f"""<section id="findings"><h2>The paper's findings, tested on this run</h2>
+<p>Each finding of the paper as a measurement on this study, with its 95% bootstrap interval and a plain verdict. These are
+measurements, not targets; the rules (fixed in synscale.analysis.findings) are in docs/findings.md, with a full run's
+numbers beside the demo's.</p>
+<table id="findings-table"><thead><tr><th>#</th><th class="l">finding</th><th class="l">verdict</th><th>value [interval]</th>
+<th class="l">measure</th><th class="l">why</th></tr></thead><tbody>{"".join(rows)}</tbody></table>{noise_html}</section>"""
+
+
 def write_report(workdir: str | Path, title: str) -> Path:
     """Rebuild W/report/index.html (and its figures) from W/results; runs the analysis first if its
     tables are missing."""
@@ -287,23 +348,21 @@ def write_report(workdir: str | Path, title: str) -> Path:
     gen = only(all_gen, "classification")
     info = json.loads((results / "analysis.json").read_text())
     d_ref = int(info.get("d_ref", meta.get("d_ref", 0)))
-    focus = F.focus_config(fits)
+    focus = F.focus_config(fits, gen)
 
     figs = F.draw_all(F.Tables(scaling, fits, per_class, curves, corr, preds, metrics, gen, focus), out)
+    from synscale.report.samples import samples_section
+
+    curve_configs = tuple(fits[(fits.eval_set == "val") & (fits.source != "real")].source) if fits is not None and len(fits) else ()
+    samples_html = samples_section(results, out, gen, per_class, read("metrics_per_class.parquet"),
+                                   meta.get("real_train_path"), curve_configs)
     clip_html = clip_section(only(everything, "clip"), only(all_fits, "clip"), info, out)
 
     items = summary_items(fits, per_class, info, focus, d_ref) if len(scaling) or not len(everything) else [
         "This study trained no classifiers; the CLIP section has its findings."]
     gen_section = _generation_section(all_gen)
-    mt, note = metrics_table(results, scaling, fits)
-    metrics_html = (f"""<h3>Every configuration</h3>
-<p>Loss and top-1 on the real validation set at the largest scale, k and −log L(D<sub>I</sub>), beside the metrics of the
-configuration's own test set: recognizability = mean per-class F1 of the reference classifier; diversity = mean per-class
-standard deviation of normalised features; fd = Fréchet distance to real validation images; fd_class = per-class FD against
-real training images (appendix G.4); lpips = mean feature distance of random same-class pairs (higher: more varied).
-The row <code>real</code> is a sample of the real validation set measured the same way.{esc(note)}</p>
-{table(mt, _metric_fmt(mt), left=("config", "strategy", "family"), table_id="metrics")}{grouped_tables(mt)}"""
-                    if mt is not None else '<p class="missing">No metrics were measured in this study ([metrics] per_class = 0).</p>')
+    items.append(findings_item(results))
+    metrics_html = _metrics_html(results, scaling, fits)
     point_cols = [c for c in ("task", "config", "eval_set", "scale", "run", "real_images", "synthetic_images", "loss", "top1",
                               "n_eval") if c in everything and (c not in ("run", "task") or everything[c].nunique() > 1)]
     points = everything[point_cols].sort_values([c for c in ("task", "config", "eval_set", "scale") if c in point_cols])
@@ -316,7 +375,8 @@ The row <code>real</code> is a sample of the real validation set measured the sa
 {int(info.get('bootstrap', 0)):,} replicates, {info.get('fit', {}).get('confidence', 0.95):.0%} intervals).</p>
 <nav><a href="#summary">Summary</a><a href="#ability">Scaling ability</a><a href="#quality">Recognizability &amp; diversity</a>
 <a href="#scaling">Scaling curves</a><a href="#ood">Shifts</a><a href="#per-class">Per class</a><a href="#predictor">Predicting k</a>
-<a href="#clip">CLIP</a><a href="#points">Every model</a><a href="#method">Method</a></nav>
+<a href="#samples">Images</a><a href="#clip">CLIP</a><a href="#findings">Findings</a><a href="#points">Every model</a>
+<a href="#method">Method</a></nav>
 <section id="summary" class="summary"><h2>What this study found</h2><ul>{"".join(f"<li>{s}</li>" for s in items)}</ul></section>
 {gen_section}
 <section id="ability"><h2>Scaling ability per configuration</h2>
@@ -340,7 +400,9 @@ E and k (sat.) are the saturating fit L = E + A·(D/D<sub>I</sub>)<sup>−k</sup
 </section>
 {_per_class_section(per_class, corr, info, focus, [figs["6"], figs["A13"], figs["7"], figs["A5"]])}
 {_predictor_section(info, figs["k-pred"])}
+{samples_html}
 {clip_html}
+{findings_section(results)}
 <section id="points"><h2>Every trained model</h2><div class="scroll">
 {table(points, {"loss": "{:.4f}", "top1": "{:.4f}", "scale": "{:,}", "real_images": "{:,}", "synthetic_images": "{:,}", "n_eval": "{:,}"}, left=("task", "config", "eval_set"), table_id="points")}
 </div></section>

@@ -15,6 +15,8 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
 th{background:#f3f3f3;cursor:pointer;user-select:none}th.sorted-asc::after{content:" ▲"}th.sorted-desc::after{content:" ▼"}
 td.l,th.l{text-align:left}img{max-width:100%}.muted{color:#777;font-size:.9em}
+.verdict.ok{color:#0a6b2b;font-weight:600}.verdict.bad{color:#a31515;font-weight:600}.verdict.na{color:#777}
+details.samples{margin:.3em 0}details.samples summary{cursor:pointer}img.samples{width:560px;max-width:100%}
 figure{margin:1em 0}figcaption{font-size:.9em;color:#444}.missing{color:#8a5a00;background:#fff8e6;padding:.4em .7em;border-left:3px solid #e0a800}
 nav a{margin-right:.9em}.summary li{margin:.25em 0}.cat-scaling{color:#c62828}.cat-easy{color:#1565c0}.cat-poor{color:#2e7d32}
 .scroll{max-height:28em;overflow:auto}
