@@ -21,7 +21,7 @@ from synscale.cli import main
 
 def tiny_study(root: Path, workdir: Path, *extra: str) -> list[str]:
     return ["study", "fashion-mnist", "--size", "smoke", "--quiet", "--workdir", str(workdir),
-            "--set", f"data.root={root}", "--set", "scales=[1000, 2500]",
+            "--set", f"data.root={root}", "--set", "scales=[1000, 2500]", "--set", "train.schedule.zero_scale=700",
             "--set", "train.schedule.iters_per_doubling=100", *NO_SYNTHETIC,
             "--set", 'evaluate.shifts=["a"]', *extra]
 

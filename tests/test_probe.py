@@ -55,7 +55,7 @@ def test_study_probes_every_model_on_a_downstream_set(tiny_fmnist, footwear, tmp
     from tests_helpers import stage_dirs
 
     args = ["study", "fashion-mnist", "--size", "smoke", "-q", "--workdir", str(tmp_path), "--set", f"data.root={tiny_fmnist}",
-            "--set", "scales=[1000, 2000]", "--set", "train.schedule.iters_per_doubling=60", *NO_SYNTHETIC,
+            "--set", "scales=[1000, 2000]", "--set", "train.schedule.zero_scale=700", "--set", "train.schedule.iters_per_doubling=60", *NO_SYNTHETIC,
             "--set", "metrics.per_class=0", "--set", "evaluate.shifts=[]",
             "--set", f'evaluate.probes=[{{name = "footwear", root = "{footwear}"}}]']
     assert main(args) == 0

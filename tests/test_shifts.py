@@ -77,7 +77,7 @@ def test_study_evaluates_every_model_on_the_shifts(tiny_fmnist, tmp_path):
     from tests_helpers import stage_dirs
 
     args = ["study", "fashion-mnist", "--size", "smoke", "-q", "--workdir", str(tmp_path), "--set", f"data.root={tiny_fmnist}",
-            "--set", "scales=[1000, 2000]", "--set", "train.schedule.iters_per_doubling=60", *NO_SYNTHETIC,
+            "--set", "scales=[1000, 2000]", "--set", "train.schedule.zero_scale=700", "--set", "train.schedule.iters_per_doubling=60", *NO_SYNTHETIC,
             "--set", "metrics.per_class=0"]
     assert main(args) == 0
     scaling = pd.read_parquet(tmp_path / "results" / "scaling.parquet")

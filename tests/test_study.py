@@ -19,7 +19,7 @@ SMOKE = ["--size", "smoke", "--quiet"]
 
 def tiny_args(root: Path, workdir: Path, *extra: str) -> list[str]:
     return ["study", "fashion-mnist", *SMOKE, "--workdir", str(workdir), "--set", f"data.root={root}",
-            "--set", "scales=[1000, 1500, 2500]", "--set", "train.schedule.iters_per_doubling=60",
+            "--set", "scales=[1000, 1500, 2500]", "--set", "train.schedule.zero_scale=700", "--set", "train.schedule.iters_per_doubling=60",
             *NO_SYNTHETIC, *extra]
 
 

@@ -25,7 +25,7 @@ VIT = ["--set", "train.recipe=miniature-vit", "--set", "train.mixup=0.0", "--set
 def test_study_trains_under_torchrun_like_one_process(tiny_fmnist, tmp_path):
     """train.nproc = 2: every train stage runs under torchrun (gloo, 2 CPU processes) and is evaluated."""
     args = ["study", "fashion-mnist", *SMOKE, *NO_EXTRAS, *VIT, "--set", f"data.root={tiny_fmnist}",
-            *NO_SYNTHETIC, "--set", "scales=[1000, 2000]", "--set", "train.schedule.iters_per_doubling=60",
+            *NO_SYNTHETIC, "--set", "scales=[1000, 2000]", "--set", "train.schedule.zero_scale=700", "--set", "train.schedule.iters_per_doubling=60",
             "--set", "train.randaugment=[]"]
     assert main([*args, "--workdir", str(tmp_path / "one")]) == 0
     assert main([*args, "--workdir", str(tmp_path / "two"), "--set", "train.nproc=2"]) == 0
@@ -54,7 +54,7 @@ def test_ood_folder_with_class_subset_and_real_synthetic_mixing(tiny_fmnist, fmn
     work = tmp_path / "w"
     syn = '[{name="ld-cfg2", model="builtin:latent-diffusion", guidance=2.0, steps=2, batch_size=250}]'
     assert main(["study", "fashion-mnist", *SMOKE, *NO_EXTRAS, "--workdir", str(work), "--set", f"data.root={tiny_fmnist}",
-                 "--set", "scales=[1000, 2000]",
+                 "--set", "scales=[1000, 2000]", "--set", "train.schedule.zero_scale=700",
                  "--set", f"synthetic={syn}", "--set", "grid=[]", "--set", "curves=[]",
                  "--set", 'mix=[{name="mix25", synthetic="ld-cfg2", real_fraction=0.25}]',
                  "--set", f'evaluate.sets=[{{name="inverted3", root="{ood}"}}]']) == 0
@@ -107,7 +107,7 @@ def test_repeated_seeds_give_runs_that_the_fits_resample(tiny_fmnist, tmp_path):
     """repeats = 2: two models per scale (train.seed, train.seed + 1); run 0 is the model a single-run study
     trains (same stage), and the fits' bootstrap redraws the runs."""
     args = ["study", "fashion-mnist", *SMOKE, *NO_EXTRAS, "--set", f"data.root={tiny_fmnist}", *NO_SYNTHETIC,
-            "--set", "scales=[1000, 1500, 2500]", "--set", "fit.bootstrap=200"]
+            "--set", "scales=[1000, 1500, 2500]", "--set", "train.schedule.zero_scale=700", "--set", "fit.bootstrap=200"]
     work = tmp_path / "w"
     assert main([*args, "--workdir", str(work), "--set", "repeats=2"]) == 0
     res = pd.read_parquet(work / "results" / "scaling.parquet")
