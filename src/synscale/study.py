@@ -406,7 +406,7 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Ev
         one = source != "real" and len(cfg.source_scales(source)) == 1 and len(cfg.scales) > 1
         sets = [e for e in evals if e.name == "val"] if one else evals
         for scale, run in itertools.product(cfg.source_scales(source), range(cfg.repeats)):
-            tc = cfg.train if run == 0 else dataclasses.replace(cfg.train, seed=cfg.train.seed + run)
+            tc = _run_train(cfg, run)
             name = source if cfg.repeats == 1 else f"{source} run {run}"
             seed = cfg.data.order_seed
             if mix is None:
@@ -463,7 +463,7 @@ def _picked_curves(b: _Builder, cfg: StudyConfig, train: str, generated: dict[st
                  names=[n for n, _ in vals])
     sets = tuple(generated[n] for n in names)
     for which, scale, run in itertools.product(picks, cfg.scales, range(cfg.repeats)):
-        tc = cfg.train if run == 0 else dataclasses.replace(cfg.train, seed=cfg.train.seed + run)
+        tc = _run_train(cfg, run)
         label = "{name}" + (f" run {run}" if cfg.repeats > 1 else "") + f" D={scale} ({which})"
         tr = b.add(f"train {which} D={scale}" + (f" run {run}" if cfg.repeats > 1 else ""), "train", _train_picked,
                    (pick, None, *sets), _train_needs(tc),
@@ -484,7 +484,7 @@ def _picked_mix(b: _Builder, cfg: StudyConfig, train: str, generated: dict[str, 
     names = [c.name for c in candidates(cfg)]
     sets = tuple(generated[n] for n in names)
     for scale, run in itertools.product(cfg.source_scales(mc.name), range(cfg.repeats)):
-        tc = cfg.train if run == 0 else dataclasses.replace(cfg.train, seed=cfg.train.seed + run)
+        tc = _run_train(cfg, run)
         n_real, n_syn = mc.counts(scale)
         label = f"{mc.name}" + (f" run {run}" if cfg.repeats > 1 else "") + f" ({n_real} real + {n_syn} {{name}})"
         tr = b.add(f"train {mc.name} D={n_real + n_syn}" + (f" run {run}" if cfg.repeats > 1 else ""), "train",
@@ -492,6 +492,11 @@ def _picked_mix(b: _Builder, cfg: StudyConfig, train: str, generated: dict[str, 
                    which=mc.synthetic, names=names, tc=tc, n_real=n_real, n_syn=n_syn, seed=cfg.data.order_seed,
                    label=label)
         b.evaluations(ModelSpec(mc.name, n_real + n_syn, tr, n_real, run), tc, evals)
+
+
+def _run_train(cfg: StudyConfig, run: int) -> Any:
+    """The classifier recipe of repeat `run`: train.seed + run (run 0 is the recipe as written)."""
+    return cfg.train if run == 0 else dataclasses.replace(cfg.train, seed=cfg.train.seed + run)
 
 
 def _train_info(scale: int, tc: Any) -> dict[str, Any]:
