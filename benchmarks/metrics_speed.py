@@ -51,7 +51,7 @@ def cpu(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="synscale-bench-"))
     try:
         ds = create_dataset("fashion-mnist", args.data_root)
-        write_dataset_split(ds, "test", tmp / "set", shard_size=10000, progress=False)
+        write_dataset_split(ds, "test", tmp / "set", shard_size=10000, progress=False, limit=args.images or 0)
         model = create_model(args.arch, 10, 1, 28)
         ref = Reference("bench", model.eval(), 28, 1, None, None, None, torch.device("cpu"), None)
         images = np.load(tmp / "set" / "arrays.npy")
@@ -173,7 +173,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", action="store_true", help="the GPU benchmark (random 256-px set, ViT-B)")
     ap.add_argument("--arch", default=None, help="timm architecture (default: synscale_cnn_small / vit_base_patch16_224)")
-    ap.add_argument("--images", type=int, default=50000, help="--gpu: images in the set")
+    ap.add_argument("--images", type=int, default=None, help="images in the set (default: --gpu 50,000; the CPU: "
+                    "the 10,000 test images; fewer to check that it runs)")
     ap.add_argument("--size", type=int, default=256, help="--gpu: image side")
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--workers", type=int, default=max(1, min(15, (os.cpu_count() or 2) - 1)))
@@ -182,6 +183,8 @@ def main() -> None:
     ap.add_argument("--data-root", default="", help="Fashion-MNIST files (default: Debian's)")
     args = ap.parse_args()
     args.arch = args.arch or ("vit_base_patch16_224" if args.gpu else "synscale_cnn_small")
+    if args.gpu and args.images is None:
+        args.images = 50000
     gpu(args) if args.gpu else cpu(args)
 
 

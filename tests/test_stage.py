@@ -39,7 +39,10 @@ def test_failed_stage_leaves_nothing_complete_and_is_redone(tmp_path):
         run_stage(tmp_path, "s", {}, {}, boom)
     base = tmp_path / "stages" / "s"
     assert [p.name for p in base.iterdir() if not p.name.startswith(".")] == []
-    assert any(p.name.startswith(".tmp-") for p in base.iterdir())  # what a killed process leaves
+    assert not any(p.name.startswith(".tmp-") for p in base.iterdir())  # an error gives its space back
+    sid = stage_id("s", {}, {})
+    (base / f".tmp-{sid}-99999").mkdir()  # what a killed process leaves
+    (base / f".tmp-{sid}-99999" / "partial").write_text("half")
     res = run_stage(tmp_path, "s", {}, {}, lambda out: (out / "ok").write_text("1"))
     assert not (res.path / "partial").exists() and (res.path / "ok").exists()
     assert not any(p.name.startswith(".tmp-") for p in base.iterdir())

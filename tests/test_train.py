@@ -23,7 +23,7 @@ def test_timm_models_by_name(name, kwargs):
 
 
 def test_unknown_model_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown timm model 'vit_nonexistent'"):
+    with pytest.raises(ValueError, match="unknown model 'vit_nonexistent'"):
         create_model("vit_nonexistent", 10, 1, 28)
 
 

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     from synscale import __version__
 
     parser.add_argument("--version", action="version", version=f"synscale {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also SYNSCALE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="run the miniature study on real Fashion-MNIST (minutes on a CPU)")
@@ -61,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run a study file (TOML) end to end; complete stages are skipped")
     p.add_argument("study", help="a study file, or the name of a shipped study (e.g. fashion-mnist)")
     _study_args(p, None)
-    p.add_argument("--dry-run", action="store_true", help="print the plan and the training budget, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the training budget, and check every "
+                   "model, dataset and evaluation set the study names; run nothing")
+    p.add_argument("--no-checks", action="store_true", help="with --dry-run: the plan only (no data or models needed, "
+                   "no torch: plan a study for another machine)")
 
     p = sub.add_parser("config", help="print a study's validated config after --size and --set")
     p.add_argument("study")
@@ -75,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=0, help="resize + centre-crop to this size (0: native)")
     p.add_argument("--shard-size", type=int, default=10000)
     p.add_argument("--limit", type=int, default=0, help="write the first N samples only (0: all)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help="output directory (empty or new)")
+    p.add_argument("--overwrite", action="store_true", help="replace the set that --out holds")
 
     _generation_parsers(sub)
 
@@ -203,15 +208,39 @@ def _analysis_parsers(sub: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from synscale.data.datasets import DatasetError
-    from synscale.prompts.wordnet import WordNetUnavailable
-    from synscale.registry import UnknownName
+    import signal
 
+    from synscale.errors import UserError, interrupt, os_error_line
+
+    debug = args.debug or os.environ.get("SYNSCALE_DEBUG", "") not in ("", "0")
+    before = signal.signal(signal.SIGTERM, interrupt)  # SIGTERM ends like Ctrl-C: one line, resumable
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DatasetError, FileNotFoundError, WordNetUnavailable, UnknownName) as e:
-        print(f"synscale: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\nsynscale: interrupted; {_RESUME.get(args.command, 'nothing half-written is kept as complete')}",
+              file=sys.stderr)
+        return 130
+    except (UserError, FileNotFoundError) as e:
+        if debug:
+            raise
+        line = os_error_line(e) if isinstance(e, OSError) and e.errno is not None else str(e)
+        print(f"synscale: error: {line}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path that cannot be written (permissions, a file in the way, a full disk)
+        if debug:
+            raise
+        print(f"synscale: error: {os_error_line(e)}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+_RESUME = {c: "complete stages are kept: rerun the same command to resume" for c in ("demo", "study", "metrics")} | {
+    "generate": "finished shards are kept: rerun the same command to resume",
+    "train": "the newest checkpoint is kept: rerun the same command to resume",
+}
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -304,7 +333,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_plan(cfg)
         print_stages(cfg)
-        return 0
+        return 0 if args.no_checks else print_checks(cfg)
     workdir = Path(args.workdir or f"runs/{cfg.name}-{args.size}")
     t0 = time.time()
     options = {"address": args.ray_address, "num_cpus": args.ray_cpus} if args.executor == "ray" else {}
@@ -319,6 +348,20 @@ def cmd_study(args: argparse.Namespace) -> int:
     secs = time.time() - t0
     print(f"wall time: {int(secs // 60)} min {secs % 60:.0f} s ({workdir}; complete stages are reused on a rerun)")
     return 0
+
+
+def print_checks(cfg: StudyConfig) -> int:
+    """The checks a run makes before its first stage: 0 when all pass, else 2 (one line per problem)."""
+    from synscale.preflight import problems
+
+    found = problems(cfg)
+    if not found:
+        print("\nchecks: the data, every model and evaluation set the study names are there and load")
+        return 0
+    print(f"\nchecks: {len(found)} problem(s); the study would stop before its first stage:", file=sys.stderr)
+    for line in found:
+        print(f"synscale: error: {line}", file=sys.stderr)
+    return 2
 
 
 def print_plan(cfg: StudyConfig) -> None:
@@ -391,34 +434,19 @@ def _print_runs(scales: list[int], train: object, what: str, seen: str) -> None:
 def print_summary(workdir: Path) -> None:
     """The study's results on the terminal: the grid at its largest scale, the curves, the fits on the real
     test set, the per-class categories, the k predictor and the six findings (the rest is in the report)."""
-    import pandas as pd
+    from synscale.results import read_table
 
     results = workdir / "results"
-    scaling = pd.read_parquet(results / "scaling.parquet")
-    fits = pd.read_parquet(results / "fits.parquet")
+    scaling = read_table(results / "scaling.parquet", empty_ok=False)
+    fits = read_table(results / "fits.parquet")
+    if scaling is None or fits is None:
+        raise FileNotFoundError(f"{results}: no scaling.parquet / fits.parquet: run the study (or synscale fit) first")
     val = scaling[scaling.eval_set == "val"]
     others = sorted(set(scaling.eval_set) - {"val"})
     print("\nloss (top-1) on the real test set (val)" + (f"; {', '.join(others)} are in the report" if others else "")
           + ": each curve per scale (CLIP: captions)")
     for task, t in val.groupby("task", sort=False):
-        per = t.groupby(["source", "scale"], sort=False).agg(loss=("loss", "mean"), top1=("top1", "mean")).reset_index()
-        counts = per.groupby("source", sort=False).size()
-        curves = per[per.source.isin(counts[counts > 1].index)]
-        if len(curves):
-            cell = curves.assign(v=[f"{r.loss:.3f} ({r.top1:.2f})" for r in curves.itertuples()])
-            table = cell.pivot(index="source", columns="scale", values="v").reindex(counts[counts > 1].index).fillna("")
-            print(f"[{task}]\n" + table.to_string())
-        configs = set(t.loc[(t.real_images == 0) & (t.source != "real"), "source"]) if task == "classification" else set()
-        top = per.scale[per.source.isin(configs)].max() if configs else 0
-        grid = per[per.source.isin(configs) & (per.scale == top)].sort_values("loss")  # every configuration
-        if len(grid) > 1:
-            metrics = results / "metrics.parquet"
-            if metrics.exists():
-                m = pd.read_parquet(metrics)
-                grid = grid.merge(m[[c for c in ("config", "recognizability", "diversity") if c in m]],
-                                  left_on="source", right_on="config", how="left").drop(columns="config")
-            print(f"\n[{task}] the grid at {int(grid.scale.max()):,} images, best first:\n"
-                  + grid.drop(columns="scale").to_string(index=False, float_format="%.3f"))
+        _print_curves(task, t, read_table(results / "metrics.parquet"))
     print("\nEquation 2 fits on val (linear_until: the power law holds up to this scale; break_at: it breaks there):")
     cols = [c for c in ("task", "source", "k", "k_lo", "k_hi", "perf_at_DI", "r2", "n_points", "linear_until", "break_at")
             if c in fits]
@@ -427,25 +455,48 @@ def print_summary(workdir: Path) -> None:
         if c in shown:
             shown[c] = ["–" if v != v else f"{int(v):,}" for v in shown[c]]
     print(shown.to_string(index=False, float_format="%.4f"))
-    info_path = results / "analysis.json"
-    if info_path.exists():
-        info = json.loads(info_path.read_text())
-        for config, cats in info.get("categories", {}).items():
-            if config != "real":
-                print(f"\nper-class categories of {config} (val): "
-                      + "; ".join(f"{c}: {', '.join(cats[c]) or 'none'}" for c in ("scaling", "easy", "poor")))
-        for level, what in (("class", "k_c per class, leave-one-configuration-out"),
-                            ("config", "k per configuration, leave-one-out")):
-            pred = info.get("predictor", {}).get(level, {})
-            if "mae" in pred:
-                print(f"\n{what} from recognizability + diversity: MAE {pred['mae']:.4f} vs {pred['mae_mean']:.4f} "
-                      f"predicting the mean (skill {pred['skill']:+.3f}, {pred['n']} rows)")
+    if (results / "analysis.json").exists():
+        _print_analysis(json.loads((results / "analysis.json").read_text()))
     if (results / "findings.json").exists():
         from synscale.analysis.findings import format_findings
 
         print("\nthe paper's findings on this run (W/results/findings.json, the report's last section):")
         for line in format_findings(json.loads((results / "findings.json").read_text())):
             print("  " + line)
+
+
+def _print_curves(task: str, t: Any, metrics: Any) -> None:
+    """A task's curves (loss and top-1 per scale) and its grid at the largest scale, best first."""
+    per = t.groupby(["source", "scale"], sort=False).agg(loss=("loss", "mean"), top1=("top1", "mean")).reset_index()
+    counts = per.groupby("source", sort=False).size()
+    curves = per[per.source.isin(counts[counts > 1].index)]
+    if len(curves):
+        cell = curves.assign(v=[f"{r.loss:.3f} ({r.top1:.2f})" for r in curves.itertuples()])
+        table = cell.pivot(index="source", columns="scale", values="v").reindex(counts[counts > 1].index).fillna("")
+        print(f"[{task}]\n" + table.to_string())
+    configs = set(t.loc[(t.real_images == 0) & (t.source != "real"), "source"]) if task == "classification" else set()
+    top = per.scale[per.source.isin(configs)].max() if configs else 0
+    grid = per[per.source.isin(configs) & (per.scale == top)].sort_values("loss")  # every configuration
+    if len(grid) > 1:
+        if metrics is not None:
+            grid = grid.merge(metrics[[c for c in ("config", "recognizability", "diversity") if c in metrics]],
+                              left_on="source", right_on="config", how="left").drop(columns="config")
+        print(f"\n[{task}] the grid at {int(grid.scale.max()):,} images, best first:\n"
+              + grid.drop(columns="scale").to_string(index=False, float_format="%.3f"))
+
+
+def _print_analysis(info: dict[str, Any]) -> None:
+    """The per-class categories and the k predictor's skill (analysis.json)."""
+    for config, cats in info.get("categories", {}).items():
+        if config != "real":
+            print(f"\nper-class categories of {config} (val): "
+                  + "; ".join(f"{c}: {', '.join(cats[c]) or 'none'}" for c in ("scaling", "easy", "poor")))
+    for level, what in (("class", "k_c per class, leave-one-configuration-out"),
+                        ("config", "k per configuration, leave-one-out")):
+        pred = info.get("predictor", {}).get(level, {})
+        if "mae" in pred:
+            print(f"\n{what} from recognizability + diversity: MAE {pred['mae']:.4f} vs {pred['mae_mean']:.4f} "
+                  f"predicting the mean (skill {pred['skill']:+.3f}, {pred['n']} rows)")
 
 
 def prompt_context(args: argparse.Namespace, strategies: list[str]) -> object:
@@ -503,10 +554,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     strategy = (args.strategy or ["classname"])
     if len(strategy) != 1:
         raise ConfigError("generate takes one --strategy (a set is generated from one prompt strategy)")
+    _check_generate_flags(args, strategy[0])
     ctx = prompt_context(args, strategy if not args.prompts else [])
     labels = ctx.labels
     if args.prompts:
-        prompts = pd.read_parquet(args.prompts) if args.prompts.endswith(".parquet") else pd.read_csv(args.prompts)
+        prompts = _read_prompts(Path(args.prompts))
         if prompts.strategy.nunique() != 1:
             raise ConfigError(f"{args.prompts} holds several strategies; write one set per strategy")
     else:
@@ -516,8 +568,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                                "resolution", "channels", "batch_size", "shard_size", "threads")}
     settings["prompts"] = pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum().item()
     marker = out / "generate.json"
+    if not marker.exists() and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"{out}: holds files that `synscale generate` did not write; choose an empty or new --out")
     if marker.exists() and json.loads(marker.read_text()) != settings:
-        raise ValueError(f"{out} holds a set generated with other settings; choose another --out")
+        raise ConfigError(f"{out} holds a set generated with other settings ({marker}); choose another --out, "
+                          "or delete it to start again")
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(settings, indent=1))
     spec = GeneratorSpec("diffusers", {
@@ -529,6 +584,52 @@ def cmd_generate(args: argparse.Namespace) -> int:
                      ray_num_cpus=args.ray_cpus, ray_num_gpus=args.ray_gpus)
     print(f"wrote {n:,} images to {out}")
     return 0
+
+
+PROMPT_COLUMNS = ("index", "class_index", "prompt", "strategy", "seed")
+
+
+def _read_prompts(path: Path) -> Any:
+    """A prompt set from `synscale prompts --out` (.parquet or .csv), checked: readable, its columns, rows."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such prompts file (write one with `synscale prompts --out FILE`)")
+    try:
+        prompts = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable prompt set ({str(e).splitlines()[0]})") from None
+    missing = [c for c in PROMPT_COLUMNS if c not in prompts.columns]
+    if missing:
+        raise ConfigError(f"{path}: no column {', '.join(map(repr, missing))}; a prompt set has "
+                          f"{', '.join(PROMPT_COLUMNS)} (`synscale prompts --out FILE` writes one)")
+    if not len(prompts):
+        raise ConfigError(f"{path}: no prompts (the file has no rows)")
+    return prompts
+
+
+def _check_generate_flags(args: argparse.Namespace, strategy: str) -> None:
+    """The flags under the rules of a study's [[synthetic]] keys, and the model as a study checks it."""
+    from synscale.config import SyntheticConfig
+    from synscale.preflight import check_generator
+    from synscale.schema import from_dict
+
+    import re
+
+    flags = {"guidance": args.guidance, "steps": args.steps, "size": args.size or 0, "seed": args.seed,
+             "batch_size": args.batch_size, "shard_size": args.shard_size, "threads": args.threads,
+             "per_class": args.per_class, "ray_actors": args.ray_actors}
+    try:
+        from_dict(SyntheticConfig, {"name": "generate", "model": args.model, "scheduler": args.scheduler,
+                                    "dtype": args.dtype, "strategy": strategy, **flags}, "synscale generate")
+    except ConfigError as e:
+        msg = re.sub(rf"'?\b({'|'.join(flags)})\b'?", lambda m: "--" + m.group(1).replace("_", "-"),
+                     str(e).replace("[study] ", ""))
+        raise ConfigError(msg) from None
+    for flag, value, low in (("--resolution", args.resolution, 0), ("--per-class", args.per_class, 1)):
+        if value < low:
+            raise ConfigError(f"synscale generate: {flag} must be >= {low}, got {value}")
+    check_generator(args.model, args.scheduler, args.dtype, args.allow_download, "synscale generate --model")
 
 
 def cmd_generator(args: argparse.Namespace) -> int:
@@ -613,20 +714,38 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_shards(args: argparse.Namespace) -> int:
     from synscale.data.datasets import create_dataset
-    from synscale.data.shards import write_dataset_split
+    from synscale.data.shards import check_out_dir, read_manifest, write_dataset_split
+    from synscale.stage import building_dir
 
+    if args.shard_size < 1 or args.limit < 0 or args.image_size < 0:
+        raise ConfigError("--shard-size must be >= 1, --limit and --image-size >= 0")
     ds = create_dataset(args.dataset, args.root, args.image_size)
-    n = write_dataset_split(ds, args.split, Path(args.out), args.shard_size, limit=args.limit)
+    out = Path(args.out)
+    made = {"dataset": args.dataset, "root": args.root, "source": ds.fingerprint(), "split": args.split,
+            "image_size": args.image_size, "shard_size": args.shard_size, "limit": args.limit}
+    record = out / "shards.json"
+    if not args.overwrite and (out / "manifest.parquet").exists() and record.exists():
+        if json.loads(record.read_text()) == made:  # the same command again: the set is there
+            print(f"{out} holds this set already ({len(read_manifest(out)):,} samples); nothing to do")
+            return 0
+    check_out_dir(out, args.overwrite)
+    with building_dir(out) as tmp:  # the set appears whole, or (killed) not at all; a rerun starts again
+        n = write_dataset_split(ds, args.split, tmp, args.shard_size, limit=args.limit)
+        (tmp / "shards.json").write_text(json.dumps(made, indent=1))
     print(f"wrote {n:,} samples of {args.dataset} [{args.split}] to {args.out}")
     return 0
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    import shutil
+
     from synscale.analysis.run import analyse, reference_sizes
     from synscale.config import FitConfig
+    from synscale.stage import building_dir, recover_dir
 
     workdir = Path(args.workdir)
     results = workdir / "results"
+    recover_dir(results)
     for need in (results / "scaling.parquet", results / "meta.json"):
         if not need.exists():
             raise FileNotFoundError(f"{need} does not exist: run the study first (synscale study ... --workdir {workdir})")
@@ -634,7 +753,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
     d_ref = reference_sizes(json.loads((results / "meta.json").read_text()))
     fc = FitConfig(**study.get("fit", {}))
     fc.check()
-    analyse(results, d_ref, fc, args.bootstrap)
+    from synscale.results import read_table
+
+    for name in ("scaling", "scaling_per_class", "scaling_examples", "metrics", "metrics_per_class", "generation"):
+        read_table(results / f"{name}.parquet", empty_ok=name != "scaling")  # a bad table named where it is
+    with building_dir(results) as tmp:  # the analysis tables replace the old ones whole, or not at all
+        for p in results.iterdir():
+            if p.is_file():
+                shutil.copy2(p, tmp / p.name)
+        analyse(tmp, d_ref, fc, args.bootstrap)
     print_summary(workdir)
     return 0
 

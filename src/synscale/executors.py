@@ -78,11 +78,19 @@ def _run_parallel(plan: Plan, workdir: str | Path, quiet: bool, jobs: int) -> di
     import os
     import signal
 
+    import sys
+
+    # workers stopped by Ctrl-C or SIGTERM leave semaphores that multiprocessing's resource tracker frees, with a
+    # warning at exit; the tracker (started with the pool) takes our warning options: keep the one-line ending
+    if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
+        sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     workdir = str(Path(workdir).resolve())
     journal = Journal(workdir)
     journal.start_plan(plan, f"local ({jobs} jobs)")
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    before = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the workers too, as Ctrl-C does
+    from synscale.errors import interrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)  # SIGTERM stops the workers too, as Ctrl-C does
     try:
         return _parallel_loop(plan, workdir, quiet, jobs, threads, journal)
     finally:
@@ -130,10 +138,6 @@ def _stop_workers(pool: Any) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
         proc.join(timeout=10)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from synscale.errors import UserError
+
 T = TypeVar("T", bound=Callable[..., Any])
 
 
-class UnknownName(KeyError):
+class UnknownName(UserError, KeyError):
     """A name that is not in a registry; the message lists the known ones."""
 
     def __str__(self) -> str:

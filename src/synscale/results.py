@@ -10,7 +10,44 @@ from pathlib import Path
 from typing import Any
 
 from synscale.config import ClipSyntheticConfig
+from synscale.errors import DataError
 from synscale.stage import StageResult
+
+# the columns each reader of a results table depends on (a table without one was edited, or is not synscale's)
+REQUIRED = {
+    "scaling": ("source", "config", "scale", "eval_set", "loss", "top1"),
+    "scaling_per_class": ("config", "eval_set", "scale", "class_index", "class_name", "loss"),
+    "scaling_examples": ("source", "config", "eval_set", "scale", "example_loss"),
+    "generation": ("config", "model", "strategy", "guidance_scale"),
+    "metrics": ("config",),
+    "metrics_per_class": ("config", "class_index"),
+    "fits": ("source", "config", "eval_set", "k"),
+    "per_class": ("config", "eval_set", "class_name", "k"),
+    "correlations": ("config",),
+    "predictions": ("config",),
+}
+
+
+def read_table(path: str | Path, empty_ok: bool = True) -> Any:
+    """A results table (None when absent), checked: readable, with the columns its readers use; `empty_ok`
+    False: a table without rows is an error too. Errors name the file and what to do."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable results table ({str(e).splitlines()[0]}); rerun the study "
+                        "(its complete stages are reused) to write it again") from None
+    missing = [c for c in REQUIRED.get(path.stem, ()) if c not in df.columns]
+    if missing and len(df):  # an empty table (nothing to fit) may have no columns
+        raise DataError(f"{path}: no column {', '.join(map(repr, missing))} (edited by hand?); rerun the study "
+                        "(its complete stages are reused) to write it again")
+    if not empty_ok and not len(df):
+        raise DataError(f"{path}: no rows: the study evaluated no model (check its scales and sources); rerun it")
+    return df
 
 
 @dataclass(frozen=True)

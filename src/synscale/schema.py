@@ -11,8 +11,10 @@ import types
 import typing
 from typing import Any, Literal
 
+from synscale.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A study file or override that does not validate; the message says where and why."""
 
 

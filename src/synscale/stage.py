@@ -110,7 +110,12 @@ def run_stage(
         tmp = base / (f".partial-{sid}" if resumable else f".tmp-{sid}-{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=resumable)
         t0 = time.time()
-        fn(tmp)
+        try:
+            fn(tmp)
+        except BaseException:
+            if not resumable:  # an error (a full disk, bad data): nothing of it is kept; a kill leaves it to the next run
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         info = {
             "kind": kind,
             "id": sid,
@@ -125,6 +130,42 @@ def run_stage(
         _fsync_tree(tmp)
         os.rename(tmp, out)
     return StageResult(kind, sid, out, skipped=False)
+
+
+@contextlib.contextmanager
+def building_dir(final: Path) -> Iterator[Path]:
+    """Build a directory that is rebuilt whole every time (a study's results, its report) beside `final` and
+    put it in place only when complete, under a lock (two processes on one workdir take turns): a run killed
+    while building leaves the previous one, never a half-written or half-stale one. Yields the directory to
+    fill."""
+    final = Path(final)
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with _locked(parent / f".{final.name}.lock"):
+        recover_dir(final)
+        for stale in parent.glob(f".{final.name}-*"):  # left by a killed run; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = parent / f".{final.name}-new-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: give the space back; the old one stays
+            raise
+        _fsync_tree(tmp)
+        old = parent / f".{final.name}-old-{os.getpid()}"
+        if final.exists():
+            os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(final: Path) -> None:
+    """Put back the previous `final` when a run was killed between moving it aside and moving the new one in."""
+    if not final.exists():
+        olds = sorted(final.parent.glob(f".{final.name}-old-*"), key=lambda p: p.stat().st_mtime)
+        if olds:
+            os.rename(olds[-1], final)
 
 
 def _fsync_tree(path: Path) -> None:

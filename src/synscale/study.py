@@ -537,18 +537,37 @@ def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, evals: list[E
 def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False, executor: str = "local",
               **executor_options: Any) -> Path:
     """Run every stage of `cfg` in `workdir` with `executor` (synscale.executors); returns the report's path."""
-    from synscale.analysis.run import analyse, reference_sizes
     from synscale.executors import execute
+    from synscale.preflight import check_study
     from synscale.progress import Log
     from synscale.report.html import write_report
-    from synscale.results import TrainedModel, collect_generation, collect_results
+    from synscale.train.events import write_study_events
 
+    check_study(cfg)  # every model, data and evaluation set the study names, before any stage runs
     workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"{workdir}: is a file, not a directory; choose another --workdir")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "study.json").write_text(json.dumps(to_dict(cfg), indent=1))
     log = Log(quiet)
     sp = build_plan(cfg)
     done = execute(sp.plan, workdir, executor, quiet, **executor_options)
+    evals = _trained_models(sp, done)
+    if write_study_events(workdir / "tensorboard", evals):
+        log(f"TensorBoard: tensorboard --logdir {workdir / 'tensorboard'}")
+    fits = _write_results(cfg, sp, done, evals, workdir)
+    results = workdir / "results"
+    log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'} (and per_class, correlations, predictions)")
+    log(f"findings: the paper's six, tested -> {results / 'findings.json'}")
+    report = write_report(workdir, cfg.name)
+    log(f"report -> {report}")
+    return report
+
+
+def _trained_models(sp: StudyPlan, done: dict[str, Any]) -> list[tuple[Any, str, StageResult]]:
+    """(trained model, evaluation set, evaluation stage) of every evaluation the study ran, once each."""
+    from synscale.results import TrainedModel
+
     evals, seen = [], set()
     for m, name, ev in sp.evals:
         source = picked(done[m.pick], m.source) if m.pick else m.source
@@ -557,28 +576,29 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False, execut
         seen.add((source, m.scale, m.run, name, m.task))
         evals.append((TrainedModel(source, source, m.scale, done[m.train], m.real_images, m.run, m.task,
                                    m.synthetic_images), name, done[ev]))
-    results = workdir / "results"
-    collect_results(evals, results)
-    from synscale.train.events import write_study_events
+    return evals
 
-    if write_study_events(workdir / "tensorboard", evals):
-        log(f"TensorBoard: tensorboard --logdir {workdir / 'tensorboard'}")
-    collect_generation([(g, done[k]) for g, k in sp.generated], results)
-    if sp.metrics:
-        from synscale.metrics.run import collect_metrics
 
-        collect_metrics([(name, done[k]) for name, k in sp.metrics], results)
-    train_set = done[sp.train_set] if sp.train_set else None
-    meta = {"study": cfg.name, "d_ref": cfg.data.reference_size or (_set_size(train_set) if train_set else 0),
-            "d_ref_clip": cfg.clip.reference_size or max(cfg.clip.scales, default=0),
-            "real_train_path": str(train_set.path.resolve()) if train_set else None}
-    (results / "meta.json").write_text(json.dumps(meta, indent=1))
-    fits = analyse(results, reference_sizes(meta), cfg.fit)["fits"]
-    log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'} (and per_class, correlations, predictions)")
-    log(f"findings: the paper's six, tested -> {results / 'findings.json'}")
-    report = write_report(workdir, cfg.name)
-    log(f"report -> {report}")
-    return report
+def _write_results(cfg: StudyConfig, sp: StudyPlan, done: dict[str, Any], evals: list[Any], workdir: Path) -> Any:
+    """W/results from this study's stages only (a workdir another study used keeps none of its tables),
+    analysed, and put in place whole; returns the fits."""
+    from synscale.analysis.run import analyse, reference_sizes
+    from synscale.results import collect_generation, collect_results
+    from synscale.stage import building_dir
+
+    with building_dir(workdir / "results") as results:
+        collect_results(evals, results)
+        collect_generation([(g, done[k]) for g, k in sp.generated], results)
+        if sp.metrics:
+            from synscale.metrics.run import collect_metrics
+
+            collect_metrics([(name, done[k]) for name, k in sp.metrics], results)
+        train_set = done[sp.train_set] if sp.train_set else None
+        meta = {"study": cfg.name, "d_ref": cfg.data.reference_size or (_set_size(train_set) if train_set else 0),
+                "d_ref_clip": cfg.clip.reference_size or max(cfg.clip.scales, default=0),
+                "real_train_path": str(train_set.path.resolve()) if train_set else None}
+        (results / "meta.json").write_text(json.dumps(meta, indent=1))
+        return analyse(results, reference_sizes(meta), cfg.fit)["fits"]
 
 
 def _set_size(set_stage: StageResult) -> int:

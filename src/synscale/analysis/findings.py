@@ -62,9 +62,11 @@ class Results:
     def __init__(self, results_dir: Path) -> None:
         import pandas as pd
 
+        from synscale.results import read_table
+
         def read(name: str) -> Any:
-            p = results_dir / f"{name}.parquet"
-            return pd.read_parquet(p) if p.exists() else pd.DataFrame()
+            t = read_table(results_dir / f"{name}.parquet")
+            return pd.DataFrame() if t is None else t
 
         self.scaling, self.fits, self.metrics = read("scaling"), read("fits"), read("metrics")
         self.generation, self.per_class = read("generation"), read("per_class")

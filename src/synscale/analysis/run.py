@@ -46,9 +46,9 @@ FLOOR = 1e-8  # a class whose every example has ~zero loss still gets a finite l
 
 
 def _read(path: Path) -> Any:
-    import pandas as pd
+    from synscale.results import read_table
 
-    return pd.read_parquet(path) if path.exists() else None
+    return read_table(path)
 
 
 class CurveExamples:
@@ -322,7 +322,9 @@ def analyse(results_dir: str | Path, d_ref: float | dict[str, float], fc: FitCon
     (`reference_sizes`)."""
     results_dir = Path(results_dir)
     fc.check()
-    scaling = _read(results_dir / "scaling.parquet")
+    from synscale.results import read_table
+
+    scaling = read_table(results_dir / "scaling.parquet", empty_ok=False)
     if scaling is None:
         raise FileNotFoundError(f"{results_dir / 'scaling.parquet'} does not exist: run the study first")
     examples = CurveExamples(_read(results_dir / "scaling_examples.parquet"))

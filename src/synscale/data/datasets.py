@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from synscale.errors import UserError, image_error
 from synscale.labels import FASHION_MNIST_CLASSES, WNID, LabelSet
 from synscale.registry import Registry
 
@@ -43,7 +44,7 @@ class Sample:
     meta: dict[str, Any]
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A dataset that cannot be read; the message says what to do about it."""
 
 
@@ -159,6 +160,11 @@ class FashionMNIST:
     def count(self, split: str) -> int:
         return int(read_idx(self._paths[split][1]).shape[0])
 
+    def class_counts(self, split: str) -> list[int]:
+        """Images per class of a split (label order)."""
+        labels = read_idx(self._paths[split][1])
+        return np.bincount(labels, minlength=len(self.labels)).tolist()
+
 
 @DATASETS.register("imagefolder")
 class ImageFolder:
@@ -175,6 +181,9 @@ class ImageFolder:
         if not splits:
             raise DatasetError(f"{self.root}: no split folders (expected e.g. {self.root}/train/<class>/...)")
         classes = sorted(d.name for d in (self.root / splits[0]).iterdir() if d.is_dir())
+        if not classes:
+            raise DatasetError(f"{self.root / splits[0]}: no class folders (expected {self.root / splits[0]}/<class>/"
+                               "<image>); remove the empty split folder or fill it")
         self.labels = LabelSet.from_folder_names(classes, self.root / "classnames.txt")
 
     def splits(self) -> list[str]:
@@ -206,8 +215,11 @@ class ImageFolder:
         from PIL import Image
 
         for p, label in self._files(split):
-            with Image.open(p) as im:
-                img = im.convert("RGB")
+            try:
+                with Image.open(p) as im:
+                    img = im.convert("RGB")
+            except (OSError, ValueError, SyntaxError) as e:
+                raise DatasetError(f"{p}: not a readable image ({image_error(e)}); remove or replace it") from None
             if self.image_size:
                 img = resize_center_crop(img, self.image_size)
             rel = p.relative_to(self.root / split)
@@ -215,6 +227,28 @@ class ImageFolder:
 
     def count(self, split: str) -> int:
         return len(self._files(split))
+
+    def class_counts(self, split: str) -> list[int]:
+        """Images per class of a split (label order)."""
+        out = [0] * len(self.labels)
+        for _, label in self._files(split):
+            out[label] += 1
+        return out
+
+    def image_sizes(self, split: str, n: int) -> dict[str, tuple[int, int]]:
+        """(width, height) of `n` images spread over the split, read from their headers (a corrupt one is
+        named); the whole split is checked when its shards are written."""
+        from PIL import Image
+
+        files = self._files(split)
+        out = {}
+        for p, _ in files[:: max(1, len(files) // n)][:n]:
+            try:
+                with Image.open(p) as im:
+                    out[str(p)] = im.size
+            except (OSError, ValueError, SyntaxError) as e:
+                raise DatasetError(f"{p}: not a readable image ({image_error(e)}); remove or replace it") from None
+        return out
 
 
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
@@ -251,11 +285,28 @@ def iter_webdataset(urls: list[str]) -> Iterator[dict[str, Any]]:
 
     import webdataset as wds
 
+    for u in urls:
+        if not _is_url(u):
+            check_tar_complete(Path(u))
     ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
     try:
         yield from ds
     except (OSError, ValueError, tarfile.TarError) as e:  # unreadable or missing shard: name it
         raise DatasetError(f"reading shards {urls[0]}{' ...' if len(urls) > 1 else ''}: {e}") from None
+
+
+def check_tar_complete(path: Path) -> None:
+    """A local tar must end with its end-of-archive blocks (1,024 zero bytes, in whole 512-byte records):
+    one cut at a sample boundary otherwise reads as a complete, smaller set without a word."""
+    if not path.exists():
+        raise DatasetError(f"no such shard {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 1024))
+        tail = f.read()
+    if size % 512 or size < 1536 or tail.count(0) != len(tail):
+        raise DatasetError(f"{path}: truncated (it does not end with a tar's end-of-archive blocks; {size:,} bytes); "
+                           "copy or download it again")
 
 
 def _decode_image(sample: dict[str, Any], image_size: int) -> Any:

@@ -11,12 +11,21 @@ so the same samples always give the same bytes. A set directory holds:
     arrays.npy                                for small images (<= 64 px): all images decoded, uint8
                                               (N, C, H, W) in manifest order, so that in-memory training
                                               does not decode PNGs again (a cache; the tars are the data)
+
+The manifest is written last, atomically, and carries in its parquet metadata (key `synscale`) every
+shard's sample count, size and sha256 and the array cache's size and sha256: a set is complete when its
+manifest is there, and a shard truncated or replaced afterwards, a cache edited or left from other data is
+an error naming the file (`DataError`) instead of a smaller or a different set read without a word. Sets
+written before the metadata existed are read as they are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import re
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,10 +33,15 @@ from typing import Any
 
 import numpy as np
 
+from synscale.errors import DataError, image_error
 from synscale.labels import LabelSet
 
 PNG_COMPRESS_LEVEL = 6
 ARRAY_CACHE_MAX_SIDE = 64
+META_KEY = b"synscale"
+MANIFEST_COLUMNS = ("key", "label", "shard")
+DERIVED = ("arrays.npy", "tar_index.parquet")  # caches made from a set's shards
+SET_FILES = ("manifest.parquet", "labels.json", "shards.json", *DERIVED)  # shards.json: how `synscale shards` made it
 
 
 def encode_png(image: Any) -> bytes:
@@ -43,11 +57,79 @@ def encode_png(image: Any) -> bytes:
     return buf.getvalue()
 
 
-def decode_png(data: bytes) -> np.ndarray:
+def decode_png(data: bytes, where: str = "") -> np.ndarray:
+    """PNG bytes -> numpy uint8; `where` (the shard and key) names an unreadable image in the DataError."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im)
+    except (OSError, ValueError, SyntaxError) as e:
+        if not where:
+            raise
+        raise DataError(f"{where}: not a readable image ({image_error(e)}); regenerate the set") from None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def finalize_set(out_dir: str | Path, rows: list[dict[str, Any]], labels: LabelSet | None,
+                 arrays: np.ndarray | None = None, shard_pattern: str = r"shard-\d{5}\.tar") -> None:
+    """Make `out_dir` a complete set of `rows` (each with its `shard`): the labels, the array cache (`arrays`,
+    N x C x H x W uint8, or none), then the manifest with every shard's count, size and sha256, written last
+    and atomically. Caches and shards left in the directory from other data are removed first."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir)
+    (out_dir / "manifest.parquet").unlink(missing_ok=True)  # from here until the end, the set is not complete
+    for name in DERIVED:
+        (out_dir / name).unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["shard"]] = counts.get(r["shard"], 0) + 1
+    for p in out_dir.iterdir():
+        if re.fullmatch(shard_pattern, p.name) and p.name not in counts:
+            p.unlink()
+    shards = [{"name": n, "samples": c, "bytes": (out_dir / n).stat().st_size, "sha256": file_sha256(out_dir / n)}
+              for n, c in counts.items()]
+    meta: dict[str, Any] = {"format": 1, "samples": len(rows), "shards": shards, "arrays": None}
+    if labels is not None:
+        labels.save(out_dir / "labels.json")
+    if arrays is not None:
+        tmp = _atomic_path(out_dir / "arrays.npy")
+        with open(tmp, "wb") as f:
+            np.save(f, arrays)
+        os.replace(tmp, out_dir / "arrays.npy")
+        meta["arrays"] = {"shape": list(arrays.shape), "bytes": (out_dir / "arrays.npy").stat().st_size,
+                          "sha256": file_sha256(out_dir / "arrays.npy")}
+    table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
+    tmp = _atomic_path(out_dir / "manifest.parquet")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out_dir / "manifest.parquet")
+
+
+def set_meta(set_dir: str | Path) -> dict[str, Any] | None:
+    """The shard and cache record a set's manifest carries (None for a set written before it existed)."""
+    import pyarrow.parquet as pq
+
+    path = Path(set_dir) / "manifest.parquet"
+    try:
+        md = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable manifest ({e}); regenerate the set") from None
+    return json.loads(md[META_KEY]) if META_KEY in md else None
 
 
 class ShardWriter:
@@ -70,14 +152,14 @@ class ShardWriter:
 
     def write(self, key: str, image: Any, label: int, meta: dict[str, Any] | None = None) -> None:
         if key in self._keys:
-            raise ValueError(f"duplicate sample key {key!r}")
+            raise DataError(f"duplicate sample key {key!r}")
         if "." in key or "/" in key:
-            raise ValueError(f"sample key {key!r} must not contain '.' or '/' (webdataset splits on them)")
+            raise DataError(f"sample key {key!r} must not contain '.' or '/' (webdataset splits on them)")
         if self.labels is None:
             if label != -1:
-                raise ValueError(f"label {label} of {key!r} in an unlabelled set (its samples have label -1)")
+                raise DataError(f"label {label} of {key!r} in an unlabelled set (its samples have label -1)")
         elif not 0 <= label < len(self.labels):
-            raise ValueError(f"label {label} of {key!r} is outside the label set (0..{len(self.labels) - 1})")
+            raise DataError(f"label {label} of {key!r} is outside the label set (0..{len(self.labels) - 1})")
         n = len(self.rows)
         if n % self.shard_size == 0:
             self._open(n // self.shard_size)
@@ -112,18 +194,20 @@ class ShardWriter:
         assert self._tar is not None
         self._tar.addfile(info, io.BytesIO(data))
 
-    def close(self) -> None:
-        import pandas as pd
-
+    def close_shards(self) -> None:
+        """Close the open tar (the samples are all written; no manifest)."""
         if self._tar is not None:
             self._tar.close()
             self._tar = None
-        pd.DataFrame(self.rows).to_parquet(self.out_dir / "manifest.parquet", index=False)
-        if self.labels is not None:
-            self.labels.save(self.out_dir / "labels.json")
+
+    def close(self) -> None:
+        """Close the tars and make the directory a complete set (synscale.data.shards.finalize_set)."""
+        self.close_shards()
+        arrays = None
         if self._arrays:
             arr = np.stack(self._arrays)
-            np.save(self.out_dir / "arrays.npy", arr[:, None] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2))
+            arrays = arr[:, None] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2)
+        finalize_set(self.out_dir, self.rows, self.labels, arrays, rf"{re.escape(self.prefix)}-\d{{5}}\.tar")
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -139,6 +223,15 @@ def iter_tar_samples(path: str | Path, take: Callable[[int], bool] | None = None
     """Group a webdataset tar's members by key (the name up to the first '.' of the basename).
 
     take: which samples (by position in the tar) to read; the others' bytes are skipped, not read."""
+    try:
+        yield from _tar_samples(path, take)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise DataError(f"{path}: the shard is missing; regenerate the set") from None
+        raise DataError(f"{path}: not a complete tar ({e}); regenerate the set") from None
+
+
+def _tar_samples(path: str | Path, take: Callable[[int], bool] | None) -> Iterator[tuple[str, dict[str, bytes]]]:
     current: str | None = None
     files: dict[str, bytes] = {}
     index, wanted = -1, False
@@ -163,23 +256,87 @@ def iter_tar_samples(path: str | Path, take: Callable[[int], bool] | None = None
 
 
 def read_manifest(set_dir: str | Path) -> Any:
+    """A set's manifest (one row per sample), checked against the set's files: its columns, and every shard
+    there with the size the manifest records (a truncated, missing or replaced shard is a DataError)."""
     import pandas as pd
 
     path = Path(set_dir) / "manifest.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{set_dir} is not a synscale set: no manifest.parquet")
-    return pd.read_parquet(path)
+    try:
+        manifest = pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable manifest ({e}); regenerate the set") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise DataError(f"{path}: no column {', '.join(map(repr, missing))} (edited by hand?); regenerate the set")
+    meta = set_meta(set_dir)
+    if meta is not None:
+        _check_shards(Path(set_dir), manifest, meta)
+    return manifest
+
+
+def _check_shards(set_dir: Path, manifest: Any, meta: dict[str, Any]) -> None:
+    if len(manifest) != meta["samples"]:
+        raise DataError(f"{set_dir}/manifest.parquet: {len(manifest)} rows, its record says {meta['samples']} "
+                        "(edited by hand?); regenerate the set")
+    for sh in meta["shards"]:
+        p = set_dir / sh["name"]
+        if not p.exists():
+            raise DataError(f"{p}: the shard is missing ({sh['samples']} samples); regenerate the set")
+        size = p.stat().st_size
+        if size != sh["bytes"]:
+            raise DataError(f"{p}: {size:,} bytes, the manifest records {sh['bytes']:,} (truncated or replaced); "
+                            "regenerate the set")
+
+
+def verify_set(set_dir: str | Path) -> int:
+    """Check every shard's sha256 (and the array cache's) against the manifest; returns the sample count."""
+    set_dir = Path(set_dir)
+    manifest = read_manifest(set_dir)
+    meta = set_meta(set_dir)
+    if meta is None:
+        raise DataError(f"{set_dir}: its manifest has no shard record (written by an older synscale); rewrite the set")
+    for sh in meta["shards"]:
+        if file_sha256(set_dir / sh["name"]) != sh["sha256"]:
+            raise DataError(f"{set_dir / sh['name']}: its bytes differ from the manifest's sha256 (changed after "
+                            "it was written); regenerate the set")
+    array_cache(set_dir, verify=True)
+    return len(manifest)
+
+
+def array_cache(set_dir: str | Path, verify: bool = False) -> Path | None:
+    """The set's decoded-array cache when it has one that belongs to it (the size the manifest records;
+    `verify`: and its sha256), else None. A cache the manifest does not record is not used."""
+    path = Path(set_dir) / "arrays.npy"
+    meta = set_meta(set_dir) if (Path(set_dir) / "manifest.parquet").exists() else None
+    if meta is None:  # a set from before the record: its cache as it is
+        return path if path.exists() else None
+    rec = meta.get("arrays")
+    if rec is None or not path.exists():  # none, or deleted: the shards are decoded instead
+        return None
+    if path.stat().st_size != rec["bytes"] or (verify and file_sha256(path) != rec["sha256"]):
+        raise DataError(f"{path}: the array cache does not match the set's manifest (edited, or left from other "
+                        "data); delete it (the shards are decoded instead)")
+    return path
 
 
 def iter_samples(set_dir: str | Path, keys: Iterable[str] | None = None) -> Iterator[tuple[str, bytes, dict[str, Any]]]:
     """(key, png bytes, json meta) for every sample (or the given keys), in shard order."""
     set_dir = Path(set_dir)
     wanted = set(keys) if keys is not None else None
-    shards = read_manifest(set_dir)["shard"].unique()
-    for shard in shards:
+    counts = read_manifest(set_dir).groupby("shard", sort=False).size()
+    for shard, expected in counts.items():
+        n = 0
         for key, files in iter_tar_samples(set_dir / shard):
+            n += 1
+            if "png" not in files or "json" not in files:
+                raise DataError(f"{set_dir / shard}: sample {key!r} has no .png or .json; regenerate the set")
             if wanted is None or key in wanted:
                 yield key, files["png"], json.loads(files["json"])
+        if n != expected:
+            raise DataError(f"{set_dir / shard}: {n} samples, the manifest lists {expected} (truncated?); "
+                            "regenerate the set")
 
 
 def load_arrays(set_dir: str | Path, keys: Iterable[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -190,10 +347,13 @@ def load_arrays(set_dir: str | Path, keys: Iterable[str] | None = None) -> tuple
     has one (written with the shards for images up to 64 px).
     """
     wanted = list(keys) if keys is not None else None
-    cache = Path(set_dir) / "arrays.npy"
-    if cache.exists():
-        manifest = read_manifest(set_dir)
+    manifest = read_manifest(set_dir)
+    cache = array_cache(set_dir, verify=True)
+    if cache is not None:
         images = np.load(cache, allow_pickle=False)
+        if len(images) != len(manifest):
+            raise DataError(f"{cache}: {len(images)} images for {len(manifest)} manifest rows (left from other "
+                            "data?); delete it (the shards are decoded instead)")
         labels_all = manifest["label"].to_numpy(np.int64)
         all_keys = manifest["key"].tolist()
         if wanted is None:
@@ -206,8 +366,13 @@ def load_arrays(set_dir: str | Path, keys: Iterable[str] | None = None) -> tuple
         return images[idx], labels_all[idx], list(wanted)
     images, labels, out_keys = [], [], []
     for key, png, meta in iter_samples(set_dir, wanted):
-        img = decode_png(png)
-        images.append(img[None] if img.ndim == 2 else img.transpose(2, 0, 1))
+        img = decode_png(png, f"{set_dir}: sample {key!r}")
+        img = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+        if images and img.shape != images[0].shape:
+            raise DataError(f"{set_dir}: sample {key!r} is {img.shape[2]}x{img.shape[1]}x{img.shape[0]}, the first "
+                            f"is {images[0].shape[2]}x{images[0].shape[1]}x{images[0].shape[0]}: images of one size "
+                            "only; set data.image_size (or --image-size) to resize them")
+        images.append(img)
         labels.append(meta["label"])
         out_keys.append(key)
     if wanted is not None:
@@ -221,20 +386,50 @@ def load_arrays(set_dir: str | Path, keys: Iterable[str] | None = None) -> tuple
 
 
 def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int, progress: bool = True,
-                        limit: int = 0) -> int:
+                        limit: int = 0, overwrite: bool = False) -> int:
     """Write one split of a registered dataset (the first `limit` samples; 0: all) into synscale shards;
-    returns the number of samples."""
+    returns the number of samples. `out_dir` must be empty (or absent); `overwrite`: a set there is replaced."""
     import itertools
 
     from synscale.progress import bar
 
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, overwrite)
     total = dataset.count(split)
     total = min(total, limit) if total and limit else (limit or total)
     samples = itertools.islice(dataset.samples(split), limit or None)
+    native = not getattr(dataset, "image_size", 0)
+    size = None
     with ShardWriter(out_dir, dataset.labels, shard_size=shard_size) as writer:
         for s in bar(samples, total=total, desc=f"shards {split}", unit="img", disable=not progress):
+            if native:
+                shape = s.image.shape[:2] if isinstance(s.image, np.ndarray) else s.image.size[::-1]
+                size = size or shape
+                if shape != size:
+                    where = Path(dataset.root) / split / s.meta["file"] if "file" in s.meta else s.key
+                    raise DataError(f"{where}: {shape[1]}x{shape[0]} px, the first image is "
+                                    f"{size[1]}x{size[0]}: a set holds images of one size; set data.image_size "
+                                    "(synscale shards: --image-size) to resize and centre-crop them")
             writer.write(s.key, s.image, s.label, {"split": split, **s.meta})
     return len(writer.rows)
+
+
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an output directory that holds anything but a set (a set only with `overwrite`: the writer
+    then replaces it, and finalize_set removes what the new set does not have)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise DataError(f"{out_dir}: is a file, not a directory; choose another output directory")
+    present = sorted(p.name for p in out_dir.iterdir())
+    if not present:
+        return
+    ours = [n for n in present if n in SET_FILES or re.fullmatch(r"shard-\d{5}\.tar", n)]
+    if len(ours) != len(present):
+        raise DataError(f"{out_dir}: holds other files ({', '.join(n for n in present if n not in ours)[:80]}); choose "
+                        "an empty directory")
+    if not overwrite:
+        raise DataError(f"{out_dir}: holds a set; choose an empty directory, or pass --overwrite to replace it")
 
 
 def read_labels(set_dir: str | Path) -> LabelSet | None:

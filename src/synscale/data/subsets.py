@@ -36,9 +36,11 @@ def subset_keys(manifest: Any, scale: int, num_classes: int, seed: int = 0) -> l
     short = np.flatnonzero(have < need)
     if len(short):
         c = int(short[0])
-        raise ValueError(
+        from synscale.schema import ConfigError
+
+        raise ConfigError(
             f"scale {scale} needs {need[c]} samples of class {c} but the set has {have[c]}; "
-            f"the largest balanced scale of this set is {int(have.min()) * num_classes}"
+            f"the largest balanced scale of this set is {int(have.min()) * num_classes}: lower the scales"
         )
     keep = ranked["rank"].to_numpy() < need[ranked["label"].to_numpy()]
     return ranked.loc[keep, "key"].tolist()

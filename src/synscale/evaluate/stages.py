@@ -16,9 +16,10 @@ from synscale.train.stages import load_model
 
 def eval_source(eval_set: StageResult, cache: Any) -> Any:
     """The decoded set in memory where it has an array cache (small images), else read from its shards."""
+    from synscale.data.shards import array_cache
     from synscale.train.data import ArraySource, ShardSource
 
-    if (eval_set.path / "arrays.npy").exists():
+    if array_cache(eval_set.path) is not None:
         return ArraySource(*cache.get(eval_set.path))
     return ShardSource([(eval_set.path, None)])
 

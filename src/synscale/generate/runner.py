@@ -60,10 +60,13 @@ def generate_shard(generator: Any, rows: Any, labels: LabelSet | None, out_dir: 
                          sample_meta(row, generator.id, guidance, generator.steps))
         if progress is not None:
             progress.update(len(batch))
-    writer.close()
+    writer.close_shards()
     os.replace(tmp / "shard-00000.tar", out_dir / name)
     rows_out = [{**r, "shard": name} for r in writer.rows]
-    (out_dir / f"shard-{shard:05d}.rows.json").write_text(json.dumps(rows_out))
+    done = out_dir / f"shard-{shard:05d}.rows.json"  # written whole or not at all: it marks the shard finished
+    part = out_dir / f".shard-{shard:05d}.rows.json.{os.getpid()}"
+    part.write_text(json.dumps(rows_out))
+    os.replace(part, done)
     for p in tmp.iterdir():
         p.unlink()
     tmp.rmdir()
@@ -118,7 +121,11 @@ def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet | None, out
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts = prompts.sort_values("index").reset_index(drop=True)
     n_shards = (len(prompts) + shard_size - 1) // shard_size
-    pending = [j for j in range(n_shards) if not (out_dir / f"shard-{j:05d}.rows.json").exists()]
+    finished = _finished_rows(out_dir, n_shards, len(prompts))
+    done = (out_dir / "manifest.parquet").exists() and not list(out_dir.glob("shard-*.rows.json"))
+    if done and len(finished) == n_shards:
+        return len(prompts)  # complete: nothing to do, nothing rewritten
+    pending = [j for j in range(n_shards) if j not in finished]
     shard_rows = {j: prompts.iloc[j * shard_size : (j + 1) * shard_size] for j in pending}
     with bar(total=len(prompts), desc=f"generate cfg={guidance:g}", unit="img", disable=not progress) as pbar:
         pbar.update(len(prompts) - sum(len(r) for r in shard_rows.values()))
@@ -132,23 +139,47 @@ def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet | None, out
                                ray_actors, ray_num_cpus, ray_num_gpus)
         else:
             raise ValueError(f"unknown executor {executor!r}; choose local or ray")
-    all_rows = [r for j in range(n_shards) for r in json.loads((out_dir / f"shard-{j:05d}.rows.json").read_text())]
-    pd.DataFrame(all_rows).to_parquet(out_dir / "manifest.parquet", index=False)
-    if labels is not None:
-        labels.save(out_dir / "labels.json")
+    finished = _finished_rows(out_dir, n_shards, len(prompts))
+    all_rows = [r for j in range(n_shards) for r in finished[j]]
+    from synscale.data.shards import finalize_set
+
+    finalize_set(out_dir, all_rows, labels, _array_cache(out_dir, all_rows))
     for j in range(n_shards):
-        (out_dir / f"shard-{j:05d}.rows.json").unlink()
-    _write_array_cache(out_dir)
+        (out_dir / f"shard-{j:05d}.rows.json").unlink(missing_ok=True)
     return len(all_rows)
 
 
-def _write_array_cache(out_dir: Path) -> None:
-    """The decoded-array cache of small sets, as the real-data writer makes it."""
-    from synscale.data.shards import ARRAY_CACHE_MAX_SIDE, decode_png, iter_samples, load_arrays
+def _finished_rows(out_dir: Path, n_shards: int, n_prompts: int) -> dict[int, list[dict[str, Any]]]:
+    """The manifest rows of every finished shard: from its `rows.json`, or from the set's manifest when a run
+    that completed it was stopped while it tidied up."""
+    from synscale.data.shards import read_manifest, set_meta
 
-    first = next(iter_samples(out_dir), None)
-    if first is not None and max(decode_png(first[1]).shape[:2]) <= ARRAY_CACHE_MAX_SIDE:
-        np.save(out_dir / "arrays.npy", load_arrays(out_dir)[0])
+    out: dict[int, list[dict[str, Any]]] = {}
+    if (out_dir / "manifest.parquet").exists() and set_meta(out_dir) is not None:
+        manifest = read_manifest(out_dir)
+        if len(manifest) == n_prompts:  # complete (the manifest is written last, atomically)
+            for name, rows in manifest.groupby("shard", sort=False):
+                out[int(name[len("shard-"):-len(".tar")])] = rows.to_dict("records")
+    for j in range(n_shards):
+        p = out_dir / f"shard-{j:05d}.rows.json"
+        if p.exists() and (out_dir / f"shard-{j:05d}.tar").exists():
+            out[j] = json.loads(p.read_text())
+    return out
+
+
+def _array_cache(out_dir: Path, rows: list[dict[str, Any]]) -> np.ndarray | None:
+    """The decoded-array cache of small sets (N x C x H x W uint8, manifest order), as the real-data writer
+    makes it; None for images over 64 px."""
+    from synscale.data.shards import ARRAY_CACHE_MAX_SIDE, decode_png, iter_tar_samples
+
+    images = []
+    for shard in dict.fromkeys(r["shard"] for r in rows):
+        for key, files in iter_tar_samples(out_dir / shard):
+            img = decode_png(files["png"], f"{out_dir / shard}: sample {key!r}")
+            if max(img.shape[:2]) > ARRAY_CACHE_MAX_SIDE:
+                return None
+            images.append(img[None] if img.ndim == 2 else img.transpose(2, 0, 1))
+    return np.stack(images) if images else None
 
 
 class _ShardActor:

@@ -231,9 +231,9 @@ class Features:
 def iter_batches(set_dir: Path, keys: list[str] | None, batch_size: int, workers: int) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor]]:
     """(keys, uint8 images, labels) batches: from the set's decoded array cache when it has one, else
     decoded from its shards in `workers` DataLoader processes (order differs from `keys` then)."""
-    from synscale.data.shards import load_arrays
+    from synscale.data.shards import array_cache, load_arrays
 
-    if (set_dir / "arrays.npy").exists() or workers == 0:
+    if workers == 0 or array_cache(set_dir) is not None:
         images, labels, ks = load_arrays(set_dir, keys)
         for i in range(0, len(ks), batch_size):
             yield ks[i : i + batch_size], torch.from_numpy(np.array(images[i : i + batch_size])), torch.from_numpy(np.array(labels[i : i + batch_size]))

@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from synscale.errors import UserError
+
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 DICT_FILES = (
     "adj.exc", "adv.exc", "cntlist.rev", "data.adj", "data.adv", "data.noun", "data.verb",
@@ -33,7 +35,7 @@ LEXNAMES = (
 _POS_NUMBER = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 
-class WordNetUnavailable(RuntimeError):
+class WordNetUnavailable(UserError, RuntimeError):
     """Neither Debian's wordnet-base nor nltk's downloaded corpus is there."""
 
 

@@ -20,6 +20,7 @@ from synscale.report import figures as F
 from synscale.report.clip import only
 from synscale.report.clip import section as clip_section
 from synscale.report.parts import CSS, SORT_JS, esc, figure_html, interval, is_missing, table
+from synscale.results import read_table
 
 # ---------------------------------------------------------------------------------------------------
 # sections
@@ -117,10 +118,8 @@ def metrics_table(results: Path, scaling: Any, fits: Any) -> tuple[Any, str]:
     the metrics of its test set. Returns (the joined table, a note on what is left out)."""
     import pandas as pd
 
-    if not (results / "metrics.parquet").exists():
-        return None, ""
-    m = pd.read_parquet(results / "metrics.parquet")
-    if not len(m):
+    m = read_table(results / "metrics.parquet")
+    if m is None or not len(m):
         return None, ""
     val = scaling[scaling.eval_set == "val"]
     top = int(val.scale.max()) if len(val) else 0
@@ -131,7 +130,7 @@ def metrics_table(results: Path, scaling: Any, fits: Any) -> tuple[Any, str]:
     t = m.set_index("config")[cols].join(at, how="left")
     if fits is not None and len(fits):
         t = t.join(fits[fits.eval_set == "val"].set_index("config")[["k", "perf_at_DI"]], how="left")
-    gen = pd.read_parquet(results / "generation.parquet") if (results / "generation.parquet").exists() else None
+    gen = read_table(results / "generation.parquet")
     if gen is not None and len(gen):
         t = gen.set_index("config")[["family", "strategy", "guidance_scale"]].join(t, how="right")
     t = t.reset_index().rename(columns={"loss": f"loss@{top:,}", "top1": f"top1@{top:,}", "guidance_scale": "cfg",
@@ -328,17 +327,59 @@ numbers beside the demo's.</p>
 def write_report(workdir: str | Path, title: str) -> Path:
     """Rebuild W/report/index.html (and its figures) from W/results; runs the analysis first if its
     tables are missing."""
-    import pandas as pd
+    from synscale.stage import building_dir, recover_dir
 
     workdir = Path(workdir)
-    results, out = workdir / "results", workdir / "report"
+    results = workdir / "results"
+    recover_dir(results)
     if not (results / "scaling.parquet").exists():
         raise FileNotFoundError(f"{results / 'scaling.parquet'} does not exist: run the study first")
-    out.mkdir(parents=True, exist_ok=True)
     meta = _ensure_analysis(workdir, results)
+    with building_dir(workdir / "report") as out:  # the page and its figures replace the old ones whole
+        _write_page(results, out, meta, title)
+    return workdir / "report" / "index.html"
 
+
+def _top(title: str, results: Path, d_ref: int, info: dict[str, Any]) -> str:
+    """The page's head, title, provenance line and navigation."""
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>synscale report: {esc(title)}</title><style>{CSS}</style></head><body>
+<h1>synscale report: {esc(title)}</h1>
+<p class="muted">Built {time.strftime('%Y-%m-%d %H:%M')} from {esc(str(results))} (D<sub>I</sub> = {d_ref:,}; bootstrap
+{int(info.get('bootstrap', 0)):,} replicates, {info.get('fit', {}).get('confidence', 0.95):.0%} intervals).</p>
+<nav><a href="#summary">Summary</a><a href="#ability">Scaling ability</a><a href="#quality">Recognizability &amp; diversity</a>
+<a href="#scaling">Scaling curves</a><a href="#ood">Shifts</a><a href="#per-class">Per class</a><a href="#predictor">Predicting k</a>
+<a href="#samples">Images</a><a href="#clip">CLIP</a><a href="#findings">Findings</a><a href="#points">Every model</a>
+<a href="#method">Method</a></nav>"""
+
+
+def _points_section(everything: Any) -> str:
+    """Every trained model's row (the report's last table)."""
+    cols = [c for c in ("task", "config", "eval_set", "scale", "run", "real_images", "synthetic_images", "loss", "top1",
+                        "n_eval") if c in everything and (c not in ("run", "task") or everything[c].nunique() > 1)]
+    points = everything[cols].sort_values([c for c in ("task", "config", "eval_set", "scale") if c in cols])
+    fmt = {"loss": "{:.4f}", "top1": "{:.4f}", "scale": "{:,}", "real_images": "{:,}", "synthetic_images": "{:,}",
+           "n_eval": "{:,}"}
+    return (f'<section id="points"><h2>Every trained model</h2><div class="scroll">\n'
+            f'{table(points, fmt, left=("task", "config", "eval_set"), table_id="points")}\n</div></section>')
+
+
+def _method_section(info: dict[str, Any]) -> str:
+    return f"""<section id="method"><h2>Method</h2>
+<p>Fits are ordinary least squares of log L on log D (natural logs). Intervals are percentile bootstrap intervals: each
+replicate redraws the evaluation examples with replacement (the same draw for every scale when all scales share one
+evaluation set) and, where a scale has several training runs, the runs; per-class intervals redraw the class's own
+examples. The break is the first scale after the longest prefix of scales whose own log-log fit keeps every residual
+within {info.get('fit', {}).get('break_tolerance', 0.05):g} (natural log of the loss). The saturating fit minimises the squared
+log residuals with E in [0, min L). Everything on this page is rebuilt from W/results by <code>synscale report W</code>;
+<code>synscale fit W</code> recomputes the analysis tables. docs/analysis.md has the details.</p>
+</section>"""
+
+
+def _write_page(results: Path, out: Path, meta: dict[str, Any], title: str) -> None:
     def read(name: str) -> Any:
-        return pd.read_parquet(results / name) if (results / name).exists() else None
+        return read_table(results / name)
 
     everything, all_fits = read("scaling.parquet"), read("fits.parquet")
     scaling, fits = only(everything, "classification"), only(all_fits, "classification")
@@ -360,25 +401,11 @@ def write_report(workdir: str | Path, title: str) -> Path:
 
     items = summary_items(fits, per_class, info, focus, d_ref) if len(scaling) or not len(everything) else [
         "This study trained no classifiers; the CLIP section has its findings."]
-    gen_section = _generation_section(all_gen)
     items.append(findings_item(results))
-    metrics_html = _metrics_html(results, scaling, fits)
-    point_cols = [c for c in ("task", "config", "eval_set", "scale", "run", "real_images", "synthetic_images", "loss", "top1",
-                              "n_eval") if c in everything and (c not in ("run", "task") or everything[c].nunique() > 1)]
-    points = everything[point_cols].sort_values([c for c in ("task", "config", "eval_set", "scale") if c in point_cols])
 
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>synscale report: {esc(title)}</title><style>{CSS}</style></head><body>
-<h1>synscale report: {esc(title)}</h1>
-<p class="muted">Built {time.strftime('%Y-%m-%d %H:%M')} from {esc(str(results))} (D<sub>I</sub> = {d_ref:,}; bootstrap
-{int(info.get('bootstrap', 0)):,} replicates, {info.get('fit', {}).get('confidence', 0.95):.0%} intervals).</p>
-<nav><a href="#summary">Summary</a><a href="#ability">Scaling ability</a><a href="#quality">Recognizability &amp; diversity</a>
-<a href="#scaling">Scaling curves</a><a href="#ood">Shifts</a><a href="#per-class">Per class</a><a href="#predictor">Predicting k</a>
-<a href="#samples">Images</a><a href="#clip">CLIP</a><a href="#findings">Findings</a><a href="#points">Every model</a>
-<a href="#method">Method</a></nav>
+    page = f"""{_top(title, results, d_ref, info)}
 <section id="summary" class="summary"><h2>What this study found</h2><ul>{"".join(f"<li>{s}</li>" for s in items)}</ul></section>
-{gen_section}
+{_generation_section(all_gen)}
 <section id="ability"><h2>Scaling ability per configuration</h2>
 <p>Equation 2 of the paper, log L = −k (log D − log D<sub>I</sub>) + log L<sub>D<sub>I</sub></sub>, fitted per configuration
 and evaluation set: k is the scaling ability (larger: the loss falls faster with more data), −log L(D<sub>I</sub>) the performance
@@ -389,7 +416,7 @@ E and k (sat.) are the saturating fit L = E + A·(D/D<sub>I</sub>)<sup>−k</sup
 </section>
 <section id="quality"><h2>Recognizability, diversity and performance</h2>
 {figure_html(figs["2"])}
-{metrics_html}
+{_metrics_html(results, scaling, fits)}
 </section>
 <section id="scaling"><h2>Scaling curves</h2>
 {figure_html(figs["3"])}
@@ -403,23 +430,9 @@ E and k (sat.) are the saturating fit L = E + A·(D/D<sub>I</sub>)<sup>−k</sup
 {samples_html}
 {clip_html}
 {findings_section(results)}
-<section id="points"><h2>Every trained model</h2><div class="scroll">
-{table(points, {"loss": "{:.4f}", "top1": "{:.4f}", "scale": "{:,}", "real_images": "{:,}", "synthetic_images": "{:,}", "n_eval": "{:,}"}, left=("task", "config", "eval_set"), table_id="points")}
-</div></section>
-<section id="method"><h2>Method</h2>
-<p>Fits are ordinary least squares of log L on log D (natural logs). Intervals are percentile bootstrap intervals: each
-replicate redraws the evaluation examples with replacement (the same draw for every scale when all scales share one
-evaluation set) and, where a scale has several training runs, the runs; per-class intervals redraw the class's own
-examples. The break is the first scale after the longest prefix of scales whose own log-log fit keeps every residual
-within {info.get('fit', {}).get('break_tolerance', 0.05):g} (natural log of the loss). The saturating fit minimises the squared
-log residuals with E in [0, min L). Everything on this page is rebuilt from W/results by <code>synscale report W</code>;
-<code>synscale fit W</code> recomputes the analysis tables. docs/analysis.md has the details.</p>
-</section>
+{_points_section(everything)}
+{_method_section(info)}
 <script>{SORT_JS}</script>
 </body></html>
 """
-    path = out / "index.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    (out / "index.html").write_text(page, encoding="utf-8")

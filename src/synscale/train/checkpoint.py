@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 
@@ -67,11 +68,34 @@ def commit(ckpt_dir: Path, step: int, keep: int = 1) -> None:
 def latest(ckpt_dir: Path | None) -> Path | None:
     if ckpt_dir is None or not (ckpt_dir / "latest.json").exists():
         return None
-    return ckpt_dir / json.loads((ckpt_dir / "latest.json").read_text())["dir"]
+    try:
+        path = ckpt_dir / json.loads((ckpt_dir / "latest.json").read_text())["dir"]
+    except (ValueError, KeyError, TypeError) as e:
+        from synscale.errors import DataError
+
+        raise DataError(f"{ckpt_dir / 'latest.json'}: not readable ({e}); delete {ckpt_dir} to train from the start") from None
+    if not path.is_dir():
+        from synscale.errors import DataError
+
+        raise DataError(f"{ckpt_dir / 'latest.json'} names {path.name}, which is not there; delete {ckpt_dir} to train "
+                        "from the start")
+    return path
 
 
 def load(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rank: int, device: torch.device) -> dict[str, Any]:
-    """Restore model, optimizer and this rank's RNG from `ckpt`; returns state.json."""
+    """Restore model, optimizer and this rank's RNG from `ckpt`; returns state.json. A checkpoint that does
+    not fit (edited, truncated, of another model) is a DataError naming it."""
+    try:
+        return _load(ckpt, model, opt, rank, device)
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError, SafetensorError) as e:
+        from synscale.errors import DataError
+
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"{ckpt}: not a checkpoint of this run ({first[:200]}); delete {ckpt.parent} to train "
+                        "from the start") from None
+
+
+def _load(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rank: int, device: torch.device) -> dict[str, Any]:
     state = json.loads((ckpt / "state.json").read_text())
     model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)))
     tensors = load_file(str(ckpt / "optimizer.safetensors"), device=str(device))
@@ -88,7 +112,7 @@ def load(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rank: i
     opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     rng_file = ckpt / f"rng-{rank}.safetensors"
     if not rng_file.exists():
-        raise FileNotFoundError(f"{ckpt}: no RNG state for process {rank}; resume with the same number of processes")
+        raise FileNotFoundError(f"no RNG state for process {rank}: resume with the same number of processes")
     rng = load_file(str(rng_file))
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and device.type == "cuda":

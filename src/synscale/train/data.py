@@ -77,25 +77,41 @@ class ArraySource:
 
 
 def tar_index(set_dir: Path) -> Any:
-    """Byte offset and size of every sample's PNG in its shard (cached in the set as tar_index.parquet)."""
+    """Byte offset and size of every sample's PNG in its shard (cached in the set as tar_index.parquet, tied
+    to the manifest it was made from: an index of other data is made again)."""
     import pandas as pd
 
+    from synscale.data.shards import file_sha256, read_manifest
+    from synscale.errors import DataError
+
+    manifest = read_manifest(set_dir)  # checks the shards against it
+    made_from = file_sha256(set_dir / "manifest.parquet")
     cache = set_dir / "tar_index.parquet"
     if cache.exists():
-        return pd.read_parquet(cache)
-    from synscale.data.shards import read_manifest
+        import pyarrow.parquet as pq
 
+        md = pq.read_schema(cache).metadata or {}
+        if md.get(b"synscale_manifest", b"").decode() == made_from:
+            return pd.read_parquet(cache)
     rows = []
-    for shard in read_manifest(set_dir)["shard"].unique():
-        with tarfile.open(set_dir / shard, "r") as tar:
-            for m in tar:
-                if m.isfile() and m.name.endswith(".png"):
-                    rows.append({"key": m.name[: -len(".png")].rpartition("/")[2], "shard": shard,
-                                 "offset": m.offset_data, "size": m.size})
-    index = pd.DataFrame(rows)
+    for shard in manifest["shard"].unique():
+        try:
+            with tarfile.open(set_dir / shard, "r") as tar:
+                for m in tar:
+                    if m.isfile() and m.name.endswith(".png"):
+                        rows.append({"key": m.name[: -len(".png")].rpartition("/")[2], "shard": shard,
+                                     "offset": m.offset_data, "size": m.size})
+        except (tarfile.TarError, EOFError) as e:
+            raise DataError(f"{set_dir / shard}: not a complete tar ({e}); regenerate the set") from None
+    index = pd.DataFrame(rows, columns=["key", "shard", "offset", "size"])
     tmp = cache.with_name(f".tar_index-{os.getpid()}.parquet")
     try:
-        index.to_parquet(tmp, index=False)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(index, preserve_index=False)
+        pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                      b"synscale_manifest": made_from.encode()}), tmp)
         os.replace(tmp, cache)
     except OSError:  # a read-only set: keep the index in memory only
         tmp.unlink(missing_ok=True)
@@ -155,9 +171,22 @@ class ShardSource:
         from PIL import Image
 
         data = os.pread(self._fd(int(self.file[i])), int(self.size[i]), int(self.offset[i]))
-        with Image.open(io.BytesIO(data)) as im:
-            arr = np.asarray(im)
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                arr = np.asarray(im)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise self._unreadable(i, e) from None
         return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+    def _unreadable(self, i: int, e: BaseException) -> Exception:
+        """A DataError naming the shard and the sample (looked up in its set's tar index)."""
+        from synscale.errors import DataError, image_error
+
+        path = Path(self.paths[int(self.file[i])])
+        index = tar_index(path.parent)
+        hit = index[(index["shard"] == path.name) & (index["offset"] == int(self.offset[i]))]
+        key = hit["key"].iloc[0] if len(hit) else f"at byte {int(self.offset[i])}"
+        return DataError(f"{path}: sample {key!r}: not a readable image ({image_error(e)}); regenerate the set")
 
     def take(self, idx: np.ndarray) -> np.ndarray:
         return np.stack([self.get(int(i)) for i in idx])

@@ -30,12 +30,19 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from synscale.train.config import TrainConfig
+from synscale.errors import DataError, ResourceError, UserError
 from synscale.train import checkpoint
+from synscale.train.config import TrainConfig
 from synscale.train.data import SampleAugment, StepBatches, step_loader
 from synscale.train.schedule import lr_at, run_length
 
 KILL_AT_STEP = "SYNSCALE_KILL_AT_STEP"  # testing hook: SIGKILL this process after the given step
+NAN_AT_STEP = "SYNSCALE_NAN_AT_STEP"  # testing hook: the weights become NaN at the given step (a diverged run)
+MEMORY_LIMIT = "SYNSCALE_MEMORY_LIMIT_MB"  # testing hook: cap the address space this much above its size at step 0
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """The training loss became NaN or inf; the message names the setting and the checkpoint kept."""
 LOG_EVERY = 50  # steps per logged mean training loss
 
 
@@ -128,6 +135,19 @@ class _Log:
     losses: list[float]
     window: torch.Tensor
     n: int = 0
+    ckpt_dir: Path | None = None
+
+    def diverged(self, value: float, step: int) -> TrainingDiverged:
+        last = checkpoint.latest(self.ckpt_dir)
+        kept = f"; the last good checkpoint ({last}) is kept" if last is not None else ""
+        return TrainingDiverged(f"training loss became {value} by step {step + 1}; lower train.lr (or lengthen "
+                                f"the warm-up in train.schedule){kept}")
+
+    def check_finite(self, step: int) -> None:
+        """Before a checkpoint: the steps since the last logged loss must all be finite."""
+        value = self.window.item()
+        if not math.isfinite(value):
+            raise self.diverged(value, step)
 
     def add(self, total: torch.Tensor, step: int, last: bool, dist: Dist) -> bool:
         """Add a step's loss; True when it closed a window (the mean is in losses[-1])."""
@@ -139,7 +159,7 @@ class _Log:
                 self.window /= dist.world
             value = self.window.item() / self.n
             if not math.isfinite(value):
-                raise FloatingPointError(f"training loss became {value} by step {step}; lower train.lr")
+                raise self.diverged(value, step)
             self.losses.append(value)
             self.window.zero_()
             self.n = 0
@@ -167,21 +187,59 @@ def train(task: Task, cfg: TrainConfig, source: Any, scale: int, progress: Any =
         start, log.losses, log.n = state["step"], state["losses"], state["window_n"]
         log.window += state["window"]
         if state.get("world", 1) != dist.world or state.get("total_steps", steps) != steps:
-            raise RuntimeError(f"{last}: written by a run with {state.get('world')} process(es) and "
-                               f"{state.get('total_steps')} steps; this run has {dist.world} and {steps}")
+            raise DataError(f"{last}: written by a run with {state.get('world')} process(es) and "
+                            f"{state.get('total_steps')} steps; this run has {dist.world} and {steps}: run it as it "
+                            f"was, or delete {ckpt_dir} to train from the start")
+    log.ckpt_dir = ckpt_dir
+    try:
+        clock = _steps(task, cfg, model, opt, source, dist, device, start, steps, warmup, log, progress, ckpt_dir, events)
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        raise _out_of_memory(cfg, device, e) from None
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+            raise
+        raise _out_of_memory(cfg, device, e) from None
+    model.eval()
+    return TrainResult(model, steps, warmup, log.losses, start, clock.images_per_s())
+
+
+def _out_of_memory(cfg: TrainConfig, device: torch.device, e: BaseException) -> ResourceError:
+    import re
+
+    text = str(e).strip()
+    asked = re.search(r"(?:tried to )?allocate ([\d.]+ ?[KMGT]?i?B|\d+ bytes)", text)
+    what = f"it asked for {asked.group(1)} more" if asked else (text.splitlines()[0][:120] if text else type(e).__name__)
+    return ResourceError(f"out of memory on {device} at train.batch_size = {cfg.batch_size} ({what}); lower "
+                         "train.batch_size, or raise train.accum_steps to keep the batch with less memory per step")
+
+
+def _steps(task: Task, cfg: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, source: Any, dist: Dist,
+           device: torch.device, start: int, steps: int, warmup: int, log: _Log, progress: Any,
+           ckpt_dir: Path | None, events: Any) -> _Clock:
+    """The training steps from `start` to `steps`; checkpoints (never of a diverged model) on the way."""
     net = _wrap(model, cfg, dist, device)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                 else contextlib.nullcontext())
     batch = min(cfg.batch_size, len(source))
     per_sample = SampleAugment(tuple(cfg.randaugment), cfg.crop, cfg.augment == "flip")
     batches = StepBatches(source, batch, cfg.seed, per_sample, dist.rank, dist.world, targets=task.targets())
-    kill_at = int(os.environ.get(KILL_AT_STEP, -1))
+    kill_at, nan_at = int(os.environ.get(KILL_AT_STEP, -1)), int(os.environ.get(NAN_AT_STEP, -1))
+    if os.environ.get(MEMORY_LIMIT):  # a real allocation failure at a batch that does not fit
+        import resource
+
+        vm = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+        cap = vm + (int(os.environ[MEMORY_LIMIT]) << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
     clock = _Clock(device, batch)
     model.train()
     for step, (xb, yb) in zip(range(start, steps), step_loader(batches, start, steps, cfg.workers), strict=False):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.lr, steps, warmup)
         opt.zero_grad(set_to_none=True)
+        if step == nan_at:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(float("nan"))
         total = _accumulate(task, net, model, task.inputs(xb, yb, step, device), cfg.accum_steps, batches.local,
                             autocast, dist.world > 1)
         opt.step()
@@ -191,6 +249,7 @@ def train(task: Task, cfg: TrainConfig, source: Any, scale: int, progress: Any =
         if logged and events is not None:
             events.log(step + 1, log.losses[-1], opt.param_groups[0]["lr"], clock.images_per_s())
         if ckpt_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
+            log.check_finite(step)
             _checkpoint(ckpt_dir, step + 1, model, opt, dist, device,
                         {"losses": log.losses, "window": log.window.item(), "window_n": log.n, "world": dist.world,
                          "total_steps": steps})
@@ -198,8 +257,7 @@ def train(task: Task, cfg: TrainConfig, source: Any, scale: int, progress: Any =
             progress.update(1)
         if step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
-    model.eval()
-    return TrainResult(model, steps, warmup, log.losses, start, clock.images_per_s())
+    return clock
 
 
 def _wrap(model: nn.Module, cfg: TrainConfig, dist: Dist, device: torch.device) -> nn.Module:

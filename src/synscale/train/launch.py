@@ -27,6 +27,10 @@ def make_spec(train: dict[str, Any], parts: list[tuple[str, str | None]], num_cl
               real_prob: float | None = None) -> dict[str, Any]:
     """A training run's spec; `real_prob`: the parts are (real, synthetic) images of the same captions,
     each caption taking its real one with this probability."""
+    if train.get("task", "classification") == "classification" and num_classes < 2:
+        from synscale.schema import ConfigError
+
+        raise ConfigError(f"{parts[0][0]}: {num_classes} class(es); a classifier needs a labelled set of at least 2 classes")
     spec = {"train": train, "parts": [[str(s), str(k) if k else None] for s, k in parts], "num_classes": num_classes,
             "scale": scale, "out": str(out)}
     if real_prob is not None:
@@ -37,7 +41,9 @@ def make_spec(train: dict[str, Any], parts: list[tuple[str, str | None]], num_cl
 def in_memory(loader: str, set_dirs: list[Path]) -> bool:
     """Whether `train.loader` means decoded arrays in RAM: `memory`, or `auto` where every set has its
     array cache (images of at most 64 px)."""
-    return loader == "memory" or (loader == "auto" and all((Path(s) / "arrays.npy").exists() for s in set_dirs))
+    from synscale.data.shards import array_cache
+
+    return loader == "memory" or (loader == "auto" and all(array_cache(s) is not None for s in set_dirs))
 
 
 def make_source(parts: list[tuple[str | Path, str | Path | None]], loader: str, real_prob: float | None = None,
@@ -87,6 +93,7 @@ def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, de
         source = make_source([(s, k) for s, k in spec["parts"]], cfg.loader, spec.get("mix", {}).get("real_prob"))
     task = create_task(cfg, num_classes=spec["num_classes"])
     steps = run_length(spec["scale"], cfg)[0]
+    _claim_checkpoints(out / "checkpoints", spec, dist.rank)
     events = TrainEvents(out / "tensorboard") if cfg.tensorboard and dist.rank == 0 else None
     try:
         with bar(total=steps, desc=desc, unit="step", disable=not progress or dist.rank != 0) as pbar:
@@ -101,14 +108,42 @@ def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, de
         "torch_threads": torch.get_num_threads(), "resumed_from_step": result.resumed_from,
         "images_per_s": result.images_per_s,
     }
-    if dist.rank == 0:
+    if dist.rank == 0:  # each file whole or not at all; train.json last: a run with it is complete
         state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-        save_file(state, str(out / "model.safetensors"))
-        (out / "train.json").write_text(json.dumps(meta, indent=1))
+        tmp = out / f".model-{os.getpid()}.safetensors"
+        save_file(state, str(tmp))
+        os.replace(tmp, out / "model.safetensors")
+        (out / f".train-{os.getpid()}.json").write_text(json.dumps(meta, indent=1))
+        os.replace(out / f".train-{os.getpid()}.json", out / "train.json")
     if dist.world > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return meta
+
+
+def _claim_checkpoints(ckpt_dir: Path, spec: dict[str, Any], rank: int) -> None:
+    """Checkpoints are resumed only by the run that wrote them: `run.json` holds the spec's identity (sets,
+    recipe, scale), and a directory holding another run's checkpoints is an error, not a silent resume."""
+    import hashlib
+
+    from synscale.errors import DataError
+    from synscale.train.config import TRAIN_RUN_ONLY
+
+    ident = {**spec, "out": None, "progress": None, "train": {k: v for k, v in spec["train"].items() if k not in TRAIN_RUN_ONLY}}
+    run_id = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    marker = ckpt_dir / "run.json"
+    if marker.exists():
+        if json.loads(marker.read_text()).get("run") != run_id:
+            raise DataError(f"{ckpt_dir}: holds the checkpoints of another run (other sets, recipe or scale); choose "
+                            f"another --out, or delete {ckpt_dir} to train from the start")
+        return
+    if (ckpt_dir / "latest.json").exists():
+        raise DataError(f"{ckpt_dir}: holds checkpoints of an unknown run (no run.json); delete it to train from the start")
+    if rank == 0:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt_dir / f".run-{os.getpid()}.json"
+        tmp.write_text(json.dumps({"run": run_id}))
+        os.replace(tmp, marker)
 
 
 def torchrun(spec_path: Path, nproc: int) -> None:

@@ -102,13 +102,26 @@ def _register() -> None:
 _register()
 
 
+def check_model_name(name: str, key: str = "train.model") -> None:
+    """A classifier architecture timm can build (synscale's own are registered there); a ConfigError naming
+    `key` with the closest names otherwise."""
+    import difflib
+
+    import timm
+
+    if not timm.is_model(name):
+        from synscale.schema import ConfigError
+
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        raise ConfigError(f"{key}: unknown model {name!r} (timm's names, or synscale's synscale_cnn_small / "
+                          f"synscale_cnn_base); similar: {', '.join(close) or 'none'}")
+
+
 def create_model(name: str, num_classes: int, in_chans: int, img_size: int, **kwargs: Any) -> nn.Module:
     """A timm model with the task's classes, channels and (where the model takes it) image size."""
     import timm
 
-    if name not in timm.list_models(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        raise ValueError(f"unknown timm model {name!r}; similar: {', '.join(close) or 'none'}")
+    check_model_name(name)
     kw = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
     if "img_size" not in kw and (name.startswith(("vit", "deit", "synscale_", "mixer", "swin", "beit", "eva"))):
         kw["img_size"] = img_size

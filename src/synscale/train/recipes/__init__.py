@@ -11,8 +11,10 @@ import tomllib
 from importlib import resources
 from typing import Any
 
+from synscale.errors import UserError
 
-class RecipeError(ValueError):
+
+class RecipeError(UserError, ValueError):
     """An unknown recipe name."""
 
 

@@ -1,0 +1,52 @@
+"""What a user can fix: errors the command line prints as one line (the file, key or sample, what to do)
+and a non-zero exit, never a traceback (`synscale --debug` shows it).
+
+`UserError` is the base of every such error: a study file or flag that does not validate (ConfigError),
+data on disk that is not what it says — truncated, edited, stale, mixed (DataError) — and a dataset that
+cannot be read (DatasetError). Anything else reaching the command line is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in what the user gave; the message names where and what to do."""
+
+
+class DataError(UserError, ValueError):
+    """Data on disk that does not match what describes it (a truncated shard, an edited manifest or
+    checkpoint, a cache left from other data); the message names the file and, where there is one, the sample."""
+
+
+class ResourceError(UserError):
+    """The machine ran out of something (memory at a batch size, disk); the message names the setting."""
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError a user can act on (the path and what to do)."""
+    import errno
+
+    path = e.filename if e.filename is not None else ""
+    what = e.strerror or str(e)
+    fix = {errno.ENOSPC: "free space there (complete stages are kept; rerun to resume)",
+           errno.EDQUOT: "free space there (complete stages are kept; rerun to resume)",
+           errno.EACCES: "choose a location you can write to, or fix its permissions",
+           errno.EPERM: "choose a location you can write to, or fix its permissions",
+           errno.EROFS: "choose a location on a writable file system",
+           errno.ENOTDIR: "a part of the path is a file: choose another path",
+           errno.EISDIR: "it is a directory: give a file",
+           errno.ENOENT: "check the path",
+           errno.EEXIST: "it exists already: choose another path or remove it"}.get(e.errno or 0, "")
+    return f"{path}: {what}" + (f"; {fix}" if fix else "") if path else (what + (f"; {fix}" if fix else ""))
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """A signal handler that makes SIGTERM end a run as Ctrl-C does (KeyboardInterrupt: workers stopped, one line)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def image_error(e: BaseException) -> str:
+    """Why an image did not decode, without the image library's object reprs and repeated paths."""
+    text = str(e)
+    if "cannot identify image file" in text:
+        return "not an image format the image library reads"
+    return text.split(" <_io.")[0] or type(e).__name__

@@ -1,0 +1,191 @@
+"""Everything a study can know before its first stage, checked at plan time (`synscale study`, `--dry-run`
+and `run_study`): each problem one ConfigError naming the study key and the fix, instead of a failure hours
+in, after the real-data models are trained.
+
+Checked: the dataset (it opens, its splits exist, at least two classes, enough images per class for the
+largest real scale, images of one size where they are kept at native size), every classifier and reference
+model name (timm or synscale's), every text-to-image model (`builtin:<family>[@<weights>]`, a diffusers
+pipeline directory with a readable `model_index.json` and its parts, or a hub id that is cached or may be
+downloaded), schedulers and dtypes, OOD and zero-shot evaluation sets and their class subsets. The study file's
+own keys, types, strategies and recipes are validated when it is loaded (synscale.config)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from synscale.errors import UserError
+from synscale.schema import ConfigError
+
+DTYPES = ("float32", "float16", "bfloat16")
+SIZE_SAMPLE = 64  # images whose headers are read to find mixed sizes before the shards stage
+
+
+def check_study(cfg: Any) -> None:
+    """Raise ConfigError with the first problem found in `cfg` (a synscale.config.StudyConfig)."""
+    found = problems(cfg)
+    if found:
+        raise ConfigError(found[0])
+
+
+def problems(cfg: Any) -> list[str]:
+    """Every problem found in `cfg`, one line each (each check runs on its own, so one problem does not hide
+    the next: the dry-run lists them all)."""
+    checks = []
+    if cfg.scales:
+        checks += [lambda: _check_data(cfg), lambda: check_timm_model(cfg.train.model, "train.model")]
+    if cfg.clip.scales and cfg.clip.pairs.dataset == "img2dataset":
+        from synscale.data.datasets import create_dataset
+
+        pc = cfg.clip.pairs
+        checks.append(lambda: create_dataset("img2dataset", pc.root, pc.image_size))
+    for g in [*cfg.synthetic, *(cfg.clip.synthetic if cfg.clip.scales else [])]:
+        checks.append(lambda g=g: check_generator(g.model, g.scheduler, g.dtype, g.allow_download, f"synthetic {g.name!r}"))
+    checks.append(lambda: _check_evaluations(cfg))
+    found: list[str] = []
+    for check in checks:
+        try:
+            check()
+        except (UserError, FileNotFoundError) as e:
+            if str(e) not in found:  # a grid's configurations share their model
+                found.append(str(e))
+    return found
+
+
+def _check_data(cfg: Any) -> None:
+    from synscale.data.datasets import create_dataset
+    from synscale.data.subsets import per_class_counts
+
+    from synscale.registry import UnknownName
+
+    d = cfg.data
+    try:
+        ds = create_dataset(d.dataset, d.root, d.image_size)
+    except UnknownName as e:
+        raise ConfigError(f"data.dataset: {e}") from None
+    splits = ds.splits()
+    for key, split in (("data.train_split", d.train_split), ("data.test_split", d.test_split)):
+        if splits and split not in splits:
+            raise ConfigError(f"{key}: dataset {d.dataset} has no split {split!r} (it has: {', '.join(splits)})")
+    n_classes = len(ds.labels)
+    if n_classes < 2:
+        raise ConfigError(f"data: dataset {d.dataset} ({d.root or 'default root'}) has {n_classes} class; a classifier "
+                          "needs at least 2 (one folder per class)")
+    counts = ds.class_counts(d.train_split) if hasattr(ds, "class_counts") else None
+    if counts is not None:
+        largest = max(cfg.source_scales("real"))
+        need = per_class_counts(largest, n_classes)
+        short = [c for c in range(n_classes) if counts[c] < need[c]]
+        if short:
+            c = short[0]
+            raise ConfigError(f"scales: the real curve's largest scale {largest:,} needs {need[c]} images of class "
+                              f"{ds.labels.names[c]!r}, the {d.train_split} split has {counts[c]}; the largest balanced "
+                              f"scale is {min(counts) * n_classes:,}: lower data.scales (or scales)")
+    if not d.image_size and hasattr(ds, "image_sizes"):
+        sizes = ds.image_sizes(d.train_split, SIZE_SAMPLE)
+        if len(set(sizes.values())) > 1:
+            (f1, s1), (f2, s2) = [next((f, s) for f, s in sizes.items() if s == v) for v in list(dict.fromkeys(sizes.values()))[:2]]
+            raise ConfigError(f"data.image_size: images of several sizes at native size ({f1}: {s1[0]}x{s1[1]}, "
+                              f"{f2}: {s2[0]}x{s2[1]}); set data.image_size to resize and centre-crop them")
+
+
+def check_timm_model(name: str, key: str) -> None:
+    """A classifier architecture that timm (or synscale, which registers its own there) can build."""
+    from synscale.train.models import check_model_name
+
+    check_model_name(name, key)
+
+
+def check_generator(model: str, scheduler: str, dtype: str, allow_download: bool, where: str) -> None:
+    """A text-to-image model that will load: a built-in family (and its weights), a pipeline directory, or a
+    hub id that is in the local cache (or may be downloaded)."""
+    from synscale.generate.diffusers_backend import SCHEDULERS
+
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"{where}: unknown scheduler {scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"{where}: unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    if model.startswith("builtin:"):
+        _check_builtin(model, where)
+    elif Path(model).expanduser().exists() or model.startswith(("/", ".", "~")):
+        check_pipeline_dir(Path(model).expanduser(), where)
+    elif not allow_download and not _hub_cached(model):
+        raise ConfigError(f"{where}: model {model!r} is not a pipeline directory here, nor a hub id in the local "
+                          "cache; give a diffusers pipeline directory, builtin:<family>, or set allow_download = true")
+
+
+def _check_builtin(model: str, where: str) -> None:
+    from synscale.generate.builtin import FAMILIES, WEIGHTS_DIR
+
+    family, _, weights = model[len("builtin:"):].partition("@")
+    if family not in FAMILIES.names():
+        raise ConfigError(f"{where}: unknown built-in family {family!r} in {model!r}; choose from "
+                          f"{', '.join(FAMILIES.names())}")
+    path = Path(weights) if weights else WEIGHTS_DIR / family
+    info = path / "family.json"
+    if not info.exists():
+        raise ConfigError(f"{where}: no built-in {family} weights in {path} (no family.json): train them with "
+                          f"`synscale generator train --family {family} --out DIR`")
+    try:
+        got = json.loads(info.read_text()).get("family")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{where}: {info} is not readable JSON ({e}); train the weights again") from None
+    if got != family:
+        raise ConfigError(f"{where}: {path} holds {got} weights, not {family}")
+
+
+def check_pipeline_dir(path: Path, where: str) -> None:
+    """A diffusers pipeline directory: `model_index.json` readable, naming its class, with every part's folder."""
+    if not path.is_dir():
+        raise ConfigError(f"{where}: no pipeline directory {path}")
+    index = path / "model_index.json"
+    if not index.exists():
+        raise ConfigError(f"{where}: {path} is not a diffusers pipeline directory (no model_index.json); give "
+                          "the directory `pipeline.save_pretrained(...)` wrote")
+    try:
+        spec = json.loads(index.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{where}: {index} is not readable JSON ({e})") from None
+    if not isinstance(spec, dict) or "_class_name" not in spec:
+        raise ConfigError(f"{where}: {index} names no pipeline class (_class_name)")
+    for part, value in spec.items():
+        if part.startswith("_") or not isinstance(value, list) or value[0] is None:
+            continue
+        if not (path / part).is_dir():
+            raise ConfigError(f"{where}: {path} lacks the folder of its part {part!r} ({value[1]}) that "
+                              "model_index.json lists")
+
+
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)
+    except Exception:  # an id the hub library rejects
+        return False
+
+
+def _check_evaluations(cfg: Any) -> None:
+    from synscale.data.datasets import create_dataset
+    from synscale.data.ood import class_subset
+
+    for s in cfg.evaluate.sets:
+        if not Path(s.root).exists():
+            raise ConfigError(f"evaluate.sets {s.name!r}: root {s.root} does not exist")
+        if s.class_subset not in ("auto", "all") and not Path(s.class_subset).is_file():
+            raise ConfigError(f"evaluate.sets {s.name!r}: class_subset {s.class_subset!r} is not auto, all or a file "
+                              "of wnids or class names")
+        if cfg.scales and s.class_subset != "all":  # its classes must be the study's
+            labels = create_dataset(cfg.data.dataset, cfg.data.root, cfg.data.image_size).labels
+            try:
+                class_subset(labels, s.class_subset, s.preset, [])
+            except UserError as e:
+                raise ConfigError(f"evaluate.sets {s.name!r}: {e}") from None
+    for p in cfg.evaluate.probes:
+        create_dataset(p.dataset, p.root, p.image_size)
+    if cfg.clip.scales:
+        for z in cfg.evaluate.zero_shot:
+            create_dataset(z.dataset, z.root, z.image_size)

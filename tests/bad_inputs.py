@@ -1,0 +1,453 @@
+"""The bad-input catalogue: every input a user can get wrong, with the one line synscale answers.
+
+Each case builds its input under a temporary directory and gives the command line; tests/test_bad_inputs.py runs
+each one (in this process, as `synscale` would) and checks: a non-zero exit, no traceback, one error line that
+contains the case's `expect`. docs/reliability.md lists them; `python tests/bad_inputs.py` prints that table
+from what the commands say now (run with the test environment: it runs every case).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+STUDY = """name = "bad"
+scales = [1000, 2000]
+train.recipe = "miniature-cnn"
+metrics.per_class = 0
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    area: str
+    what: str  # the bad input, in words
+    make: Callable[[Path, Fixtures], list[str]]  # (case dir, shared inputs) -> the command line
+    expect: str  # a part of the error line
+    code: int = 2
+
+
+class Fixtures:
+    """Inputs the cases share, made on first use: a small real set, a study file, a results directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def set(self) -> Path:
+        """60 Fashion-MNIST test images as a synscale set in 3 shards of 20 (with its array cache)."""
+        path = self.root / "set"
+        if not path.exists():
+            from synscale.cli import main
+
+            assert main(["shards", "fashion-mnist", "--split", "test", "--limit", "60", "--shard-size", "20",
+                         "--out", str(path)]) == 0
+        return path
+
+    def copy_set(self, d: Path) -> Path:
+        out = d / "set"
+        shutil.copytree(self.set(), out)
+        return out
+
+    def results(self, d: Path) -> Path:
+        """A workdir whose results tables a study could have written (simulated, two configurations)."""
+        sys.path.insert(0, str(HERE))
+        from tests_helpers import simulate_results
+
+        w = d / "w"
+        simulate_results(w / "results", {"real": [0.3, 0.4], "syn": [0.2, 0.1]}, {"real": [1.0, 1.2], "syn": [0.5, 0.6]},
+                         ["a", "b"], scales=(500, 1000, 2000), per_class_eval=20, shifted=False)
+        (w / "study.json").write_text(json.dumps({"name": "sim", "fit": {"bootstrap": 20, "saturating_bootstrap": 5}}))
+        return w
+
+
+TINY = ("train.schedule.zero_scale=1", "scales=[4]")  # scales a few images allow
+
+
+def study(d: Path, text: str = STUDY, extra: str = "") -> str:
+    p = d / "study.toml"
+    p.write_text(text + extra)
+    return str(p)
+
+
+def dry(d: Path, *sets: str, text: str = STUDY, extra: str = "") -> list[str]:
+    args = ["study", study(d, text, extra), "--dry-run"]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+def image_folder(d: Path, classes: dict[str, list[tuple[int, int]]], bad: str | None = None) -> Path:
+    """`d/images/{train,test}/<class>/<i>.png` with images of the given (width, height); `bad`: a class whose
+    first training file is not an image."""
+    from PIL import Image
+
+    root = d / "images"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name, sizes in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, (w, h) in enumerate(sizes):
+                Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    if bad:
+        (root / "train" / bad / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return root
+
+
+def two_classes(n: int = 3, size: tuple[int, int] = (8, 8)) -> dict[str, list[tuple[int, int]]]:
+    return {"cat": [size] * n, "dog": [size] * n}
+
+
+def pipeline_dir(d: Path, index: str | None, parts: tuple[str, ...] = ()) -> str:
+    p = d / "pipe"
+    p.mkdir()
+    if index is not None:
+        (p / "model_index.json").write_text(index)
+    for part in parts:
+        (p / part).mkdir()
+    return str(p)
+
+
+def truncate(path: Path, keep: int) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+def sample_boundary(shard: Path, samples: int) -> int:
+    """The byte offset in a tar after its first `samples` samples (two members each)."""
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    nxt = members[2 * samples]
+    return nxt.offset
+
+
+def train(set_dir: Path, d: Path) -> list[str]:
+    return ["train", str(set_dir), "--out", str(d / "model"), "--set", "train.recipe=miniature-cnn"]
+
+
+def edit_manifest(set_dir: Path, fn: Callable) -> Path:
+    import pyarrow.parquet as pq
+
+    path = set_dir / "manifest.parquet"
+    table = fn(pq.read_table(path))
+    pq.write_table(table, path)
+    return set_dir
+
+
+def corrupt_png_same_size(set_dir: Path) -> Path:
+    """Flip bytes inside the first PNG of the first shard (the tar keeps its size), drop the array cache."""
+    shard = set_dir / "shard-00000.tar"
+    data = bytearray(shard.read_bytes())
+    start = data.index(b"IHDR")
+    data[start: start + 40] = b"\x00" * 40
+    shard.write_bytes(bytes(data))
+    (set_dir / "arrays.npy").unlink()
+    # the manifest's record holds the shard's sha256, not checked on every read; its size still matches
+    return set_dir
+
+
+def results_edit(d: Path, f: Fixtures, name: str, fn: Callable) -> list[str]:
+    import pandas as pd
+
+    w = f.results(d)
+    path = w / "results" / name
+    fn(path, pd.read_parquet(path))
+    return ["fit", str(w), "--bootstrap", "10"]
+
+
+def webdataset_tar(d: Path, n: int) -> Path:
+    """A labelled webdataset of n samples in d/wds/train-000.tar with classnames.txt."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    root = d / "wds"
+    root.mkdir()
+    (root / "classnames.txt").write_text("cat\ndog\n")
+    with tarfile.open(root / "train-000.tar", "w") as tar:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(buf, format="PNG")
+            for name, data in ((f"s{i:03d}.png", buf.getvalue()), (f"s{i:03d}.cls", str(i % 2).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return root
+
+
+def _wds_truncated(d: Path, at_boundary: bool) -> list[str]:
+    root = webdataset_tar(d, 20)
+    tar = root / "train-000.tar"
+    truncate(tar, sample_boundary(tar, 8) if at_boundary else sample_boundary(tar, 8) + 700)
+    return ["shards", "webdataset", "--root", str(root), "--split", "train", "--out", str(d / "out")]
+
+
+def _mixed_workdir(d: Path) -> list[str]:
+    (d / "wfile").write_text("not a directory")
+    return ["study", study(d), "--workdir", str(d / "wfile"), "-q"]
+
+
+CASES: list[Case] = [
+    # ---- the study file and --set
+    Case("study-missing", "study file", "a study file that does not exist",
+         lambda d, f: ["study", str(d / "nope.toml"), "--dry-run"], "no such study file"),
+    Case("study-toml-syntax", "study file", "a TOML syntax error",
+         lambda d, f: ["study", study(d, "name = 'x'\nscales = [100,\n"), "--dry-run"], "not valid TOML"),
+    Case("study-unknown-key", "study file", "an unknown key (a typo)",
+         lambda d, f: dry(d, extra="scalez = [1]\n"), "unknown key 'scalez'"),
+    Case("study-wrong-type", "study file", "a value of the wrong type",
+         lambda d, f: dry(d, text=STUDY.replace("[1000, 2000]", '"many"')), "'scales' must be"),
+    Case("study-scales-unsorted", "study file", "scales not increasing",
+         lambda d, f: dry(d, text=STUDY.replace("[1000, 2000]", "[200, 100]")), "scales"),
+    Case("study-scales-negative", "study file", "a negative scale",
+         lambda d, f: dry(d, text=STUDY.replace("[1000, 2000]", "[-100, 200]")), "scales"),
+    Case("study-no-scales", "study file", "no scales and no CLIP scales",
+         lambda d, f: dry(d, text=STUDY.replace("[1000, 2000]", "[]")), "at least one data scale"),
+    Case("set-no-equals", "study file", "--set without '='", lambda d, f: dry(d, "train.lr"), "expected KEY=VALUE"),
+    Case("set-unknown-key", "study file", "--set of an unknown key", lambda d, f: dry(d, "train.lrr=1"), "unknown key"),
+    Case("set-bad-value", "study file", "--set of a value of the wrong type", lambda d, f: dry(d, "train.lr=fast"),
+         "train.lr"),
+    Case("unknown-recipe", "study file", "an unknown training recipe",
+         lambda d, f: dry(d, text=STUDY.replace("miniature-cnn", "nope")), "nope"),
+    Case("unknown-dataset", "data", "an unknown dataset", lambda d, f: dry(d, 'data.dataset="nope"'), "nope"),
+    Case("unknown-strategy", "generation", "an unknown prompt strategy",
+         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "builtin:latent-diffusion"\nstrategy = "nope"\n'),
+         "unknown prompt strategy 'nope'"),
+    Case("unknown-shift", "evaluation", "an unknown distribution shift", lambda d, f: dry(d, 'evaluate.shifts=["nope"]'),
+         "nope"),
+    Case("unknown-metric", "metrics", "an unknown metric name", lambda d, f: dry(d, 'metrics.names=["nope"]'), "nope"),
+    Case("unknown-curve", "study file", "a curve naming no configuration", lambda d, f: dry(d, 'curves=["nope"]'),
+         "nope"),
+    Case("grid-empty-list", "study file", "a [[grid]] table with an empty guidance list",
+         lambda d, f: dry(d, extra='[[grid]]\nmodel = "builtin:latent-diffusion"\nstrategy = "classname"\nguidance = []\n'),
+         "guidance"),
+    Case("mix-unknown-synthetic", "study file", "a [[mix]] naming no synthetic configuration",
+         lambda d, f: dry(d, extra='[[mix]]\nname = "m"\nsynthetic = "nope"\n'), "no [[synthetic]] configuration"),
+    Case("jobs-zero", "command line", "--jobs 0",
+         lambda d, f: ["study", study(d), "--jobs", "0", "--workdir", str(d / "w"), "-q"], "--jobs must be 1 or more"),
+    # ---- models, checked before the first stage
+    Case("timm-model-unknown", "models", "a classifier architecture timm does not have",
+         lambda d, f: dry(d, "train.model=resnet_nope"), "train.model: unknown model 'resnet_nope'"),
+    Case("builtin-family-unknown", "models", "an unknown built-in text-to-image family",
+         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "builtin:nope"\n'), "unknown built-in family 'nope'"),
+    Case("builtin-weights-missing", "models", "built-in weights from a directory without them",
+         lambda d, f: dry(d, extra=f'[[synthetic]]\nname = "s"\nmodel = "builtin:latent-diffusion@{d}"\n'),
+         "no built-in latent-diffusion weights"),
+    Case("pipeline-dir-missing", "models", "a diffusers pipeline directory that does not exist",
+         lambda d, f: dry(d, extra=f'[[synthetic]]\nname = "s"\nmodel = "{d}/nope"\n'), "no pipeline directory"),
+    Case("pipeline-dir-empty", "models", "an empty pipeline directory (no model_index.json)",
+         lambda d, f: dry(d, extra=f'[[synthetic]]\nname = "s"\nmodel = "{pipeline_dir(d, None)}"\n'),
+         "no model_index.json"),
+    Case("pipeline-index-corrupt", "models", "a model_index.json that is not JSON",
+         lambda d, f: dry(d, extra=f'[[synthetic]]\nname = "s"\nmodel = "{pipeline_dir(d, "{oops")}"\n'),
+         "is not readable JSON"),
+    Case("pipeline-part-missing", "models", "a pipeline directory without a part its model_index.json lists",
+         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "' + pipeline_dir(
+             d, '{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}') + '"\n'),
+         "lacks the folder of its part 'unet'"),
+    Case("hub-id-not-cached", "models", "a hub id that is not in the local cache, without allow_download",
+         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "nobody/no-such-model"\n'),
+         "nor a hub id in the local cache"),
+    Case("scheduler-unknown", "models", "an unknown scheduler",
+         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "builtin:latent-diffusion"\nscheduler = "nope"\n'),
+         "unknown scheduler 'nope'"),
+    Case("dtype-unknown", "models", "an unknown dtype",
+         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "builtin:latent-diffusion"\ndtype = "float8"\n'),
+         "unknown dtype 'float8'"),
+    # ---- data, checked before the first stage
+    Case("scale-too-large", "data", "a scale larger than the training split allows",
+         lambda d, f: dry(d, "scales=[1000,100000]"), "the largest balanced scale is 60,000"),
+    Case("split-missing", "data", "a training split the dataset does not have", lambda d, f: dry(d, 'data.train_split="nope"'),
+         "has no split 'nope'"),
+    Case("fashion-mnist-root-missing", "data", "a Fashion-MNIST directory without its files",
+         lambda d, f: dry(d, f'data.root="{d}"'), "not found in"),
+    Case("imagefolder-root-missing", "data", "an image folder that does not exist",
+         lambda d, f: dry(d, 'data.dataset="imagefolder"', f'data.root="{d}/nope"'), "is not a directory"),
+    Case("imagefolder-one-class", "data", "an image folder with one class",
+         lambda d, f: dry(d, 'data.dataset="imagefolder"', f'data.root="{image_folder(d, {"cat": [(8, 8)] * 4})}"',
+                          *TINY), "a classifier needs at least 2"),
+    Case("imagefolder-empty-split", "data", "an empty split folder",
+         lambda d, f: (image_folder(d, two_classes()), (d / "images" / "aaa").mkdir(),
+                       dry(d, 'data.dataset="imagefolder"', f'data.root="{d}/images"', *TINY))[-1],
+         "no class folders"),
+    Case("imagefolder-mixed-sizes", "data", "images of mixed sizes kept at native size",
+         lambda d, f: dry(d, 'data.dataset="imagefolder"',
+                          f'data.root="{image_folder(d, {"cat": [(8, 8)] * 3, "dog": [(8, 8), (9, 8), (8, 8)]})}"',
+                          *TINY), "images of several sizes at native size"),
+    Case("imagefolder-corrupt-image", "data", "an image file that is not an image (found by the header check)",
+         lambda d, f: dry(d, 'data.dataset="imagefolder"', f'data.root="{image_folder(d, two_classes(), bad="cat")}"',
+                          *TINY), "0.png: not a readable image"),
+    Case("ood-root-missing", "evaluation", "an OOD evaluation set whose folder does not exist",
+         lambda d, f: dry(d, extra=f'[[evaluate.sets]]\nname = "o"\nroot = "{d}/nope"\n'), "root"),
+    Case("ood-class-subset-missing", "evaluation", "an OOD class subset file that does not exist",
+         lambda d, f: dry(d, extra=f'[[evaluate.sets]]\nname = "o"\nroot = "{d}"\nclass_subset = "{d}/nope.txt"\n'),
+         "class_subset"),
+    Case("ood-class-subset-unknown-names", "evaluation", "an OOD class subset naming classes the study does not have",
+         lambda d, f: ((d / "subset.txt").write_text("Trouser\nSpaceship\n"),
+                       dry(d, extra=f'[[evaluate.sets]]\nname = "o"\nroot = "{d}"\nclass_subset = "{d}/subset.txt"\n'))[1],
+         "classes are not in the study, e.g. ['Spaceship']"),
+    # ---- the workdir
+    Case("workdir-is-file", "workdir", "a workdir that is a regular file", lambda d, f: _mixed_workdir(d),
+         "is a file, not a directory"),
+    Case("workdir-under-file", "workdir", "a workdir under a regular file",
+         lambda d, f: ((d / "wfile").write_text("x"), ["study", study(d), "--workdir", str(d / "wfile" / "w"), "-q"])[1],
+         "Not a directory", 1),
+    Case("workdir-read-only", "workdir", "a workdir on a read-only file system",
+         lambda d, f: ["study", study(d), "--workdir", "/sys/synscale-w", "-q"], "/sys/synscale-w", 1),
+    # ---- synscale shards
+    Case("shards-out-holds-set", "shards", "shards --out into a directory that holds a set",
+         lambda d, f: ["shards", "fashion-mnist", "--split", "test", "--limit", "10", "--out", str(f.copy_set(d))],
+         "holds a set; choose an empty directory, or pass --overwrite"),
+    Case("shards-out-holds-files", "shards", "shards --out into a directory with other files",
+         lambda d, f: ((d / "o").mkdir(), (d / "o" / "notes.txt").write_text("x"),
+                       ["shards", "fashion-mnist", "--split", "test", "--limit", "10", "--out", str(d / "o")])[-1],
+         "holds other files (notes.txt)"),
+    Case("shards-out-is-file", "shards", "shards --out naming a regular file",
+         lambda d, f: ((d / "o").write_text("x"), ["shards", "fashion-mnist", "--limit", "10", "--out", str(d / "o")])[1],
+         "is a file, not a directory"),
+    Case("shards-bad-shard-size", "shards", "--shard-size 0",
+         lambda d, f: ["shards", "fashion-mnist", "--shard-size", "0", "--out", str(d / "o")], "--shard-size must be >= 1"),
+    Case("shards-corrupt-image", "shards", "an image folder with a file that is not an image",
+         lambda d, f: ["shards", "imagefolder", "--root", str(image_folder(d, two_classes(), bad="dog")), "--out",
+                       str(d / "o")], "dog/0.png: not a readable image"),
+    Case("shards-mixed-sizes", "shards", "images of mixed sizes at native size",
+         lambda d, f: ["shards", "imagefolder", "--root",
+                       str(image_folder(d, {"cat": [(8, 8)] * 2, "dog": [(8, 8), (8, 12)]})), "--out", str(d / "o")],
+         "set data.image_size (synscale shards: --image-size)"),
+    Case("shards-empty-split", "shards", "an image folder whose split has no class folders",
+         lambda d, f: ((d / "images" / "train").mkdir(parents=True),
+                       ["shards", "imagefolder", "--root", str(d / "images"), "--out", str(d / "o")])[1],
+         "no class folders"),
+    Case("webdataset-truncated-boundary", "shards", "a webdataset tar truncated at a sample boundary",
+         lambda d, f: _wds_truncated(d, True), "train-000.tar: truncated"),
+    Case("webdataset-truncated-member", "shards", "a webdataset tar truncated inside a member",
+         lambda d, f: _wds_truncated(d, False), "train-000.tar: truncated"),
+    # ---- a synscale set read by a later step
+    Case("set-not-a-set", "sets", "a directory that is not a synscale set", lambda d, f: train(d, d),
+         "is not a synscale set: no manifest.parquet"),
+    Case("set-shard-truncated-boundary", "sets", "a shard truncated at a sample boundary",
+         lambda d, f: (s := f.copy_set(d), truncate(s / "shard-00001.tar", sample_boundary(s / "shard-00001.tar", 7)),
+                       train(s, d))[-1], "bytes, the manifest records"),
+    Case("set-shard-truncated-member", "sets", "a shard truncated inside a member",
+         lambda d, f: (s := f.copy_set(d), truncate(s / "shard-00002.tar", 5000), train(s, d))[-1],
+         "shard-00002.tar: 5,000 bytes, the manifest records"),
+    Case("set-shard-missing", "sets", "a shard deleted", lambda d, f: (s := f.copy_set(d), (s / "shard-00001.tar").unlink(),
+                                                                       train(s, d))[-1], "shard-00001.tar: the shard is missing"),
+    Case("set-manifest-column-removed", "sets", "a manifest without its label column",
+         lambda d, f: train(edit_manifest(f.copy_set(d), lambda t: t.drop_columns(["label"])), d), "no column 'label'"),
+    Case("set-manifest-rows-removed", "sets", "a manifest with rows removed",
+         lambda d, f: train(edit_manifest(f.copy_set(d), lambda t: t.slice(0, 50)), d), "50 rows, its record says 60"),
+    Case("set-manifest-garbage", "sets", "a manifest that is not parquet",
+         lambda d, f: (s := f.copy_set(d), (s / "manifest.parquet").write_bytes(b"garbage"), train(s, d))[-1],
+         "manifest.parquet: not a readable manifest"),
+    Case("set-array-cache-edited", "sets", "an array cache edited (other pixels, same size)",
+         lambda d, f: (s := f.copy_set(d), np.save(s / "arrays.npy", np.zeros((60, 1, 28, 28), np.uint8)), train(s, d))[-1],
+         "arrays.npy: the array cache does not match the set's manifest"),
+    Case("set-array-cache-stale", "sets", "an array cache of other data (another size)",
+         lambda d, f: (s := f.copy_set(d), np.save(s / "arrays.npy", np.zeros((10, 1, 28, 28), np.uint8)), train(s, d))[-1],
+         "arrays.npy: the array cache does not match the set's manifest"),
+    Case("set-corrupt-png", "sets", "a PNG inside a shard damaged (the shard keeps its size)",
+         lambda d, f: train(corrupt_png_same_size(f.copy_set(d)), d), "not a readable image"),
+    Case("train-unknown-model", "sets", "synscale train with a model timm does not have",
+         lambda d, f: [*train(f.set(), d), "--set", "train.model=resnet_nope"], "train.model: unknown model 'resnet_nope'"),
+    Case("train-scale-too-large", "sets", "synscale train --scale larger than the set",
+         lambda d, f: [*train(f.set(), d), "--scale", "1000"], "the largest balanced scale of this set is"),
+    # ---- synscale prompts / generate
+    Case("generate-negative-guidance", "generate", "--guidance -1",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--guidance", "-1"],
+         "--guidance must be >= 0"),
+    Case("generate-negative-steps", "generate", "--steps -3",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--steps", "-3"],
+         "--steps must be >= 0"),
+    Case("generate-zero-batch", "generate", "--batch-size 0",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--batch-size", "0"],
+         "--batch-size must be > 0"),
+    Case("generate-zero-per-class", "generate", "--per-class 0",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--per-class", "0"],
+         "--per-class must be >= 1"),
+    Case("generate-unknown-family", "generate", "--model builtin:<unknown family>",
+         lambda d, f: ["generate", "--model", "builtin:nope", "--out", str(d / "g")], "unknown built-in family 'nope'"),
+    Case("generate-pipeline-empty", "generate", "--model naming an empty directory",
+         lambda d, f: ["generate", "--model", pipeline_dir(d, None), "--out", str(d / "g")], "no model_index.json"),
+    Case("generate-out-holds-set", "generate", "--out into a directory holding a set generate did not write",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(f.copy_set(d))],
+         "holds files that `synscale generate` did not write"),
+    Case("generate-prompts-empty", "generate", "a prompts file with no rows",
+         lambda d, f: ((d / "p.csv").write_text("index,class_index,prompt,strategy,seed\n"),
+                       ["generate", "--model", "builtin:latent-diffusion", "--prompts", str(d / "p.csv"), "--out",
+                        str(d / "g")])[1], "p.csv: no prompts"),
+    Case("generate-prompts-missing-column", "generate", "a prompts file without its seed column",
+         lambda d, f: ((d / "p.csv").write_text("index,class_index,prompt,strategy\n0,0,a shirt,classname\n"),
+                       ["generate", "--model", "builtin:latent-diffusion", "--prompts", str(d / "p.csv"), "--out",
+                        str(d / "g")])[1], "p.csv: no column 'seed'"),
+    Case("generate-prompts-missing-file", "generate", "a prompts file that does not exist",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--prompts", str(d / "p.csv"), "--out",
+                       str(d / "g")], "p.csv"),
+    Case("labels-file-missing", "prompts", "--labels naming a file that does not exist",
+         lambda d, f: ["prompts", "--labels", str(d / "names.txt")], "names.txt"),
+    # ---- results, fit and report
+    Case("fit-no-results", "results", "synscale fit on a workdir without results",
+         lambda d, f: ["fit", str(d)], "does not exist: run the study first"),
+    Case("fit-results-garbage", "results", "a results table that is not parquet",
+         lambda d, f: results_edit(d, f, "scaling.parquet", lambda p, t: p.write_bytes(b"garbage")),
+         "scaling.parquet: not a readable results table"),
+    Case("fit-results-column-removed", "results", "a results table without its loss column",
+         lambda d, f: results_edit(d, f, "scaling.parquet", lambda p, t: t.drop(columns="loss").to_parquet(p)),
+         "scaling.parquet: no column 'loss'"),
+    Case("fit-results-zero-rows", "results", "a results table with no rows",
+         lambda d, f: results_edit(d, f, "scaling.parquet", lambda p, t: t.iloc[:0].to_parquet(p)),
+         "scaling.parquet: no rows"),
+    Case("fit-per-class-column-removed", "results", "a per-class results table without its class column",
+         lambda d, f: results_edit(d, f, "scaling_per_class.parquet",
+                                   lambda p, t: t.drop(columns="class_index").to_parquet(p)), "no column 'class_index'"),
+    Case("report-results-garbage", "results", "synscale report with a results table that is not parquet",
+         lambda d, f: (w := f.results(d), (w / "results" / "metrics.parquet").write_bytes(b"x"), ["report", str(w)])[-1],
+         "metrics.parquet: not a readable results table"),
+    Case("report-no-results", "results", "synscale report on a directory that is not a workdir",
+         lambda d, f: ["report", str(d)], "does not exist: run the study first"),
+]
+
+
+def run_case(case: Case, d: Path, f: Fixtures) -> tuple[int, str]:
+    """(exit code, stderr) of the case's command, run in this process as `synscale` would run it."""
+    import contextlib
+    import io
+
+    from synscale.cli import main
+
+    d.mkdir(parents=True, exist_ok=True)
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()):
+        argv = case.make(d, f)
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's own errors
+            code = int(e.code or 0)
+    return code, err.getvalue()
+
+
+if __name__ == "__main__":  # the table of docs/reliability.md
+    import os
+    import tempfile
+
+    os.environ["TQDM_DISABLE"] = "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        fx = Fixtures(Path(tmp) / "shared")
+        fx.root.mkdir()
+        print("| # | area | bad input | what synscale says (exit code) |\n|---|---|---|---|")
+        for i, c in enumerate(CASES, 1):
+            code, err = run_case(c, Path(tmp) / c.id, fx)
+            line = err.strip().splitlines()[-1].replace(tmp, "…").replace("|", "\\|")
+            print(f"| {i} | {c.area} | {c.what} (`{c.id}`) | `{line}` ({code}) |")
