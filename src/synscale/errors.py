@@ -36,7 +36,8 @@ def os_error_line(e: OSError) -> str:
            errno.EISDIR: "it is a directory: give a file",
            errno.ENOENT: "check the path",
            errno.EEXIST: "it exists already: choose another path or remove it"}.get(e.errno or 0, "")
-    return f"{path}: {what}" + (f"; {fix}" if fix else "") if path else (what + (f"; {fix}" if fix else ""))
+    line = f"{path}: {what}" if path else what
+    return f"{line}; {fix}" if fix else line
 
 
 def interrupt(signum: int, frame: object) -> None:

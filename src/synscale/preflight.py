@@ -34,7 +34,9 @@ def problems(cfg: Any) -> list[str]:
     the next: the dry-run lists them all)."""
     checks = []
     if cfg.scales:
-        checks += [lambda: _check_data(cfg), lambda: check_timm_model(cfg.train.model, "train.model")]
+        from synscale.train.models import check_model_name
+
+        checks += [lambda: _check_data(cfg), lambda: check_model_name(cfg.train.model, "train.model")]
     if cfg.clip.scales and cfg.clip.pairs.dataset == "img2dataset":
         from synscale.data.datasets import create_dataset
 
@@ -88,13 +90,6 @@ def _check_data(cfg: Any) -> None:
             (f1, s1), (f2, s2) = [next((f, s) for f, s in sizes.items() if s == v) for v in list(dict.fromkeys(sizes.values()))[:2]]
             raise ConfigError(f"data.image_size: images of several sizes at native size ({f1}: {s1[0]}x{s1[1]}, "
                               f"{f2}: {s2[0]}x{s2[1]}); set data.image_size to resize and centre-crop them")
-
-
-def check_timm_model(name: str, key: str) -> None:
-    """A classifier architecture that timm (or synscale, which registers its own there) can build."""
-    from synscale.train.models import check_model_name
-
-    check_model_name(name, key)
 
 
 def check_generator(model: str, scheduler: str, dtype: str, allow_download: bool, where: str) -> None:
@@ -172,6 +167,7 @@ def _check_evaluations(cfg: Any) -> None:
     from synscale.data.datasets import create_dataset
     from synscale.data.ood import class_subset
 
+    labels = None
     for s in cfg.evaluate.sets:
         if not Path(s.root).exists():
             raise ConfigError(f"evaluate.sets {s.name!r}: root {s.root} does not exist")
@@ -179,7 +175,7 @@ def _check_evaluations(cfg: Any) -> None:
             raise ConfigError(f"evaluate.sets {s.name!r}: class_subset {s.class_subset!r} is not auto, all or a file "
                               "of wnids or class names")
         if cfg.scales and s.class_subset != "all":  # its classes must be the study's
-            labels = create_dataset(cfg.data.dataset, cfg.data.root, cfg.data.image_size).labels
+            labels = labels or create_dataset(cfg.data.dataset, cfg.data.root, cfg.data.image_size).labels
             try:
                 class_subset(labels, s.class_subset, s.preset, [])
             except UserError as e:

@@ -258,19 +258,21 @@ def _tar_samples(path: str | Path, take: Callable[[int], bool] | None) -> Iterat
 def read_manifest(set_dir: str | Path) -> Any:
     """A set's manifest (one row per sample), checked against the set's files: its columns, and every shard
     there with the size the manifest records (a truncated, missing or replaced shard is a DataError)."""
-    import pandas as pd
-
     path = Path(set_dir) / "manifest.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{set_dir} is not a synscale set: no manifest.parquet")
+    import pyarrow.parquet as pq
+
     try:
-        manifest = pd.read_parquet(path)
+        table = pq.read_table(path)  # the rows and the record, in one read
+        manifest = table.to_pandas()
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable manifest ({e}); regenerate the set") from None
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise DataError(f"{path}: no column {', '.join(map(repr, missing))} (edited by hand?); regenerate the set")
-    meta = set_meta(set_dir)
+    md = table.schema.metadata or {}
+    meta = json.loads(md[META_KEY]) if META_KEY in md else None
     if meta is not None:
         _check_shards(Path(set_dir), manifest, meta)
     return manifest
