@@ -122,3 +122,51 @@ def test_generate_from_a_prompt_file_with_in_captions(sd_dir, tiny_fmnist, tmp_p
     assert len(m) == 20 and (m.strategy == "in-captions").all()
     assert m.prompt.str.endswith("item on a black background").all()
     assert m.prompt.tolist() == pd.read_parquet(prompts).prompt.tolist()
+
+
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])  # compiling: ~80 s cold
+def test_tuned_path_compiled_channels_last_padded(sd_dir, compiled):
+    """Channels-last memory and (slow) torch.compile of the UNet and the VAE decoder with every call padded to
+    the batch: the same images as the plain path within the documented tolerance (1/255), and a short call
+    (the last batch of a shard, padded with copies of its last prompt) gives the images the full batch gives."""
+    from synscale.generate.diffusers_backend import DiffusersGenerator
+
+    kw = {"steps": 2, "height": 16, "width": 16}
+    tuned = DiffusersGenerator(str(sd_dir), compile=compiled, channels_last=True, batch_size=4, **kw)
+    assert tuned.tuned == (["unet: channels-last", "unet: compiled", "vae: channels-last", "vae.decode: compiled"]
+                           if compiled else ["unet: channels-last", "vae: channels-last"])
+    plain = DiffusersGenerator(str(sd_dir), compile="auto", channels_last="auto", **kw)
+    assert plain.tuned == [] and plain.dtype == "float32"  # "auto" on a CPU: the plain path
+    prompts, seeds = ["a Sandal", "a Bag", "a Coat", "a Shirt"], [1, 2, 3, 4]
+    full = tuned(prompts, seeds, 2.0)
+    assert full.shape == (4, 16, 16, 3)
+    assert np.abs(full.astype(int) - plain(prompts, seeds, 2.0).astype(int)).max() <= 1
+    short = tuned(prompts[:3], seeds[:3], 2.0)  # padded to 4 when compiled
+    assert short.shape == (3, 16, 16, 3) and np.abs(short.astype(int) - full[:3].astype(int)).max() <= 1
+    alone = tuned(prompts[1:2], seeds[1:2], 2.0)
+    assert np.abs(alone[0].astype(int) - full[1].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("compiled", ["off", pytest.param("on", marks=pytest.mark.slow)])
+def test_tuned_set_resumes_byte_identical(sd_dir, tmp_path, compiled):
+    """A set made on the tuned path (channels-last, PNGs written on the writer thread while the next batch
+    samples; slow: compiled, last batches padded) and the same set resumed from what a run killed after its
+    first shard leaves: byte for byte equal."""
+    import shutil
+
+    tuned = ["--compile", compiled, "--channels-last", "on", "--batch-size", "4", "--shard-size", "6"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert main([*gen_args(sd_dir, whole), *tuned, "--per-class", "2"]) == 0
+    resumed.mkdir()
+    for name in ("generate.json", "shard-00000.tar"):
+        shutil.copy(whole / name, resumed / name)
+    first = read_manifest(whole).query("shard == 'shard-00000.tar'").to_json(orient="records")
+    (resumed / "shard-00000.rows.json").write_text(first)
+    kept = (resumed / "shard-00000.tar").stat().st_ino
+    assert main([*gen_args(sd_dir, resumed), *tuned, "--per-class", "2"]) == 0
+    names = sorted(p.name for p in whole.glob("*.tar"))
+    assert names == [f"shard-{i:05d}.tar" for i in range(4)]  # 20 images: 6 + 6 + 6 + 2 (last batches padded)
+    assert (resumed / "shard-00000.tar").stat().st_ino == kept  # resumed: the finished shard was kept
+    for name in names:
+        assert (whole / name).read_bytes() == (resumed / name).read_bytes(), name
+    pd.testing.assert_frame_equal(read_manifest(whole), read_manifest(resumed))

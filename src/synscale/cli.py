@@ -116,11 +116,16 @@ def _generation_parsers(sub: Any) -> None:
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
     p.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default; diffusers 50)")
     p.add_argument("--scheduler", default="default", help="default, ddim, dpm-solver++ or euler")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on a CPU), float32, float16 "
+                   "or bfloat16")
     p.add_argument("--size", type=int, default=None, help="generation height = width (default: the pipeline's)")
     p.add_argument("--resolution", type=int, default=0, help="resize outputs to this size (0: keep)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=0, help="images per sampling call (0: 64 on a GPU, 16 on a CPU)")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="torch.compile the denoiser and the decoder, calls padded to the batch (auto: on a GPU)")
+    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                   help="channels-last memory for the denoiser and the decoder (auto: on a GPU)")
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--allow-download", action="store_true", help="let diffusers fetch a hub id")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -548,13 +553,14 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from synscale.generate.runner import GeneratorSpec, generate_set
+    from synscale.generate.runner import generate_set, generator_spec
+    from synscale.generate.tuning import TUNED, identity
     from synscale.prompts.strategies import make_prompts
 
     strategy = (args.strategy or ["classname"])
     if len(strategy) != 1:
         raise ConfigError("generate takes one --strategy (a set is generated from one prompt strategy)")
-    _check_generate_flags(args, strategy[0])
+    cfg = _check_generate_flags(args, strategy[0])
     ctx = prompt_context(args, strategy if not args.prompts else [])
     labels = ctx.labels
     if args.prompts:
@@ -564,8 +570,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         prompts = make_prompts(strategy[0], ctx, args.per_class, args.seed)
     out = Path(args.out)
-    settings = {k: getattr(args, k) for k in ("model", "guidance", "steps", "scheduler", "dtype", "size",
-                                               "resolution", "channels", "batch_size", "shard_size", "threads")}
+    spec = generator_spec(cfg, args.resolution, args.channels)
+    settings = {k: getattr(args, k) for k in ("model", "guidance", "steps", "scheduler", "size", "resolution",
+                                               "channels", "shard_size", "threads")}
+    settings.update(identity({k: spec.kwargs[k] for k in TUNED}))  # as resolved on this machine
     settings["prompts"] = pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum().item()
     marker = out / "generate.json"
     if not marker.exists() and out.is_dir() and any(out.iterdir()):
@@ -575,11 +583,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                           "or delete it to start again")
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(settings, indent=1))
-    spec = GeneratorSpec("diffusers", {
-        "model": args.model, "steps": args.steps, "scheduler": args.scheduler, "dtype": args.dtype,
-        "resolution": args.resolution, "channels": args.channels, "height": args.size, "width": args.size,
-        "local_files_only": not args.allow_download}, threads=args.threads)
-    n = generate_set(spec, prompts, labels, out, args.guidance, args.batch_size, args.shard_size,
+    n = generate_set(spec, prompts, labels, out, args.guidance, spec.kwargs["batch_size"], args.shard_size,
                      progress=not args.quiet, executor=args.executor, ray_actors=args.ray_actors,
                      ray_num_cpus=args.ray_cpus, ray_num_gpus=args.ray_gpus)
     print(f"wrote {n:,} images to {out}")
@@ -608,8 +612,9 @@ def _read_prompts(path: Path) -> Any:
     return prompts
 
 
-def _check_generate_flags(args: argparse.Namespace, strategy: str) -> None:
-    """The flags under the rules of a study's [[synthetic]] keys, and the model as a study checks it."""
+def _check_generate_flags(args: argparse.Namespace, strategy: str) -> Any:
+    """The flags under the rules of a study's [[synthetic]] keys, and the model as a study checks it; returns
+    them as a synscale.config.SyntheticConfig."""
     from synscale.config import SyntheticConfig
     from synscale.preflight import check_generator
     from synscale.schema import from_dict
@@ -618,9 +623,11 @@ def _check_generate_flags(args: argparse.Namespace, strategy: str) -> None:
 
     flags = {"guidance": args.guidance, "steps": args.steps, "size": args.size or 0, "seed": args.seed,
              "batch_size": args.batch_size, "shard_size": args.shard_size, "threads": args.threads,
-             "per_class": args.per_class, "ray_actors": args.ray_actors}
+             "per_class": args.per_class, "ray_actors": args.ray_actors, "ray_cpus": args.ray_cpus,
+             "ray_gpus": args.ray_gpus, "executor": args.executor, "allow_download": args.allow_download,
+             "compile": ON_OFF[args.compile], "channels_last": ON_OFF[args.channels_last]}
     try:
-        from_dict(SyntheticConfig, {"name": "generate", "model": args.model, "scheduler": args.scheduler,
+        cfg = from_dict(SyntheticConfig, {"name": "generate", "model": args.model, "scheduler": args.scheduler,
                                     "dtype": args.dtype, "strategy": strategy, **flags}, "synscale generate")
     except ConfigError as e:
         msg = re.sub(rf"'?\b({'|'.join(flags)})\b'?", lambda m: "--" + m.group(1).replace("_", "-"),
@@ -630,6 +637,10 @@ def _check_generate_flags(args: argparse.Namespace, strategy: str) -> None:
         if value < low:
             raise ConfigError(f"synscale generate: {flag} must be >= {low}, got {value}")
     check_generator(args.model, args.scheduler, args.dtype, args.allow_download, "synscale generate --model")
+    return cfg
+
+
+ON_OFF = {"auto": "auto", "on": True, "off": False}
 
 
 def cmd_generator(args: argparse.Namespace) -> int:

@@ -164,10 +164,12 @@ class GenerationConfig:
     guidance: float = 2.0
     steps: int = 0  # sampling steps; 0 = the model's default (built-in: its family's; diffusers: 50)
     scheduler: str = "default"
-    dtype: str = "float32"
+    dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on a CPU (synscale.generate.tuning)
     size: int = 0  # generation height = width; 0 = the pipeline's default
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = 0  # images per sampling call; 0: 64 on a GPU, 16 on a CPU
+    compile: bool | Literal["auto"] = "auto"  # torch.compile the denoiser and decoder; auto: on a GPU
+    channels_last: bool | Literal["auto"] = "auto"  # channels-last memory for them; auto: on a GPU
     shard_size: int = 1000
     executor: Literal["local", "ray"] = "local"
     ray_actors: int = 1
@@ -179,8 +181,8 @@ class GenerationConfig:
 
     def check(self) -> None:
         _source_name(self.name, "synthetic")
-        _positive(self, "batch_size", "shard_size", "ray_actors")
-        _nonnegative(self, "steps", "guidance", "size", "threads")
+        _positive(self, "shard_size", "ray_actors")
+        _nonnegative(self, "steps", "guidance", "size", "threads", "batch_size")
 
 
 GENERATION_RUN_ONLY = ("executor", "ray_actors", "ray_cpus", "ray_gpus")  # where it runs does not change the bytes

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from synscale.errors import UserError
+from synscale.generate.tuning import DTYPES
 from synscale.schema import ConfigError
 
-DTYPES = ("float32", "float16", "bfloat16")
 SIZE_SAMPLE = 64  # images whose headers are read to find mixed sizes before the shards stage
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from synscale.generate import tuning
 from synscale.generate.base import GENERATORS, to_uint8
 
 SCHEDULERS = {
@@ -34,8 +35,11 @@ class DiffusersGenerator:
     model: str  # a pipeline directory, a hub id (with local_files_only=False), or builtin:<family>[@<weights>]
     steps: int = 0  # 0: the model's default (a built-in family's own; 50 for other pipelines)
     scheduler: str = "default"
-    dtype: str = "float32"  # float32 | float16 | bfloat16
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16 (auto: bfloat16 on CUDA, float32 on CPU)
     device: str = "auto"
+    batch_size: int = 0  # the run's batch: compiled modules get every call padded to it (static shapes)
+    compile: bool | str = "auto"  # torch.compile the denoiser and the decoder (auto: on CUDA)
+    channels_last: bool | str = "auto"  # channels-last memory for them (auto: on CUDA)
     resolution: int = 0  # output size after resizing; 0 = the pipeline's own
     channels: int = 3
     height: int | None = None  # generation size; None = the pipeline's default
@@ -51,6 +55,8 @@ class DiffusersGenerator:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
         dev = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self._device = dev
+        tuned = tuning.resolve({"dtype": self.dtype, "compile": self.compile, "channels_last": self.channels_last}, dev)
+        self.dtype, self.compile, self.channels_last = tuned["dtype"], tuned["compile"], tuned["channels_last"]
         if self.model.startswith("builtin:"):  # builtin:<family>[@<weights dir>]
             from synscale.generate import builtin
 
@@ -81,6 +87,7 @@ class DiffusersGenerator:
             self._masked = MaskedTokenSampler(pipe, dev)
         if self.model.startswith("builtin:") and dev == "cpu":
             builtin.tune_for_cpu(pipe)
+        self.tuned = tuning.tune_pipeline(pipe, self.compile, self.channels_last)
 
     def _cached_embeds(self, prompts: list[str], cfg: bool) -> dict[str, Any] | None:
         """prompt_embeds (and negative_prompt_embeds for the empty negative prompt) from a per-prompt cache:
@@ -115,6 +122,11 @@ class DiffusersGenerator:
         return out
 
     def __call__(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> np.ndarray:
+        """uint8 images (N, H, W, C); compiled modules sample the call padded to `batch_size`."""
+        prompts, seeds, n = tuning.pad_batch(list(prompts), list(seeds), self.batch_size if self.compile else 0)
+        return self._sample(prompts, seeds, guidance_scale)[:n]
+
+    def _sample(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> np.ndarray:
         if self._masked is not None:
             kw = {k: v for k, v in self.pipeline_kwargs.items() if k in ("temperature",)}
             return to_uint8(self._masked(list(prompts), list(seeds), guidance_scale, self.steps, **kw),

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,26 @@ def generate_shard(generator: Any, rows: Any, labels: LabelSet | None, out_dir: 
     tmp = out_dir / f".{name}.inprogress"
     tmp.mkdir(exist_ok=True)
     writer = ShardWriter(tmp, labels, shard_size=len(rows) + 1, cache_arrays=False)  # the set's cache comes last
-    for start in range(0, len(rows), batch_size):
-        batch = rows.iloc[start : start + batch_size]
-        images = generator(batch.prompt.tolist(), batch.seed.tolist(), guidance)
+
+    def write(batch: Any, images: np.ndarray) -> None:  # PNG encoding and the tar, in sample order
         for row, img in zip(batch.itertuples(index=False), images, strict=True):
             writer.write(sample_key(row), img.squeeze(-1) if img.shape[-1] == 1 else img, int(row.class_index),
                          sample_meta(row, generator.id, guidance, generator.steps))
         if progress is not None:
             progress.update(len(batch))
+
+    # Batch k is written on a worker thread while batch k + 1 samples, so the accelerator never waits on
+    # PNG encoding or the disk; one writer keeps the order, so the bytes are those of a sequential run.
+    with ThreadPoolExecutor(1, thread_name_prefix="synscale-write") as pool:
+        written = None
+        for start in range(0, len(rows), batch_size):
+            batch = rows.iloc[start : start + batch_size]
+            images = generator(batch.prompt.tolist(), batch.seed.tolist(), guidance)
+            if written is not None:
+                written.result()  # the previous batch's write: its errors surface here
+            written = pool.submit(write, batch, images)
+        if written is not None:
+            written.result()
     writer.close_shards()
     os.replace(tmp / "shard-00000.tar", out_dir / name)
     rows_out = [{**r, "shard": name} for r in writer.rows]
@@ -108,6 +121,18 @@ class GeneratorSpec:
             yield
         finally:
             torch.set_num_threads(before)
+
+
+def generator_spec(g: Any, resolution: int, channels: int) -> GeneratorSpec:
+    """The diffusers generator of a generation config `g` (synscale.config.GenerationConfig), its outputs
+    brought to `resolution` and `channels`, its tuned settings resolved for the device that generates."""
+    from synscale.generate.tuning import TUNED, generation_device, resolve
+
+    tuned = resolve({k: getattr(g, k) for k in TUNED}, generation_device(g.executor, g.ray_gpus))
+    return GeneratorSpec("diffusers", {
+        "model": g.model, "steps": g.steps, "scheduler": g.scheduler, **tuned, "resolution": resolution,
+        "channels": channels, "height": g.size or None, "width": g.size or None,
+        "local_files_only": not g.allow_download, "pipeline_kwargs": g.pipeline_kwargs}, threads=g.threads)
 
 
 def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet | None, out_dir: str | Path, guidance: float,

@@ -36,7 +36,7 @@ def synthetic_set(syn: Any, train_set: StageResult, data: Any, max_scale: int, l
         captions = captions_per_class(ds, data.train_split, syn.captioner, pool=200, seed=syn.seed,
                                       local_files_only=not syn.allow_download)
     prompts = make_prompts(syn.strategy, make_context(labels, data.dataset, captions=captions), per_class, syn.seed)
-    params = {"synthetic": {k: v for k, v in dataclasses.asdict(syn).items() if k not in NOT_IN_ID},
+    params = {"synthetic": identity(syn),
               "per_class": per_class, "resolution": resolution, "channels": channels, "prompts": prompts_hash(prompts)}
     return generate_stage(syn, prompts, labels, resolution, channels, params, train_set, {"labels": train_set.id}, log,
                           what or syn.name)
@@ -50,10 +50,19 @@ def clip_synthetic_set(g: Any, pairs: StageResult, log: Any) -> StageResult:
 
     prompts = caption_prompts(read_manifest(pairs.path), g.seed)
     resolution, channels = image_format(pairs)
-    params = {"clip_synthetic": {k: v for k, v in dataclasses.asdict(g).items() if k not in NOT_IN_ID},
+    params = {"clip_synthetic": identity(g),
               "resolution": resolution, "channels": channels, "prompts": prompts_hash(prompts)}
     return generate_stage(g, prompts, read_labels(pairs.path), resolution, channels, params, pairs, {"pairs": pairs.id},
                           log, g.name)
+
+
+def identity(g: Any) -> dict[str, Any]:
+    """What of a generation config `g` decides its set's bytes: every key but where it runs, with the tuned
+    settings resolved for the device that generates (synscale.generate.tuning)."""
+    from synscale.generate.tuning import generation_device, identity, resolve
+
+    keys = {k: v for k, v in dataclasses.asdict(g).items() if k not in NOT_IN_ID}
+    return identity(resolve(keys, generation_device(g.executor, g.ray_gpus)))
 
 
 def prompts_hash(prompts: Any) -> int:
@@ -65,15 +74,12 @@ def prompts_hash(prompts: Any) -> int:
 def generate_stage(g: Any, prompts: Any, labels: Any, resolution: int, channels: int, params: dict[str, Any],
                    parent: StageResult, inputs: dict[str, str], log: Any, what: str) -> StageResult:
     """The resumable `generate` stage of a generation config `g` (synscale.config.GenerationConfig)."""
-    from synscale.generate.runner import GeneratorSpec, generate_set
+    from synscale.generate.runner import generate_set, generator_spec
 
-    spec = GeneratorSpec("diffusers", {
-        "model": g.model, "steps": g.steps, "scheduler": g.scheduler, "dtype": g.dtype, "resolution": resolution,
-        "channels": channels, "height": g.size or None, "width": g.size or None,
-        "local_files_only": not g.allow_download, "pipeline_kwargs": g.pipeline_kwargs}, threads=g.threads)
+    spec = generator_spec(g, resolution, channels)
 
     def fn(out: Path) -> None:
-        generate_set(spec, prompts, labels, out, g.guidance, g.batch_size, g.shard_size, progress=not log.quiet,
+        generate_set(spec, prompts, labels, out, g.guidance, spec.kwargs["batch_size"], g.shard_size, progress=not log.quiet,
                      executor=g.executor, ray_actors=g.ray_actors, ray_num_cpus=g.ray_cpus, ray_num_gpus=g.ray_gpus)
 
     res = run_stage(parent.root, "generate", params, inputs, fn, resumable=True)
