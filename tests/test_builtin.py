@@ -195,3 +195,18 @@ def test_masked_tokens_batched_are_the_per_image_calls():
     assert np.abs(batched.astype(int) - single.astype(int)).max() <= 1
     assert np.abs(batched.astype(int) - shuffled.astype(int)).max() <= 1
     assert (batched == single).mean() > 0.99
+
+
+def test_ddim_swapped_in_does_not_clip_latents(tmp_path):
+    """DDIM's own defaults clip samples to [-1, 1] (right for pixels, wrong for latents): swapped in for the
+    shipped latent family's DPM-Solver++ it gets Stable Diffusion's DDIM settings; a pipeline whose scheduler
+    config has these keys keeps its values."""
+    from synscale.generate.diffusers_backend import DiffusersGenerator
+    from tiny_pipelines import tiny_stable_diffusion
+
+    gen = DiffusersGenerator("builtin:latent-diffusion", scheduler="ddim", resolution=28, channels=1)
+    cfg = gen.pipe.scheduler.config
+    assert type(gen.pipe.scheduler).__name__ == "DDIMScheduler"
+    assert cfg.clip_sample is False and cfg.set_alpha_to_one is False and cfg.timestep_spacing == "leading"
+    sd = DiffusersGenerator(str(tiny_stable_diffusion(tmp_path / "sd")), scheduler="ddim")
+    assert sd.pipe.scheduler.config.set_alpha_to_one is True  # its own DDIM config says so
