@@ -95,7 +95,7 @@ def _check_data(cfg: Any) -> None:
 def check_generator(model: str, scheduler: str, dtype: str, allow_download: bool, where: str) -> None:
     """A text-to-image model that will load: a built-in family (and its weights), a pipeline directory, or a
     hub id that is in the local cache (or may be downloaded)."""
-    from synscale.generate.diffusers_backend import SCHEDULERS
+    from synscale.generate.diffusers_backend import BUILTIN_PIPELINES, SCHEDULERS, scheduler_problem
 
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"{where}: unknown scheduler {scheduler!r}; choose from {', '.join(SCHEDULERS)}")
@@ -103,11 +103,17 @@ def check_generator(model: str, scheduler: str, dtype: str, allow_download: bool
         raise ConfigError(f"{where}: unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     if model.startswith("builtin:"):
         _check_builtin(model, where)
+        pipeline = BUILTIN_PIPELINES[model[len("builtin:"):].partition("@")[0]]
     elif Path(model).expanduser().exists() or model.startswith(("/", ".", "~")):
-        check_pipeline_dir(Path(model).expanduser(), where)
+        pipeline = check_pipeline_dir(Path(model).expanduser(), where)
     elif not allow_download and not _hub_cached(model):
         raise ConfigError(f"{where}: model {model!r} is not a pipeline directory here, nor a hub id in the local "
                           "cache; give a diffusers pipeline directory, builtin:<family>, or set allow_download = true")
+    else:
+        return  # a hub id: its pipeline class is known once it loads (the generator checks the scheduler then)
+    problem = scheduler_problem(pipeline, scheduler)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
 
 
 def _check_builtin(model: str, where: str) -> None:
@@ -130,8 +136,9 @@ def _check_builtin(model: str, where: str) -> None:
         raise ConfigError(f"{where}: {path} holds {got} weights, not {family}")
 
 
-def check_pipeline_dir(path: Path, where: str) -> None:
-    """A diffusers pipeline directory: `model_index.json` readable, naming its class, with every part's folder."""
+def check_pipeline_dir(path: Path, where: str) -> str:
+    """A diffusers pipeline directory: `model_index.json` readable, naming its class, with every part's folder.
+    Returns the pipeline's class name."""
     if not path.is_dir():
         raise ConfigError(f"{where}: no pipeline directory {path}")
     index = path / "model_index.json"
@@ -150,6 +157,7 @@ def check_pipeline_dir(path: Path, where: str) -> None:
         if not (path / part).is_dir():
             raise ConfigError(f"{where}: {path} lacks the folder of its part {part!r} ({value[1]}) that "
                               "model_index.json lists")
+    return str(spec["_class_name"])
 
 
 def _hub_cached(repo_id: str) -> bool:

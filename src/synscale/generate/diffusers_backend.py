@@ -29,6 +29,23 @@ SCHEDULERS = {
 ONE_GENERATOR_PIPELINES = {"AmusedPipeline"}
 
 
+# Pipelines that work with only some of the schedulers: IF's sampling loop reads the scheduler's learned
+# variance (`variance_type`, which DDIM and Euler lack); aMUSEd's loop is its masked-token scheduler's.
+SCHEDULERS_FOR = {"IF": ("default", "dpm-solver++"), "Amused": ("default",)}
+BUILTIN_PIPELINES = {"latent-diffusion": "StableDiffusionPipeline", "pixel-diffusion": "IFPipeline",
+                     "masked-token": "AmusedPipeline"}
+
+
+def scheduler_problem(pipeline_class: str, scheduler: str) -> str | None:
+    """Why `scheduler` cannot sample a `pipeline_class` pipeline, or None."""
+    for prefix, allowed in SCHEDULERS_FOR.items():
+        if pipeline_class.startswith(prefix) and scheduler not in allowed:
+            return (f"scheduler {scheduler!r} cannot sample {pipeline_class} (its sampling loop needs "
+                    f"{'a learned variance' if prefix == 'IF' else 'its own masked-token scheduler'}); choose "
+                    f"{' or '.join(allowed)}")
+    return None
+
+
 def scheduler_overrides(cls: type, config: Any) -> dict[str, Any]:
     """Settings a swapped-in scheduler must not take from its own defaults: DDIM clips its samples to [-1, 1]
     and sets the final alpha to one unless told otherwise, which is wrong for latents (the built-in latent
@@ -81,6 +98,11 @@ class DiffusersGenerator:
             pipe = DiffusionPipeline.from_pretrained(
                 self.model, torch_dtype=getattr(torch, self.dtype), local_files_only=self.local_files_only
             )
+        problem = scheduler_problem(type(pipe).__name__, self.scheduler)
+        if problem:
+            from synscale.errors import ConfigError
+
+            raise ConfigError(f"{self.model}: {problem}")
         if SCHEDULERS[self.scheduler]:
             import diffusers
 
