@@ -112,11 +112,16 @@ def _coerce(tp: Any, value: Any, source: str, where: str) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(map(repr, typing.get_args(tp)))
     if typing.get_origin(tp) is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if typing.get_origin(tp) is dict:
         return "a table"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            type(None): "left out"}.get(tp, str(tp))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
