@@ -76,11 +76,11 @@ class SmallConvNet(nn.Module):
 
 
 def _register() -> None:
+    import timm
     from timm.models import register_model
-    from timm.models._registry import _model_entrypoints
 
     def make(width: int, hidden: int, name: str) -> None:
-        if name in _model_entrypoints:  # module reloaded
+        if timm.is_model(name):  # module reloaded
             return
 
         def fn(pretrained: bool = False, **kwargs: Any) -> SmallConvNet:
