@@ -84,6 +84,11 @@ def dry(d: Path, *sets: str, text: str = STUDY, extra: str = "") -> list[str]:
     return args
 
 
+def dry_synthetic(d: Path, model: str, keys: str = "") -> list[str]:
+    """A dry run of the study with one [[synthetic]] table of `model` (and more `keys` lines)."""
+    return dry(d, extra=f'[[synthetic]]\nname = "s"\nmodel = "{model}"\n{keys}')
+
+
 def image_folder(d: Path, classes: dict[str, list[tuple[int, int]]], bad: str | None = None) -> Path:
     """`d/images/{train,test}/<class>/<i>.png` with images of the given (width, height); `bad`: a class whose
     first training file is not an image."""
@@ -222,7 +227,7 @@ CASES: list[Case] = [
          lambda d, f: dry(d, text=STUDY.replace("miniature-cnn", "nope")), "nope"),
     Case("unknown-dataset", "data", "an unknown dataset", lambda d, f: dry(d, 'data.dataset="nope"'), "nope"),
     Case("unknown-strategy", "generation", "an unknown prompt strategy",
-         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "builtin:latent-diffusion"\nstrategy = "nope"\n'),
+         lambda d, f: dry_synthetic(d, "builtin:latent-diffusion", 'strategy = "nope"\n'),
          "unknown prompt strategy 'nope'"),
     Case("unknown-shift", "evaluation", "an unknown distribution shift", lambda d, f: dry(d, 'evaluate.shifts=["nope"]'),
          "nope"),
@@ -240,33 +245,33 @@ CASES: list[Case] = [
     Case("timm-model-unknown", "models", "a classifier architecture timm does not have",
          lambda d, f: dry(d, "train.model=resnet_nope"), "train.model: unknown model 'resnet_nope'"),
     Case("builtin-family-unknown", "models", "an unknown built-in text-to-image family",
-         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "builtin:nope"\n'), "unknown built-in family 'nope'"),
+         lambda d, f: dry_synthetic(d, "builtin:nope"), "unknown built-in family 'nope'"),
     Case("builtin-weights-missing", "models", "built-in weights from a directory without them",
-         lambda d, f: dry(d, extra=f'[[synthetic]]\nname = "s"\nmodel = "builtin:latent-diffusion@{d}"\n'),
+         lambda d, f: dry_synthetic(d, f"builtin:latent-diffusion@{d}"),
          "no built-in latent-diffusion weights"),
     Case("pipeline-dir-missing", "models", "a diffusers pipeline directory that does not exist",
-         lambda d, f: dry(d, extra=f'[[synthetic]]\nname = "s"\nmodel = "{d}/nope"\n'), "no pipeline directory"),
+         lambda d, f: dry_synthetic(d, f"{d}/nope"), "no pipeline directory"),
     Case("pipeline-dir-empty", "models", "an empty pipeline directory (no model_index.json)",
-         lambda d, f: dry(d, extra=f'[[synthetic]]\nname = "s"\nmodel = "{pipeline_dir(d, None)}"\n'),
+         lambda d, f: dry_synthetic(d, pipeline_dir(d, None)),
          "no model_index.json"),
     Case("pipeline-index-corrupt", "models", "a model_index.json that is not JSON",
-         lambda d, f: dry(d, extra=f'[[synthetic]]\nname = "s"\nmodel = "{pipeline_dir(d, "{oops")}"\n'),
+         lambda d, f: dry_synthetic(d, pipeline_dir(d, "{oops")),
          "is not readable JSON"),
     Case("pipeline-part-missing", "models", "a pipeline directory without a part its model_index.json lists",
-         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "' + pipeline_dir(
-             d, '{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}') + '"\n'),
+         lambda d, f: dry_synthetic(d, pipeline_dir(
+             d, '{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')),
          "lacks the folder of its part 'unet'"),
     Case("hub-id-not-cached", "models", "a hub id that is not in the local cache, without allow_download",
-         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "nobody/no-such-model"\n'),
+         lambda d, f: dry_synthetic(d, "nobody/no-such-model"),
          "nor a hub id in the local cache"),
     Case("scheduler-unknown", "models", "an unknown scheduler",
-         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "builtin:latent-diffusion"\nscheduler = "nope"\n'),
+         lambda d, f: dry_synthetic(d, "builtin:latent-diffusion", 'scheduler = "nope"\n'),
          "unknown scheduler 'nope'"),
     Case("scheduler-for-pipeline", "models", "a scheduler the pipeline's sampling loop cannot use (DDIM for IF)",
-         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "builtin:pixel-diffusion"\nscheduler = "ddim"\n'),
+         lambda d, f: dry_synthetic(d, "builtin:pixel-diffusion", 'scheduler = "ddim"\n'),
          "scheduler 'ddim' cannot sample IFPipeline"),
     Case("dtype-unknown", "models", "an unknown dtype",
-         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "builtin:latent-diffusion"\ndtype = "float8"\n'),
+         lambda d, f: dry_synthetic(d, "builtin:latent-diffusion", 'dtype = "float8"\n'),
          "unknown dtype 'float8'"),
     # ---- data, checked before the first stage
     Case("scale-too-large", "data", "a scale larger than the training split allows",
