@@ -126,9 +126,9 @@ class GeneratorSpec:
 def generator_spec(g: Any, resolution: int, channels: int) -> GeneratorSpec:
     """The diffusers generator of a generation config `g` (synscale.config.GenerationConfig), its outputs
     brought to `resolution` and `channels`, its tuned settings resolved for the device that generates."""
-    from synscale.generate.tuning import TUNED, generation_device, resolve
+    from synscale.generate.tuning import settings_of
 
-    tuned = resolve({k: getattr(g, k) for k in TUNED}, generation_device(g.executor, g.ray_gpus))
+    tuned = settings_of(g)
     return GeneratorSpec("diffusers", {
         "model": g.model, "steps": g.steps, "scheduler": g.scheduler, **tuned, "resolution": resolution,
         "channels": channels, "height": g.size or None, "width": g.size or None,

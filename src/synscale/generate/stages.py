@@ -59,10 +59,10 @@ def clip_synthetic_set(g: Any, pairs: StageResult, log: Any) -> StageResult:
 def identity(g: Any) -> dict[str, Any]:
     """What of a generation config `g` decides its set's bytes: every key but where it runs, with the tuned
     settings resolved for the device that generates (synscale.generate.tuning)."""
-    from synscale.generate.tuning import generation_device, identity, resolve
+    from synscale.generate.tuning import identity, settings_of
 
     keys = {k: v for k, v in dataclasses.asdict(g).items() if k not in NOT_IN_ID}
-    return identity(resolve(keys, generation_device(g.executor, g.ray_gpus)))
+    return identity({**keys, **settings_of(g)})
 
 
 def prompts_hash(prompts: Any) -> int:

@@ -47,6 +47,12 @@ def resolve(settings: dict[str, Any], device: str) -> dict[str, Any]:
     return out
 
 
+def settings_of(g: Any) -> dict[str, Any]:
+    """A generation config's (synscale.config.GenerationConfig) tuned settings, resolved for the device that
+    will generate it."""
+    return resolve({k: getattr(g, k) for k in TUNED}, generation_device(g.executor, g.ray_gpus))
+
+
 def identity(resolved: dict[str, Any]) -> dict[str, Any]:
     """The resolved settings as a set's identity records them: `compile` / `channels_last` only when on."""
     return {k: v for k, v in resolved.items() if not (k in ("compile", "channels_last") and v is False)}
