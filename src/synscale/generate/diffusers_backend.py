@@ -31,18 +31,18 @@ ONE_GENERATOR_PIPELINES = {"AmusedPipeline"}
 
 # Pipelines that work with only some of the schedulers: IF's sampling loop reads the scheduler's learned
 # variance (`variance_type`, which DDIM and Euler lack); aMUSEd's loop is its masked-token scheduler's.
-SCHEDULERS_FOR = {"IF": ("default", "dpm-solver++"), "Amused": ("default",)}
+SCHEDULERS_FOR = {"IF": (("default", "dpm-solver++"), "a learned variance"),
+                  "Amused": (("default",), "its own masked-token scheduler")}
 BUILTIN_PIPELINES = {"latent-diffusion": "StableDiffusionPipeline", "pixel-diffusion": "IFPipeline",
                      "masked-token": "AmusedPipeline"}
 
 
 def scheduler_problem(pipeline_class: str, scheduler: str) -> str | None:
     """Why `scheduler` cannot sample a `pipeline_class` pipeline, or None."""
-    for prefix, allowed in SCHEDULERS_FOR.items():
+    for prefix, (allowed, needs) in SCHEDULERS_FOR.items():
         if pipeline_class.startswith(prefix) and scheduler not in allowed:
-            return (f"scheduler {scheduler!r} cannot sample {pipeline_class} (its sampling loop needs "
-                    f"{'a learned variance' if prefix == 'IF' else 'its own masked-token scheduler'}); choose "
-                    f"{' or '.join(allowed)}")
+            return (f"scheduler {scheduler!r} cannot sample {pipeline_class} (its sampling loop needs {needs}); "
+                    f"choose {' or '.join(allowed)}")
     return None
 
 
