@@ -79,9 +79,9 @@ def sync(dev) -> None:
 
 def load(path: Path, dtype, device: str):
     import torch
-    from diffusers import DiffusionPipeline
+    from synscale.generate.diffusers_backend import load_pipeline
 
-    pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=getattr(torch, dtype), local_files_only=True)
+    pipe = load_pipeline(str(path), getattr(torch, dtype))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install synscale into ./.venv, with the Debian packages of the data it uses offline
-# (Fashion-MNIST, WordNet 3.0).
+# (Fashion-MNIST, WordNet 3.0), at the exact versions of constraints.txt.
+# Usage: scripts/setup.sh [EXTRAS]   (default: builtin,tracking — what the demo needs; scripts/test.sh: test)
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +15,4 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[${1:-builtin,tracking}]"

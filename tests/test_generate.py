@@ -170,3 +170,27 @@ def test_tuned_set_resumes_byte_identical(sd_dir, tmp_path, compiled):
     for name in names:
         assert (whole / name).read_bytes() == (resumed / name).read_bytes(), name
     pd.testing.assert_frame_equal(read_manifest(whole), read_manifest(resumed))
+
+
+def test_loading_a_pipeline_is_quiet(sd_dir, capfd):
+    """A pipeline directory loads under the current argument names, through accelerate's low-memory path,
+    without the libraries' progress bars or notices (nothing a user has to act on)."""
+    import warnings
+
+    import torch
+    from diffusers.utils import is_accelerate_available
+
+    from synscale.generate.diffusers_backend import load_pipeline
+
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe = load_pipeline(str(sd_dir), torch.float32)
+    out, err = capfd.readouterr()
+    assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))] == []
+    assert out == "" and err == "", (out, err)
+    assert is_accelerate_available() and type(pipe).__name__ == "StableDiffusionPipeline"
+    assert pipe.unet.dtype == torch.float32 and not any(p.is_meta for p in pipe.unet.parameters())
+    from diffusers.utils import logging as df_logging
+
+    assert df_logging.is_progress_bar_enabled()  # the libraries' settings are restored after the load

@@ -206,6 +206,10 @@ def _analysis_parsers(sub: Any) -> None:
                                       "(runs the analysis first if its tables are missing)")
     p.add_argument("workdir")
 
+    p = sub.add_parser("doctor", help="what this environment holds for synscale (versions, device, optional pieces, "
+                                      "weights, WordNet) and what is missing for the paper's world, with the fix")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+
     p = sub.add_parser("status", help="a study's plan with each stage's state (done, running, pending, failed), the "
                                       "compute spent per stage kind and what is left")
     p.add_argument("workdir")
@@ -777,6 +781,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from synscale import doctor
+
+    report = doctor.collect()
+    print(json.dumps(report, indent=1) if args.json else doctor.render(report))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from synscale.status import print_status
 
@@ -795,7 +807,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 COMMANDS = {"demo": cmd_demo, "metrics": cmd_metrics, "study": cmd_study, "config": cmd_config, "shards": cmd_shards, "prompts": cmd_prompts,
             "generate": cmd_generate, "generator": cmd_generator,
-            "recipes": cmd_recipes, "train": cmd_train, "fit": cmd_fit, "report": cmd_report, "status": cmd_status}
+            "recipes": cmd_recipes, "train": cmd_train, "fit": cmd_fit, "report": cmd_report, "status": cmd_status,
+            "doctor": cmd_doctor}
 
 
 if __name__ == "__main__":

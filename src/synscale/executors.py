@@ -157,10 +157,10 @@ def run_ray(plan: Plan, workdir: str | Path, quiet: bool = False, address: str |
             num_cpus: int | None = None) -> dict[str, Any]:
     """Every ready node a Ray task; returns when all are complete, or raises the first node's error (the
     other running tasks are cancelled; their stages resume on the next run)."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--executor ray needs Ray: pip install 'synscale[ray]'") from None
+    from synscale.extras import require
+
+    require("ray", "--executor ray")
+    import ray
 
     workdir = str(Path(workdir).resolve())
     started = not ray.is_initialized()

@@ -45,6 +45,7 @@ def problems(cfg: Any) -> list[str]:
     for g in [*cfg.synthetic, *(cfg.clip.synthetic if cfg.clip.scales else [])]:
         checks.append(lambda g=g: check_generator(g.model, g.scheduler, g.dtype, g.allow_download, f"synthetic {g.name!r}"))
     checks.append(lambda: _check_evaluations(cfg))
+    checks.append(lambda: _check_metric_weights(cfg.metrics))
     found: list[str] = []
     for check in checks:
         try:
@@ -117,8 +118,13 @@ def check_generator(model: str, scheduler: str, dtype: str, allow_download: bool
 
 
 def _check_builtin(model: str, where: str) -> None:
+    from synscale.extras import MissingExtra, require
     from synscale.generate.builtin import FAMILIES, WEIGHTS_DIR
 
+    try:
+        require("builtin", f"model {model!r}")
+    except MissingExtra as e:
+        raise ConfigError(f"{where}: {e}") from None
     family, _, weights = model[len("builtin:"):].partition("@")
     if family not in FAMILIES.names():
         raise ConfigError(f"{where}: unknown built-in family {family!r} in {model!r}; choose from "
@@ -169,6 +175,22 @@ def _hub_cached(repo_id: str) -> bool:
         return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)
     except Exception:  # an id the hub library rejects
         return False
+
+
+def _check_metric_weights(metrics: Any) -> None:
+    """Weights the study names for the paper's LPIPS / FID exist, and so do the packages that run them."""
+    from synscale.extras import MissingExtra, require
+
+    for key in ("alexnet_weights", "inception_weights"):
+        given = getattr(metrics, key)
+        if not given or not metrics.per_class:
+            continue
+        if not Path(given).expanduser().exists():
+            raise ConfigError(f"metrics.{key}: {given} does not exist; give the weights file, or leave it empty")
+        try:
+            require("paper-metrics", f"metrics.{key}")
+        except MissingExtra as e:
+            raise ConfigError(str(e)) from None
 
 
 def _check_evaluations(cfg: Any) -> None:

@@ -555,6 +555,10 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False, execut
     evals = _trained_models(sp, done)
     if write_study_events(workdir / "tensorboard", evals):
         log(f"TensorBoard: tensorboard --logdir {workdir / 'tensorboard'}")
+    elif cfg.train.tensorboard and evals:
+        from synscale.extras import install_line
+
+        log(f"TensorBoard events not written (no tensorboard package): {install_line('tracking')}")
     fits = _write_results(cfg, sp, done, evals, workdir)
     results = workdir / "results"
     log(f"fits: {len(fits)} row(s) -> {results / 'fits.parquet'} (and per_class, correlations, predictions)")

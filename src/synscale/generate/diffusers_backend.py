@@ -57,6 +57,34 @@ def scheduler_overrides(cls: type, config: Any) -> dict[str, Any]:
     return {k: v for k, v in {"clip_sample": False, "set_alpha_to_one": False}.items() if k in names and k not in config}
 
 
+def load_pipeline(model: str, dtype: Any, local_files_only: bool = True) -> Any:
+    """`DiffusionPipeline.from_pretrained` quietly and lean: the dtype under the argument name this diffusers
+    takes (`dtype` where `torch_dtype` is deprecated), weights loaded straight into empty modules by
+    `accelerate` (diffusers' `low_cpu_mem_usage` default: one copy of the weights in memory, not two), and
+    without the libraries' per-component progress bars and notices; their errors still raise."""
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import deprecation_utils
+    from diffusers.utils import logging as df_logging
+    from transformers.utils import logging as hf_logging
+
+    name = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+    levels = df_logging.get_verbosity(), hf_logging.get_verbosity()
+    bars = df_logging.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
+    df_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error()
+    df_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()
+    try:
+        return DiffusionPipeline.from_pretrained(model, **{name: dtype}, local_files_only=local_files_only)
+    finally:
+        df_logging.set_verbosity(levels[0])
+        hf_logging.set_verbosity(levels[1])
+        if bars[0]:
+            df_logging.enable_progress_bar()
+        if bars[1]:
+            hf_logging.enable_progress_bar()
+
+
 @GENERATORS.register("diffusers")
 @dataclass
 class DiffusersGenerator:
@@ -77,7 +105,6 @@ class DiffusersGenerator:
 
     def __post_init__(self) -> None:
         import torch
-        from diffusers import DiffusionPipeline
 
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
@@ -95,9 +122,7 @@ class DiffusersGenerator:
             if self.dtype != "float32":
                 pipe = pipe.to(getattr(torch, self.dtype))
         else:
-            pipe = DiffusionPipeline.from_pretrained(
-                self.model, torch_dtype=getattr(torch, self.dtype), local_files_only=self.local_files_only
-            )
+            pipe = load_pipeline(self.model, getattr(torch, self.dtype), self.local_files_only)
         problem = scheduler_problem(type(pipe).__name__, self.scheduler)
         if problem:
             from synscale.errors import ConfigError

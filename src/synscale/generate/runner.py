@@ -230,10 +230,10 @@ class _ShardActor:
 def _generate_with_ray(spec: GeneratorSpec, shard_rows: dict[int, Any], labels: LabelSet, out_dir: Path,
                        guidance: float, batch_size: int, pbar: Any, actors: int, num_cpus: float, num_gpus: float) -> None:
     """Shards as rows of a Ray dataset, mapped by a pool of `actors` generator actors."""
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError("the ray executor needs Ray: pip install 'synscale[ray]'") from None
+    from synscale.extras import require
+
+    require("ray", "generation with --executor ray")
+    import ray
 
     if not shard_rows:
         return

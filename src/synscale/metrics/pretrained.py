@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from synscale.extras import installed
+
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet_Weights.IMAGENET1K_V1
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's FID Inception
 LPIPS_MIN_SIDE = 64  # AlexNet's five stages need at least this many pixels
@@ -48,6 +50,9 @@ _SLICE_OF = {0: 1, 1: 1, 2: 2, 3: 2, 4: 2, 5: 3, 6: 3, 7: 3, 8: 4, 9: 4, 10: 5, 
 
 @functools.lru_cache(maxsize=4)
 def _lpips_net(path: str, device: str) -> Any:
+    from synscale.extras import require
+
+    require("paper-metrics", f"LPIPS with AlexNet ({path})")
     import lpips
 
     with warnings.catch_warnings():  # lpips builds AlexNet with torchvision's deprecated `pretrained=False`
@@ -68,7 +73,7 @@ def alexnet_lpips(weights: str, device: Any = "cpu") -> Callable[[np.ndarray, np
     """LPIPS v0.1 with AlexNet (Zhang et al. 2018) as a function of two uint8 image batches, or None
     when the AlexNet weights are not on disk. Images below 64 px are upsampled (bilinear) first."""
     path = find_weights(weights, ALEXNET_FILE)
-    if path is None:
+    if path is None or not (weights or installed("paper-metrics")):  # cached weights, but not the packages
         return None
     net = _lpips_net(str(path), str(device))
 
@@ -97,8 +102,11 @@ def inception_fid(weights: str, images: np.ndarray, real_dir: Path, batch_size: 
     """FID (torchmetrics, torch-fidelity's Inception-v3 pool features) between uint8 `images` and the real
     set in `real_dir`, or NaN when the Inception weights are not on disk."""
     path = find_weights(weights, INCEPTION_FILE)
-    if path is None:
+    if path is None or not (weights or installed("paper-metrics")):
         return math.nan
+    from synscale.extras import require
+
+    require("paper-metrics", f"FID with Inception-v3 ({path})")
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     from synscale.metrics.features import iter_batches

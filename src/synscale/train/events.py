@@ -1,5 +1,5 @@
 """TensorBoard event files (the `tensorboard` package's writer, an optional dependency:
-`pip install 'synscale[tensorboard]'`). A train stage writes `tensorboard/` beside its model: the logged
+`pip install 'synscale[tracking]'`). A train stage writes `tensorboard/` beside its model: the logged
 training loss, the learning rate and images/s every 50 steps; a study writes `W/tensorboard/` after every
 run: each model's training events and every source's scaling curves (loss and top-1 per evaluation set,
 step = data scale). `tensorboard --logdir W/tensorboard` shows them. Without the package nothing is written."""
