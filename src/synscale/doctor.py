@@ -93,8 +93,8 @@ def _missing(r: dict[str, Any]) -> list[dict[str, str]]:
     if not r["device"]["cuda"]:
         out.append({"what": "a GPU (CUDA): the paper's models and scales; the CPU runs the miniature",
                     "fix": "on a machine with an NVIDIA GPU: pip install torch torchvision --index-url "
-                           "https://download.pytorch.org/whl/<cuXYZ> (pytorch.org/get-started names <cuXYZ> for the "
-                           "driver); pip install synscale then keeps that torch"})
+                           "https://download.pytorch.org/whl/cu130 (or the CUDA its driver supports: pytorch.org/"
+                           "get-started); installing synscale then keeps that torch"})
     for name, e in r["extras"].items():
         if not e["installed"]:
             out.append({"what": f"{name}: {e['gives']} ({', '.join(e['missing'])} not installed)", "fix": e["fix"]})
