@@ -293,23 +293,31 @@ def class_fits_vectorised(
     if n_boot == 0:
         return out
     rng = np.random.default_rng(seed)
-    big_n = len(keep)
-    slopes, intercepts = np.empty((n_boot, len(classes))), np.empty((n_boot, len(classes)))
+    slopes, intercepts = _class_bootstrap(x, sorted_losses, seg, seg_starts, n_c, n_boot, rng, floor)
+    a = (1 - confidence) / 2
+    k_q = np.quantile(-slopes, [a, 1 - a], axis=0)
+    p_q = np.quantile(-intercepts, [a, 1 - a], axis=0)
+    out.update(k_lo=k_q[0], k_hi=k_q[1], perf_lo=p_q[0], perf_hi=p_q[1])
+    return out
+
+
+def _class_bootstrap(x: np.ndarray, sorted_losses: list[np.ndarray], seg: np.ndarray, seg_starts: np.ndarray,
+                     n_c: np.ndarray, n_boot: int, rng: np.random.Generator, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """`n_boot` stratified replicates of every class's fit (class_fits_vectorised): slopes and intercepts,
+    each (n_boot, classes). `sorted_losses[j]`: scale j's (runs, N') losses grouped by class (`seg`, `seg_starts`)."""
+    big_n, n_classes = len(seg), len(n_c)
+    slopes, intercepts = np.empty((n_boot, n_classes)), np.empty((n_boot, n_classes))
     step = max(1, min(100, 5_000_000 // max(big_n, 1)))  # replicates per batch, bounded memory
     for start in range(0, n_boot, step):
         b = min(step, n_boot - start)
         # within-class draws: position = class start + floor(u * n_c)
         pos = seg_starts[seg] + np.floor(rng.random((b, big_n)) * n_c[seg]).astype(np.int64)
         counts = np.bincount((pos + (np.arange(b) * big_n)[:, None]).ravel(), minlength=b * big_n).reshape(b, big_n)
-        reps = np.empty((b, len(classes), len(scales)))
+        reps = np.empty((b, n_classes, len(x)))
         for j, e in enumerate(sorted_losses):
             run_means = np.stack([np.add.reduceat(counts * r, seg_starts, axis=1) / n_c for r in e])  # (runs, b, C)
             runs = rng.integers(0, len(e), size=(b, len(e)))
             reps[:, :, j] = run_means[runs, np.arange(b)[:, None]].mean(1)
         sl, ic = _ols(x, np.log(np.maximum(reps, floor)))
         slopes[start : start + b], intercepts[start : start + b] = sl, ic
-    a = (1 - confidence) / 2
-    k_q = np.quantile(-slopes, [a, 1 - a], axis=0)
-    p_q = np.quantile(-intercepts, [a, 1 - a], axis=0)
-    out.update(k_lo=k_q[0], k_hi=k_q[1], perf_lo=p_q[0], perf_hi=p_q[1])
-    return out
+    return slopes, intercepts
