@@ -157,7 +157,7 @@ def test_analysis_tables_recover_planted_per_class_values(planted):
     assert [cats[i] for i in (0, 1)] == ["poor", "poor"]
     assert [cats[i] for i in (2, 3)] == ["easy", "easy"]
     assert [cats[i] for i in (4, 5)] == ["scaling", "scaling"]
-    assert {"recognizability", "diversity", "fd_class", "lpips"} <= set(pc.columns)
+    assert {"recognizability", "diversity", "fd_class", "lpips_ref"} <= set(pc.columns)
     assert a.recognizability.notna().all()
     info = json.loads((results / "analysis.json").read_text())
     assert set(info["categories"]["syn-a"]["poor"]) == {"t-shirt", "trouser"}
@@ -197,3 +197,32 @@ def test_vectorised_class_fits_equal_one_class_at_a_time():
         assert got["k_lo"][c] < k_true[c] + 0.05 and got["k_hi"][c] > k_true[c] - 0.05
     with pytest.raises(ValueError, match="at least one"):
         class_fits_vectorised(SCALES, runs, labels, np.arange(7), D_REF)
+
+
+def test_results_written_before_lpips_was_renamed_are_read_as_lpips_ref(tmp_path):
+    """An old workdir's tables name the reference network's LPIPS-style distance `lpips`: every reader (they all
+    read through read_table: the analysis, findings, the report, `synscale fit`) sees it as `lpips_ref`, so
+    the old workdir still analyses and reports, with the distance under the name that says what it is."""
+    from synscale.report.html import metrics_table
+    from synscale.results import read_table
+
+    results = tmp_path / "results"
+    simulate_results(results, PLANTED_K, PLANTED_PERF, CLASSES, per_class_eval=100)
+    old = {}
+    for name in ("metrics", "metrics_per_class"):  # as an older synscale wrote them
+        old[name] = pd.read_parquet(results / f"{name}.parquet").rename(columns={"lpips_ref": "lpips"})
+        old[name].to_parquet(results / f"{name}.parquet", index=False)
+        t = read_table(results / f"{name}.parquet")
+        assert "lpips" not in t and t.lpips_ref.tolist() == old[name].lpips.tolist()
+    analyse(results, D_REF, FitConfig(bootstrap=20, saturating_bootstrap=5))
+    pc = pd.read_parquet(results / "per_class.parquet")
+    assert "lpips" not in pc and pc.lpips_ref.notna().all()
+    corr = pd.read_parquet(results / "correlations.parquet")
+    assert "lpips_ref" in set(corr.metric) and "lpips" not in set(corr.metric)
+    # the analysis tables of an older synscale, which the report reads as they are
+    pc.rename(columns={"lpips_ref": "lpips"}).to_parquet(results / "per_class.parquet", index=False)
+    corr.assign(metric=corr.metric.replace({"lpips_ref": "lpips"})).to_parquet(results / "correlations.parquet", index=False)
+    assert "lpips" not in read_table(results / "per_class.parquet") and "lpips_ref" in read_table(results / "per_class.parquet")
+    assert "lpips" not in set(read_table(results / "correlations.parquet").metric)
+    mt, _ = metrics_table(results, read_table(results / "scaling.parquet"), read_table(results / "fits.parquet"))
+    assert "LPIPS-style distance (reference network)" in mt.columns and "lpips" not in mt.columns

@@ -117,17 +117,17 @@ def test_sample_pairs_are_distinct_unordered_and_capped():
 # Through a reference network
 
 
-def test_repeated_image_has_zero_diversity_and_lpips(fmnist_test):
+def test_repeated_image_has_zero_diversity_and_lpips_ref(fmnist_test):
     images, labels = fmnist_test
     first = np.array([np.flatnonzero(labels == c)[0] for c in range(10)])
     repeated = images[first][labels]  # every image of a class is that class's first image
     row, table = compute(inputs(cnn_reference(), repeated, labels, images, labels), OFFLINE)
-    assert row["diversity"] == pytest.approx(0, abs=1e-6) and row["lpips"] == pytest.approx(0, abs=1e-6)
+    assert row["diversity"] == pytest.approx(0, abs=1e-6) and row["lpips_ref"] == pytest.approx(0, abs=1e-6)
     assert row["vendi"] == pytest.approx(1, abs=1e-4)
-    assert np.allclose(table.diversity, 0, atol=1e-6) and np.allclose(table.lpips, 0, atol=1e-6)
+    assert np.allclose(table.diversity, 0, atol=1e-6) and np.allclose(table.lpips_ref, 0, atol=1e-6)
 
 
-def test_noise_raises_diversity_and_lpips(fmnist_test):
+def test_noise_raises_diversity_and_lpips_ref(fmnist_test):
     images, labels = fmnist_test
     rng = np.random.default_rng(0)
     noise = rng.normal(size=images.shape)
@@ -135,8 +135,8 @@ def test_noise_raises_diversity_and_lpips(fmnist_test):
     rows = []
     for sigma in (0, 25, 60):
         noisy = np.clip(images + sigma * noise, 0, 255).astype(np.uint8)
-        rows.append(compute(inputs(ref, noisy, labels, images, labels), ["diversity", "lpips", "fd"])[0])
-    for key in ("diversity", "lpips", "fd"):
+        rows.append(compute(inputs(ref, noisy, labels, images, labels), ["diversity", "lpips_ref", "fd"])[0])
+    for key in ("diversity", "lpips_ref", "fd"):
         values = [r[key] for r in rows]
         assert values[0] < values[1] < values[2], (key, values)
 
@@ -146,7 +146,7 @@ def test_per_class_values_average_to_the_reported_means(fmnist_test):
     noisy = np.clip(images + np.random.default_rng(2).normal(0, 30, images.shape), 0, 255).astype(np.uint8)
     row, table = compute(inputs(cnn_reference(), noisy, labels, images, labels, lpips_pairs=40), OFFLINE)
     shared = [c for c in table.columns if c in row]
-    assert set(shared) == {"recognizability", "diversity", "fd_class", "lpips", "precision", "recall", "density",
+    assert set(shared) == {"recognizability", "diversity", "fd_class", "lpips_ref", "precision", "recall", "density",
                            "coverage", "vendi"}
     for c in shared:
         assert row[c] == pytest.approx(table[c].mean(), abs=1e-12), c
@@ -157,6 +157,35 @@ def test_per_class_values_average_to_the_reported_means(fmnist_test):
 def test_metric_names_are_validated():
     with pytest.raises(ValueError, match="unknown metric 'fidd'"):
         MetricsConfig(names=["fidd"]).check()
+
+
+def test_the_old_lpips_name_is_refused_with_its_new_name():
+    """`lpips` (the reference network's LPIPS-style distance) is `lpips_ref`, so that it cannot be taken for
+    the paper's LPIPS (`lpips_alex`); a study file naming the old one gets one line saying what to write."""
+    from synscale.schema import ConfigError, from_dict
+
+    assert "lpips_ref" in MetricsConfig().names and "lpips_alex" in MetricsConfig().names
+    assert "lpips" not in METRICS and core.RENAMED == {"lpips": "lpips_ref"}
+    with pytest.raises(ConfigError, match=r"study.toml: \[metrics\] metric 'lpips' is now 'lpips_ref' .*'lpips_alex'") as e:
+        from_dict(MetricsConfig, {"names": ["recognizability", "lpips"]}, "study.toml", "metrics.")
+    assert "\n" not in str(e.value)
+
+
+def test_a_renamed_metric_never_reuses_a_stage_written_under_its_old_name():
+    """The metrics stage's id hashes the metric names its files name their columns after: a stage cached
+    when `lpips_ref` was `lpips` (its files with the old column) is not the stage of the current names."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from synscale.metrics.run import metrics_params
+    from synscale.stage import stage_id
+
+    ref = SimpleNamespace(name="test-cnn", precision="fp32")
+    new = MetricsConfig()
+    old = dataclasses.replace(new, names=[{v: k for k, v in core.RENAMED.items()}.get(n, n) for n in new.names])
+    assert "lpips" in old.names
+    ids = {stage_id("metrics", metrics_params(mc, ref, None), {}) for mc in (new, old)}
+    assert len(ids) == 2
 
 
 # ---------------------------------------------------------------------------------------------------

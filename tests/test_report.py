@@ -79,6 +79,16 @@ def test_report_is_rebuilt_from_results_alone(report):
     pd.testing.assert_frame_equal(pd.read_parquet(results / "fits.parquet"), fits)
 
 
+def test_report_tells_the_two_lpips_apart(report):
+    """The reference network's LPIPS-style distance (`lpips_ref`) is headed and described as such, never as the
+    paper's LPIPS (AlexNet, `lpips_alex`)."""
+    page = report.read_text()
+    assert ">LPIPS-style distance (reference network)</th>" in page  # the metrics and per-class tables
+    assert "<code>lpips_ref</code>" in page and "not the paper's LPIPS" in page and "LPIPS (AlexNet, paper)" in page
+    assert "lpips_ref is the LPIPS-style distance on the reference network, not the paper&#x27;s LPIPS" in page  # A13
+    assert ">lpips<" not in page and ">lpips_ref</th>" not in page
+
+
 def _driver(tmp: Path):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service

@@ -101,7 +101,7 @@ def test_demo_smoke_end_to_end(fmnist_files, tmp_path, capsys):
     mpc = pd.read_parquet(res / "metrics_per_class.parquet")
     assert len(mpc) == 50 and (mpc.n == 20).all()
     for config, g in mpc.groupby("config"):
-        for col in ("recognizability", "diversity", "fd_class", "lpips", "precision", "vendi"):
+        for col in ("recognizability", "diversity", "fd_class", "lpips_ref", "precision", "vendi"):
             assert np.isclose(g[col].mean(), metrics.loc[config, col])
     # the six findings, each with a verdict
     found = json.loads((res / "findings.json").read_text())["findings"]

@@ -48,11 +48,11 @@ def simulate_results(results: Path, class_k: dict[str, list[float]], class_perf:
         rec = np.asarray(recognizability[config]) if recognizability else np.clip(0.5 + ks, 0, 1)
         div = np.clip(0.6 + 0.02 * rng.normal(size=n_cls), 0, 1)
         mrows.append({"config": config, "recognizability": float(rec.mean()), "diversity": float(div.mean()),
-                      "fd": float(rng.uniform(1, 30)), "lpips": float(rng.uniform(0.3, 0.6)), "n_test": 50 * n_cls,
+                      "fd": float(rng.uniform(1, 30)), "lpips_ref": float(rng.uniform(0.3, 0.6)), "n_test": 50 * n_cls,
                       "reference": "simulated"})
         for c in range(n_cls):
             mpcs.append({"config": config, "class_index": c, "class_name": class_names[c], "recognizability": float(rec[c]),
-                         "diversity": float(div[c]), "fd_class": float(rng.uniform(1, 30)), "lpips": float(rng.uniform(0.3, 0.6))})
+                         "diversity": float(div[c]), "fd_class": float(rng.uniform(1, 30)), "lpips_ref": float(rng.uniform(0.3, 0.6))})
         if config != "real":
             gens.append({"config": config, "model": "builtin:latent-diffusion", "family": "latent-diffusion",
                          "generator": "builtin:latent-diffusion", "strategy": "classnames", "guidance_scale": float(2 * ci),

@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _generation_parsers(sub)
 
-    p = sub.add_parser("metrics", help="recognizability, diversity, Fréchet distance, LPIPS, precision/recall, "
-                       "density/coverage and Vendi of any set (synthetic or real) against a study's real data")
+    p = sub.add_parser("metrics", help="recognizability, diversity, Fréchet distance, an LPIPS-style distance, "
+                       "precision/recall, density/coverage and Vendi of any set (synthetic or real) against a study's real data")
     p.add_argument("set", help="a synscale set directory (shards + manifest.parquet), e.g. from `synscale generate`")
     p.add_argument("--study", default="fashion-mnist", help="the study whose real data, reference network and "
                    "[metrics] settings to use (a file or a shipped name)")

@@ -368,8 +368,8 @@ class ZeroShotSetConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """`[metrics]`: recognizability, diversity, Fréchet distance, LPIPS and extras for every configuration
-    (see docs/metrics.md). Each configuration gets a fixed test set of `per_class` images per class."""
+    """`[metrics]`: recognizability, diversity, Fréchet distance, an LPIPS-style distance and extras for every
+    configuration (see docs/metrics.md). Each configuration gets a fixed test set of `per_class` images per class."""
 
     per_class: int = 50  # test-set images per class and configuration (the paper: 50); 0 = no metrics
     # a synthetic configuration's test images: "separate" (generated apart, other seeds) or "training" (a
@@ -378,7 +378,7 @@ class MetricsConfig:
     reference: str = "trained"  # "trained" | "timm:<name>" (pretrained) | a checkpoint file or train-stage dir
     reference_arch: str = ""  # timm architecture of a checkpoint file
     allow_download: bool = False  # let timm fetch "timm:<name>" weights (else the local cache only)
-    names: list[str] = field(default_factory=lambda: ["recognizability", "diversity", "fd", "fd_class", "lpips",
+    names: list[str] = field(default_factory=lambda: ["recognizability", "diversity", "fd", "fd_class", "lpips_ref",
                                                       "prdc", "vendi", "lpips_alex", "fid_inception"])
     fd_per_class: int = 1300  # images per class for per-class FD (appendix G.4), synthetic and real train
     lpips_pairs: int = 250  # random pairs per class (appendix D)
@@ -391,11 +391,14 @@ class MetricsConfig:
     inception_weights: str = ""  # FID Inception weights (torch-fidelity's); "" = torch hub cache if there
 
     def check(self) -> None:
-        from synscale.metrics.core import METRICS
+        from synscale.metrics.core import METRICS, RENAMED
 
         _nonnegative(self, "per_class", "fd_per_class", "lpips_pairs")
         _positive(self, "nearest_k", "batch_size")
         for n in self.names:
+            if n in RENAMED:  # one line that says what to write now (old workdirs' tables are still read)
+                raise ValueError(f"metric {n!r} is now {RENAMED[n]!r} (an LPIPS-style distance on the reference network; "
+                                 "the paper's AlexNet LPIPS is 'lpips_alex'): write that name")
             if n not in METRICS:
                 raise ValueError(f"unknown metric {n!r}; known: {', '.join(METRICS.names())}")
         if not self.reference or self.reference == "timm:":

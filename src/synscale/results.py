@@ -28,9 +28,28 @@ REQUIRED = {
 }
 
 
+METRIC_TABLES = ("metrics", "metrics_per_class", "per_class")  # tables with a column per metric
+
+
+def current_names(df: Any, table: str) -> Any:
+    """A table written by an older synscale, with its renamed metrics under their current names (synscale.
+    metrics.core.RENAMED: `lpips` -> `lpips_ref`): a column of the metric tables, a value of correlations'
+    `metric`. A table that already has the new name keeps it."""
+    from synscale.metrics.core import RENAMED
+
+    if table in METRIC_TABLES:
+        old = {o: n for o, n in RENAMED.items() if o in df.columns and n not in df.columns}
+        return df.rename(columns=old) if old else df
+    if table == "correlations" and "metric" in df.columns and df["metric"].isin(list(RENAMED)).any():
+        return df.assign(metric=df["metric"].replace(RENAMED))
+    return df
+
+
 def read_table(path: str | Path, empty_ok: bool = True) -> Any:
     """A results table (None when absent), checked: readable, with the columns its readers use; `empty_ok`
-    False: a table without rows is an error too. Errors name the file and what to do."""
+    False: a table without rows is an error too. Errors name the file and what to do. Every reader of the
+    results tables (analysis, findings, report, `synscale fit`) reads them here, so a table written by an
+    older synscale comes with its renamed columns under their current names (current_names)."""
     import pandas as pd
 
     path = Path(path)
@@ -47,7 +66,7 @@ def read_table(path: str | Path, empty_ok: bool = True) -> Any:
                         "(its complete stages are reused) to write it again")
     if not empty_ok and not len(df):
         raise DataError(f"{path}: no rows: the study evaluated no model (check its scales and sources); rerun it")
-    return df
+    return current_names(df, path.stem)
 
 
 @dataclass(frozen=True)

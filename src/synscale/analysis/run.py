@@ -5,7 +5,7 @@ Writes into W/results:
                       bootstrap CIs), the break (largest linear prefix) and the saturating fit with its CIs.
 - per_class.parquet   one row per (config, eval_set, class): k_c, -log L_c(D_I) with CIs, final loss,
                       category (poor / easy / scaling / other), and the class's recognizability,
-                      diversity, FD, LPIPS... from metrics_per_class.parquet.
+                      diversity, FD, LPIPS-style distance... from metrics_per_class.parquet.
 - correlations.parquet  Spearman ρ of k_c with each per-class metric, per configuration (figure A13).
 - predictions.parquet   k predicted from recognizability and diversity, by leave-one-out.
 - analysis.json       the settings, the predictor's leave-one-out summary and the class lists.
@@ -39,7 +39,7 @@ from synscale.analysis.predict import FEATURES, evaluate_predictor, fit_predicto
 from synscale.config import FitConfig
 
 KEYS = ["source", "config", "eval_set"]
-PER_CLASS_METRICS = ("recognizability", "diversity", "fd_class", "lpips", "precision", "recall", "density",
+PER_CLASS_METRICS = ("recognizability", "diversity", "fd_class", "lpips_ref", "precision", "recall", "density",
                      "coverage", "vendi")
 CATEGORIES = ("poor", "easy", "scaling", "other")
 FLOOR = 1e-8  # a class whose every example has ~zero loss still gets a finite log

@@ -1,2 +1,3 @@
-"""Metrics of synthetic training sets: recognizability, diversity, Fréchet distance, LPIPS, precision/
-recall, density/coverage, Vendi; per configuration and per class (docs/metrics.md)."""
+"""Metrics of synthetic training sets: recognizability, diversity, Fréchet distance, an LPIPS-style distance on
+the reference network (`lpips_ref`; the paper's AlexNet LPIPS is `lpips_alex`), precision/recall,
+density/coverage, Vendi; per configuration and per class (docs/metrics.md)."""

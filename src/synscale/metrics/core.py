@@ -2,7 +2,8 @@
 
 Every metric returns (row values, per-class table). A per-class column and the row value of the same
 name agree: the row value is the mean over classes. Whole-set quantities (`fd`, `fid_inception`) have
-no per-class column; `fd_class` is the per-class Fréchet distance of appendix G.4.
+no per-class column; `fd_class` is the per-class Fréchet distance of appendix G.4. `lpips_ref` is an
+LPIPS-style distance on the reference network; the paper's LPIPS (AlexNet) is `lpips_alex`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class MetricInputs:
     real: Any  # Features of the real validation set
     class_names: tuple[str, ...]
     cfg: Any  # MetricsConfig
-    ref: Any = None  # the Reference (feature maps for LPIPS, device)
+    ref: Any = None  # the Reference (feature maps for lpips_ref, device)
     fd_set: Any = None  # Features: up to fd_per_class per class of the configuration's training set
     fd_real: Any = None  # Features: up to fd_per_class per class of the real training set
     real_dir: Path | None = None  # the real validation set on disk (Inception FID streams it)
@@ -42,6 +43,9 @@ class Metric:
 
 
 METRICS: Registry[Any] = Registry("metric")
+# metrics renamed since: old name -> new name. Study files naming the old one are refused with the new name
+# (config.py); results tables written before are read with the new column name (results.read_table).
+RENAMED = {"lpips": "lpips_ref"}  # the reference network's LPIPS-style distance, never the paper's LPIPS
 
 
 def register(name: str, columns: tuple[str, ...], per_class: tuple[str, ...] = ()) -> Callable[[Any], Any]:
@@ -205,9 +209,10 @@ def lpips_style(ref: Any, a: np.ndarray, b: np.ndarray, batch_size: int = 256) -
     return np.concatenate(out) if out else np.zeros(0)
 
 
-@register("lpips", ("lpips",), ("lpips",))
-def _lpips(inp: MetricInputs) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    return _by_class(_pair_distances(inp, lambda a, b: lpips_style(inp.ref, a, b)), "lpips")
+@register("lpips_ref", ("lpips_ref",), ("lpips_ref",))
+def _lpips_ref(inp: MetricInputs) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The LPIPS-style distance on the reference network (not the paper's LPIPS: that is `lpips_alex`)."""
+    return _by_class(_pair_distances(inp, lambda a, b: lpips_style(inp.ref, a, b)), "lpips_ref")
 
 
 @register("lpips_alex", ("lpips_alex",), ("lpips_alex",))

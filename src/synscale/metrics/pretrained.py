@@ -3,7 +3,7 @@
 Neither can be downloaded by synscale at run time. Each looks for its weights at the path the study
 gives (`metrics.alexnet_weights`, `metrics.inception_weights`), else where torchvision / torch-fidelity
 would have cached them (`$TORCH_HOME/hub/checkpoints/`). Without them the metric is NaN and the offline
-metrics (`lpips`, `fd`, in the reference network's feature space) stand in. Weight files are read with
+metrics (`lpips_ref`, `fd`, in the reference network's feature space) stand in. Weight files are read with
 `torch.load(weights_only=True)` or safetensors, never as arbitrary pickles.
 """
 

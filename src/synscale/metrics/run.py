@@ -95,12 +95,19 @@ def test_keys(set_dir: Path, per_class: int, seed: int) -> list[str] | None:
     return ranked_keys(set_dir, per_class, seed + TEST_SEED_OFFSET)
 
 
+def metrics_params(mc: Any, ref: Any, test_keys: list[str] | None) -> dict[str, Any]:
+    """What a metrics stage's id hashes. `mc.names` is in it, and the stage's files name their columns after
+    these names, so a renamed metric (`lpips` -> `lpips_ref`) gets a new stage: a stage written under the old
+    name is never reused with its old column."""
+    return {"metrics": {k: v for k, v in dataclasses.asdict(mc).items() if k not in RUN_ONLY},
+            "reference": ref.name, "precision": ref.precision, "test_keys": keys_digest(test_keys)}
+
+
 def metrics_stage(mc: Any, ref: Reference, name: str, test: SetRef | StageResult, test_keys: list[str] | None,
                   real_val: SetRef | StageResult, fd_set: SetRef | StageResult | None,
                   real_train: SetRef | StageResult | None, quiet: bool = False) -> StageResult:
     """Compute `mc.names` for one configuration; writes summary.json and per_class.parquet."""
-    params = {"metrics": {k: v for k, v in dataclasses.asdict(mc).items() if k not in RUN_ONLY},
-              "reference": ref.name, "precision": ref.precision, "test_keys": keys_digest(test_keys)}
+    params = metrics_params(mc, ref, test_keys)
     inputs = {"test": test.id, "real_val": real_val.id, "fd_set": fd_set.id if fd_set else "",
               "real_train": real_train.id if real_train else ""}
 

@@ -426,7 +426,9 @@ def figureA5(per_class: Any, config: str | None, out_dir: Path) -> Figure:
 def figureA13(corr: Any, out_dir: Path) -> Figure:
     f = Figure("A13", "Spearman correlation of k_c with per-class metrics",
                "Per configuration, Spearman's ρ between the classes' scaling ability k_c and each per-class "
-               "metric (FD and LPIPS as measured: lower FD is closer to real; higher LPIPS is more varied).")
+               "metric (FD and the LPIPS-style distances as measured: lower FD is closer to real; higher is more "
+               "varied). lpips_ref is the LPIPS-style distance on the reference network, not the paper's LPIPS "
+               "(AlexNet, lpips_alex).")
     if corr is None or not len(corr):
         f.missing = "fewer than three classes have both a k_c and per-class metrics."
         return f

@@ -22,6 +22,9 @@ from synscale.report.clip import section as clip_section
 from synscale.report.parts import CSS, SORT_JS, esc, figure_html, interval, is_missing, table
 from synscale.results import read_table
 
+# the report's headers for the two LPIPS columns, which are not the same measure (docs/metrics.md)
+LPIPS_HEADERS = {"lpips_ref": "LPIPS-style distance (reference network)", "lpips_alex": "LPIPS (AlexNet, paper)"}
+
 # ---------------------------------------------------------------------------------------------------
 # sections
 
@@ -124,7 +127,7 @@ def metrics_table(results: Path, scaling: Any, fits: Any) -> tuple[Any, str]:
     val = scaling[scaling.eval_set == "val"]
     top = int(val.scale.max()) if len(val) else 0
     at = val[val.scale == top].groupby("config")[["loss", "top1"]].mean()
-    cols = ["recognizability", "diversity", "fd", "fd_class", "lpips", "precision", "recall", "density", "coverage",
+    cols = ["recognizability", "diversity", "fd", "fd_class", "lpips_ref", "precision", "recall", "density", "coverage",
             "vendi", "lpips_alex", "fid_inception"]
     cols = [c for c in cols if c in m and m[c].notna().any()]
     t = m.set_index("config")[cols].join(at, how="left")
@@ -134,7 +137,7 @@ def metrics_table(results: Path, scaling: Any, fits: Any) -> tuple[Any, str]:
     if gen is not None and len(gen):
         t = gen.set_index("config")[["family", "strategy", "guidance_scale"]].join(t, how="right")
     t = t.reset_index().rename(columns={"loss": f"loss@{top:,}", "top1": f"top1@{top:,}", "guidance_scale": "cfg",
-                                        "perf_at_DI": "−log L(D_I)"})
+                                        "perf_at_DI": "−log L(D_I)", **LPIPS_HEADERS})
     missing = [c for c in ("lpips_alex", "fid_inception") if c not in cols]
     note = (f" {' and '.join(missing)} (the paper's AlexNet LPIPS and Inception FID) are left out: their pretrained weights "
             "are not on this machine (docs/metrics.md says where to put them)." if missing else "")
@@ -216,10 +219,11 @@ def _per_class_section(per_class: Any, corr: Any, info: dict[str, Any], focus: s
         lists.append(f"<h4>{esc(config)}</h4><ul>{items}</ul>")
     pc = per_class[per_class.eval_set == "val"]
     cols = [c for c in ("config", "class_name", "category", "k", "k_lo", "k_hi", "perf_at_DI", "perf_at_max", "top1_at_max",
-                        "recognizability", "diversity", "fd_class", "lpips") if c in pc and (c in ("config", "class_name", "category") or pc[c].notna().any())]
-    fmt = {c: "{:.3f}" for c in cols if c not in ("config", "class_name", "category")}
-    corr_tbl = table(corr[["config", "metric", "rho", "p_value", "n"]], {"rho": "{:.3f}", "p_value": "{:.3g}"},
-                     left=("config", "metric")) if corr is not None and len(corr) else ""
+                        "recognizability", "diversity", "fd_class", "lpips_ref") if c in pc and (c in ("config", "class_name", "category") or pc[c].notna().any())]
+    every = pc[cols].rename(columns=LPIPS_HEADERS)
+    fmt = {c: "{:.3f}" for c in every.columns if c not in ("config", "class_name", "category")}
+    corr_tbl = table(corr[["config", "metric", "rho", "p_value", "n"]].assign(metric=corr.metric.replace(LPIPS_HEADERS)),
+                     {"rho": "{:.3f}", "p_value": "{:.3g}"}, left=("config", "metric")) if corr is not None and len(corr) else ""
     return f"""<section id="per-class"><h2>Per-class analysis</h2>
 <p>Equation 2 fitted to every class's own validation loss curve (k<sub>c</sub>, −log L<sub>c</sub> at D<sub>I</sub>, with
 bootstrap intervals over the class's examples). Categories, within each configuration, from the quantiles of k<sub>c</sub>
@@ -233,7 +237,7 @@ Figures 7 and A5 show {esc(focus or "–")}, the synthetic configuration with th
 <h3>Classes by category (validation set)</h3>{"".join(lists)}
 {"".join(figure_html(f) for f in figs[2:])}
 <h3>Spearman correlation of k<sub>c</sub> with per-class metrics</h3>{corr_tbl or '<p class="muted">none</p>'}
-<h3>Every class</h3><div class="scroll">{table(pc[cols], fmt, left=("config", "class_name", "category"), table_id="per-class-table")}</div>
+<h3>Every class</h3><div class="scroll">{table(every, fmt, left=("config", "class_name", "category"), table_id="per-class-table")}</div>
 </section>"""
 
 
@@ -273,7 +277,10 @@ def _metrics_html(results: Path, scaling: Any, fits: Any) -> str:
 <p>Loss and top-1 on the real validation set at the largest scale, k and −log L(D<sub>I</sub>), beside the metrics of the
 configuration's own test set: recognizability = mean per-class F1 of the reference classifier; diversity = mean per-class
 standard deviation of normalised features; fd = Fréchet distance to real validation images; fd_class = per-class FD against
-real training images (appendix G.4); lpips = mean feature distance of random same-class pairs (higher: more varied).
+real training images (appendix G.4); <i>LPIPS-style distance (reference network)</i> (column <code>lpips_ref</code>) =
+mean distance of random same-class pairs in the reference network's feature maps, LPIPS's formula with uniform weights
+(higher: more varied; not the paper's LPIPS, and not comparable with its values); <i>LPIPS (AlexNet, paper)</i> (column
+<code>lpips_alex</code>) = the paper's LPIPS on the same pairs, where the AlexNet weights are on this machine.
 The row <code>real</code> is a sample of the real validation set measured the same way.{esc(note)}</p>
 {table(mt, _metric_fmt(mt), left=("config", "strategy", "family"), table_id="metrics")}{grouped_tables(mt)}"""
 
