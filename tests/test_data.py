@@ -79,6 +79,24 @@ def test_shard_png_bytes_read_back_identically(tmp_path):
             w.write("k", imgs[0], 0)
 
 
+def test_tar_out_writes_the_bytes_tarfile_writes(tmp_path):
+    from synscale.data.shards import TarOut
+
+    rng = np.random.default_rng(2)
+    members = [("a.png", b""), ("b.json", b"x" * 512), ("c" * 95 + ".png", b"y" * 513)]  # empty, one block, a long name
+    members += [(f"s{i:04d}.png", rng.integers(0, 256, int(rng.integers(1, 3000)), dtype=np.uint8).tobytes())
+                for i in range(40)]
+    ours = TarOut(tmp_path / "ours.tar")
+    with tarfile.open(tmp_path / "tarfile.tar", "w", format=tarfile.USTAR_FORMAT) as theirs:
+        for name, data in members:
+            ours.add(name, data)
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = len(data), 0, 0o644, 0, 0, "", ""
+            theirs.addfile(info, io.BytesIO(data))
+    ours.close()
+    assert (tmp_path / "ours.tar").read_bytes() == (tmp_path / "tarfile.tar").read_bytes()
+
+
 def test_imagefolder_and_webdataset_sources(tmp_path):
     import webdataset as wds
 
