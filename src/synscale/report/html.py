@@ -57,21 +57,39 @@ def summary_items(fits: Any, per_class: Any, info: dict[str, Any], focus: str | 
             gap = math.exp(-by_perf.perf_at_DI.iloc[0]) - math.exp(-real.perf_at_DI)
             out.append(f"At D<sub>I</sub> the best-performing synthetic configuration, {esc(str(by_perf.index[0]))}, "
                        f"is projected to reach a loss {abs(gap):.3f} {'above' if gap > 0 else 'below'} that of real images.")
+    out += _shift_items(fits, real) + _break_items(fits, info.get("fit", {}).get("break_tolerance", 0.05))
+    cats = info.get("categories", {}).get(focus, {}) if focus else {}
+    if cats:
+        parts = [f'<span class="cat-{c}">{c}</span>: {esc(", ".join(cats[c]) or "none")}' for c in ("scaling", "easy", "poor")]
+        out.append(f"Per class in {esc(focus)}: " + "; ".join(parts) + ".")
+    pred = info.get("predictor", {}).get("class", {})
+    if "mae" in pred:
+        verdict = "beats" if pred["skill"] > 0 else "does not beat"
+        out.append(f"Recognizability and diversity of the 50-per-class test sets predict per-class k with leave-one-out "
+                   f"error {pred['mae']:.3f}, which {verdict} predicting the mean ({pred['mae_mean']:.3f}).")
+    return out
+
+def _shift_items(fits: Any, real: Any) -> list[str]:
+    """Where synthetic training beats real at the largest scale on a shifted / OOD set (summary_items)."""
     shifted = fits[(fits.eval_set != "val") & ~fits.eval_set.str.startswith("probe:")]
-    if len(shifted) and real is not None:
-        closer = []
-        for es, g in shifted.groupby("eval_set", sort=False):
-            r = g[g.source == "real"]
-            s = g[g.source != "real"]
-            if len(r) and len(s):
-                beat = s[s.loss_at_max < r.loss_at_max.iloc[0]]
-                if len(beat):
-                    closer.append(f"{es} ({', '.join(beat.config)})")
-        if closer:
-            out.append("Synthetic training beats real images at the largest scale on: " + esc("; ".join(closer)) + ".")
-        else:
-            out.append("On every shifted / out-of-distribution set real images still give the lower loss at the largest scale.")
-    tol = info.get("fit", {}).get("break_tolerance", 0.05)
+    if not len(shifted) or real is None:
+        return []
+    closer = []
+    for es, g in shifted.groupby("eval_set", sort=False):
+        r = g[g.source == "real"]
+        s = g[g.source != "real"]
+        if len(r) and len(s):
+            beat = s[s.loss_at_max < r.loss_at_max.iloc[0]]
+            if len(beat):
+                closer.append(f"{es} ({', '.join(beat.config)})")
+    if closer:
+        return ["Synthetic training beats real images at the largest scale on: " + esc("; ".join(closer)) + "."]
+    return ["On every shifted / out-of-distribution set real images still give the lower loss at the largest scale."]
+
+
+def _break_items(fits: Any, tol: float) -> list[str]:
+    """The curves whose power law breaks, or that are too noisy to tell (summary_items)."""
+    out = []
     broken = fits[fits.break_at.notna()] if "break_at" in fits else fits.iloc[:0]
     noisy = fits[fits.linear_points == 0] if "linear_points" in fits else fits.iloc[:0]
     if len(broken):
@@ -85,15 +103,6 @@ def summary_items(fits: Any, per_class: Any, info: dict[str, Any], focus: str | 
         out.append(f"{len(noisy)} of {len(fits)} curves are not within {tol:g} of a power law even on their first three "
                    "scales (too noisy to tell a break): " + esc(", ".join(f"{r.config} on {r.eval_set}" for r in noisy.head(8).itertuples()))
                    + ("…" if len(noisy) > 8 else "") + ".")
-    cats = info.get("categories", {}).get(focus, {}) if focus else {}
-    if cats:
-        parts = [f'<span class="cat-{c}">{c}</span>: {esc(", ".join(cats[c]) or "none")}' for c in ("scaling", "easy", "poor")]
-        out.append(f"Per class in {esc(focus)}: " + "; ".join(parts) + ".")
-    pred = info.get("predictor", {}).get("class", {})
-    if "mae" in pred:
-        verdict = "beats" if pred["skill"] > 0 else "does not beat"
-        out.append(f"Recognizability and diversity of the 50-per-class test sets predict per-class k with leave-one-out "
-                   f"error {pred['mae']:.3f}, which {verdict} predicting the mean ({pred['mae_mean']:.3f}).")
     return out
 
 
