@@ -73,14 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     p = sub.add_parser("shards", help="write a real dataset split (or img2dataset image-text pairs) into synscale shards + manifest")
-    p.add_argument("dataset", help="fashion-mnist, imagefolder, webdataset or img2dataset")
-    p.add_argument("--root", default="", help="the dataset's location (fashion-mnist: Debian's files by default)")
+    p.add_argument("dataset", help="fashion-mnist, imagefolder, webdataset, img2dataset or hf")
+    p.add_argument("--root", default="", help="the dataset's location (fashion-mnist: Debian's files by default; hf: a "
+                   "directory save_to_disk wrote, or a hub dataset name in the local cache)")
     p.add_argument("--split", default="train")
     p.add_argument("--image-size", type=int, default=0, help="resize + centre-crop to this size (0: native)")
     p.add_argument("--shard-size", type=int, default=10000)
     p.add_argument("--limit", type=int, default=0, help="write the first N samples only (0: all)")
     p.add_argument("--out", required=True, help="output directory (empty or new)")
     p.add_argument("--overwrite", action="store_true", help="replace the set that --out holds")
+    p.add_argument("--workers", type=int, default=0, help="processes that decode, resize and encode the images (1: "
+                   "this one; default: the cores, at most 8, for splits of 5,000 images or more); the same bytes")
+    p.add_argument("--image-column", default="image", help="hf: the column that holds the images")
+    p.add_argument("--label-column", default="label", help="hf: the column that holds the labels (a ClassLabel)")
 
     _generation_parsers(sub)
 
@@ -728,16 +733,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
-    from synscale.data.datasets import create_dataset
+    from synscale.data.datasets import columns_of, create_dataset
     from synscale.data.shards import check_out_dir, read_manifest, write_dataset_split
     from synscale.stage import building_dir
 
-    if args.shard_size < 1 or args.limit < 0 or args.image_size < 0:
-        raise ConfigError("--shard-size must be >= 1, --limit and --image-size >= 0")
-    ds = create_dataset(args.dataset, args.root, args.image_size)
+    if args.shard_size < 1 or args.limit < 0 or args.image_size < 0 or args.workers < 0:
+        raise ConfigError("--shard-size must be >= 1, --limit, --image-size and --workers >= 0")
+    ds = create_dataset(args.dataset, args.root, args.image_size, **columns_of(args))
     out = Path(args.out)
     made = {"dataset": args.dataset, "root": args.root, "source": ds.fingerprint(), "split": args.split,
-            "image_size": args.image_size, "shard_size": args.shard_size, "limit": args.limit}
+            "image_size": args.image_size, "shard_size": args.shard_size, "limit": args.limit, **columns_of(args)}
     record = out / "shards.json"
     if not args.overwrite and (out / "manifest.parquet").exists() and record.exists():
         if json.loads(record.read_text()) == made:  # the same command again: the set is there
@@ -745,7 +750,7 @@ def cmd_shards(args: argparse.Namespace) -> int:
             return 0
     check_out_dir(out, args.overwrite)
     with building_dir(out) as tmp:  # the set appears whole, or (killed) not at all; a rerun starts again
-        n = write_dataset_split(ds, args.split, tmp, args.shard_size, limit=args.limit)
+        n = write_dataset_split(ds, args.split, tmp, args.shard_size, limit=args.limit, workers=args.workers)
         (tmp / "shards.json").write_text(json.dumps(made, indent=1))
     print(f"wrote {n:,} samples of {args.dataset} [{args.split}] to {args.out}")
     return 0

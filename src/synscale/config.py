@@ -44,12 +44,28 @@ class DataConfig:
     order_seed: int = 0  # seeds the fixed per-class order that makes nested subsets
     shard_size: int = 10000  # samples per tar shard
     scales: list[int] = field(default_factory=list)  # the real curve's scales; [] = the study's `scales`
+    image_column: str = "image"  # hf: the column that holds the images
+    label_column: str = "label"  # hf: the column that holds the labels (a ClassLabel)
 
     def check(self) -> None:
         _positive(self, "shard_size")
         _nonnegative(self, "image_size", "reference_size")
+        _check_columns(self)
         if self.scales:
             _scale_list(self.scales)
+
+
+def _check_columns(table: Any) -> None:
+    """`image_column` / `label_column` are named, and only for a dataset that reads named columns (hf)."""
+    from synscale.data.datasets import DATASETS, DEFAULT_COLUMNS
+
+    for key in DEFAULT_COLUMNS:
+        if not getattr(table, key):
+            raise ValueError(f"{key} must name a column")
+    changed = [k for k, d in DEFAULT_COLUMNS.items() if getattr(table, k) != d]
+    if changed and table.dataset in DATASETS and not getattr(DATASETS.get(table.dataset), "named_columns", False):
+        raise ValueError(f"{' and '.join(changed)}: dataset {table.dataset!r} has no named columns (only hf has); "
+                         "leave them out")
 
 
 @dataclass(frozen=True)
@@ -58,13 +74,15 @@ class ProbeConfig:
     results land as `eval_set = "probe:<name>"`."""
 
     name: str
-    dataset: str = "imagefolder"  # imagefolder | webdataset | fashion-mnist
+    dataset: str = "imagefolder"  # imagefolder | webdataset | fashion-mnist | hf
     root: str = ""
     train_split: str = "train"
     test_split: str = "test"
     image_size: int = 0
     c: float = 1.0  # inverse L2 strength, as scikit-learn's C
     max_iter: int = 500
+    image_column: str = "image"  # hf: the column that holds the images
+    label_column: str = "label"  # hf: the column that holds the labels (a ClassLabel)
 
     def check(self) -> None:
         from synscale.data.datasets import DATASETS
@@ -74,6 +92,7 @@ class ProbeConfig:
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS.names())}")
         _positive(self, "c", "max_iter")
+        _check_columns(self)
 
 
 @dataclass(frozen=True)
@@ -344,7 +363,7 @@ class ClipConfig:
 @dataclass(frozen=True)
 class ZeroShotSetConfig:
     """`[[evaluate.zero_shot]]`: a downstream set for zero-shot classification by every CLIP model (the
-    paper's table 1: Food-101, CIFAR-10, ...), read as `dataset` (imagefolder | webdataset | fashion-mnist)
+    paper's table 1: Food-101, CIFAR-10, ...), read as `dataset` (imagefolder | webdataset | fashion-mnist | hf)
     with its own class names; results land as `eval_set = <name>`."""
 
     name: str
@@ -353,6 +372,8 @@ class ZeroShotSetConfig:
     split: str = "test"
     image_size: int = 0
     templates: str = ""  # "" = clip.templates
+    image_column: str = "image"  # hf: the column that holds the images
+    label_column: str = "label"  # hf: the column that holds the labels (a ClassLabel)
 
     def check(self) -> None:
         from synscale.data.datasets import DATASETS
@@ -364,6 +385,7 @@ class ZeroShotSetConfig:
         if self.templates:
             check_templates(self.templates, "templates")
         _nonnegative(self, "image_size")
+        _check_columns(self)
 
 
 @dataclass(frozen=True)

@@ -57,14 +57,14 @@ def problems(cfg: Any) -> list[str]:
 
 
 def _check_data(cfg: Any) -> None:
-    from synscale.data.datasets import create_dataset
+    from synscale.data.datasets import columns_of, create_dataset
     from synscale.data.subsets import per_class_counts
 
     from synscale.registry import UnknownName
 
     d = cfg.data
     try:
-        ds = create_dataset(d.dataset, d.root, d.image_size)
+        ds = create_dataset(d.dataset, d.root, d.image_size, **columns_of(d))
     except UnknownName as e:
         raise ConfigError(f"data.dataset: {e}") from None
     splits = ds.splits()
@@ -194,7 +194,7 @@ def _check_metric_weights(metrics: Any) -> None:
 
 
 def _check_evaluations(cfg: Any) -> None:
-    from synscale.data.datasets import create_dataset
+    from synscale.data.datasets import columns_of, create_dataset
     from synscale.data.ood import class_subset
 
     labels = None
@@ -205,13 +205,14 @@ def _check_evaluations(cfg: Any) -> None:
             raise ConfigError(f"evaluate.sets {s.name!r}: class_subset {s.class_subset!r} is not auto, all or a file "
                               "of wnids or class names")
         if cfg.scales and s.class_subset != "all":  # its classes must be the study's
-            labels = labels or create_dataset(cfg.data.dataset, cfg.data.root, cfg.data.image_size).labels
+            labels = labels or create_dataset(cfg.data.dataset, cfg.data.root, cfg.data.image_size,
+                                              **columns_of(cfg.data)).labels
             try:
                 class_subset(labels, s.class_subset, s.preset, [])
             except UserError as e:
                 raise ConfigError(f"evaluate.sets {s.name!r}: {e}") from None
     for p in cfg.evaluate.probes:
-        create_dataset(p.dataset, p.root, p.image_size)
+        create_dataset(p.dataset, p.root, p.image_size, **columns_of(p))
     if cfg.clip.scales:
         for z in cfg.evaluate.zero_shot:
-            create_dataset(z.dataset, z.root, z.image_size)
+            create_dataset(z.dataset, z.root, z.image_size, **columns_of(z))

@@ -41,13 +41,15 @@ from synscale.train.stages import load_model  # noqa: F401 (the study's trained 
 
 
 def _shards(ctx: Context, data: Any, split: str, what: str = "real shards", dataset: str = "", root: str = "",
-            image_size: int = 0) -> StageResult:
-    """A split of the study's dataset, or of `dataset` (a probe's or zero-shot set's) in the same shard size."""
+            image_size: int = 0, columns: dict[str, str] | None = None) -> StageResult:
+    """A split of the study's dataset, or of `dataset` (a probe's or zero-shot set's, with its `columns`) in the
+    same shard size."""
     from synscale.data.stages import dataset_shards, real_shards
 
     if not dataset:
         return real_shards(data, ctx.workdir, split, ctx.log, what)
-    return dataset_shards(ctx.workdir, dataset, root, image_size, data.shard_size, split, ctx.log, what)
+    return dataset_shards(ctx.workdir, dataset, root, image_size, data.shard_size, split, ctx.log, what,
+                          columns=columns)
 
 
 def _subset(ctx: Context, set_stage: StageResult, scale: int, seed: int, order: str = "class") -> StageResult:
@@ -298,16 +300,22 @@ def _zero_shot_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | Non
     """`[[evaluate.zero_shot]]`: downstream sets that CLIP models classify zero-shot."""
     if not cfg.clip.scales:
         return []
+    from synscale.data.datasets import columns_of
+
     return [Evaluation(z.name, b.shards(z.split, f"zero-shot set {z.name}", dataset=z.dataset, root=z.root,
-                                        image_size=z.image_size), templates=z.templates, tasks=("clip",))
+                                        image_size=z.image_size, columns=columns_of(z)), templates=z.templates,
+                       tasks=("clip",))
             for z in cfg.evaluate.zero_shot]
 
 
 @EVALUATIONS.register("probes")
 def _probe_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
     """`[[evaluate.probes]]`: linear probes of every model's features on downstream sets."""
+    from synscale.data.datasets import columns_of
+
     return [Evaluation(f"probe:{p.name}", probe=p, probe_sets=tuple(
-        b.shards(split, f"probe {p.name}", dataset=p.dataset, root=p.root, image_size=p.image_size)
+        b.shards(split, f"probe {p.name}", dataset=p.dataset, root=p.root, image_size=p.image_size,
+                 columns=columns_of(p))
         for split in (p.train_split, p.test_split))) for p in cfg.evaluate.probes]
 
 
@@ -333,7 +341,7 @@ class _Builder:
         self.add = self.sp.plan.add
 
     def shards(self, split: str, what: str = "real shards", **kw: Any) -> str:
-        """A split of the study's dataset, or with `dataset=`, `root=`, `image_size=` of another one."""
+        """A split of the study's dataset, or with `dataset=`, `root=`, `image_size=`, `columns=` of another one."""
         return self.add(f"{what} [{split}]", "shards", _shards, data=self.cfg.data, split=split, what=what, **kw)
 
     def subset(self, set_key: str, scale: int, seed: int, order: str = "class") -> str:

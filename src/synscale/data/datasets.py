@@ -10,8 +10,17 @@
   `<key>.txt` caption + optional `<key>.json`): a directory of `*.tar`, a brace pattern
   (`/data/laion/{00000..41455}.tar`) or any URL the webdataset library opens (`pipe:...`, http). No
   labels; each sample's caption is in its meta.
+- `hf` (alias `huggingface`): a Hugging Face `datasets` dataset, a directory `save_to_disk` wrote or a hub
+  name (`ILSVRC/imagenet-1k`) already in the local cache (read offline, never downloaded); the image and
+  label columns are named by `image_column` / `label_column`, the class names are the label column's
+  ClassLabel names.
 
 Webdataset shards are read with the webdataset library.
+
+A source reads its samples in two steps, `items(split)` (what is cheap to read and to send to another
+process: a file's path, a sample's bytes) and `load(item) -> Sample` (decoding, resizing), so that
+`synscale shards --workers N` decodes in N processes (synscale.data.parallel); `samples(split)`
+is the two in one process.
 """
 
 from __future__ import annotations
@@ -48,8 +57,30 @@ class DatasetError(UserError, RuntimeError):
     """A dataset that cannot be read; the message says what to do about it."""
 
 
-def create_dataset(name: str, root: str = "", image_size: int = 0) -> Any:
-    return DATASETS.create(name, root=root, image_size=image_size)
+DEFAULT_COLUMNS = {"image_column": "image", "label_column": "label"}
+
+
+def create_dataset(name: str, root: str = "", image_size: int = 0, *, image_column: str = "image",
+                   label_column: str = "label") -> Any:
+    """The registered source `name` at `root`. `image_column` / `label_column` name the columns that hold the
+    image and the label, for the sources that read named columns (their entry says `named_columns`: hf); the
+    others take the defaults only."""
+    entry = DATASETS.get(name)
+    columns = {"image_column": image_column, "label_column": label_column}
+    if getattr(entry, "named_columns", False):
+        return entry(root=root, image_size=image_size, **columns)
+    changed = [f"{k} = {v!r}" for k, v in columns.items() if v != DEFAULT_COLUMNS[k]]
+    if changed:
+        raise DatasetError(f"dataset {name} has no named columns ({', '.join(changed)}): image_column and "
+                           "label_column are for the hf source; leave them out")
+    return entry(root=root, image_size=image_size)
+
+
+def columns_of(table: Any) -> dict[str, str]:
+    """The `image_column` / `label_column` of a config table (or the command line's arguments) that differ from
+    the defaults: what create_dataset takes, and what enters a shards stage's params (stages that use the
+    defaults keep their ids)."""
+    return {k: getattr(table, k) for k, d in DEFAULT_COLUMNS.items() if getattr(table, k, d) != d}
 
 
 def file_digest(path: Path) -> str:
@@ -143,7 +174,7 @@ class FashionMNIST:
     def fingerprint(self) -> str:
         return _sha256_files([p for pair in self._paths.values() for p in pair])
 
-    def samples(self, split: str) -> Iterator[Sample]:
+    def items(self, split: str) -> Iterator[tuple[str, int, np.ndarray, int]]:
         if split not in self._paths:
             raise DatasetError(f"fashion-mnist has splits {self.splits()}, not {split!r}")
         images_path, labels_path = self._paths[split]
@@ -151,11 +182,18 @@ class FashionMNIST:
         if len(images) != len(labels):
             raise DatasetError(f"{images_path}: {len(images)} images but {len(labels)} labels")
         for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
-            if self.image_size and self.image_size != img.shape[0]:
-                from PIL import Image
+            yield split, i, img, int(lab)
 
-                img = np.asarray(Image.fromarray(img).resize((self.image_size,) * 2, Image.Resampling.BICUBIC))
-            yield Sample(f"{split}-{i:07d}", img, int(lab), {"index": i})
+    def load(self, item: tuple[str, int, np.ndarray, int]) -> Sample:
+        split, i, img, label = item
+        if self.image_size and self.image_size != img.shape[0]:
+            from PIL import Image
+
+            img = np.asarray(Image.fromarray(img).resize((self.image_size,) * 2, Image.Resampling.BICUBIC))
+        return Sample(f"{split}-{i:07d}", img, label, {"index": i})
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        return map(self.load, self.items(split))
 
     def count(self, split: str) -> int:
         return int(read_idx(self._paths[split][1]).shape[0])
@@ -211,19 +249,25 @@ class ImageFolder:
         files = [p for s in self.splits() for p, _ in self._files(s)]
         return _stat_fingerprint(files, self.root)
 
-    def samples(self, split: str) -> Iterator[Sample]:
+    def items(self, split: str) -> Iterator[tuple[str, Path, int]]:
+        return ((split, p, label) for p, label in self._files(split))
+
+    def load(self, item: tuple[str, Path, int]) -> Sample:
         from PIL import Image
 
-        for p, label in self._files(split):
-            try:
-                with Image.open(p) as im:
-                    img = im.convert("RGB")
-            except (OSError, ValueError, SyntaxError) as e:
-                raise DatasetError(f"{p}: not a readable image ({image_error(e)}); remove or replace it") from None
-            if self.image_size:
-                img = resize_center_crop(img, self.image_size)
-            rel = p.relative_to(self.root / split)
-            yield Sample(f"{split}-{rel.with_suffix('').as_posix().replace('/', '_')}", img, label, {"file": str(rel)})
+        split, p, label = item
+        try:
+            with Image.open(p) as im:
+                img = im.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DatasetError(f"{p}: not a readable image ({image_error(e)}); remove or replace it") from None
+        if self.image_size:
+            img = resize_center_crop(img, self.image_size)
+        rel = p.relative_to(self.root / split)
+        return Sample(f"{split}-{rel.with_suffix('').as_posix().replace('/', '_')}", img, label, {"file": str(rel)})
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        return map(self.load, self.items(split))
 
     def count(self, split: str) -> int:
         return len(self._files(split))
@@ -310,15 +354,21 @@ def check_tar_complete(path: Path) -> None:
 
 
 def _decode_image(sample: dict[str, Any], image_size: int) -> Any:
-    from PIL import Image
-
     ext = next((e for e in IMAGE_KEYS if e in sample), None)
     if ext is None:
         raise DatasetError(f"{sample.get('__url__')}: sample {sample['__key__']!r} has no png/jpg/jpeg/webp image")
+    return decode_bytes(sample[ext], f"{sample.get('__url__')}: sample {sample['__key__']!r}", image_size)
+
+
+def decode_bytes(data: bytes, where: str, image_size: int) -> Any:
+    """An encoded image (any format PIL reads) as RGB, resized and centre-cropped to `image_size` (0: as it is);
+    `where` names the sample in the error."""
+    from PIL import Image
+
     try:
-        img = Image.open(io.BytesIO(sample[ext])).convert("RGB")
-    except OSError as e:
-        raise DatasetError(f"{sample.get('__url__')}: sample {sample['__key__']!r}: unreadable image ({e})") from None
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"{where}: unreadable image ({image_error(e)})") from None
     return resize_center_crop(img, image_size) if image_size else img
 
 
@@ -364,19 +414,25 @@ class WebDatasetSource:
             return hashlib.sha256(self.root.encode()).hexdigest()[:16]
         return _fingerprint_urls([u for s in self.splits() for u in self._shards(s)])
 
+    def items(self, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        return ((split, sample) for sample in iter_webdataset(self._shards(split)))
+
+    def load(self, item: tuple[str, dict[str, Any]]) -> Sample:
+        split, sample = item
+        key, url = sample["__key__"], sample.get("__url__")
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        if "cls" in sample:
+            label = int(sample["cls"].decode().strip())
+        elif "label" in meta:
+            label = int(meta["label"])
+        else:
+            raise DatasetError(f"{url}: sample {key!r} has no label (.cls, or 'label' in .json)")
+        if not 0 <= label < len(self.labels):
+            raise DatasetError(f"{url}: sample {key!r} has label {label}, outside 0..{len(self.labels) - 1}")
+        return Sample(_sample_key(f"{split}-", key), _decode_image(sample, self.image_size), label, {"source_key": key})
+
     def samples(self, split: str) -> Iterator[Sample]:
-        for sample in iter_webdataset(self._shards(split)):
-            key, url = sample["__key__"], sample.get("__url__")
-            meta = json.loads(sample["json"]) if "json" in sample else {}
-            if "cls" in sample:
-                label = int(sample["cls"].decode().strip())
-            elif "label" in meta:
-                label = int(meta["label"])
-            else:
-                raise DatasetError(f"{url}: sample {key!r} has no label (.cls, or 'label' in .json)")
-            if not 0 <= label < len(self.labels):
-                raise DatasetError(f"{url}: sample {key!r} has label {label}, outside 0..{len(self.labels) - 1}")
-            yield Sample(_sample_key(f"{split}-", key), _decode_image(sample, self.image_size), label, {"source_key": key})
+        return map(self.load, self.items(split))
 
     def count(self, split: str) -> int | None:
         return None
@@ -404,16 +460,194 @@ class Img2DatasetPairs:
     def fingerprint(self) -> str:
         return _fingerprint_urls(self.urls)
 
+    def items(self, split: str = "train") -> Iterator[dict[str, Any]]:
+        return iter_webdataset(self.urls)
+
+    def load(self, sample: dict[str, Any]) -> Sample:
+        key, url = sample["__key__"], sample.get("__url__")
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        caption = sample["txt"].decode("utf-8").strip() if "txt" in sample else str(meta.get("caption") or "").strip()
+        if not caption:
+            raise DatasetError(f"{url}: sample {key!r} has no caption (.txt, or 'caption' in .json); "
+                               "remove it or re-run img2dataset with captions")
+        return Sample(_sample_key("", key), _decode_image(sample, self.image_size), -1,
+                      {"caption": caption, "source_key": key})
+
     def samples(self, split: str = "train") -> Iterator[Sample]:
-        for sample in iter_webdataset(self.urls):
-            key, url = sample["__key__"], sample.get("__url__")
-            meta = json.loads(sample["json"]) if "json" in sample else {}
-            caption = sample["txt"].decode("utf-8").strip() if "txt" in sample else str(meta.get("caption") or "").strip()
-            if not caption:
-                raise DatasetError(f"{url}: sample {key!r} has no caption (.txt, or 'caption' in .json); "
-                                   "remove it or re-run img2dataset with captions")
-            yield Sample(_sample_key("", key), _decode_image(sample, self.image_size), -1,
-                         {"caption": caption, "source_key": key})
+        return map(self.load, self.items(split))
 
     def count(self, split: str) -> int | None:
         return None
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def _import_datasets() -> Any:
+    """The `datasets` package (the `datasets` extra), imported only when the hf source is used."""
+    from synscale.extras import require
+
+    require("datasets", "the hf dataset source")
+    import datasets
+
+    return datasets
+
+
+@DATASETS.register("huggingface")
+@DATASETS.register("hf")
+class HFDataset:
+    """A Hugging Face `datasets` dataset: `root` is a directory `Dataset.save_to_disk` or
+    `DatasetDict.save_to_disk` wrote, or a hub name (`ILSVRC/imagenet-1k`) that `load_dataset` put in the
+    local cache before (HF_DATASETS_CACHE); it is read offline and never downloaded. A DatasetDict's splits
+    are its splits, a single Dataset's is "train". `image_column` holds an Image feature, `label_column` a
+    ClassLabel, whose names are the classes (names that are WordNet ids are kept as wnids). Images come as
+    RGB, resized and centre-cropped to `image_size` (0: as they are)."""
+
+    named_columns = True
+
+    def __init__(self, root: str = "", image_size: int = 0, image_column: str = "image",
+                 label_column: str = "label") -> None:
+        if not root:
+            raise DatasetError("the hf source needs data.root: a directory save_to_disk wrote, or a hub dataset "
+                               "name in the local cache (e.g. ILSVRC/imagenet-1k)")
+        self.root, self.image_size = root, image_size
+        self.image_column, self.label_column = image_column, label_column
+        self._splits = open_hf(root)
+        first = "train" if "train" in self._splits else next(iter(self._splits))
+        self.labels = self._label_set(first)
+
+    def _label_set(self, split: str) -> LabelSet:
+        feature = self._split(split).features[self.label_column]
+        if not isinstance(feature, _import_datasets().ClassLabel):
+            raise DatasetError(f"{self.root} [{split}]: label column {self.label_column!r} is {feature!r}, not a "
+                               "ClassLabel, so its class names are unknown; cast it (dataset.cast_column("
+                               f"{self.label_column!r}, datasets.ClassLabel(names=[...]))) and save it again")
+        names = tuple(feature.names)
+        return LabelSet(names, names if all(WNID.match(n) for n in names) else None)
+
+    def _split(self, split: str) -> Any:
+        """The split's Dataset, its image and label columns checked (present, an Image feature)."""
+        if split not in self._splits:
+            raise DatasetError(f"{self.root}: no split {split!r} (it has: {', '.join(self._splits)})")
+        ds = self._splits[split]
+        for key, column in (("image_column", self.image_column), ("label_column", self.label_column)):
+            if column not in ds.features:
+                raise DatasetError(f"{self.root} [{split}]: no column {column!r} (it has: {', '.join(ds.features)}); "
+                                   f"set {key} (synscale shards: --{key.replace('_', '-')})")
+        feature = ds.features[self.image_column]
+        if not isinstance(feature, _import_datasets().Image):
+            raise DatasetError(f"{self.root} [{split}]: image column {self.image_column!r} is {feature!r}, not an "
+                               "Image feature; set image_column to the column that holds the images")
+        return ds
+
+    def _raw(self, split: str) -> Any:
+        """The split's image and label columns, the images undecoded ({"bytes", "path"})."""
+        ds = self._split(split).select_columns([self.image_column, self.label_column])
+        return ds.cast_column(self.image_column, _import_datasets().Image(decode=False))
+
+    def splits(self) -> list[str]:
+        return list(self._splits)
+
+    def fingerprint(self) -> str:
+        """Each split's own fingerprint, and the size and mtime of its arrow files (a dataset saved again)."""
+        h = hashlib.sha256()
+        for name, ds in self._splits.items():
+            h.update(f"{name}\0{ds._fingerprint}\n".encode())
+            files = [Path(f["filename"]) for f in ds.cache_files]
+            h.update(_stat_fingerprint(files, Path("/")).encode())
+        return h.hexdigest()[:16]
+
+    def items(self, split: str) -> Iterator[tuple[str, int, dict[str, Any], int | None]]:
+        i = 0
+        for batch in self._raw(split).iter(batch_size=256):
+            for image, label in zip(batch[self.image_column], batch[self.label_column], strict=True):
+                yield split, i, image, label
+                i += 1
+
+    def load(self, item: tuple[str, int, dict[str, Any], int | None]) -> Sample:
+        split, i, image, label = item
+        where = f"{self.root} [{split}]: sample {i}"
+        if label is None or not 0 <= label < len(self.labels):
+            raise DatasetError(f"{where} has label {label}, outside 0..{len(self.labels) - 1} (an unlabelled "
+                               "split?); use a labelled split")
+        img = decode_bytes(_hf_image_bytes(image, where), where, self.image_size)
+        return Sample(_sample_key("", f"{split}-{i:07d}"), img, int(label), {"index": i})
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        return map(self.load, self.items(split))
+
+    def count(self, split: str) -> int:
+        return len(self._split(split))
+
+    def class_counts(self, split: str) -> list[int]:
+        """Images per class of a split (label order; samples without a label, -1, are not counted)."""
+        labels = np.asarray(self._split(split).with_format("numpy")[self.label_column], dtype=np.int64)
+        return np.bincount(labels[labels >= 0], minlength=len(self.labels)).tolist()
+
+    def image_sizes(self, split: str, n: int) -> dict[str, tuple[int, int]]:
+        """(width, height) of `n` images spread over the split, from their headers."""
+        from PIL import Image
+
+        raw = self._raw(split)
+        out = {}
+        for i in range(0, len(raw), max(1, len(raw) // n))[:n]:
+            where = f"{self.root} [{split}]: sample {i}"
+            try:
+                with Image.open(io.BytesIO(_hf_image_bytes(raw[i][self.image_column], where))) as im:
+                    out[where] = im.size
+            except (OSError, ValueError, SyntaxError) as e:
+                raise DatasetError(f"{where}: unreadable image ({image_error(e)})") from None
+        return out
+
+
+def _hf_image_bytes(image: dict[str, Any] | None, where: str) -> bytes:
+    """An undecoded Image feature value's bytes (a value that holds only a path: the file's)."""
+    if image is None:
+        raise DatasetError(f"{where} has no image")
+    if image.get("bytes") is not None:
+        return image["bytes"]
+    path = Path(image.get("path") or "")
+    if not path.is_file():
+        raise DatasetError(f"{where}: its image is a path, {path}, that is not a file here")
+    return path.read_bytes()
+
+
+def open_hf(root: str) -> dict[str, Any]:
+    """{split: Dataset} of a directory save_to_disk wrote, or of a hub dataset in the local cache (offline)."""
+    path = Path(root).expanduser()
+    if path.is_dir():
+        if not ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+            raise DatasetError(f"{path}: not a directory that save_to_disk wrote (no dataset_dict.json or state.json); "
+                               "give the directory Dataset.save_to_disk or DatasetDict.save_to_disk wrote")
+        datasets = _import_datasets()
+        loaded = datasets.load_from_disk(str(path))
+    elif path.exists() or root.startswith(("/", ".", "~")) or root.count("/") > 1:
+        raise DatasetError(f"hf: {path} {'is not a directory' if path.exists() else 'does not exist'}; give a "
+                           "directory that save_to_disk wrote, or a hub dataset name in the local cache")
+    else:
+        datasets = _import_datasets()
+        loaded = _load_cached(datasets, root)
+    return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+
+
+def _load_cached(datasets: Any, name: str) -> Any:
+    """`load_dataset(name)` from the datasets cache alone: offline, so that nothing is downloaded."""
+    import os
+
+    from huggingface_hub import constants
+
+    cache = os.environ.get("HF_DATASETS_CACHE") or str(datasets.config.HF_DATASETS_CACHE)
+    offline = (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE, datasets.logging.get_verbosity())
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True  # read at import: the env var is too late
+    datasets.logging.set_verbosity_error()  # not "Using the latest cached version ..." on every open
+    try:
+        return datasets.load_dataset(name, cache_dir=cache)
+    except (ConnectionError, FileNotFoundError, datasets.exceptions.DatasetsError):
+        raise DatasetError(f"{name}: not a directory here, nor a dataset in the Hugging Face datasets cache ({cache}); "
+                           "download it once, online (a gated one after `hf auth login`), with: python -c \"import "
+                           f"datasets; datasets.load_dataset('{name}')\"") from None
+    except ValueError as e:  # in the cache, but not as load_dataset(name) reads it (e.g. several configs)
+        raise DatasetError(f"{name} in the Hugging Face datasets cache ({cache}): {' '.join(str(e).split())}") from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = offline[:2]
+        datasets.logging.set_verbosity(offline[2])

@@ -177,6 +177,13 @@ class ShardWriter:
         return f"{self.prefix}-{i:05d}.tar"
 
     def write(self, key: str, image: Any, label: int, meta: dict[str, Any] | None = None) -> None:
+        """Write one sample: `image` a numpy uint8 (H, W) / (H, W, 3) array or a PIL image."""
+        self.write_png(key, encode_png(image), label, meta, image if isinstance(image, np.ndarray) else None)
+
+    def write_png(self, key: str, png: bytes, label: int, meta: dict[str, Any] | None = None,
+                  array: np.ndarray | None = None) -> None:
+        """Write one sample already encoded (encode_png); `array`: the image it encodes, when the caller has it
+        as an array (else the array cache decodes the PNG)."""
         if key in self._keys:
             raise DataError(f"duplicate sample key {key!r}")
         if "." in key or "/" in key:
@@ -191,9 +198,8 @@ class ShardWriter:
             self._open(n // self.shard_size)
         name = self.labels.names[label] if self.labels is not None else ""
         record = {"key": key, "label": int(label), "class_name": name, **(meta or {})}
-        png = encode_png(image)
         self._add(f"{key}.png", png)
-        self._keep_array(png if not isinstance(image, np.ndarray) else image)
+        self._keep_array(png if array is None else array)
         self._add(f"{key}.json", json.dumps(record, sort_keys=True).encode())
         self.rows.append({**record, "shard": self._shard_name(n // self.shard_size)})
         self._keys.add(key)
@@ -409,32 +415,45 @@ def load_arrays(set_dir: str | Path, keys: Iterable[str] | None = None) -> tuple
     return np.stack(images), np.asarray(labels, dtype=np.int64), out_keys
 
 
-def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int, progress: bool = True,
-                        limit: int = 0, overwrite: bool = False) -> int:
-    """Write one split of a registered dataset (the first `limit` samples; 0: all) into synscale shards;
-    returns the number of samples. `out_dir` must be empty (or absent); `overwrite`: a set there is replaced."""
-    import itertools
+SMALL_SPLIT = 5000  # images below which worker processes save little or nothing (they take ~0.5 s to start)
 
+
+def default_workers(total: int | None) -> int:
+    """Worker processes for writing a split of `total` images (None: unknown): the cores this process may use,
+    at most 8, for a split of SMALL_SPLIT images or more; 1 (this process) for a smaller one."""
+    if total is not None and total < SMALL_SPLIT:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int, progress: bool = True,
+                        limit: int = 0, overwrite: bool = False, workers: int = 1) -> int:
+    """Write one split of a registered dataset (the first `limit` samples; 0: all) into synscale shards;
+    returns the number of samples. `out_dir` must be empty (or absent); `overwrite`: a set there is replaced.
+    `workers` > 1: decode, resize and encode in that many processes (0: default_workers); the set is the same,
+    byte for byte."""
+    import contextlib
+
+    from synscale.data.parallel import encoded_samples
     from synscale.progress import bar
 
     out_dir = Path(out_dir)
     check_out_dir(out_dir, overwrite)
     total = dataset.count(split)
     total = min(total, limit) if total and limit else (limit or total)
-    samples = itertools.islice(dataset.samples(split), limit or None)
-    native = not getattr(dataset, "image_size", 0)
-    size = None
-    with ShardWriter(out_dir, dataset.labels, shard_size=shard_size) as writer:
-        for s in bar(samples, total=total, desc=f"shards {split}", unit="img", disable=not progress):
-            if native:
-                shape = s.image.shape[:2] if isinstance(s.image, np.ndarray) else s.image.size[::-1]
-                size = size or shape
-                if shape != size:
-                    where = Path(dataset.root) / split / s.meta["file"] if "file" in s.meta else s.key
-                    raise DataError(f"{where}: {shape[1]}x{shape[0]} px, the first image is "
-                                    f"{size[1]}x{size[0]}: a set holds images of one size; set data.image_size "
-                                    "(synscale shards: --image-size) to resize and centre-crop them")
-            writer.write(s.key, s.image, s.label, {"split": split, **s.meta})
+    workers = workers or default_workers(total)
+    native, size = not getattr(dataset, "image_size", 0), None
+    with ShardWriter(out_dir, dataset.labels, shard_size=shard_size) as writer, \
+            contextlib.closing(encoded_samples(dataset, split, limit, workers)) as encoded:
+        for e in bar(encoded, total=total, desc=f"shards {split}", unit="img", disable=not progress):
+            size = size or e.shape
+            if native and e.shape != size:
+                where = Path(dataset.root) / split / e.meta["file"] if "file" in e.meta else f"{split} sample {e.key!r}"
+                raise DataError(f"{where}: {e.shape[1]}x{e.shape[0]} px, the first image is {size[1]}x{size[0]}: a set "
+                                "holds images of one size; set data.image_size (synscale shards: --image-size) to "
+                                "resize and centre-crop them")
+            writer.write_png(e.key, e.png, e.label, {"split": split, **e.meta}, e.array)
     return len(writer.rows)
 
 

@@ -11,23 +11,31 @@ from synscale.stage import StageResult, run_stage
 
 
 def dataset_shards(workdir: Path, dataset: str, root: str, image_size: int, shard_size: int, split: str, log: Any,
-                   what: str = "real shards", limit: int = 0) -> StageResult:
-    """A dataset split (its first `limit` samples; 0: all) written as synscale shards."""
+                   what: str = "real shards", limit: int = 0, columns: dict[str, str] | None = None) -> StageResult:
+    """A dataset split (its first `limit` samples; 0: all) written as synscale shards. `columns`: the
+    image_column / label_column that differ from the defaults (synscale.data.datasets.columns_of). A large
+    split is decoded in worker processes (synscale.data.shards.default_workers); they change no byte of the
+    set, so they are not in the stage's params."""
     from synscale.data.datasets import create_dataset
     from synscale.data.shards import write_dataset_split
 
-    ds = create_dataset(dataset, root, image_size)
+    columns = columns or {}
+    ds = create_dataset(dataset, root, image_size, **columns)
     params = {"dataset": dataset, "root": root, "image_size": image_size, "shard_size": shard_size, "split": split,
-              **({"limit": limit} if limit else {})}
+              **({"limit": limit} if limit else {}), **columns}
     res = run_stage(workdir, "shards", params, {"source": ds.fingerprint()},
-                    lambda out: write_dataset_split(ds, split, out, shard_size, progress=not log.quiet, limit=limit))
+                    lambda out: write_dataset_split(ds, split, out, shard_size, progress=not log.quiet, limit=limit,
+                                                    workers=0))
     log.stage(f"{what} [{split}]", res)
     return res
 
 
 def real_shards(data: Any, workdir: Path, split: str, log: Any, what: str = "real shards") -> StageResult:
     """A split of a study's dataset (synscale.config.DataConfig `data`) as shards."""
-    return dataset_shards(workdir, data.dataset, data.root, data.image_size, data.shard_size, split, log, what)
+    from synscale.data.datasets import columns_of
+
+    return dataset_shards(workdir, data.dataset, data.root, data.image_size, data.shard_size, split, log, what,
+                          columns=columns_of(data))
 
 
 def subset(set_stage: StageResult, scale: int, seed: int, log: Any, order: str = "class") -> StageResult:

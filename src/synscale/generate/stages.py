@@ -29,10 +29,10 @@ def synthetic_set(syn: Any, train_set: StageResult, data: Any, max_scale: int, l
     resolution, channels = image_format(train_set)
     captions = None
     if syn.strategy == "in-captions":
-        from synscale.data.datasets import create_dataset
+        from synscale.data.datasets import columns_of, create_dataset
         from synscale.prompts.captioners import captions_per_class
 
-        ds = create_dataset(data.dataset, data.root, data.image_size)
+        ds = create_dataset(data.dataset, data.root, data.image_size, **columns_of(data))
         captions = captions_per_class(ds, data.train_split, syn.captioner, pool=200, seed=syn.seed,
                                       local_files_only=not syn.allow_download)
     prompts = make_prompts(syn.strategy, make_context(labels, data.dataset, captions=captions), per_class, syn.seed)

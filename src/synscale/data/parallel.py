@@ -1,0 +1,100 @@
+"""A dataset split's samples decoded, resized and encoded as PNG: in this process, or in worker processes.
+
+`synscale shards --workers N` and a study's shards stage write a large split with N processes. The source's
+`items(split)` (a file's path, a sample's bytes: cheap to read and to send) are read here, in order, and sent
+in chunks of CHUNK to the workers, which `load` them (decode, resize) and encode each image; the chunks come
+back in order, so the shards are the same bytes as a sequential run's. At most 2 x N chunks are out at once:
+a split whose items are its images' bytes (webdataset shards, a Hugging Face dataset) is never held in memory
+whole. A source without `items` is read in this process. Workers are spawned (the process may hold torch
+threads, which a fork copies badly) and ignore Ctrl-C: the parent stops them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from synscale.data.shards import encode_png
+from synscale.errors import ResourceError
+
+CHUNK = 64  # samples per task: enough to make a task's overhead small, few enough to keep the bar moving
+
+
+@dataclass
+class Encoded:
+    """A sample ready to be written (synscale.data.shards.ShardWriter.write_png)."""
+
+    key: str
+    png: bytes
+    label: int
+    meta: dict[str, Any]
+    shape: tuple[int, int]  # (height, width) of the image
+    array: np.ndarray | None  # the image, where the source gave an array (the array cache need not decode it)
+
+
+def encode_sample(sample: Any) -> Encoded:
+    """A synscale.data.datasets.Sample, its image encoded as PNG."""
+    img = sample.image
+    is_array = isinstance(img, np.ndarray)
+    shape = img.shape[:2] if is_array else img.size[::-1]
+    return Encoded(sample.key, encode_png(img), sample.label, sample.meta, tuple(shape), img if is_array else None)
+
+
+def encoded_samples(dataset: Any, split: str, limit: int = 0, workers: int = 1) -> Iterator[Encoded]:
+    """The split's first `limit` samples (0: all), in order, encoded in this process (`workers` <= 1) or in
+    `workers` processes (for a source that has `items`)."""
+    if workers <= 1 or not hasattr(dataset, "items"):
+        yield from map(encode_sample, itertools.islice(dataset.samples(split), limit or None))
+        return
+    yield from ordered_map(_load_and_encode, itertools.islice(dataset.items(split), limit or None), workers, dataset)
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init(dataset: Any) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER["dataset"] = dataset
+
+
+def _load_and_encode(chunk: list[Any]) -> list[Encoded]:
+    dataset = _WORKER["dataset"]
+    return [encode_sample(dataset.load(item)) for item in chunk]
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def ordered_map(work: Callable[[list[Any]], list[Any]], items: Iterable[Any], workers: int, dataset: Any,
+                chunk: int = CHUNK) -> Iterator[Any]:
+    """`work` over `items` in chunks, in `workers` spawned processes that hold `dataset`; results in order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
+                               initargs=(dataset,))
+    pending: deque[Any] = deque()
+    try:
+        for batch in _chunks(items, chunk):
+            pending.append(pool.submit(work, batch))
+            if len(pending) > 2 * workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    except BrokenProcessPool:
+        raise ResourceError(f"a worker process of the {workers} died (out of memory? or a script that starts them "
+                            "without an `if __name__ == '__main__':` guard); rerun with fewer workers "
+                            "(synscale shards: --workers)") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,171 @@
+"""Data a user already has: a Hugging Face dataset (saved with save_to_disk, or in the datasets cache), and large
+splits written into shards by worker processes (the same bytes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synscale.cli import main
+from synscale.data.datasets import DatasetError, create_dataset
+from synscale.data.shards import iter_samples, load_arrays, read_labels, read_manifest, write_dataset_split
+
+NAMES = ["red", "green", "blue"]
+
+
+def colour(label: int, j: int) -> tuple[int, int, int]:
+    """Image j of class `label`: a solid colour no other image has."""
+    return (200 if label == 0 else 20 * j, 200 if label == 1 else 20 * j + 1, 200 if label == 2 else 20 * j + 2)
+
+
+def colour_images(n_per_class: int, offset: int = 0) -> tuple[list[Image.Image], list[int]]:
+    """3 classes x n images of 10 x 8 px (width x height), in label order."""
+    images, labels = [], []
+    for label in range(3):
+        for j in range(offset, offset + n_per_class):
+            images.append(Image.fromarray(np.full((8, 10, 3), colour(label, j), np.uint8)))
+            labels.append(label)
+    return images, labels
+
+
+def hf_dataset(images: list[Image.Image], labels: list[int], image_column: str = "image", label_column: str = "label",
+               class_label: bool = True):
+    import datasets
+
+    label_feature = datasets.ClassLabel(names=NAMES) if class_label else datasets.Value("int64")
+    features = datasets.Features({image_column: datasets.Image(), label_column: label_feature})
+    return datasets.Dataset.from_dict({image_column: images, label_column: labels}, features=features)
+
+
+@pytest.fixture
+def saved_dict(tmp_path: Path) -> Path:
+    """A DatasetDict saved with save_to_disk: train 3 x 4 images, test 3 x 2 others."""
+    import datasets
+
+    root = tmp_path / "colours"
+    datasets.DatasetDict({"train": hf_dataset(*colour_images(4)),
+                          "test": hf_dataset(*colour_images(2, offset=4))}).save_to_disk(str(root))
+    return root
+
+
+def test_hf_saved_dataset_dict_samples_labels_splits_and_resize(saved_dict):
+    ds = create_dataset("hf", str(saved_dict), image_size=4)
+    assert ds.splits() == ["train", "test"] and ds.labels.names == tuple(NAMES) and ds.labels.wnids is None
+    assert ds.count("train") == 12 and ds.class_counts("train") == [4, 4, 4] and ds.class_counts("test") == [2, 2, 2]
+    test = list(ds.samples("test"))
+    assert [s.key for s in test] == [f"test-{i:07d}" for i in range(6)]
+    assert [s.label for s in test] == [0, 0, 1, 1, 2, 2]
+    for s in test:  # resized and centre-cropped to 4 x 4 RGB, each image its own solid colour
+        j = 4 + s.meta["index"] % 2
+        assert s.image.mode == "RGB" and s.image.size == (4, 4)
+        assert (np.asarray(s.image) == colour(s.label, j)).all()
+    native = next(create_dataset("hf", str(saved_dict)).samples("train"))
+    assert native.image.size == (10, 8)
+    assert ds.image_sizes("train", 3) == {f"{saved_dict} [train]: sample {i}": (10, 8) for i in (0, 4, 8)}
+    with pytest.raises(DatasetError, match=r"no split 'val' \(it has: train, test\)"):
+        ds.count("val")
+
+
+def test_hf_fingerprint_follows_the_data(saved_dict, tmp_path):
+    import datasets
+
+    first = create_dataset("hf", str(saved_dict)).fingerprint()
+    assert create_dataset("huggingface", str(saved_dict)).fingerprint() == first  # the alias, the same data
+    datasets.DatasetDict({"train": hf_dataset(*colour_images(4, offset=1)),
+                          "test": hf_dataset(*colour_images(2, offset=4))}).save_to_disk(str(tmp_path / "other"))
+    assert create_dataset("hf", str(tmp_path / "other")).fingerprint() != first
+
+
+def test_hf_single_dataset_is_split_train_with_named_columns(tmp_path):
+    images, labels = colour_images(2)
+    hf_dataset(images, labels, image_column="picture", label_column="kind").save_to_disk(str(tmp_path / "one"))
+    ds = create_dataset("hf", str(tmp_path / "one"), image_column="picture", label_column="kind")
+    assert ds.splits() == ["train"] and [s.label for s in ds.samples("train")] == labels
+    with pytest.raises(DatasetError, match=r"no column 'image' \(it has: picture, kind\); set image_column"):
+        create_dataset("hf", str(tmp_path / "one"), label_column="kind")
+    with pytest.raises(DatasetError, match="dataset imagefolder has no named columns"):
+        create_dataset("imagefolder", str(tmp_path), image_column="picture")
+
+
+def test_hf_round_trip_through_synscale_shards(saved_dict, tmp_path, capsys):
+    out = tmp_path / "set"
+    args = ["shards", "hf", "--root", str(saved_dict), "--split", "test", "--image-size", "4", "--out", str(out)]
+    assert main(args) == 0
+    manifest = read_manifest(out)
+    assert manifest["key"].tolist() == [f"test-{i:07d}" for i in range(6)]
+    assert manifest["class_name"].tolist() == ["red", "red", "green", "green", "blue", "blue"]
+    assert read_labels(out).names == tuple(NAMES)
+    images, labels, _ = load_arrays(out)
+    assert images.shape == (6, 3, 4, 4) and labels.tolist() == [0, 0, 1, 1, 2, 2]
+    for img, label, j in zip(images, labels, [4, 5] * 3, strict=True):
+        assert (img.transpose(1, 2, 0) == colour(label, j)).all()
+    assert main(args) == 0 and "holds this set already" in capsys.readouterr().out
+
+
+def hub_cache(tmp_path: Path) -> Path:
+    """A datasets cache holding `synscale-test/tiny-colors` as load_dataset leaves a hub dataset there
+    (`<owner>___<name>/default/<version>/<hash>/` with arrow files and dataset_info.json)."""
+    import shutil
+
+    import datasets
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    files = {}
+    for split, (n, offset) in {"train": (4, 0), "validation": (2, 4)}.items():
+        files[split] = str(tmp_path / f"{split}.parquet")
+        hf_dataset(*colour_images(n, offset)).to_parquet(files[split])
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES)})
+    builder = Parquet(cache_dir=str(tmp_path / "build"), dataset_name="tiny-colors", hash="0123abcd",
+                      data_files=files, features=features)
+    builder.download_and_prepare()
+    cache = tmp_path / "cache"
+    (cache / "synscale-test___tiny-colors").mkdir(parents=True)
+    built = next((tmp_path / "build" / "tiny-colors").glob("default-*"))
+    shutil.move(str(built), cache / "synscale-test___tiny-colors" / "default")
+    return cache
+
+
+def test_hf_hub_name_read_offline_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(hub_cache(tmp_path)))
+    ds = create_dataset("hf", "synscale-test/tiny-colors", image_size=2)
+    assert ds.splits() == ["train", "validation"] and ds.labels.names == tuple(NAMES)
+    assert [s.label for s in ds.samples("validation")] == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(DatasetError, match=r"synscale-test/absent: not a directory here, nor a dataset in the Hugging "
+                       r"Face datasets cache .*datasets.load_dataset\('synscale-test/absent'\)"):
+        create_dataset("hf", "synscale-test/absent")
+
+
+# ---------------------------------------------------------------------------------------------------
+# worker processes: the same set, byte for byte
+
+
+def test_workers_write_the_same_bytes_as_one_process(tiny_fmnist, saved_dict, tmp_path):
+    sources = {"fmnist": (create_dataset("fashion-mnist", root=str(tiny_fmnist)), "test", 0),
+               "hf": (create_dataset("hf", str(saved_dict), image_size=4), "train", 0),
+               "fmnist-limit": (create_dataset("fashion-mnist", root=str(tiny_fmnist), image_size=14), "train", 700)}
+    for name, (ds, split, limit) in sources.items():
+        one, two = tmp_path / f"{name}-1", tmp_path / f"{name}-2"
+        n1 = write_dataset_split(ds, split, one, shard_size=150, progress=False, limit=limit, workers=1)
+        n2 = write_dataset_split(ds, split, two, shard_size=150, progress=False, limit=limit, workers=2)
+        assert n1 == n2 == (limit or ds.count(split))
+        files = sorted(p.name for p in one.iterdir())
+        assert files == sorted(p.name for p in two.iterdir()) and "arrays.npy" in files
+        for f in files:
+            assert (one / f).read_bytes() == (two / f).read_bytes(), (name, f)
+    assert [k for k, _, _ in iter_samples(tmp_path / "fmnist-2")] == [f"test-{i:07d}" for i in range(500)]
+
+
+def test_a_bad_image_in_a_worker_is_the_same_one_line(tmp_path):
+    root = tmp_path / "folder"
+    for cls in ("cat", "dog"):
+        (root / "train" / cls).mkdir(parents=True)
+        for i in range(70):
+            Image.fromarray(np.full((6, 6, 3), i, np.uint8)).save(root / "train" / cls / f"{i:02d}.png")
+    (root / "train" / "dog" / "33.png").write_bytes(b"not a png")
+    ds = create_dataset("imagefolder", str(root))
+    for workers in (1, 2):
+        with pytest.raises(DatasetError, match=r"dog/33.png: not a readable image"):
+            write_dataset_split(ds, "train", tmp_path / f"out{workers}", 50, progress=False, workers=workers)
