@@ -87,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-column", default="image", help="hf: the column that holds the images")
     p.add_argument("--label-column", default="label", help="hf: the column that holds the labels (a ClassLabel)")
 
+    p = sub.add_parser("imagenet-val", help="link ImageNet's flat validation folder into <out>/val/<wnid>/ (no copies), "
+                       "the layout the imagefolder source reads")
+    p.add_argument("images", help="the folder of ILSVRC2012_val_*.JPEG")
+    p.add_argument("--labels", required=True, help="the devkit's ILSVRC2012_validation_ground_truth.txt, or "
+                   "Kaggle's LOC_val_solution.csv")
+    p.add_argument("--meta", default=None, help="the devkit's meta.mat (default: beside the ground-truth file)")
+    p.add_argument("--out", required=True, help="the imagefolder root; the split goes in <out>/<split>")
+    p.add_argument("--split", default="val")
+    p.add_argument("--overwrite", action="store_true", help="replace <out>/<split> if it exists")
+
     _generation_parsers(sub)
 
     p = sub.add_parser("metrics", help="recognizability, diversity, Fréchet distance, an LPIPS-style distance, "
@@ -756,6 +766,19 @@ def cmd_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_imagenet_val(args: argparse.Namespace) -> int:
+    from synscale.data.imagenet_val import arrange_val, val_labels
+
+    out = Path(args.out) / args.split
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists; choose another --out, or pass --overwrite to replace it")
+    labels = val_labels(Path(args.labels), Path(args.meta) if args.meta else None)
+    n = arrange_val(Path(args.images), labels, out)
+    print(f"linked {n:,} images of {len(set(labels.values())):,} classes into {out}/<wnid>/; read them with "
+          f"--set data.dataset=imagefolder --set data.root={args.out} --set data.test_split={args.split}")
+    return 0
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     import shutil
 
@@ -810,7 +833,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "metrics": cmd_metrics, "study": cmd_study, "config": cmd_config, "shards": cmd_shards, "prompts": cmd_prompts,
+COMMANDS = {"demo": cmd_demo, "metrics": cmd_metrics, "study": cmd_study, "config": cmd_config, "shards": cmd_shards,
+            "imagenet-val": cmd_imagenet_val, "prompts": cmd_prompts,
             "generate": cmd_generate, "generator": cmd_generator,
             "recipes": cmd_recipes, "train": cmd_train, "fit": cmd_fit, "report": cmd_report, "status": cmd_status,
             "doctor": cmd_doctor}
