@@ -198,6 +198,33 @@ def _wds_truncated(d: Path, at_boundary: bool) -> list[str]:
     return ["shards", "webdataset", "--root", str(root), "--split", "train", "--out", str(d / "out")]
 
 
+def hf_saved(d: Path, class_label: bool = True) -> Path:
+    """A Hugging Face Dataset of 4 images (columns image, label) saved with save_to_disk in d/hf; `class_label`
+    False: the label column holds plain integers."""
+    import datasets
+    from PIL import Image
+
+    label = datasets.ClassLabel(names=["cat", "dog"]) if class_label else datasets.Value("int64")
+    features = datasets.Features({"image": datasets.Image(), "label": label})
+    images = [Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)) for i in range(4)]
+    datasets.Dataset.from_dict({"image": images, "label": [0, 1, 0, 1]}, features=features).save_to_disk(str(d / "hf"))
+    return d / "hf"
+
+
+def imagenet_val(d: Path, extra_image: bool = False) -> list[str]:
+    """`synscale imagenet-val` on 2 images with the devkit's ground truth but no meta.mat beside it (or, with
+    `extra_image`, with Kaggle's LOC_val_solution.csv labelling one image of three)."""
+    from PIL import Image
+
+    (d / "val").mkdir()
+    for i in range(1, 4 if extra_image else 3):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(d / "val" / f"ILSVRC2012_val_{i:08d}.JPEG")
+    labels = d / ("LOC_val_solution.csv" if extra_image else "ILSVRC2012_validation_ground_truth.txt")
+    labels.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n01440764 1 2 3 4\n"
+                      "ILSVRC2012_val_00000002,n01443537 1 2 3 4\n" if extra_image else "1\n2\n")
+    return ["imagenet-val", str(d / "val"), "--labels", str(labels), "--out", str(d / "in1k")]
+
+
 def _mixed_workdir(d: Path) -> list[str]:
     (d / "wfile").write_text("not a directory")
     return ["study", study(d), "--workdir", str(d / "wfile"), "-q"]
@@ -337,6 +364,33 @@ CASES: list[Case] = [
          lambda d, f: ((d / "images" / "train").mkdir(parents=True),
                        ["shards", "imagefolder", "--root", str(d / "images"), "--out", str(d / "o")])[1],
          "no class folders"),
+    Case("shards-corrupt-image-workers", "shards", "a file that is not an image, read by a worker process (--workers 2)",
+         lambda d, f: ["shards", "imagefolder", "--root", str(image_folder(d, two_classes(), bad="dog")), "--out",
+                       str(d / "o"), "--workers", "2"], "dog/0.png: not a readable image"),
+    Case("shards-negative-workers", "shards", "--workers -1",
+         lambda d, f: ["shards", "fashion-mnist", "--workers", "-1", "--out", str(d / "o")], "--workers >= 0"),
+    Case("shards-columns-not-hf", "shards", "--image-column for a dataset without named columns",
+         lambda d, f: ["shards", "imagefolder", "--root", str(image_folder(d, two_classes())), "--image-column", "img",
+                       "--out", str(d / "o")], "dataset imagefolder has no named columns (image_column = 'img')"),
+    Case("hf-root-missing", "shards", "an hf dataset directory that does not exist",
+         lambda d, f: ["shards", "hf", "--root", str(d / "nope"), "--out", str(d / "o")], "nope does not exist"),
+    Case("hf-not-saved", "shards", "an hf root that save_to_disk did not write",
+         lambda d, f: ["shards", "hf", "--root", str(d), "--out", str(d / "o")], "not a directory that save_to_disk wrote"),
+    Case("hf-not-cached", "shards", "an hf hub name that is not in the local datasets cache",
+         lambda d, f: ["shards", "hf", "--root", "nobody/no-such-dataset", "--out", str(d / "o")],
+         "nor a dataset in the Hugging Face datasets cache"),
+    Case("hf-column-missing", "shards", "an hf image column the dataset does not have",
+         lambda d, f: ["shards", "hf", "--root", str(hf_saved(d)), "--image-column", "picture", "--out", str(d / "o")],
+         "no column 'picture' (it has: image, label); set image_column (synscale shards: --image-column)"),
+    Case("hf-label-not-classlabel", "shards", "an hf label column of plain integers (no class names)",
+         lambda d, f: ["shards", "hf", "--root", str(hf_saved(d, class_label=False)), "--out", str(d / "o")],
+         "label column 'label' is Value('int64'), not a ClassLabel"),
+    Case("study-columns-not-hf", "data", "data.image_column for a dataset without named columns",
+         lambda d, f: dry(d, 'data.image_column="img"'), "image_column: dataset 'fashion-mnist' has no named columns"),
+    Case("imagenet-val-no-meta", "imagenet-val", "the devkit's ground truth without its meta.mat",
+         lambda d, f: imagenet_val(d), "its ILSVRC2012 ids need the devkit's meta.mat"),
+    Case("imagenet-val-unlabelled", "imagenet-val", "an image the labels file does not list",
+         lambda d, f: imagenet_val(d, extra_image=True), "ILSVRC2012_val_00000003.JPEG: no label for it"),
     Case("webdataset-truncated-boundary", "shards", "a webdataset tar truncated at a sample boundary",
          lambda d, f: _wds_truncated(d, True), "train-000.tar: truncated"),
     Case("webdataset-truncated-member", "shards", "a webdataset tar truncated inside a member",
