@@ -143,9 +143,17 @@ def test_hf_hub_name_read_offline_from_the_cache(tmp_path, monkeypatch):
 
 
 def test_workers_write_the_same_bytes_as_one_process(tiny_fmnist, saved_dict, tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):  # JPEGs of several sizes, resized and centre-cropped
+        (tmp_path / "jpegs" / "train" / cls).mkdir(parents=True)
+        for i in range(40):
+            h, w = (int(v) for v in rng.integers(12, 40, 2))
+            image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            image.save(tmp_path / "jpegs" / "train" / cls / f"{i}.jpg")
     sources = {"fmnist": (create_dataset("fashion-mnist", root=str(tiny_fmnist)), "test", 0),
                "hf": (create_dataset("hf", str(saved_dict), image_size=4), "train", 0),
-               "fmnist-limit": (create_dataset("fashion-mnist", root=str(tiny_fmnist), image_size=14), "train", 700)}
+               "fmnist-limit": (create_dataset("fashion-mnist", root=str(tiny_fmnist), image_size=14), "train", 700),
+               "imagefolder": (create_dataset("imagefolder", str(tmp_path / "jpegs"), image_size=10), "train", 0)}
     for name, (ds, split, limit) in sources.items():
         one, two = tmp_path / f"{name}-1", tmp_path / f"{name}-2"
         n1 = write_dataset_split(ds, split, one, shard_size=150, progress=False, limit=limit, workers=1)
