@@ -45,6 +45,34 @@ def _prompt_args(p: argparse.ArgumentParser, per_class: int) -> None:
     p.add_argument("--wordnet", default="auto", help="auto, nltk, debian, or a WordNet 3.0 dict directory")
 
 
+def _data_parsers(sub: Any) -> None:
+    """`synscale shards` and `synscale imagenet-val`: real data a user has, made into sets."""
+    p = sub.add_parser("shards", help="write a real dataset split (or img2dataset image-text pairs) into synscale shards + manifest")
+    p.add_argument("dataset", help="fashion-mnist, imagefolder, webdataset, img2dataset or hf")
+    p.add_argument("--root", default="", help="the dataset's location (fashion-mnist: Debian's files by default; hf: a "
+                   "directory save_to_disk wrote, or a hub dataset name in the local cache)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--image-size", type=int, default=0, help="resize + centre-crop to this size (0: native)")
+    p.add_argument("--shard-size", type=int, default=10000)
+    p.add_argument("--limit", type=int, default=0, help="write the first N samples only (0: all)")
+    p.add_argument("--out", required=True, help="output directory (empty or new)")
+    p.add_argument("--overwrite", action="store_true", help="replace the set that --out holds")
+    p.add_argument("--workers", type=int, default=0, help="processes that decode, resize and encode the images (1: "
+                   "this one; default: the cores, at most 8, for splits of 5,000 images or more); the same bytes")
+    p.add_argument("--image-column", default="image", help="hf: the column that holds the images")
+    p.add_argument("--label-column", default="label", help="hf: the column that holds the labels (a ClassLabel)")
+
+    p = sub.add_parser("imagenet-val", help="link ImageNet's flat validation folder into <out>/val/<wnid>/ (no copies), "
+                       "the layout the imagefolder source reads")
+    p.add_argument("images", help="the folder of ILSVRC2012_val_*.JPEG")
+    p.add_argument("--labels", required=True, help="the devkit's ILSVRC2012_validation_ground_truth.txt, or "
+                   "Kaggle's LOC_val_solution.csv")
+    p.add_argument("--meta", default=None, help="the devkit's meta.mat (default: beside the ground-truth file)")
+    p.add_argument("--out", required=True, help="the imagefolder root; the split goes in <out>/<split>")
+    p.add_argument("--split", default="val")
+    p.add_argument("--overwrite", action="store_true", help="replace <out>/<split> if it exists")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synscale",
@@ -72,31 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=SIZES, default="default")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    p = sub.add_parser("shards", help="write a real dataset split (or img2dataset image-text pairs) into synscale shards + manifest")
-    p.add_argument("dataset", help="fashion-mnist, imagefolder, webdataset, img2dataset or hf")
-    p.add_argument("--root", default="", help="the dataset's location (fashion-mnist: Debian's files by default; hf: a "
-                   "directory save_to_disk wrote, or a hub dataset name in the local cache)")
-    p.add_argument("--split", default="train")
-    p.add_argument("--image-size", type=int, default=0, help="resize + centre-crop to this size (0: native)")
-    p.add_argument("--shard-size", type=int, default=10000)
-    p.add_argument("--limit", type=int, default=0, help="write the first N samples only (0: all)")
-    p.add_argument("--out", required=True, help="output directory (empty or new)")
-    p.add_argument("--overwrite", action="store_true", help="replace the set that --out holds")
-    p.add_argument("--workers", type=int, default=0, help="processes that decode, resize and encode the images (1: "
-                   "this one; default: the cores, at most 8, for splits of 5,000 images or more); the same bytes")
-    p.add_argument("--image-column", default="image", help="hf: the column that holds the images")
-    p.add_argument("--label-column", default="label", help="hf: the column that holds the labels (a ClassLabel)")
-
-    p = sub.add_parser("imagenet-val", help="link ImageNet's flat validation folder into <out>/val/<wnid>/ (no copies), "
-                       "the layout the imagefolder source reads")
-    p.add_argument("images", help="the folder of ILSVRC2012_val_*.JPEG")
-    p.add_argument("--labels", required=True, help="the devkit's ILSVRC2012_validation_ground_truth.txt, or "
-                   "Kaggle's LOC_val_solution.csv")
-    p.add_argument("--meta", default=None, help="the devkit's meta.mat (default: beside the ground-truth file)")
-    p.add_argument("--out", required=True, help="the imagefolder root; the split goes in <out>/<split>")
-    p.add_argument("--split", default="val")
-    p.add_argument("--overwrite", action="store_true", help="replace <out>/<split> if it exists")
-
+    _data_parsers(sub)
     _generation_parsers(sub)
 
     p = sub.add_parser("metrics", help="recognizability, diversity, Fréchet distance, an LPIPS-style distance, "
