@@ -55,6 +55,8 @@ def test_imagenet_val_devkit_labels_linked_into_class_folders(tmp_path):
     linked = tmp_path / "in1k" / "val" / "n01443537" / "ILSVRC2012_val_00000001.JPEG"
     assert os.path.samefile(linked, folder / "ILSVRC2012_val_00000001.JPEG")  # a link, not a copy
     assert ds.count("val") == 6 and ds.class_counts("val") == [2, 2, 2]
+    # readable names from ImageNet's list (open_clip's), in the folders' order
+    assert ds.labels.names == ("tench", "goldfish", "great white shark")
 
 
 def test_imagenet_val_kaggle_solution_csv(tmp_path):
@@ -67,6 +69,11 @@ def test_imagenet_val_kaggle_solution_csv(tmp_path):
     assert {s.meta["file"].split("/")[0] for s in ds.samples("val") if s.label == 1} == {"n01443537"}
     assert sorted(p.name for p in (tmp_path / "in1k" / "val" / "n01484850").iterdir()) == [
         "ILSVRC2012_val_00000003.JPEG", "ILSVRC2012_val_00000005.JPEG"]
+    # a root that names its classes already keeps its own file
+    (tmp_path / "in1k" / "classnames.txt").write_text("fish a\nfish b\nfish c\n")
+    assert main(["imagenet-val", str(folder), "--labels", str(tmp_path / "LOC_val_solution.csv"),
+                 "--out", str(tmp_path / "in1k"), "--overwrite"]) == 0
+    assert create_dataset("imagefolder", str(tmp_path / "in1k")).labels.names == ("fish a", "fish b", "fish c")
 
 
 def test_imagenet_val_across_file_systems_links_symbolically(tmp_path):

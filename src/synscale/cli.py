@@ -771,14 +771,16 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 
 def cmd_imagenet_val(args: argparse.Namespace) -> int:
-    from synscale.data.imagenet_val import arrange_val, val_labels
+    from synscale.data.imagenet_val import arrange_val, val_labels, write_classnames
 
     out = Path(args.out) / args.split
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists; choose another --out, or pass --overwrite to replace it")
     labels = val_labels(Path(args.labels), Path(args.meta) if args.meta else None)
     n = arrange_val(Path(args.images), labels, out)
-    print(f"linked {n:,} images of {len(set(labels.values())):,} classes into {out}/<wnid>/; read them with "
+    names = write_classnames(Path(args.out), sorted(set(labels.values())))
+    print(f"linked {n:,} images of {len(set(labels.values())):,} classes into {out}/<wnid>/"
+          + (f" (readable class names in {names})" if names else "") + "; read them with "
           f"--set data.dataset=imagefolder --set data.root={args.out} --set data.test_split={args.split}")
     return 0
 

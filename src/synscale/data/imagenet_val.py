@@ -96,6 +96,21 @@ def arrange_val(images: Path, labels: dict[str, str], out: Path) -> int:
     return len(files)
 
 
+def write_classnames(root: Path, wnids: list[str]) -> Path | None:
+    """`root/classnames.txt` (read by the imagefolder source) with ImageNet's readable class names (open_clip's,
+    which the CLIP templates use) in sorted wnid order, where every wnid is one of ImageNet-1k's and the file is
+    not there yet (a root that already names its classes keeps its file). The path written, or None."""
+    from synscale.labels import named_label_set
+
+    path = root / "classnames.txt"
+    imagenet = named_label_set("imagenet")
+    name_of = dict(zip(imagenet.wnids or (), imagenet.names, strict=True))
+    if path.exists() or not all(w in name_of for w in wnids):
+        return None
+    path.write_text("".join(f"{name_of[w]}\n" for w in sorted(wnids)))
+    return path
+
+
 def link(src: Path, dst: Path) -> None:
     """A hard link, or a symbolic link (to the absolute path) where a hard link cannot be made."""
     try:
