@@ -149,7 +149,7 @@ def metrics_table(results: Path, scaling: Any, fits: Any) -> tuple[Any, str]:
                                         "perf_at_DI": "−log L(D_I)", **LPIPS_HEADERS})
     missing = [c for c in ("lpips_alex", "fid_inception") if c not in cols]
     note = (f" {' and '.join(missing)} (the paper's AlexNet LPIPS and Inception FID) are left out: their pretrained weights "
-            "are not on this machine (docs/metrics.md says where to put them)." if missing else "")
+            "are not on this machine (synscale doctor prints the command that fetches each; docs/metrics.md says where they go)." if missing else "")
     return t, note
 
 
