@@ -226,3 +226,25 @@ def test_results_written_before_lpips_was_renamed_are_read_as_lpips_ref(tmp_path
     assert "lpips" not in set(read_table(results / "correlations.parquet").metric)
     mt, _ = metrics_table(results, read_table(results / "scaling.parquet"), read_table(results / "fits.parquet"))
     assert "LPIPS-style distance (reference network)" in mt.columns and "lpips" not in mt.columns
+
+
+def test_the_papers_lpips_joins_the_per_class_table_and_correlations_where_measured(planted, tmp_path):
+    """lpips_alex (measured only where the AlexNet weights are) is a per-class metric like lpips_ref: NaN and no
+    correlation without it; with it, its Spearman ρ with k_c (planted here as k_c itself, shuffled for one
+    configuration) is in correlations.parquet."""
+    import shutil
+
+    results, _ = planted
+    pc = pd.read_parquet(results / "per_class.parquet")
+    assert pc.lpips_alex.isna().all()
+    assert "lpips_alex" not in set(pd.read_parquet(results / "correlations.parquet").metric)
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    mpc = pd.read_parquet(copy / "metrics_per_class.parquet")
+    k = {c: np.asarray(v) for c, v in PLANTED_K.items()}
+    mpc["lpips_alex"] = [k[r.config][r.class_index] for r in mpc.itertuples()]
+    mpc.to_parquet(copy / "metrics_per_class.parquet", index=False)
+    analyse(copy, D_REF, FitConfig(bootstrap=50, saturating_bootstrap=0))
+    corr = pd.read_parquet(copy / "correlations.parquet")
+    rho = corr[(corr.config == "syn-a") & (corr.metric == "lpips_alex") & (corr.eval_set == "val")].rho.iloc[0]
+    assert rho > 0.9

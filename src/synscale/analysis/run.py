@@ -40,7 +40,7 @@ from synscale.config import FitConfig
 
 KEYS = ["source", "config", "eval_set"]
 PER_CLASS_METRICS = ("recognizability", "diversity", "fd_class", "lpips_ref", "precision", "recall", "density",
-                     "coverage", "vendi")
+                     "coverage", "vendi", "lpips_alex")
 CATEGORIES = ("poor", "easy", "scaling", "other")
 FLOOR = 1e-8  # a class whose every example has ~zero loss still gets a finite log
 
