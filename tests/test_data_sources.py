@@ -177,3 +177,13 @@ def test_a_bad_image_in_a_worker_is_the_same_one_line(tmp_path):
     for workers in (1, 2):
         with pytest.raises(DatasetError, match=r"dog/33.png: not a readable image"):
             write_dataset_split(ds, "train", tmp_path / f"out{workers}", 50, progress=False, workers=workers)
+
+
+def test_the_compute_estimate_counts_an_hf_datasets_classes(saved_dict, tmp_path):
+    from synscale.config import find_study, load_study
+    from synscale.estimate import classes
+
+    cfg = load_study(find_study("fashion-mnist"), "smoke", ["data.dataset=hf", f"data.root={saved_dict}"])
+    assert classes(cfg) == (3, f"the label set of {saved_dict}")
+    missing = load_study(find_study("fashion-mnist"), "smoke", ["data.dataset=hf", f"data.root={tmp_path / 'none'}"])
+    assert classes(missing)[0] == 1000  # not on this machine: the plan assumes ImageNet-1k

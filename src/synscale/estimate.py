@@ -108,8 +108,18 @@ def classes(cfg: Any) -> tuple[int, str]:
     if cfg.data.dataset == "fashion-mnist":
         return 10, "Fashion-MNIST"
     base = Path(cfg.data.root) / cfg.data.train_split
-    if cfg.data.dataset == "imagefolder" and base.is_dir():
-        return sum(1 for d in base.iterdir() if d.is_dir()), f"class folders of {base}"
+    if cfg.data.dataset == "imagefolder":  # folders counted, not listed (ImageNet holds 1.28M files)
+        if base.is_dir():
+            return sum(1 for d in base.iterdir() if d.is_dir()), f"class folders of {base}"
+    elif cfg.data.root and Path(cfg.data.root).expanduser().exists():  # hf, webdataset: their label set is cheap
+        from synscale.data.datasets import columns_of, create_dataset
+        from synscale.errors import UserError
+
+        try:
+            ds = create_dataset(cfg.data.dataset, cfg.data.root, cfg.data.image_size, **columns_of(cfg.data))
+            return len(ds.labels), f"the label set of {cfg.data.root}"
+        except (UserError, OSError, ValueError):
+            pass  # preflight names the problem; the estimate falls back
     return 1000, "assumed ImageNet-1k: the data is not on this machine"
 
 
