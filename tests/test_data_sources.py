@@ -187,3 +187,28 @@ def test_the_compute_estimate_counts_an_hf_datasets_classes(saved_dict, tmp_path
     assert classes(cfg) == (3, f"the label set of {saved_dict}")
     missing = load_study(find_study("fashion-mnist"), "smoke", ["data.dataset=hf", f"data.root={tmp_path / 'none'}"])
     assert classes(missing)[0] == 1000  # not on this machine: the plan assumes ImageNet-1k
+
+
+def test_an_hf_dataset_as_an_ood_set_in_the_studys_label_space(saved_dict, tmp_path):
+    """[[evaluate.sets]] with dataset = "hf": its classes map by name into the study's (here another order and
+    one more class), from the split named, with renamed columns; its identity is the dataset's own."""
+    from synscale.config import OODSetConfig
+    from synscale.data.ood import fingerprint, ood_samples
+    from synscale.labels import LabelSet
+
+    study = LabelSet(("blue", "other", "red", "green"))
+    got = [(s.label, tuple(np.asarray(s.image)[0, 0])) for s in ood_samples(study, str(saved_dict), dataset="hf")]
+    assert [g[0] for g in got] == [2, 2, 3, 3, 0, 0]  # test split: 2 red, 2 green, 2 blue, in the study's indices
+    assert got[0][1] == colour(0, 4) and got[-1][1] == colour(2, 5)
+    odd = tmp_path / "odd"
+    hf_dataset(*colour_images(1), image_column="img", label_column="y").save_to_disk(str(odd))
+    spec = OODSetConfig(name="odd", root=str(odd), dataset="hf", split="train", image_column="img", label_column="y")
+    spec.check()
+    samples = list(ood_samples(study, spec.root, dataset="hf", split="train", image_size=4,
+                               columns={"image_column": "img", "label_column": "y"}))
+    assert [s.label for s in samples] == [2, 3, 0] and np.asarray(samples[0].image).shape == (4, 4, 3)
+    assert fingerprint(str(odd), "hf", {"image_column": "img", "label_column": "y"}) != fingerprint(str(saved_dict), "hf")
+    with pytest.raises(ValueError, match="no named columns"):
+        OODSetConfig(name="w", root=str(odd), dataset="webdataset", image_column="img").check()
+    with pytest.raises(DatasetError, match="not among the study's classes"):
+        list(ood_samples(LabelSet(("red", "green")), str(saved_dict), dataset="hf"))

@@ -103,10 +103,12 @@ class OODSetConfig:
     name: str
     root: str
     preset: str = ""  # imagenet-a | imagenet-r | imagenet-sketch | imagenet-v2 | "" (plain folders / shards)
-    dataset: Literal["imagefolder", "webdataset"] = "imagefolder"  # without a preset
-    split: str = ""  # sub-folder (imagefolder) or shard prefix (webdataset) of the split to use
+    dataset: Literal["imagefolder", "webdataset", "hf"] = "imagefolder"  # without a preset
+    split: str = ""  # sub-folder (imagefolder), shard prefix (webdataset) or split (hf) of the set
     class_subset: str = "auto"  # auto | all | a file of wnids or class names (logits restricted to them)
     image_size: int = 0  # 0 = the study's data.image_size
+    image_column: str = "image"  # hf: the column that holds the images
+    label_column: str = "label"  # hf: the column that holds the labels (a ClassLabel)
 
     def check(self) -> None:
         from synscale.data.ood import PRESETS
@@ -118,6 +120,7 @@ class OODSetConfig:
         if not self.root:
             raise ValueError(f"evaluation set {self.name!r} needs root")
         _nonnegative(self, "image_size")
+        _check_columns(self)
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,12 @@ def _check_evaluations(cfg: Any) -> None:
 
     labels = None
     for s in cfg.evaluate.sets:
-        if not Path(s.root).exists():
+        if s.dataset == "hf" and not s.preset:  # a save_to_disk directory or a hub name in the cache
+            try:
+                create_dataset("hf", s.root, s.image_size, **columns_of(s))
+            except UserError as e:
+                raise ConfigError(f"evaluate.sets {s.name!r}: {e}") from None
+        elif not Path(s.root).exists():
             raise ConfigError(f"evaluate.sets {s.name!r}: root {s.root} does not exist")
         if s.class_subset not in ("auto", "all") and not Path(s.class_subset).is_file():
             raise ConfigError(f"evaluate.sets {s.name!r}: class_subset {s.class_subset!r} is not auto, all or a file "

@@ -6,7 +6,9 @@ Presets for the paper's ImageNet OOD sets, as they are distributed:
 - `imagenet-sketch`: `<root>/<wnid>/*.JPEG` (or `<root>/sketch/<wnid>/...`), all 1000 classes.
 - `imagenet-v2`: `<root>/<class index 0..999>/*.jpeg` (the ImageNetV2 folders are numbered by ImageNet-1k
   class index), all 1000 classes.
-- no preset: `imagefolder` (`<root>[/<split>]/<class>/<image>`) or `webdataset` (`<root>/<split>-*.tar`).
+- no preset: `imagefolder` (`<root>[/<split>]/<class>/<image>`), `webdataset` (`<root>/<split>-*.tar`) or
+  `hf` (a Hugging Face dataset: a save_to_disk directory or a hub name in the cache; its `split`, default
+  `test`, and its `image_column` / `label_column`).
 
 Every set is written as synscale shards relabelled into the study's label space: a class folder maps to
 the study's class with the same WordNet id (study label sets with wnids) or the same name. The class
@@ -73,13 +75,13 @@ def _folder_key(preset: Preset | None, folder: str, imagenet: list[str]) -> str:
 
 
 def ood_samples(study: LabelSet, root: str, preset: str = "", dataset: str = "imagefolder", split: str = "",
-                image_size: int = 0) -> Iterator[Sample]:
+                image_size: int = 0, columns: dict[str, str] | None = None) -> Iterator[Sample]:
     """The set's images with labels in the study's label space; a class the study lacks is an error."""
     mapping = _class_map(study)
-    if dataset == "webdataset" and not preset:
-        from synscale.data.datasets import WebDatasetSource
+    if dataset in ("webdataset", "hf") and not preset:
+        from synscale.data.datasets import create_dataset
 
-        src = WebDatasetSource(root, image_size)
+        src = create_dataset(dataset, root, image_size, **(columns or {}))
         own = [mapping.get(w) for w in (src.labels.wnids or src.labels.names)]
         missing = [n for n, m in zip(src.labels.names, own, strict=True) if m is None]
         if missing:
@@ -141,9 +143,13 @@ def class_subset(study: LabelSet, spec: str, preset: str, present: list[int]) ->
     return sorted({mapping[n] for n in names})
 
 
-def fingerprint(root: str) -> str:
-    """Cheap identity of the files under `root` (relative path, size, mtime)."""
-    from synscale.data.datasets import _stat_fingerprint
+def fingerprint(root: str, dataset: str = "imagefolder", columns: dict[str, str] | None = None) -> str:
+    """Cheap identity of the set: an hf dataset's own (its root may be a hub name), else of the files under
+    `root` (relative path, size, mtime)."""
+    from synscale.data.datasets import _stat_fingerprint, create_dataset
+
+    if dataset == "hf":
+        return create_dataset("hf", root, 0, **(columns or {})).fingerprint()
 
     files = sorted(p for p in Path(root).rglob("*") if p.is_file())
     return _stat_fingerprint(files, Path(root))
@@ -159,7 +165,10 @@ def write_ood_set(study: LabelSet, spec: Any, image_size: int, channels: int, ou
     from synscale.progress import bar
 
     present = []
-    samples = ood_samples(study, spec.root, spec.preset, spec.dataset, spec.split, spec.image_size or image_size)
+    from synscale.data.datasets import columns_of
+
+    samples = ood_samples(study, spec.root, spec.preset, spec.dataset, spec.split, spec.image_size or image_size,
+                          columns_of(spec))
     with ShardWriter(out, study, shard_size) as w:
         for s in bar(samples, desc=f"OOD set {spec.name}", unit="img", disable=not progress):
             img = np.asarray(s.image.convert("L" if channels == 1 else "RGB"))

@@ -78,15 +78,18 @@ def ood_set(spec: Any, train_set: StageResult, image_size: int, shard_size: int,
     `train_set` (its `ood.json` holds the class subset it covers), at `image_size` (0: the study's images')."""
     import dataclasses
 
+    from synscale.data.datasets import DEFAULT_COLUMNS, columns_of
     from synscale.data.ood import fingerprint, write_ood_set
     from synscale.labels import LabelSet
 
     labels = LabelSet.load(train_set.path / "labels.json")
     first = first_image(train_set)
     size, channels = max(first.shape[:2]), 1 if first.ndim == 2 else 3
-    params = {"set": dataclasses.asdict(spec), "image_size": image_size or size, "channels": channels,
-              "shard_size": shard_size}
-    res = run_stage(train_set.root, "ood", params, {"labels": train_set.id, "files": fingerprint(spec.root)},
+    # the column keys enter the params only where they differ from the defaults (existing sets keep their ids)
+    spec_params = {k: v for k, v in dataclasses.asdict(spec).items() if k not in DEFAULT_COLUMNS} | columns_of(spec)
+    params = {"set": spec_params, "image_size": image_size or size, "channels": channels, "shard_size": shard_size}
+    res = run_stage(train_set.root, "ood", params, {"labels": train_set.id,
+                                                    "files": fingerprint(spec.root, spec.dataset, columns_of(spec))},
                     lambda o: write_ood_set(labels, spec, image_size or size, channels, o, shard_size, not log.quiet))
     subset_ = ood_class_subset(res)
     log.stage(f"OOD set {spec.name}" + (f" ({len(subset_)} classes)" if subset_ else ""), res)
