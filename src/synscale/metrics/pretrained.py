@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from synscale.extras import installed
+from synscale.extras import installed, require
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet_Weights.IMAGENET1K_V1
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's FID Inception
@@ -50,8 +50,6 @@ _SLICE_OF = {0: 1, 1: 1, 2: 2, 3: 2, 4: 2, 5: 3, 6: 3, 7: 3, 8: 4, 9: 4, 10: 5, 
 
 @functools.lru_cache(maxsize=4)
 def _lpips_net(path: str, device: str) -> Any:
-    from synscale.extras import require
-
     require("paper-metrics", f"LPIPS with AlexNet ({path})")
     import lpips
 
@@ -104,8 +102,6 @@ def inception_fid(weights: str, images: np.ndarray, real_dir: Path, batch_size: 
     path = find_weights(weights, INCEPTION_FILE)
     if path is None or not (weights or installed("paper-metrics")):
         return math.nan
-    from synscale.extras import require
-
     require("paper-metrics", f"FID with Inception-v3 ({path})")
     from torchmetrics.image.fid import FrechetInceptionDistance
 
