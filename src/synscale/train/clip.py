@@ -11,8 +11,10 @@ the whole global batch, so 2 processes train the model 1 process does.
 Gradient accumulation cannot simply add micro-batch losses here: every pair's loss depends on every
 other pair of the step. As open_clip does, the step's features are first computed without gradients;
 then each micro-batch is run again with gradients and its features put in place of its cached ones,
-so each backward pass gives that micro-batch's exact share of the full batch's gradient. (A model with
-dropout draws other masks in the two passes; the shipped recipes use none.)
+so each backward pass gives that micro-batch's exact share of the full batch's gradient. The learned
+temperature enters every pass's loss whole, so each pass takes 1/accum_steps of its gradient (open_clip's
+loop counts it accum_steps times). (A model with dropout draws other masks in the two passes; the shipped
+recipes use none.)
 
 Captions become tokens in the loader (`CaptionTokens`, open_clip's tokenizer for the model). Images of
 one channel are repeated to the three a CLIP vision tower takes.
@@ -176,6 +178,9 @@ class ContrastiveTask:
             img = torch.cat([*images[:j], img, *images[j + 1:]])
             txt = torch.cat([*texts[:j], txt, *texts[j + 1:]])
             parts = len(images)
+            # the temperature enters every pass's loss, not one micro-batch's share of it: each pass gives
+            # 1/parts of its gradient, so the step's sum is the full batch's (the value is unchanged)
+            scale = scale.detach() + (scale - scale.detach()) / parts
         loss = self._loss(img, txt, scale)
         return loss, loss.detach() / parts  # every micro-batch's pass computes the whole step's loss
 
