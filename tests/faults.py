@@ -8,7 +8,8 @@ end: an uninterrupted reference), "delay" (seconds: kills land uniformly in [0, 
 multiple of job <name>'s wall time), "seed", "env" (extra environment variables), "resumable" (true: each delay is the
 startup plus a random share of what is left, and each kill lowers what is left by what the killed run did, so
 that the kills spread over the whole run),
-"first_env" (variables of the first run only: e.g. SYNSCALE_KILL_AT_STEP, a kill at a chosen training step),
+"first_env" (variables of the first run only: e.g. SYNSCALE_KILL_AT_STEP, a kill at a chosen training step;
+SYNSCALE_FAULT_KILL_AT_REPLACE=PREFIX, a kill as the run renames a file it wrote whole, `.PREFIX...`, into place),
 "workdir" (a study's: each kill records what the study was doing, from what it left unfinished)}. A job with kills runs its command,
 SIGKILLs it after a random delay, runs it again, ..., until `kills` runs were killed before they ended, then once
 more to the end. A run that ends before its delay lowers the bound of the next delays to its wall time (a resumed
@@ -39,6 +40,16 @@ def _child(argv: list[str], log: Path, env: dict[str, str]) -> None:
     os.dup2(fd, 2)
     os.environ.update(env)
     code = 1
+    at = os.environ.pop("SYNSCALE_FAULT_KILL_AT_REPLACE", "")
+    if at:  # SIGKILL as the run renames a file whose written name starts with `at` into place (written whole)
+        replace = os.replace
+
+        def killing_replace(src, dst, *a, **k):
+            if Path(src).name.startswith(at):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return replace(src, dst, *a, **k)
+
+        os.replace = killing_replace
     try:
         import torch
 

@@ -93,8 +93,14 @@ def files(d: Path) -> dict[str, bytes]:
 
 def no_leftovers(d: Path) -> None:
     left = [p for p in d.rglob("*") if p.name.startswith((".tmp-", ".partial-")) or ".inprogress" in p.name
-            or p.name.endswith(".rows.json") or "-new-" in p.name]
+            or p.name.endswith((".rows.json", ".tmp")) or "-new-" in p.name]
     assert not left, left
+
+
+def only_own_files(d: Path) -> None:
+    """A finished set or training run holds its own files only: nothing hidden (a killed writer's `.tmp`)."""
+    hidden = [p for p in d.rglob(".*")]
+    assert not hidden, hidden
 
 
 def frames(results: Path) -> dict[str, pd.DataFrame]:
@@ -111,6 +117,19 @@ def assert_same_tables(a: Path, b: Path) -> None:
     for name in fa:
         pd.testing.assert_frame_equal(fa[name], fb[name], obj=name)
     assert json.loads((a / "findings.json").read_text()) == json.loads((b / "findings.json").read_text())
+
+
+# the files a resumable command writes whole and renames into place (killed at each, they are left as `.NAME.PID.tmp`)
+GEN_RENAMES = (".generate.json", ".shard-00002.rows.json", ".arrays.npy", ".manifest.parquet")
+TRAIN_RENAMES = (".latest.json", ".model.safetensors")
+
+
+def at_replace(name: str, argv: list[str], at: str) -> dict:
+    """The command's first run SIGKILLed as it renames the file it wrote whole, `at`..., into place; then run again."""
+    return {"name": name, "argv": argv, "kills": 1, "delay": 600, "first_env": {"SYNSCALE_FAULT_KILL_AT_REPLACE": at}}
+
+
+at_replace.DELAY = 506.653  # the timer's kill of a first run (seed 0, delay 600): never reached, the rename kills first
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +164,10 @@ def killed(tmp_path_factory, fault_fmnist):
         chain("shards", [*shards, "--out", str(t / "kill" / "shards")], "shards-ref", 2, 1.2),
         {"name": "gen-ref", "argv": [*gen, "--out", str(t / "ref" / "gen")]},
         chain("gen", [*gen, "--out", str(t / "kill" / "gen")], "gen-ref", 3, resumable=True),
+        *[at_replace(f"gen-at-{at}", [*gen, "--out", str(t / "at" / f"gen-{at}")], at) for at in GEN_RENAMES],
         {"name": "train-ref", "argv": [*train, "--out", str(t / "ref" / "train")]},
         chain("train", [*train, "--out", str(t / "kill" / "train")], "train-ref", 4, resumable=True),
+        *[at_replace(f"train-at-{at}", [*train, "--out", str(t / "at" / f"train-{at}")], at) for at in TRAIN_RENAMES],
         {"wait": str(t / "study-ref.done")},
         {"copy": [str(t / "ref" / "study"), str(t / "ref" / "mw")]},
         {"copy": [str(t / "ref" / "study"), str(t / "kill" / "mw")]},
@@ -191,6 +212,7 @@ def test_killed_study_equals_uninterrupted(killed):
 
     for kind in ("shards", "generate"):  # the real and synthetic sets, byte for byte, nothing lost or twice
         for d in (got / "stages" / kind).glob("[!.]*"):
+            only_own_files(d)
             mine, theirs = files(d), files(ref / d.relative_to(got))
             mine.pop("stage.json"), theirs.pop("stage.json")
             assert mine == theirs and verify_set(d) == len(read_manifest(d)) and read_manifest(d).key.is_unique
@@ -203,9 +225,28 @@ def test_killed_shards_and_generation_are_byte_identical(killed):
     for kind, n in (("shards", 600), ("gen", 100)):
         ref, got = t / "ref" / kind, t / "kill" / kind
         no_leftovers(got)
+        only_own_files(got)
         assert files(ref) == files(got), kind
         m = read_manifest(got)
         assert verify_set(got) == n and m.key.is_unique  # nothing lost, nothing twice
+
+
+def test_killed_as_a_file_is_renamed_into_place_leaves_nothing_behind(killed):
+    """Killed with a file written whole but not yet renamed into place (the generated set's command record, a
+    shard's rows, the array cache, the manifest; a checkpoint's pointer, the trained model), the command run again
+    gives the uninterrupted run's files and nothing else: no `.tmp` of the killed run is kept or taken as done."""
+    t, res = killed
+    for at in GEN_RENAMES:
+        got = t / "at" / f"gen-{at}"
+        assert res[f"gen-at-{at}"]["delays"] == [at_replace.DELAY], at  # its first run was killed, at the rename
+        only_own_files(got)
+        assert files(t / "ref" / "gen") == files(got), at
+    ref = t / "ref" / "train"
+    for at in TRAIN_RENAMES:
+        got = t / "at" / f"train-{at}"
+        assert res[f"train-at-{at}"]["delays"] == [at_replace.DELAY], at  # its first run was killed, at the rename
+        only_own_files(got)
+        assert (ref / "model.safetensors").read_bytes() == (got / "model.safetensors").read_bytes(), at
 
 
 def test_killed_training_and_metrics_equal_uninterrupted(killed):

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -64,3 +65,32 @@ def test_resumable_stage_keeps_its_partial_work(tmp_path):
     res = run_stage(tmp_path, "gen", {"n": 2}, {}, second, resumable=True)
     assert seen == [["part-0"]] and sorted(p.name for p in res.path.iterdir()) == ["part-0", "part-1", "stage.json"]
     assert not any(p.name.startswith(".partial-") for p in (tmp_path / "stages" / "gen").iterdir())
+
+
+def test_clear_partials_removes_what_killed_writers_left(tmp_path):
+    """`.NAME.PID.tmp` of a process that is gone is removed; a live writer's (ours included) and the set's own
+    files are kept; a file written with `replacing` appears whole, and an error leaves neither file."""
+    import subprocess
+    import sys
+
+    from synscale.atomic import clear_partials, replacing, write_text
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = [f".manifest.parquet.{gone.pid}.tmp", f".arrays.npy.{live.pid}.tmp", f".train.json.{os.getpid()}.tmp",
+                 "manifest.parquet", ".lock", f".x.{gone.pid}"]
+        for n in names:
+            (tmp_path / n).write_text("x")
+        assert clear_partials(tmp_path) == [tmp_path / names[0]]
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
+    finally:
+        live.kill()
+        live.wait()
+    write_text(tmp_path / "a.json", "{}")
+    with pytest.raises(ZeroDivisionError), replacing(tmp_path / "b.json") as tmp:
+        tmp.write_text("half")
+        1 / 0
+    assert (tmp_path / "a.json").read_text() == "{}" and not (tmp_path / "b.json").exists()
+    assert not list(tmp_path.glob(".b.json.*"))

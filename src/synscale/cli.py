@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import clear_partials, replacing, write_text
 from synscale.config import SIZES, ConfigError, StudyConfig, find_study, load_study, to_dict
 
 
@@ -313,13 +314,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if len(args.sets) != 1 and not mixed:
             raise ConfigError("--scale takes one set (a nested subset of it)")
         keys = _subset_keys(args.sets[0], args.scale, labels, args.clip, cfg)
-        tmp = out / f".subset-{rank}.parquet"  # under torchrun every process writes the same file: atomically
-        pd.DataFrame({"key": keys}).to_parquet(tmp, index=False)
-        os.replace(tmp, out / "subset.parquet")
+        with replacing(out / "subset.parquet") as tmp:  # under torchrun every process writes it: atomically
+            pd.DataFrame({"key": keys}).to_parquet(tmp, index=False)
         parts, scale = [(s, str(out / "subset.parquet")) for s in args.sets], args.scale
     spec = make_spec(to_dict(train), parts, len(labels) if labels else 0, scale, out, args.mix_real_prob)
-    (out / f".spec-{rank}.json").write_text(json.dumps(spec, indent=1))
-    os.replace(out / f".spec-{rank}.json", out / "spec.json")
+    write_text(out / "spec.json", json.dumps(spec, indent=1))  # under torchrun every process writes it
     if args.nproc > 1:
         torchrun(out / "spec.json", args.nproc)
         meta = json.loads((out / "train.json").read_text())
@@ -599,13 +598,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     settings.update(identity({k: spec.kwargs[k] for k in TUNED}))  # as resolved on this machine
     settings["prompts"] = pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum().item()
     marker = out / "generate.json"
+    clear_partials(out)  # what a run killed as it wrote left half-written
     if not marker.exists() and out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"{out}: holds files that `synscale generate` did not write; choose an empty or new --out")
     if marker.exists() and json.loads(marker.read_text()) != settings:
         raise ConfigError(f"{out} holds a set generated with other settings ({marker}); choose another --out, "
                           "or delete it to start again")
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(settings, indent=1))
+    write_text(marker, json.dumps(settings, indent=1))
     n = generate_set(spec, prompts, labels, out, args.guidance, spec.kwargs["batch_size"], args.shard_size,
                      progress=not args.quiet, executor=args.executor, ray_actors=args.ray_actors,
                      ray_num_cpus=args.ray_cpus, ray_num_gpus=args.ray_gpus)
@@ -731,8 +731,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         pc_out = out.with_name(f"{out.stem}_per_class{out.suffix}")
         if out.suffix == ".json":
-            out.write_text(json.dumps(row, indent=1))
-            pc_out.write_text(per_class.to_json(orient="records", indent=1))
+            write_text(out, json.dumps(row, indent=1))
+            write_text(pc_out, per_class.to_json(orient="records", indent=1))
         else:
             for table, path in ((pd.DataFrame([row]), out), (per_class, pc_out)):
                 table.to_parquet(path, index=False) if path.suffix == ".parquet" else table.to_csv(path, index=False)

@@ -139,6 +139,6 @@ def run_node(node: Node, index: int, ctx: Context, deps: list[Any], journal: Jou
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    from synscale.atomic import write_text
+
+    write_text(path, json.dumps(obj, indent=1, default=str))

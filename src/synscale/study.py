@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import write_text
 from synscale.config import ConfigError, StudyConfig, to_dict
 from synscale.plan import Context, Needs, Plan
 from synscale.registry import Registry
@@ -556,7 +557,7 @@ def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False, execut
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"{workdir}: is a file, not a directory; choose another --workdir")
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "study.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    write_text(workdir / "study.json", json.dumps(to_dict(cfg), indent=1))
     log = Log(quiet)
     sp = build_plan(cfg)
     done = execute(sp.plan, workdir, executor, quiet, **executor_options)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from synscale.atomic import clear_partials, replacing
 from synscale.errors import DataError, image_error
 from synscale.labels import LabelSet
 
@@ -78,10 +79,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def finalize_set(out_dir: str | Path, rows: list[dict[str, Any]], labels: LabelSet | None,
                  arrays: np.ndarray | None = None, shard_pattern: str = r"shard-\d{5}\.tar") -> None:
     """Make `out_dir` a complete set of `rows` (each with its `shard`): the labels, the array cache (`arrays`,
@@ -93,6 +90,7 @@ def finalize_set(out_dir: str | Path, rows: list[dict[str, Any]], labels: LabelS
 
     out_dir = Path(out_dir)
     (out_dir / "manifest.parquet").unlink(missing_ok=True)  # from here until the end, the set is not complete
+    clear_partials(out_dir)  # a killed run's half-written caches and manifest
     for name in DERIVED:
         (out_dir / name).unlink(missing_ok=True)
     counts: dict[str, int] = {}
@@ -107,17 +105,14 @@ def finalize_set(out_dir: str | Path, rows: list[dict[str, Any]], labels: LabelS
     if labels is not None:
         labels.save(out_dir / "labels.json")
     if arrays is not None:
-        tmp = _atomic_path(out_dir / "arrays.npy")
-        with open(tmp, "wb") as f:
+        with replacing(out_dir / "arrays.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, arrays)
-        os.replace(tmp, out_dir / "arrays.npy")
         meta["arrays"] = {"shape": list(arrays.shape), "bytes": (out_dir / "arrays.npy").stat().st_size,
                           "sha256": file_sha256(out_dir / "arrays.npy")}
     table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
-    tmp = _atomic_path(out_dir / "manifest.parquet")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out_dir / "manifest.parquet")
+    with replacing(out_dir / "manifest.parquet") as tmp:
+        pq.write_table(table, tmp)
 
 
 def set_meta(set_dir: str | Path) -> dict[str, Any] | None:

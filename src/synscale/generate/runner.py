@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from synscale.atomic import clear_partials, write_text
 from synscale.data.shards import ShardWriter
 from synscale.labels import LabelSet
 from synscale.progress import bar
@@ -76,10 +77,8 @@ def generate_shard(generator: Any, rows: Any, labels: LabelSet | None, out_dir: 
     writer.close_shards()
     os.replace(tmp / "shard-00000.tar", out_dir / name)
     rows_out = [{**r, "shard": name} for r in writer.rows]
-    done = out_dir / f"shard-{shard:05d}.rows.json"  # written whole or not at all: it marks the shard finished
-    part = out_dir / f".shard-{shard:05d}.rows.json.{os.getpid()}"
-    part.write_text(json.dumps(rows_out))
-    os.replace(part, done)
+    # written whole or not at all: it marks the shard finished
+    write_text(out_dir / f"shard-{shard:05d}.rows.json", json.dumps(rows_out))
     for p in tmp.iterdir():
         p.unlink()
     tmp.rmdir()
@@ -151,6 +150,7 @@ def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet | None, out
     if done and len(finished) == n_shards:
         return len(prompts)  # complete: nothing to do, nothing rewritten
     pending = [j for j in range(n_shards) if j not in finished]
+    _clear_killed(out_dir)
     shard_rows = {j: prompts.iloc[j * shard_size : (j + 1) * shard_size] for j in pending}
     with bar(total=len(prompts), desc=f"generate cfg={guidance:g}", unit="img", disable=not progress) as pbar:
         pbar.update(len(prompts) - sum(len(r) for r in shard_rows.values()))
@@ -172,6 +172,16 @@ def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet | None, out
     for j in range(n_shards):
         (out_dir / f"shard-{j:05d}.rows.json").unlink(missing_ok=True)
     return len(all_rows)
+
+
+def _clear_killed(out_dir: Path) -> None:
+    """What a killed run left: its half-written files, and the work folders of the shards it was writing
+    (a finished shard's, when it was killed as it tidied up; an unfinished one's is written again)."""
+    import shutil
+
+    clear_partials(out_dir)
+    for tmp in out_dir.glob(".shard-*.tar.inprogress"):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _finished_rows(out_dir: Path, n_shards: int, n_prompts: int) -> dict[int, list[dict[str, Any]]]:

@@ -12,7 +12,6 @@ writing a checkpoint resumes from the one before.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from synscale.atomic import write_text
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -57,9 +58,7 @@ def save(ckpt_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Opt
 
 def commit(ckpt_dir: Path, step: int, keep: int = 1) -> None:
     """Point latest.json at `step-<step>` and drop older checkpoints (all but the newest `keep`)."""
-    tmp = ckpt_dir / f".latest-{os.getpid()}.json"
-    tmp.write_text(json.dumps({"step": step, "dir": f"step-{step:08d}"}))
-    os.replace(tmp, ckpt_dir / "latest.json")
+    write_text(ckpt_dir / "latest.json", json.dumps({"step": step, "dir": f"step-{step:08d}"}))
     done = sorted(p for p in ckpt_dir.glob("step-*") if p.name != f"step-{step:08d}")
     for old in done[: max(0, len(done) - keep + 1)]:
         shutil.rmtree(old, ignore_errors=True)

@@ -104,7 +104,10 @@ def tar_index(set_dir: Path) -> Any:
         except (tarfile.TarError, EOFError) as e:
             raise DataError(f"{set_dir / shard}: not a complete tar ({e}); regenerate the set") from None
     index = pd.DataFrame(rows, columns=["key", "shard", "offset", "size"])
-    tmp = cache.with_name(f".tar_index-{os.getpid()}.parquet")
+    from synscale.atomic import clear_partials, tmp_for
+
+    clear_partials(set_dir)  # a killed run's half-written index
+    tmp = tmp_for(cache)
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq

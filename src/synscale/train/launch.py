@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import clear_partials, replacing, write_text
+
 
 def make_spec(train: dict[str, Any], parts: list[tuple[str, str | None]], num_classes: int, scale: int, out: str | Path,
               real_prob: float | None = None) -> dict[str, Any]:
@@ -93,6 +95,9 @@ def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, de
         source = make_source([(s, k) for s, k in spec["parts"]], cfg.loader, spec.get("mix", {}).get("real_prob"))
     task = create_task(cfg, num_classes=spec["num_classes"])
     steps = run_length(spec["scale"], cfg)[0]
+    if dist.rank == 0:  # what a killed run left half-written (its files are written whole or not at all)
+        for d in (out, out / "checkpoints"):
+            clear_partials(d)
     _claim_checkpoints(out / "checkpoints", spec, dist.rank)
     events = TrainEvents(out / "tensorboard") if cfg.tensorboard and dist.rank == 0 else None
     try:
@@ -110,11 +115,9 @@ def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, de
     }
     if dist.rank == 0:  # each file whole or not at all; train.json last: a run with it is complete
         state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-        tmp = out / f".model-{os.getpid()}.safetensors"
-        save_file(state, str(tmp))
-        os.replace(tmp, out / "model.safetensors")
-        (out / f".train-{os.getpid()}.json").write_text(json.dumps(meta, indent=1))
-        os.replace(out / f".train-{os.getpid()}.json", out / "train.json")
+        with replacing(out / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
+        write_text(out / "train.json", json.dumps(meta, indent=1))
     if dist.world > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -141,9 +144,7 @@ def _claim_checkpoints(ckpt_dir: Path, spec: dict[str, Any], rank: int) -> None:
         raise DataError(f"{ckpt_dir}: holds checkpoints of an unknown run (no run.json); delete it to train from the start")
     if rank == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_dir / f".run-{os.getpid()}.json"
-        tmp.write_text(json.dumps({"run": run_id}))
-        os.replace(tmp, marker)
+        write_text(marker, json.dumps({"run": run_id}))
 
 
 def torchrun(spec_path: Path, nproc: int) -> None:

@@ -23,6 +23,7 @@ def train(tc: TrainConfig, set_stage: StageResult, sub: StageResult, scale: int,
     def fn(out: Path) -> None:
         import shutil
 
+        from synscale.atomic import write_text
         from synscale.data.shards import read_labels
         from synscale.train.launch import make_source, make_spec, run_spec, torchrun
 
@@ -31,7 +32,7 @@ def train(tc: TrainConfig, set_stage: StageResult, sub: StageResult, scale: int,
                          len(labels) if labels else 0, scale, out, real_prob)
         if tc.nproc > 1:
             log(f"train {name} D={scale}: torchrun, {tc.nproc} processes")
-            (out / "spec.json").write_text(json.dumps({**spec, "progress": not log.quiet}, indent=1))
+            write_text(out / "spec.json", json.dumps({**spec, "progress": not log.quiet}, indent=1))
             torchrun(out / "spec.json", tc.nproc)
         else:
             source = make_source(spec["parts"], tc.loader, real_prob,
