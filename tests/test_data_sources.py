@@ -212,3 +212,27 @@ def test_an_hf_dataset_as_an_ood_set_in_the_studys_label_space(saved_dict, tmp_p
         OODSetConfig(name="w", root=str(odd), dataset="webdataset", image_column="img").check()
     with pytest.raises(DatasetError, match="not among the study's classes"):
         list(ood_samples(LabelSet(("red", "green")), str(saved_dict), dataset="hf"))
+
+
+def test_in_captions_prompts_from_an_hf_dataset_with_named_columns(tmp_path):
+    """`synscale prompts --data hf` reads the columns it is told (--image-column / --label-column), as `shards`
+    and a study's data tables do; the captions come from a file keyed by the dataset's sample keys."""
+    import pandas as pd
+
+    images, labels = colour_images(3)
+    hf_dataset(images, labels, image_column="picture", label_column="kind").save_to_disk(str(tmp_path / "one"))
+    (tmp_path / "names.txt").write_text("\n".join(NAMES) + "\n")
+    keys = [s.key for s in create_dataset("hf", str(tmp_path / "one"), image_column="picture",
+                                          label_column="kind").samples("train")]
+    pd.DataFrame({"key": keys, "caption": [f"swatch number {i}" for i in range(len(keys))]}).to_csv(
+        tmp_path / "captions.csv", index=False)
+    args = ["prompts", "--labels", str(tmp_path / "names.txt"), "--strategy", "in-captions", "--data", "hf",
+            "--data-root", str(tmp_path / "one"), "--captioner", f"file:{tmp_path / 'captions.csv'}", "--per-class", "2",
+            "--out", str(tmp_path / "p.csv")]
+    assert main([*args, "--image-column", "picture", "--label-column", "kind"]) == 0
+    prompts = pd.read_csv(tmp_path / "p.csv")
+    assert len(prompts) == 6 and set(prompts.class_index) == {0, 1, 2}
+    for row in prompts.itertuples():  # each class's prompts carry that class's images' captions
+        number = int(row.prompt.rsplit(" ", 1)[1])
+        assert row.prompt.startswith(NAMES[row.class_index]) and labels[number] == row.class_index
+    assert main(args) == 2  # the default columns are not there: one line, exit 2

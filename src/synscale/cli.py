@@ -43,7 +43,15 @@ def _prompt_args(p: argparse.ArgumentParser, per_class: int) -> None:
     p.add_argument("--allow-model-download", action="store_true", help="let transformers fetch hub ids")
     p.add_argument("--data", default="fashion-mnist", help="in-captions: the real dataset whose images are captioned")
     p.add_argument("--data-root", default="")
+    _column_args(p)
     p.add_argument("--wordnet", default="auto", help="auto, nltk, debian, or a WordNet 3.0 dict directory")
+
+
+def _column_args(p: argparse.ArgumentParser) -> None:
+    """An hf dataset's columns (the `image_column` / `label_column` keys of a study's data tables; defaults as
+    synscale.data.datasets.DEFAULT_COLUMNS, not imported here: it would load numpy for every command)."""
+    p.add_argument("--image-column", default="image", help="hf: the column that holds the images")
+    p.add_argument("--label-column", default="label", help="hf: the column that holds the labels (a ClassLabel)")
 
 
 def _data_parsers(sub: Any) -> None:
@@ -60,8 +68,7 @@ def _data_parsers(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the set that --out holds")
     p.add_argument("--workers", type=int, default=0, help="processes that decode, resize and encode the images (1: "
                    "this one; default: the cores, at most 8, for splits of 5,000 images or more); the same bytes")
-    p.add_argument("--image-column", default="image", help="hf: the column that holds the images")
-    p.add_argument("--label-column", default="label", help="hf: the column that holds the labels (a ClassLabel)")
+    _column_args(p)
 
     p = sub.add_parser("imagenet-val", help="link ImageNet's flat validation folder into <out>/val/<wnid>/ (no copies), "
                        "the layout the imagefolder source reads")
@@ -536,10 +543,10 @@ def prompt_context(args: argparse.Namespace, strategies: list[str]) -> object:
         PROMPTS.get(name)  # unknown names fail before any work
     captions = None
     if "in-captions" in strategies:
-        from synscale.data.datasets import create_dataset
+        from synscale.data.datasets import columns_of, create_dataset
         from synscale.prompts.captioners import captions_per_class
 
-        ds = create_dataset(args.data, args.data_root)
+        ds = create_dataset(args.data, args.data_root, **columns_of(args))
         if ds.labels.names != labels.names:
             raise ConfigError(f"in-captions: dataset {args.data} has other classes than label set {args.labels}")
         captions = captions_per_class(ds, "train", args.captioner, pool=200, seed=args.seed,

@@ -46,6 +46,7 @@ def problems(cfg: Any) -> list[str]:
         checks.append(lambda g=g: check_generator(g.model, g.scheduler, g.dtype, g.allow_download, f"synthetic {g.name!r}"))
     checks.append(lambda: _check_evaluations(cfg))
     checks.append(lambda: _check_metric_weights(cfg.metrics))
+    checks.append(lambda: _check_attribute_captioner(cfg))
     found: list[str] = []
     for check in checks:
         try:
@@ -91,6 +92,29 @@ def _check_data(cfg: Any) -> None:
             (f1, s1), (f2, s2) = [next((f, s) for f, s in sizes.items() if s == v) for v in list(dict.fromkeys(sizes.values()))[:2]]
             raise ConfigError(f"data.image_size: images of several sizes at native size ({f1}: {s1[0]}x{s1[1]}, "
                               f"{f2}: {s2[0]}x{s2[1]}); set data.image_size to resize and centre-crop them")
+
+
+def _check_attribute_captioner(cfg: Any) -> None:
+    """The built-in `attributes` captioner reads grayscale images: a study that captions colour images with it
+    (an in-captions configuration, or CLIP's captioned pairs) is told before it starts."""
+    users = [f"[[synthetic]] {g.name!r} captioner" for g in cfg.synthetic if cfg.scales and g.strategy == "in-captions"
+             and g.captioner == "attributes"]
+    if cfg.clip.scales and cfg.clip.pairs.dataset == "captioned" and cfg.clip.pairs.captioner == "attributes":
+        users.append("clip.pairs.captioner")
+    if not users:
+        return
+    from synscale.data.datasets import columns_of, create_dataset
+
+    d = cfg.data
+    sample = next(iter(create_dataset(d.dataset, d.root, d.image_size, **columns_of(d)).samples(d.train_split)), None)
+    if sample is None:
+        return
+    img = sample.image
+    channels = (img.shape[2] if img.ndim == 3 else 1) if hasattr(img, "ndim") else len(img.getbands())
+    if channels != 1:
+        raise ConfigError(f"{users[0]}: the built-in 'attributes' captioner reads grayscale images, {d.dataset}'s have "
+                          f"{channels} channels; caption them with a model ('hf:<image-to-text model>') or from a file "
+                          "('file:<captions.csv|jsonl>')")
 
 
 def check_generator(model: str, scheduler: str, dtype: str, allow_download: bool, where: str) -> None:

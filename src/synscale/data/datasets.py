@@ -533,7 +533,7 @@ class HFDataset:
         for key, column in (("image_column", self.image_column), ("label_column", self.label_column)):
             if column not in ds.features:
                 raise DatasetError(f"{self.root} [{split}]: no column {column!r} (it has: {', '.join(ds.features)}); "
-                                   f"set {key} (synscale shards: --{key.replace('_', '-')})")
+                                   f"set {key} (on the command line: --{key.replace('_', '-')})")
         feature = ds.features[self.image_column]
         if not isinstance(feature, _import_datasets().Image):
             raise DatasetError(f"{self.root} [{split}]: image column {self.image_column!r} is {feature!r}, not an "

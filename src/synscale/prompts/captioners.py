@@ -52,8 +52,13 @@ def describe(attrs: dict[str, np.ndarray], i: int) -> str:
 
 @CAPTIONERS.register("attributes")
 def attribute_captions(images: np.ndarray, keys: list[str]) -> list[str]:
-    if images.ndim == 4 and images.shape[1] != 1:
-        raise ValueError("the attribute captioner reads grayscale images; use a captioner model or a captions file")
+    if images.ndim == 4 and 1 not in (images.shape[1], images.shape[-1]):  # (N, C, H, W) or (N, H, W, C) colour
+        from synscale.schema import ConfigError
+
+        channels = images.shape[-1] if images.shape[-1] in (3, 4) else images.shape[1]
+        raise ConfigError(f"the attribute captioner reads grayscale images, these have {channels} channels: "
+                          "caption them with a model (captioner = 'hf:<image-to-text model>') or from a file "
+                          "(captioner = 'file:<captions.csv|jsonl>'); synscale prompts: --captioner")
     attrs = image_attributes(images)
     return [describe(attrs, i) for i in range(len(images))]
 
@@ -94,7 +99,10 @@ def captions_per_class(dataset: object, split: str, captioner: str, pool: int, s
         table = read_captions_file(captioner[5:])
         texts = [table.get(s.key) for s in chosen]
         if not any(texts):
-            raise ValueError(f"{captioner[5:]}: none of the dataset's keys (e.g. {chosen[0].key!r}) has a caption")
+            from synscale.schema import ConfigError
+
+            raise ConfigError(f"{captioner[5:]}: none of the dataset's keys (e.g. {chosen[0].key!r}) has a caption; "
+                              "its `key` column must name the dataset's samples")
     else:
         images = np.stack([np.asarray(s.image) for s in chosen])
         if captioner.startswith("hf:"):
