@@ -105,26 +105,28 @@ def test_hf_round_trip_through_synscale_shards(saved_dict, tmp_path, capsys):
     assert main(args) == 0 and "holds this set already" in capsys.readouterr().out
 
 
-def hub_cache(tmp_path: Path) -> Path:
+def hub_cache(tmp_path: Path, configs: dict[str, int] | None = None) -> Path:
     """A datasets cache holding `synscale-test/tiny-colors` as load_dataset leaves a hub dataset there
-    (`<owner>___<name>/default/<version>/<hash>/` with arrow files and dataset_info.json)."""
+    (`<owner>___<name>/<config>/<version>/<hash>/` with arrow files and dataset_info.json); `configs`: the
+    configurations and their training images per class (default: one, `default`, with 4)."""
     import shutil
 
     import datasets
     from datasets.packaged_modules.parquet.parquet import Parquet
 
-    files = {}
-    for split, (n, offset) in {"train": (4, 0), "validation": (2, 4)}.items():
-        files[split] = str(tmp_path / f"{split}.parquet")
-        hf_dataset(*colour_images(n, offset)).to_parquet(files[split])
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES)})
-    builder = Parquet(cache_dir=str(tmp_path / "build"), dataset_name="tiny-colors", hash="0123abcd",
-                      data_files=files, features=features)
-    builder.download_and_prepare()
     cache = tmp_path / "cache"
     (cache / "synscale-test___tiny-colors").mkdir(parents=True)
-    built = next((tmp_path / "build" / "tiny-colors").glob("default-*"))
-    shutil.move(str(built), cache / "synscale-test___tiny-colors" / "default")
+    for config, n_train in (configs or {"default": 4}).items():
+        files = {}
+        for split, (n, offset) in {"train": (n_train, 0), "validation": (2, n_train)}.items():
+            files[split] = str(tmp_path / f"{config}-{split}.parquet")
+            hf_dataset(*colour_images(n, offset)).to_parquet(files[split])
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES)})
+        builder = Parquet(cache_dir=str(tmp_path / "build"), dataset_name="tiny-colors", config_name=config,
+                          hash="0123abcd", data_files=files, features=features)
+        builder.download_and_prepare()
+        built = next((tmp_path / "build" / "tiny-colors").glob(f"{config}-*"))
+        shutil.move(str(built), cache / "synscale-test___tiny-colors" / config)
     return cache
 
 
@@ -136,6 +138,22 @@ def test_hf_hub_name_read_offline_from_the_cache(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match=r"synscale-test/absent: not a directory here, nor a dataset in the Hugging "
                        r"Face datasets cache .*datasets.load_dataset\('synscale-test/absent'\)"):
         create_dataset("hf", "synscale-test/absent")
+
+
+def test_hf_hub_dataset_with_several_configurations_is_named_by_one(tmp_path, monkeypatch):
+    """A hub dataset cached under two configurations: `name:config` reads that one; the bare name is one line
+    naming the configurations there, as is a configuration the cache does not hold."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(hub_cache(tmp_path, {"small": 1, "large": 3})))
+    for config, n in (("small", 1), ("large", 3)):
+        ds = create_dataset("hf", f"synscale-test/tiny-colors:{config}")
+        assert [s.label for s in ds.samples("train")] == [0] * n + [1] * n + [2] * n
+    assert (create_dataset("hf", "synscale-test/tiny-colors:small").fingerprint()
+            != create_dataset("hf", "synscale-test/tiny-colors:large").fingerprint())
+    with pytest.raises(DatasetError, match=r"^synscale-test/tiny-colors: the Hugging Face datasets cache .* holds "
+                       r"several configurations of it \(large, small\); name one, e\.g\. synscale-test/tiny-colors:large$"):
+        create_dataset("hf", "synscale-test/tiny-colors")
+    with pytest.raises(DatasetError, match=r"^synscale-test/tiny-colors:medium"):
+        create_dataset("hf", "synscale-test/tiny-colors:medium")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def _data_parsers(sub: Any) -> None:
     p = sub.add_parser("shards", help="write a real dataset split (or img2dataset image-text pairs) into synscale shards + manifest")
     p.add_argument("dataset", help="fashion-mnist, imagefolder, webdataset, img2dataset or hf")
     p.add_argument("--root", default="", help="the dataset's location (fashion-mnist: Debian's files by default; hf: a "
-                   "directory save_to_disk wrote, or a hub dataset name in the local cache)")
+                   "directory save_to_disk wrote, or a hub dataset name in the local cache, NAME or NAME:CONFIG)")
     p.add_argument("--split", default="train")
     p.add_argument("--image-size", type=int, default=0, help="resize + centre-crop to this size (0: native)")
     p.add_argument("--shard-size", type=int, default=10000)

@@ -613,7 +613,8 @@ def _hf_image_bytes(image: dict[str, Any] | None, where: str) -> bytes:
 
 
 def open_hf(root: str) -> dict[str, Any]:
-    """{split: Dataset} of a directory save_to_disk wrote, or of a hub dataset in the local cache (offline)."""
+    """{split: Dataset} of a directory save_to_disk wrote, or of a hub dataset in the local cache (offline):
+    `owner/name`, or `owner/name:config` for one of its configurations."""
     path = Path(root).expanduser()
     if path.is_dir():
         if not ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
@@ -630,24 +631,38 @@ def open_hf(root: str) -> dict[str, Any]:
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
 
 
-def _load_cached(datasets: Any, name: str) -> Any:
-    """`load_dataset(name)` from the datasets cache alone: offline, so that nothing is downloaded."""
+def _cached_configs(cache: str, name: str) -> list[str]:
+    """The configurations of hub dataset `name` in the datasets cache (`<owner>___<name>/<config>/`)."""
+    folder = Path(cache) / name.replace("/", "___")
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def _load_cached(datasets: Any, root: str) -> Any:
+    """`load_dataset(name[, config])` of `root` (`name` or `name:config`) from the datasets cache alone:
+    offline, so that nothing is downloaded."""
     import os
 
     from huggingface_hub import constants
+
+    name, _, config = root.partition(":")
 
     cache = os.environ.get("HF_DATASETS_CACHE") or str(datasets.config.HF_DATASETS_CACHE)
     offline = (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE, datasets.logging.get_verbosity())
     datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True  # read at import: the env var is too late
     datasets.logging.set_verbosity_error()  # not "Using the latest cached version ..." on every open
     try:
-        return datasets.load_dataset(name, cache_dir=cache)
+        return datasets.load_dataset(name, config or None, cache_dir=cache)
     except (ConnectionError, FileNotFoundError, datasets.exceptions.DatasetsError):
-        raise DatasetError(f"{name}: not a directory here, nor a dataset in the Hugging Face datasets cache ({cache}); "
+        call = ", ".join(repr(a) for a in (name, config) if a)
+        raise DatasetError(f"{root}: not a directory here, nor a dataset in the Hugging Face datasets cache ({cache}); "
                            "download it once, online (a gated one after `hf auth login`), with: python -c \"import "
-                           f"datasets; datasets.load_dataset('{name}')\"") from None
-    except ValueError as e:  # in the cache, but not as load_dataset(name) reads it (e.g. several configs)
-        raise DatasetError(f"{name} in the Hugging Face datasets cache ({cache}): {' '.join(str(e).split())}") from None
+                           f"datasets; datasets.load_dataset({call})\"") from None
+    except ValueError as e:  # in the cache, but not as load_dataset(name) reads it: several configurations
+        configs = _cached_configs(cache, name)
+        if not config and len(configs) > 1:
+            raise DatasetError(f"{root}: the Hugging Face datasets cache ({cache}) holds several configurations of it "
+                               f"({', '.join(configs)}); name one, e.g. {name}:{configs[0]}") from None
+        raise DatasetError(f"{root} in the Hugging Face datasets cache ({cache}): {' '.join(str(e).split())}") from None
     finally:
         datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = offline[:2]
         datasets.logging.set_verbosity(offline[2])
