@@ -288,6 +288,19 @@ def test_clip_trains_and_accumulation_equals_the_full_batch(pairs):
         train(ContrastiveTask(cfg), cfg, ArraySource(images, labels), 256)
 
 
+def test_train_ids_of_clip_with_accumulation_changed_with_its_temperature_gradient():
+    """Only a contrastive run with accum_steps > 1 trains another model since the temperature's gradient was
+    corrected: only its id gains a key."""
+    from synscale.train.config import train_identity
+
+    def ident(**kw):
+        return train_identity(TrainConfig(**{**_clip_cfg().__dict__, **kw}))
+
+    assert ident(accum_steps=2) == {**ident(accum_steps=2, task="classification"), "task": "contrastive",
+                                    "temperature_gradient": "full-batch"}
+    assert "temperature_gradient" not in ident() and "temperature_gradient" not in ident(accum_steps=2, task="classification")
+
+
 def _launch(spec_path: Path, env: dict[str, str] | None = None, nproc: int = 1) -> subprocess.CompletedProcess:
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1
            else [sys.executable]) + ["-m", "synscale.train.launch", str(spec_path)]

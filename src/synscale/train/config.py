@@ -113,4 +113,8 @@ def train_identity(train: TrainConfig) -> dict[str, Any]:
     later-added keys at their defaults."""
     out = {k: v for k, v in to_dict(train).items() if k not in TRAIN_RUN_ONLY and TRAIN_ADDED.get(k, _UNSET) != v}
     out["schedule"] = {k: v for k, v in out["schedule"].items() if SCHEDULE_ADDED.get(k, _UNSET) != v}
+    if train.task == "contrastive" and train.accum_steps > 1:
+        # CLIP trained with accumulation before its temperature got the full batch's gradient (not accum_steps
+        # times it) is another model: such stages are trained again, every other id stays
+        out["temperature_gradient"] = "full-batch"
     return out
