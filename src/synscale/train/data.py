@@ -104,20 +104,19 @@ def tar_index(set_dir: Path) -> Any:
         except (tarfile.TarError, EOFError) as e:
             raise DataError(f"{set_dir / shard}: not a complete tar ({e}); regenerate the set") from None
     index = pd.DataFrame(rows, columns=["key", "shard", "offset", "size"])
-    from synscale.atomic import clear_partials, tmp_for
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    clear_partials(set_dir)  # a killed run's half-written index
-    tmp = tmp_for(cache)
+    from synscale.atomic import clear_partials, replacing
+
+    table = pa.Table.from_pandas(index, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"synscale_manifest": made_from.encode()})
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(index, preserve_index=False)
-        pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                                      b"synscale_manifest": made_from.encode()}), tmp)
-        os.replace(tmp, cache)
+        clear_partials(set_dir)  # a killed run's half-written index
+        with replacing(cache) as tmp:
+            pq.write_table(table, tmp)
     except OSError:  # a read-only set: keep the index in memory only
-        tmp.unlink(missing_ok=True)
+        pass
     return index
 
 
