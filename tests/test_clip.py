@@ -382,3 +382,24 @@ def test_clip_recipes_are_table_a3(tmp_path):
     large = load_study(study, overrides=["clip.train.recipe=paper-clip-l"]).clip.train
     assert (large.batch_size, large.lr, large.weight_decay, large.eps) == (32768, 5e-4, 0.2, 1e-6)
     assert run_length(128 * 10**6, large) == (125000, 2000)
+
+
+def test_clip_trains_through_the_cli_with_a_token_cache_smaller_than_its_captions(pairs, tmp_path):
+    """`synscale train --clip` whose loader keeps the tokens of 8 captions, fewer than the set's distinct captions:
+    every batch still gets its tokens (a cache that emptied itself when full used to lose the tokens of a
+    caption of the same batch: a KeyError), and the model is the one a cache of every caption trains."""
+    from synscale.cli import main
+    from synscale.train.clip import CaptionTokens
+
+    assert read_manifest(pairs).caption.nunique() > 8
+    common = ["train", str(pairs), "--clip", "--set", "clip.train.batch_size=32", "--set", "clip.train.schedule.epochs=1",
+              "--set", "clip.train.checkpoint_every=0", "--set", "clip.train.tensorboard=false"]
+    assert main([*common, "--out", str(tmp_path / "small"), "--set", "clip.train.token_cache=8"]) == 0
+    assert main([*common, "--out", str(tmp_path / "large")]) == 0
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("small", "large"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    tokens = CaptionTokens("synscale-clip-mini", cache_size=8)
+    src = ArraySource(np.zeros((256, 1, 28, 28), np.uint8), np.zeros(256), read_manifest(pairs).caption.tolist())
+    for start in range(0, 256, 32):
+        tokens(src, np.arange(start, start + 32))
+        assert len(tokens._cache) <= 8

@@ -60,3 +60,32 @@ def test_training_a_timm_model_on_a_planted_task():
         x = torch.from_numpy(images).float() / 127.5 - 1
         acc = (result.model(x).argmax(1).numpy() == labels).mean()
     assert acc > 0.95
+
+
+def test_streamed_training_reads_more_shards_than_the_open_file_limit(fmnist_files, tmp_path):
+    """A set of 300 shards streamed by `synscale train` in a process allowed 256 open files (the 8M and 64M sets of
+    the paper's grid hold ~1,000 shards per loader worker): each process keeps a bounded number of shards open."""
+    import resource
+    import subprocess
+    import sys
+
+    from synscale.data.datasets import FASHION_MNIST_CLASSES, read_idx
+    from synscale.data.shards import ShardWriter
+    from synscale.labels import LabelSet
+    from synscale.train.data import MAX_OPEN_SHARDS
+    from tests_helpers import NO_SYNTHETIC
+
+    images = read_idx(fmnist_files / "train-images-idx3-ubyte.gz")[:300]
+    labels = read_idx(fmnist_files / "train-labels-idx1-ubyte.gz")[:300]
+    with ShardWriter(tmp_path / "set", LabelSet(FASHION_MNIST_CLASSES), shard_size=1, cache_arrays=False) as w:
+        for i, (img, y) in enumerate(zip(images, labels, strict=True)):
+            w.write(f"s{i:05d}", img, int(y))
+    assert len(list((tmp_path / "set").glob("shard-*.tar"))) == 300 > 256 > MAX_OPEN_SHARDS
+    cmd = [sys.executable, "-m", "synscale", "train", str(tmp_path / "set"), "--out", str(tmp_path / "model"),
+           "--set", "train.loader=stream", "--set", "train.batch_size=100", "--set", "train.tensorboard=false",
+           *NO_SYNTHETIC, "--set", "scales=[300]", "--set", "data.scales=[]",
+           "--set", "train.schedule={zero_scale=150, iters_per_doubling=6, warmup_per_doubling=1}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)))
+    assert run.returncode == 0, run.stderr
+    assert "for 6 steps" in run.stdout  # 6 steps of 100: every image read at least once

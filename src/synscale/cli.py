@@ -141,6 +141,12 @@ def _generation_parsers(sub: Any) -> None:
     p.add_argument("--prompts", default=None, help="a prompt set from `synscale prompts --out` (else built here)")
     _prompt_args(p, per_class=10)
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
+    p.add_argument("--guidance-convention", choices=("diffusers", "muse"), default="diffusers",
+                   help="how --guidance is stated: diffusers' scale s (guided above 1), or Muse's t = s - 1")
+    p.add_argument("--safety-checker", action="store_true", help="keep the pipeline's safety checker: an image it "
+                   "flags is generated again with the next seed (default: generated without it)")
+    p.add_argument("--upscale", action="append", default=[], metavar="DIR[,guidance=G][,steps=N][,noise_level=L]",
+                   help="a super-resolution stage run on the images (IF's stage II, then III), in order")
     p.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default; diffusers 50)")
     p.add_argument("--scheduler", default="default", help="default, ddim, dpm-solver++ or euler")
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on a CPU), float32, float16 "
@@ -582,6 +588,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from synscale.config import GENERATION_ADDED
     from synscale.generate.runner import generate_set, generator_spec
     from synscale.generate.tuning import TUNED, identity
     from synscale.prompts.strategies import make_prompts
@@ -603,6 +610,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     settings = {k: getattr(args, k) for k in ("model", "guidance", "steps", "scheduler", "size", "resolution",
                                                "channels", "shard_size", "threads")}
     settings.update(identity({k: spec.kwargs[k] for k in TUNED}))  # as resolved on this machine
+    settings.update({k: v for k, v in spec.kwargs.items() if k in GENERATION_ADDED and GENERATION_ADDED[k] != v})
     settings["prompts"] = pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum().item()
     marker = out / "generate.json"
     clear_partials(out)  # what a run killed as it wrote left half-written
@@ -646,12 +654,14 @@ def _check_generate_flags(args: argparse.Namespace, strategy: str) -> Any:
     """The flags under the rules of a study's [[synthetic]] keys, and the model as a study checks it; returns
     them as a synscale.config.SyntheticConfig."""
     from synscale.config import SyntheticConfig
-    from synscale.preflight import check_generator
+    from synscale.preflight import check_cascade, check_generator
     from synscale.schema import from_dict
 
     import re
 
-    flags = {"guidance": args.guidance, "steps": args.steps, "size": args.size or 0, "seed": args.seed,
+    flags = {"guidance": args.guidance, "guidance_convention": args.guidance_convention,
+             "safety_checker": args.safety_checker, "upscale": [_upscale_stage(u) for u in args.upscale],
+             "steps": args.steps, "size": args.size or 0, "seed": args.seed,
              "batch_size": args.batch_size, "shard_size": args.shard_size, "threads": args.threads,
              "per_class": args.per_class, "ray_actors": args.ray_actors, "ray_cpus": args.ray_cpus,
              "ray_gpus": args.ray_gpus, "executor": args.executor, "allow_download": args.allow_download,
@@ -667,7 +677,23 @@ def _check_generate_flags(args: argparse.Namespace, strategy: str) -> Any:
         if value < low:
             raise ConfigError(f"synscale generate: {flag} must be >= {low}, got {value}")
     check_generator(args.model, args.scheduler, args.dtype, args.allow_download, "synscale generate --model")
+    check_cascade(cfg, "synscale generate")
     return cfg
+
+
+def _upscale_stage(spec: str) -> dict[str, Any]:
+    """`--upscale DIR[,guidance=G][,steps=N][,noise_level=L]` as an [[synthetic.upscale]] table."""
+    model, *rest = spec.split(",")
+    out: dict[str, Any] = {"model": model}
+    for item in rest:
+        key, eq, value = item.partition("=")
+        if not eq or key not in ("guidance", "steps", "noise_level"):
+            raise ConfigError(f"--upscale {spec!r}: expected DIR[,guidance=G][,steps=N][,noise_level=L], got {item!r}")
+        try:
+            out[key] = float(value) if key == "guidance" else int(value)
+        except ValueError:
+            raise ConfigError(f"--upscale {spec!r}: {key} must be a number, got {value!r}") from None
+    return out
 
 
 ON_OFF = {"auto": "auto", "on": True, "off": False}

@@ -177,6 +177,36 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
+class UpscaleConfig:
+    """`[[synthetic.upscale]]`: a super-resolution stage of a cascade, run on the previous stage's images with its
+    own guidance and steps: DeepFloyd IF's stage II (IFSuperResolutionPipeline, 64 -> 256 px; after an IF stage I
+    it takes stage I's text embeddings and is loaded without a text encoder of its own) and stage III (Stable
+    Diffusion's x4 upscaler, StableDiffusionUpscalePipeline). Seeds: each image's own generator goes on through
+    every stage."""
+
+    model: str  # the stage's diffusers pipeline directory (or a hub id with the configuration's allow_download)
+    guidance: float | None = None  # None: the pipeline's own default (IF II: 4, the x4 upscaler: 9)
+    steps: int = 0  # 0: the pipeline's own default (IF II: 50, the x4 upscaler: 75)
+    noise_level: int | None = None  # noise added to the upscaled input; None: the pipeline's (IF II: 250, x4: 20)
+
+    def check(self) -> None:
+        if not self.model:
+            raise ValueError("an upscale stage needs model: its diffusers pipeline directory")
+        _nonnegative(self, "steps")
+        if self.guidance is not None and self.guidance < 0:
+            raise ValueError(f"upscale guidance must be >= 0, got {self.guidance}")
+        if self.noise_level is not None and not 0 <= self.noise_level < 1000:
+            raise ValueError(f"upscale noise_level must be in [0, 1000), got {self.noise_level}")
+
+
+def effective_guidance(guidance: float, convention: str) -> float:
+    """The guidance scale `s` of diffusers' uncond + s (cond - uncond) that `guidance` means in `convention`:
+    diffusers' (and Stable Diffusion's, Imagen's and IF's) own, or Muse's t of (1 + t) cond - t uncond (the
+    paper's Muse values, 0.1 to 1 in appendix C), which is s = 1 + t."""
+    return 1.0 + guidance if convention == "muse" else guidance
+
+
+@dataclass(frozen=True)
 class GenerationConfig:
     """How a synthetic set is generated: a text-to-image model, its guidance scale and sampler, and where
     it runs. `[[synthetic]]` (class prompts) and `[[clip.synthetic]]` (one image per caption) add to it."""
@@ -184,6 +214,9 @@ class GenerationConfig:
     name: str
     model: str  # builtin:<family>, a diffusers pipeline directory (or hub id with allow_download)
     guidance: float = 2.0
+    # how `guidance` is stated: "diffusers" (the scale s of uncond + s (cond - uncond): guided only above 1, 1 is
+    # unguided) or "muse" (Muse's t of (1 + t) cond - t uncond: the paper's 0.1-1 for Muse; s = 1 + t)
+    guidance_convention: Literal["diffusers", "muse"] = "diffusers"
     steps: int = 0  # sampling steps; 0 = the model's default (built-in: its family's; diffusers: 50)
     scheduler: str = "default"
     dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on a CPU (synscale.generate.tuning)
@@ -200,14 +233,26 @@ class GenerationConfig:
     threads: int = 0  # torch threads while generating (0: default); equal values give equal bytes
     allow_download: bool = False
     pipeline_kwargs: dict[str, Any] = field(default_factory=dict)
+    # keep the pipeline's safety checker (Stable Diffusion's; IF's, which also flags watermarks): an image it flags
+    # is generated again with the sample's next seed (never written black under its label), and counted. Off by
+    # default: training sets are generated without it.
+    safety_checker: bool = False
+    upscale: list[UpscaleConfig] = field(default_factory=list)  # a cascade's super-resolution stages, in order
 
     def check(self) -> None:
         _source_name(self.name, "synthetic")
         _positive(self, "shard_size", "ray_actors")
         _nonnegative(self, "steps", "guidance", "size", "threads", "batch_size")
+        if self.guidance_convention == "diffusers" and 0 < self.guidance < 1:
+            raise ValueError(f"guidance {self.guidance:g} has no effect in diffusers' convention (a pipeline guides "
+                             "only above 1, and 1 is unguided: the same images as 0 or 1); for Muse's convention "
+                             "(the paper's 0.1-1 for Muse: (1 + t) cond - t uncond) set guidance_convention = 'muse'")
 
 
 GENERATION_RUN_ONLY = ("executor", "ray_actors", "ray_cpus", "ray_gpus")  # where it runs does not change the bytes
+# Keys added to a generation config after set ids were first made: they enter an id only where they differ from
+# these defaults (synscale.generate.stages.identity), so the sets of earlier workdirs keep their ids.
+GENERATION_ADDED: dict[str, Any] = {"guidance_convention": "diffusers", "safety_checker": False, "upscale": []}
 
 
 @dataclass(frozen=True)

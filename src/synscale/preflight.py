@@ -44,6 +44,7 @@ def problems(cfg: Any) -> list[str]:
         checks.append(lambda: create_dataset("img2dataset", pc.root, pc.image_size))
     for g in [*cfg.synthetic, *(cfg.clip.synthetic if cfg.clip.scales else [])]:
         checks.append(lambda g=g: check_generator(g.model, g.scheduler, g.dtype, g.allow_download, f"synthetic {g.name!r}"))
+        checks.append(lambda g=g: check_cascade(g, f"synthetic {g.name!r}"))
     checks.append(lambda: _check_evaluations(cfg))
     checks.append(lambda: _check_metric_weights(cfg.metrics))
     checks.append(lambda: _check_attribute_captioner(cfg))
@@ -139,6 +140,19 @@ def check_generator(model: str, scheduler: str, dtype: str, allow_download: bool
     problem = scheduler_problem(pipeline, scheduler)
     if problem:
         raise ConfigError(f"{where}: {problem}")
+
+
+def check_cascade(g: Any, where: str) -> None:
+    """A generation config's upscale stages are pipeline directories (or hub ids) after a pipeline they can follow,
+    and a kept safety checker is one the model has (synscale.generate.safety)."""
+    from synscale.generate.safety import has_checker
+
+    if g.upscale and g.model.startswith("builtin:"):
+        raise ConfigError(f"{where}: upscale: the built-in families are not cascades; leave upscale out")
+    for i, u in enumerate(g.upscale):
+        check_generator(u.model, "default", g.dtype, g.allow_download, f"{where} upscale[{i}]")
+    if g.safety_checker and not any(has_checker(m) is not False for m in (g.model, *(u.model for u in g.upscale))):
+        raise ConfigError(f"{where}: safety_checker = true, but {g.model} has no safety checker to keep; leave it out")
 
 
 def _check_builtin(model: str, where: str) -> None:

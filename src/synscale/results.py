@@ -115,13 +115,22 @@ def collect_generation(generated: list[tuple[Any, StageResult]], results_dir: Pa
         model = syn.model
         family = model[len("builtin:"):].partition("@")[0] if model.startswith("builtin:") else m["generator"].iloc[0].split(":")[1]
         captions = isinstance(syn, ClipSyntheticConfig)  # CLIP's synthetic pairs: one image per caption
+        regenerated = m["safety_regenerated"] if "safety_regenerated" in m else None
         rows.append({"config": syn.name, "model": model, "family": family, "generator": m["generator"].iloc[0],
                      "strategy": "captions" if captions else syn.strategy, "guidance_scale": float(syn.guidance),
+                     "guidance_convention": syn.guidance_convention,
                      "steps": int(m["steps"].iloc[0]), "images": len(m),
                      "per_class": 0 if captions else int(m.groupby("label").size().min()), "seed": syn.seed,
+                     "safety_checker": regenerated is not None,
+                     "safety_regenerated": int(regenerated.sum()) if regenerated is not None else 0,
                      "set_path": str(stage.path.resolve()), "stage": stage.id,
                      "task": "clip" if captions else "classification"})
     results_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=["config", "model", "family", "generator", "strategy", "guidance_scale", "steps", "images",
-                                "per_class", "seed", "set_path", "stage", "task"]).to_parquet(results_dir / "generation.parquet",
-                                                                                              index=False)
+    pd.DataFrame(rows, columns=GENERATION_COLUMNS).to_parquet(results_dir / "generation.parquet", index=False)
+
+
+# generation.parquet: `safety_regenerated` counts the images a kept safety checker flagged (each generated again
+# with the sample's next seed; synscale.generate.safety)
+GENERATION_COLUMNS = ["config", "model", "family", "generator", "strategy", "guidance_scale", "guidance_convention",
+                      "steps", "images", "per_class", "seed", "safety_checker", "safety_regenerated", "set_path", "stage",
+                      "task"]

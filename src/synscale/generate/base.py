@@ -29,9 +29,15 @@ def create_generator(backend: str, **kwargs: Any) -> Any:
 class Generator(Protocol):
     id: str  # recorded with every sample: which model made it
     steps: int
+    device: str  # where it generates ("cpu", "cuda", ...)
 
     def __call__(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> np.ndarray:
         """uint8 images (N, H, W, C) for N prompts and seeds."""
+        ...
+
+    def sample(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> Any:
+        """The images and, per image, what its sample records beside its prompt row (the seed that made it where
+        a safety checker flagged an earlier one): synscale.generate.diffusers_backend.Sampled."""
         ...
 
 

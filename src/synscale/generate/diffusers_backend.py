@@ -14,6 +14,7 @@ import numpy as np
 
 from synscale.generate import tuning
 from synscale.generate.base import GENERATORS, to_uint8
+from synscale.generate.loading import load_pipeline  # noqa: F401 (synscale.generate.diffusers_backend.load_pipeline)
 
 SCHEDULERS = {
     "default": None,
@@ -57,32 +58,16 @@ def scheduler_overrides(cls: type, config: Any) -> dict[str, Any]:
     return {k: v for k, v in {"clip_sample": False, "set_alpha_to_one": False}.items() if k in names and k not in config}
 
 
-def load_pipeline(model: str, dtype: Any, local_files_only: bool = True) -> Any:
-    """`DiffusionPipeline.from_pretrained` quietly and lean: the dtype under the argument name this diffusers
-    takes (`dtype` where `torch_dtype` is deprecated), weights loaded straight into empty modules by
-    `accelerate` (diffusers' `low_cpu_mem_usage` default: one copy of the weights in memory, not two), and
-    without the libraries' per-component progress bars and notices; their errors still raise."""
-    from diffusers import DiffusionPipeline
-    from diffusers.utils import deprecation_utils
-    from diffusers.utils import logging as df_logging
-    from transformers.utils import logging as hf_logging
+EMBED_CACHE_BYTES = 1 << 30  # prompt embeddings kept on the generating device (SD 1.5's: 118 KB each in bf16)
 
-    name = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
-    levels = df_logging.get_verbosity(), hf_logging.get_verbosity()
-    bars = df_logging.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
-    df_logging.set_verbosity_error()
-    hf_logging.set_verbosity_error()
-    df_logging.disable_progress_bar()
-    hf_logging.disable_progress_bar()
-    try:
-        return DiffusionPipeline.from_pretrained(model, **{name: dtype}, local_files_only=local_files_only)
-    finally:
-        df_logging.set_verbosity(levels[0])
-        hf_logging.set_verbosity(levels[1])
-        if bars[0]:
-            df_logging.enable_progress_bar()
-        if bars[1]:
-            hf_logging.enable_progress_bar()
+
+@dataclass
+class Sampled:
+    """A batch of generated images and what each sample records beside its prompt row (the seed that made it
+    where the safety checker had an earlier one flagged, how often it was regenerated, the guidance convention)."""
+
+    images: np.ndarray  # uint8 (N, H, W, C)
+    meta: list[dict[str, Any]]
 
 
 @GENERATORS.register("diffusers")
@@ -102,6 +87,10 @@ class DiffusersGenerator:
     width: int | None = None
     local_files_only: bool = True
     pipeline_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"clean_caption": false} for IF
+    guidance_convention: str = "diffusers"  # how the guidance of a call is stated (synscale.config.effective_guidance)
+    safety_checker: bool = False  # keep the pipelines' checkers: flagged images are generated again (generate.safety)
+    upscale: list[dict[str, Any]] = field(default_factory=list)  # a cascade's stages (synscale.config.UpscaleConfig)
+    embed_cache_bytes: int = EMBED_CACHE_BYTES
 
     def __post_init__(self) -> None:
         import torch
@@ -109,9 +98,34 @@ class DiffusersGenerator:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
         dev = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self._device = dev
+        self._device = self.device = dev  # where it generates: "cpu", "cuda", "cuda:1", ...
         tuned = tuning.resolve({"dtype": self.dtype, "compile": self.compile, "channels_last": self.channels_last}, dev)
         self.dtype, self.compile, self.channels_last = tuned["dtype"], tuned["compile"], tuned["channels_last"]
+        pipe = self._load_base(torch)
+        self.pipe = pipe.to(dev)
+        self.steps = self.steps or 50
+        self.upscalers = self._load_upscalers(getattr(torch, self.dtype))
+        self._checkers = self._load_checkers(getattr(torch, self.dtype))
+        self.id = f"diffusers:{type(pipe).__name__}:{self.model}" + "".join(f" + {u.name}:{u.model}" for u in self.upscalers)
+        from synscale.lru import LRU
+
+        self._embeds: Any = LRU(self.embed_cache_bytes, cost=lambda t: t.numel() * t.element_size())
+        self._negative: Any = None  # the empty negative prompt's embedding
+        self._masked = None
+        if type(pipe).__name__ in ONE_GENERATOR_PIPELINES:
+            from synscale.generate.masked import MaskedTokenSampler
+
+            self._masked = MaskedTokenSampler(pipe, dev, self.embed_cache_bytes)
+        if self.model.startswith("builtin:") and dev == "cpu":
+            from synscale.generate import builtin
+
+            builtin.tune_for_cpu(pipe)
+        self.tuned = tuning.tune_pipeline(pipe, self.compile, self.channels_last)
+        for u in self.upscalers:
+            self.tuned += [f"{u.name} {t}" for t in tuning.tune_pipeline(u.pipe, self.compile, self.channels_last)]
+
+    def _load_base(self, torch: Any) -> Any:
+        """The first (or only) pipeline: a built-in family's, or any diffusers pipeline's, its scheduler swapped."""
         if self.model.startswith("builtin:"):  # builtin:<family>[@<weights dir>]
             from synscale.generate import builtin
 
@@ -125,7 +139,7 @@ class DiffusersGenerator:
             pipe = load_pipeline(self.model, getattr(torch, self.dtype), self.local_files_only)
         problem = scheduler_problem(type(pipe).__name__, self.scheduler)
         if problem:
-            from synscale.errors import ConfigError
+            from synscale.schema import ConfigError
 
             raise ConfigError(f"{self.model}: {problem}")
         if SCHEDULERS[self.scheduler]:
@@ -134,24 +148,40 @@ class DiffusersGenerator:
             cls = getattr(diffusers, SCHEDULERS[self.scheduler])
             pipe.scheduler = cls.from_config(pipe.scheduler.config, **scheduler_overrides(cls, pipe.scheduler.config))
         pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe.to(dev)
-        self.steps = self.steps or 50
-        self.id = f"diffusers:{type(pipe).__name__}:{self.model}"
-        self._embeds: dict[str, Any] = {}  # prompt -> its embedding, for pipelines that take prompt_embeds
-        self._masked = None
-        if type(pipe).__name__ in ONE_GENERATOR_PIPELINES:
-            from synscale.generate.masked import MaskedTokenSampler
+        return pipe
 
-            self._masked = MaskedTokenSampler(pipe, dev)
-        if self.model.startswith("builtin:") and dev == "cpu":
-            builtin.tune_for_cpu(pipe)
-        self.tuned = tuning.tune_pipeline(pipe, self.compile, self.channels_last)
+    def _load_upscalers(self, dtype: Any) -> list[Any]:
+        from synscale.generate.cascade import load_stage
 
-    def _cached_embeds(self, prompts: list[str], cfg: bool) -> dict[str, Any] | None:
-        """prompt_embeds (and negative_prompt_embeds for the empty negative prompt) from a per-prompt cache:
-        class-balanced sets repeat prompts, and the text encoder is a large share of a small model's time.
-        Each prompt is encoded alone, so its embedding (and so every image) does not depend on which prompts
-        shared its batch or whether the run was resumed. None where the pipeline has no `prompt_embeds`."""
+        stages = []
+        for cfg in self.upscale:
+            stage = load_stage(cfg, type(self.pipe).__name__, dtype, self.local_files_only, self.pipeline_kwargs)
+            stage.pipe.set_progress_bar_config(disable=True)
+            stage.pipe = stage.pipe.to(self._device)
+            stages.append(stage)
+        return stages
+
+    def _load_checkers(self, dtype: Any) -> list[Any]:
+        """The safety checkers of the pipeline and its upscalers where the generator keeps them (generate.safety)."""
+        from synscale.generate.safety import SafetyChecker
+
+        if not self.safety_checker:
+            return []
+        models = [self.model, *(u.model for u in self.upscalers)]
+        checkers = [c for c in (SafetyChecker.load(m, dtype, self._device, self.local_files_only) for m in models) if c]
+        if not checkers:
+            from synscale.schema import ConfigError
+
+            raise ConfigError(f"{self.model}: the pipeline has no safety checker to keep; leave safety_checker out")
+        return checkers
+
+    def _cached_embeds(self, prompts: list[str], negative: bool) -> dict[str, Any] | None:
+        """prompt_embeds (and, with `negative`, negative_prompt_embeds for the empty negative prompt) from a
+        per-prompt cache of at most `embed_cache_bytes` (least recently used first out): class-balanced sets repeat
+        prompts, and the text encoder is a large share of a small model's time; in-captions prompts are mostly
+        distinct, and an unbounded cache held 7.7 GB of SD's (41 GB of IF's) on the GPU. Each prompt is encoded
+        alone, so its embedding (and so every image) does not depend on which prompts shared its batch or whether
+        the run was resumed. None where the pipeline has no `prompt_embeds`."""
         import inspect
 
         encode = getattr(self.pipe, "encode_prompt", None)
@@ -163,43 +193,89 @@ class DiffusersGenerator:
         extra = {k: v for k, v in self.pipeline_kwargs.items() if k in names and k != "prompt"}
 
         def one(prompt: str) -> Any:
-            if prompt not in self._embeds:
-                if len(self._embeds) >= 65536:
-                    self._embeds.clear()
+            pe = self._embeds.get(prompt)
+            if pe is None:
                 pe, ne = encode(prompt=[prompt], device=self._device, num_images_per_prompt=1,
                                 do_classifier_free_guidance=True, negative_prompt=None, **extra)
-                self._embeds[prompt] = pe
-                self._embeds.setdefault("\x00negative", ne)
-            return self._embeds[prompt]
+                self._embeds.put(prompt, pe)
+                if self._negative is None:
+                    self._negative = ne
+            return pe
 
         import torch
 
         out = {"prompt_embeds": torch.cat([one(p) for p in prompts])}
-        if cfg:
-            out["negative_prompt_embeds"] = self._embeds["\x00negative"].expand(len(prompts), *out["prompt_embeds"].shape[1:])
+        if negative:
+            out["negative_prompt_embeds"] = self._negative.expand(len(prompts), *out["prompt_embeds"].shape[1:])
         return out
 
     def __call__(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> np.ndarray:
         """uint8 images (N, H, W, C); compiled modules sample the call padded to `batch_size`."""
-        prompts, seeds, n = tuning.pad_batch(list(prompts), list(seeds), self.batch_size if self.compile else 0)
-        return self._sample(prompts, seeds, guidance_scale)[:n]
+        return self.sample(prompts, seeds, guidance_scale).images
+
+    def sample(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> Sampled:
+        """The images of (prompt, seed) pairs at `guidance_scale` (in this generator's convention), each checked by
+        the kept safety checkers: a flagged image is generated again with the sample's next seed."""
+        from synscale.generate.safety import MAX_ATTEMPTS, safety_seed
+
+        prompts, seeds, n = list(prompts), [int(s) for s in seeds], len(prompts)
+        images, flagged = self._checked(prompts, seeds, guidance_scale)
+        extra = {} if self.guidance_convention == "diffusers" else {"guidance_convention": self.guidance_convention}
+        if not self._checkers:
+            return Sampled(images, [dict(extra) for _ in range(n)])
+        attempts, used = [0] * n, list(seeds)
+        while flagged.any():
+            idx = np.flatnonzero(flagged)
+            for i in idx:
+                attempts[i] += 1
+                if attempts[i] == MAX_ATTEMPTS:
+                    from synscale.errors import DataError
+
+                    raise DataError(f"{self.model}: the safety checker flagged all {MAX_ATTEMPTS} images of prompt "
+                                    f"{prompts[i]!r} (seed {seeds[i]} and {MAX_ATTEMPTS - 1} more); change that "
+                                    "class's prompts, or generate without the checker (safety_checker = false)")
+                used[i] = safety_seed(seeds[i], attempts[i])
+            again, again_flagged = self._checked([prompts[i] for i in idx], [used[i] for i in idx], guidance_scale)
+            images[idx] = again
+            flagged = np.zeros(n, bool)
+            flagged[idx] = again_flagged
+        return Sampled(images, [{**extra, "seed": used[i], "safety_regenerated": attempts[i]} for i in range(n)])
+
+    def _checked(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images of a call (padded to `batch_size` for compiled modules) and which ones a checker flags."""
+        from synscale.config import effective_guidance
+
+        padded, padded_seeds, n = tuning.pad_batch(prompts, seeds, self.batch_size if self.compile else 0)
+        raw = self._sample(padded, padded_seeds, effective_guidance(guidance_scale, self.guidance_convention))[:n]
+        flagged = np.zeros(n, bool)
+        for checker in self._checkers:
+            flagged |= checker.flags(raw)
+        return to_uint8(raw, self.resolution, self.channels), flagged
 
     def _sample(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> np.ndarray:
+        """Float images (N, H, W, C) in [0, 1] of the whole cascade, `guidance_scale` in diffusers' convention."""
         if self._masked is not None:
             kw = {k: v for k, v in self.pipeline_kwargs.items() if k in ("temperature",)}
-            return to_uint8(self._masked(list(prompts), list(seeds), guidance_scale, self.steps, **kw),
-                            self.resolution, self.channels)
+            return self._masked(list(prompts), list(seeds), guidance_scale, self.steps, **kw)
         import torch
+
+        from synscale.generate.cascade import takes_signed
 
         gens = [torch.Generator(self._device).manual_seed(int(s)) for s in seeds]
         kwargs: dict[str, Any] = {"num_inference_steps": self.steps, "guidance_scale": guidance_scale,
-                                  "generator": gens[0] if len(gens) == 1 else gens, **self.pipeline_kwargs}
+                                  "generator": gens[0] if len(gens) == 1 and not self.upscalers else gens,
+                                  **self.pipeline_kwargs}
         if self.height:
             kwargs.update(height=self.height, width=self.width or self.height)
         with torch.inference_mode():
-            embeds = self._cached_embeds(list(prompts), guidance_scale > 1)
+            embeds = self._cached_embeds(list(prompts), guidance_scale > 1 or any(u.guidance > 1 for u in self.upscalers))
+            out_type = "pt" if self.upscalers else "np"
             if embeds is None:
-                out = self.pipe(prompt=list(prompts), output_type="np", **kwargs)
+                images = self.pipe(prompt=list(prompts), output_type=out_type, **kwargs).images
             else:
-                out = self.pipe(output_type="np", **embeds, **kwargs)
-        return to_uint8(out.images, self.resolution, self.channels)
+                first = embeds if guidance_scale > 1 else {"prompt_embeds": embeds["prompt_embeds"]}
+                images = self.pipe(output_type=out_type, **first, **kwargs).images
+            signed = takes_signed(type(self.pipe).__name__)
+            for i, stage in enumerate(self.upscalers):
+                images, signed = stage(images, signed, list(prompts), embeds, gens, last=i == len(self.upscalers) - 1)
+        return images

@@ -17,22 +17,26 @@ import numpy as np
 
 class MaskedTokenSampler:
     """Samples an `AmusedPipeline` in batches; prompt encodings are cached per prompt (each encoded alone,
-    as the one-image call encodes it)."""
+    as the one-image call encodes it), at most `cache_bytes` of them."""
 
-    def __init__(self, pipe: Any, device: str) -> None:
+    def __init__(self, pipe: Any, device: str, cache_bytes: int = 1 << 30) -> None:
+        from synscale.lru import LRU
+
         self.pipe, self.device = pipe, device
-        self._embeds: dict[str, tuple[Any, Any]] = {}
+        self._embeds: LRU[str, tuple[Any, Any]] = LRU(cache_bytes, cost=lambda e: sum(t.numel() * t.element_size()
+                                                                                     for t in e))
 
     def _encode(self, prompt: str) -> tuple[Any, Any]:
-        if prompt not in self._embeds:
-            if len(self._embeds) >= 65536:
-                self._embeds.clear()
+        """The prompt's (pooled, hidden) text embeddings, from a cache of at most `cache_bytes`."""
+        hit = self._embeds.get(prompt)
+        if hit is None:
             p = self.pipe
             ids = p.tokenizer([prompt], return_tensors="pt", padding="max_length", truncation=True,
                               max_length=p.tokenizer.model_max_length).input_ids.to(self.device)
             out = p.text_encoder(ids, return_dict=True, output_hidden_states=True)
-            self._embeds[prompt] = (out.text_embeds, out.hidden_states[-2])
-        return self._embeds[prompt]
+            hit = (out.text_embeds, out.hidden_states[-2])
+            self._embeds.put(prompt, hit)
+        return hit
 
     def __call__(self, prompts: list[str], seeds: list[int], guidance_scale: float, steps: int,
                  aesthetic_score: int = 6, crop: tuple[int, int] = (0, 0), temperature: Any = (2, 0)) -> np.ndarray:

@@ -17,6 +17,7 @@ Both executors give byte-identical sets when they run the model with the same nu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -55,10 +56,10 @@ def generate_shard(generator: Any, rows: Any, labels: LabelSet | None, out_dir: 
     tmp.mkdir(exist_ok=True)
     writer = ShardWriter(tmp, labels, shard_size=len(rows) + 1, cache_arrays=False)  # the set's cache comes last
 
-    def write(batch: Any, images: np.ndarray) -> None:  # PNG encoding and the tar, in sample order
-        for row, img in zip(batch.itertuples(index=False), images, strict=True):
+    def write(batch: Any, out: Any) -> None:  # PNG encoding and the tar, in sample order
+        for row, img, extra in zip(batch.itertuples(index=False), out.images, out.meta, strict=True):
             writer.write(sample_key(row), img.squeeze(-1) if img.shape[-1] == 1 else img, int(row.class_index),
-                         sample_meta(row, generator.id, guidance, generator.steps))
+                         {**sample_meta(row, generator.id, guidance, generator.steps), **extra})
         if progress is not None:
             progress.update(len(batch))
 
@@ -68,10 +69,10 @@ def generate_shard(generator: Any, rows: Any, labels: LabelSet | None, out_dir: 
         written = None
         for start in range(0, len(rows), batch_size):
             batch = rows.iloc[start : start + batch_size]
-            images = generator(batch.prompt.tolist(), batch.seed.tolist(), guidance)
+            sampled = generator.sample(batch.prompt.tolist(), batch.seed.tolist(), guidance)
             if written is not None:
                 written.result()  # the previous batch's write: its errors surface here
-            written = pool.submit(write, batch, images)
+            written = pool.submit(write, batch, sampled)
         if written is not None:
             written.result()
     writer.close_shards()
@@ -108,6 +109,23 @@ class GeneratorSpec:
             _BUILT[key] = create_generator(self.backend, **self.kwargs)
         return _BUILT[key]
 
+    @staticmethod
+    def release() -> None:
+        """Free this process's generators that live on an accelerator. A pipeline left on the GPU after its stage
+        takes the memory of the next one (a training run, under the local executor); those on the CPU stay for the
+        study's next configuration of the same model."""
+        import gc
+
+        held = [k for k, g in _BUILT.items() if g.device != "cpu"]
+        for key in held:
+            del _BUILT[key]
+        if held:
+            gc.collect()
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
     @contextlib.contextmanager
     def thread_limit(self) -> Iterator[None]:
         """torch's thread count set to `threads` while generating, restored afterwards."""
@@ -131,7 +149,9 @@ def generator_spec(g: Any, resolution: int, channels: int) -> GeneratorSpec:
     return GeneratorSpec("diffusers", {
         "model": g.model, "steps": g.steps, "scheduler": g.scheduler, **tuned, "resolution": resolution,
         "channels": channels, "height": g.size or None, "width": g.size or None,
-        "local_files_only": not g.allow_download, "pipeline_kwargs": g.pipeline_kwargs}, threads=g.threads)
+        "local_files_only": not g.allow_download, "pipeline_kwargs": g.pipeline_kwargs,
+        "guidance_convention": g.guidance_convention, "safety_checker": g.safety_checker,
+        "upscale": [dataclasses.asdict(u) for u in g.upscale]}, threads=g.threads)
 
 
 def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet | None, out_dir: str | Path, guidance: float,
@@ -156,9 +176,13 @@ def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet | None, out
         pbar.update(len(prompts) - sum(len(r) for r in shard_rows.values()))
         if executor == "local":
             generator = spec.build() if pending else None
-            with spec.thread_limit():
-                for j in pending:
-                    generate_shard(generator, shard_rows[j], labels, out_dir, j, guidance, batch_size, pbar)
+            try:
+                with spec.thread_limit():
+                    for j in pending:
+                        generate_shard(generator, shard_rows[j], labels, out_dir, j, guidance, batch_size, pbar)
+            finally:
+                del generator
+                spec.release()
         elif executor == "ray":
             _generate_with_ray(spec, shard_rows, labels, out_dir, guidance, batch_size, pbar,
                                ray_actors, ray_num_cpus, ray_num_gpus)

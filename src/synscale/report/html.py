@@ -268,12 +268,26 @@ def _ensure_analysis(workdir: Path, results: Path) -> dict[str, Any]:
 def _generation_section(gen: Any) -> str:
     if gen is None or not len(gen):
         return ""
-    t = gen[["config", "model", "family", "strategy", "guidance_scale", "steps", "images"]]
+    cols = ["config", "model", "family", "strategy", "guidance_scale", "steps", "images"]
+    notes, fmt = [], {"guidance_scale": "{:g}", "images": "{:,}", "safety_regenerated": "{:,}"}
+    if "guidance_convention" in gen and (gen.guidance_convention == "muse").any():
+        gen = gen.assign(guidance_scale=[f"{g:g} (Muse's t)" if c == "muse" else f"{g:g}"
+                                         for g, c in zip(gen.guidance_scale, gen.guidance_convention, strict=True)])
+        fmt["guidance_scale"] = "{}"
+        notes.append("A guidance marked <i>Muse's t</i> is stated in Muse's convention, (1 + t)·cond − t·uncond: "
+                     "diffusers' scale 1 + t.")
+    if "safety_checker" in gen and gen.safety_checker.any():
+        cols.append("safety_regenerated")
+        kept = gen[gen.safety_checker]
+        notes.append(f"{len(kept)} configuration(s) kept their pipeline's safety checker: {int(kept.safety_regenerated.sum()):,} "
+                     "flagged image(s) were generated again with the sample's next seed (column safety_regenerated); "
+                     "none was written black under its label.")
     return f"""<section id="generation"><h2>Synthetic training sets</h2>
 <p>Each synthetic configuration is one set generated at its guidance scale (class-balanced, one seed per image), of which
 nested class-balanced subsets give the training scales; CLIP's synthetic pairs (strategy <i>captions</i>) have one image per
-caption of the real pairs.</p>
-{table(t, {"guidance_scale": "{:g}", "images": "{:,}"}, left=("config", "model", "family", "strategy"))}
+caption of the real pairs. Pipelines are loaded without their safety checkers unless a configuration keeps them.
+{" ".join(notes)}</p>
+{table(gen[cols], fmt, left=("config", "model", "family", "strategy"))}
 </section>"""
 
 

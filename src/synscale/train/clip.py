@@ -96,24 +96,30 @@ def tokenizer(name: str) -> Any:
 
 
 class CaptionTokens:
-    """StepBatches' targets for CLIP: the tokens of each drawn sample's caption. Each caption is tokenized
-    once per process and kept (up to `cache_size` captions; streamed web-scale sets rarely repeat one)."""
+    """StepBatches' targets for CLIP: the tokens of each drawn sample's caption. Each caption is tokenized once
+    per process and kept while it is among the `cache_size` most recently used (train.token_cache; web-scale
+    sets rarely repeat a caption, so a large cache only costs memory in every loader worker)."""
 
-    def __init__(self, model: str, cache_size: int = 1_000_000) -> None:
+    def __init__(self, model: str, cache_size: int = 65536) -> None:
+        from synscale.lru import LRU
+
         self.model, self.cache_size = model, cache_size
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache: LRU[str, torch.Tensor] = LRU(cache_size)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cache": {}}
+        from synscale.lru import LRU
+
+        return {**self.__dict__, "_cache": LRU(self.cache_size)}
 
     def __call__(self, source: Any, idx: np.ndarray) -> torch.Tensor:
-        texts = source.texts[idx]
-        new = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        texts = list(source.texts[idx])
+        batch = {t: self._cache.get(t) for t in dict.fromkeys(texts)}  # read before anything is added or dropped
+        new = [t for t, tok in batch.items() if tok is None]
         if new:
-            if len(self._cache) + len(new) > self.cache_size:
-                self._cache.clear()
-            self._cache.update(zip(new, tokenizer(self.model)(list(new)), strict=True))
-        return torch.stack([self._cache[t] for t in texts])
+            batch.update(zip(new, tokenizer(self.model)(new), strict=True))
+            for t in new:
+                self._cache.put(t, batch[t])
+        return torch.stack([batch[t] for t in texts])
 
 
 def to_rgb(x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +155,7 @@ class ContrastiveTask:
         return model
 
     def targets(self) -> CaptionTokens:
-        return CaptionTokens(self.cfg.model)
+        return CaptionTokens(self.cfg.model, self.cfg.token_cache)
 
     def inputs(self, xb: torch.Tensor, tokens: torch.Tensor, step: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         from synscale.train.classifier import batch_images

@@ -73,9 +73,9 @@ class TrainConfig:
     eval_batch_size: int = 1000
     seed: int = 0
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    # Where and how it runs. loader, workers and checkpoint_every do not change what is computed, so they are
-    # left out of stage ids (TRAIN_RUN_ONLY, with `recipe`, whose values are in the other keys); the others
-    # can change the numbers in the last bits or more.
+    # Where and how it runs. loader, workers, checkpoint_every and token_cache do not change what is computed, so
+    # they are left out of stage ids (TRAIN_RUN_ONLY, with `recipe`, whose values are in the other keys); the
+    # others can change the numbers in the last bits or more.
     nproc: int = 1  # processes (GPUs) per training run; > 1 launches torchrun with DistributedDataParallel
     device: str = "auto"  # auto (cuda if there) | cpu | cuda
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast (CUDA, or CPU)
@@ -84,10 +84,11 @@ class TrainConfig:
     workers: int = 0  # loader worker processes (stream); 0 = decode in the training process
     checkpoint_every: int = 500  # steps between resumable checkpoints (safetensors + JSON); 0 = none
     tensorboard: bool = True  # TensorBoard events beside the model (where the tensorboard package is installed)
+    token_cache: int = 65536  # CLIP: captions whose tokens each loader process keeps (least recently used first out)
 
     def check(self) -> None:
         _positive(self, "batch_size", "lr", "eval_batch_size", "accum_steps", "nproc", "eps")
-        _nonnegative(self, "weight_decay", "mixup", "crop", "workers", "checkpoint_every")
+        _nonnegative(self, "weight_decay", "mixup", "crop", "workers", "checkpoint_every", "token_cache")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError("betas must be two numbers in [0, 1)")
         if self.randaugment and (len(self.randaugment) != 2 or self.randaugment[0] < 1 or not 0 <= self.randaugment[1] <= 30):
@@ -98,7 +99,7 @@ class TrainConfig:
             raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 
 
-TRAIN_RUN_ONLY = ("recipe", "loader", "workers", "checkpoint_every", "tensorboard")
+TRAIN_RUN_ONLY = ("recipe", "loader", "workers", "checkpoint_every", "tensorboard", "token_cache")
 # Keys added to [train] after stage ids were first made: they enter an id only where they differ from
 # these defaults, so the ids of every earlier workdir's train stages stay what they were.
 TRAIN_ADDED = {"task": "classification", "eps": 1e-8}

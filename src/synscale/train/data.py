@@ -120,6 +120,9 @@ def tar_index(set_dir: Path) -> Any:
     return index
 
 
+MAX_OPEN_SHARDS = 64  # shard files a ShardSource keeps open per process
+
+
 class ShardSource:
     """Samples of one or more synscale sets (each with an optional key list), read from their tars by
     byte offset, decoded on demand. Safe to use from DataLoader workers (files open lazily per process)."""
@@ -151,7 +154,7 @@ class ShardSource:
         self.file, self.offset = np.concatenate(files), np.concatenate(offsets)
         self.size, self.labels = np.concatenate(sizes), np.concatenate(labels)
         self.texts = np.concatenate(texts) if all(t is not None for t in texts) else None
-        self._fds: dict[int, int] = {}
+        self._fds: Any = None  # this process's open shards (an LRU of at most MAX_OPEN_SHARDS file descriptors)
         self._pid = -1
         first = self.get(0)
         self.shape = tuple(first.shape)
@@ -160,14 +163,22 @@ class ShardSource:
         return len(self.labels)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_fds": {}, "_pid": -1}
+        return {**self.__dict__, "_fds": None, "_pid": -1}
 
     def _fd(self, f: int) -> int:
+        """An open descriptor of shard `f`. Each process keeps at most MAX_OPEN_SHARDS shards open, closing the
+        least recently read: a 64M-image set has thousands of shards, and every loader worker of every rank reads
+        across all of them, past the usual limit of 1,024 open files per process."""
         if self._pid != os.getpid():  # a forked worker: never share the parent's file offsets
-            self._fds, self._pid = {}, os.getpid()
-        if f not in self._fds:
-            self._fds[f] = os.open(self.paths[f], os.O_RDONLY)
-        return self._fds[f]
+            from synscale.lru import LRU
+
+            self._fds = LRU(MAX_OPEN_SHARDS, on_evict=lambda _, fd: os.close(fd))
+            self._pid = os.getpid()
+        fd = self._fds.get(f)
+        if fd is None:
+            fd = os.open(self.paths[f], os.O_RDONLY)
+            self._fds.put(f, fd)
+        return fd
 
     def get(self, i: int) -> np.ndarray:
         from PIL import Image
