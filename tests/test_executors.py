@@ -82,7 +82,15 @@ def test_ray_executor_matches_local_runs_stages_at_once_and_retries_a_killed_wor
 
     killer = threading.Thread(target=kill_a_training_worker, daemon=True)
     killer.start()
-    assert main(tiny_study(tiny_fmnist, workdir, "--executor", "ray", "--ray-cpus", "2")) == 0
+    import ray
+
+    # a local instance that declares 2 GPUs (none is there): Ray assigns their ids and sets CUDA_VISIBLE_DEVICES
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        assert main(tiny_study(tiny_fmnist, workdir, "--executor", "ray")) == 0
+        assert not ray.util.placement_group_table()  # none left behind
+    finally:
+        ray.shutdown()
     killer.join(timeout=1)
     assert killed, "the training worker was never seen running"
 
@@ -94,6 +102,14 @@ def test_ray_executor_matches_local_runs_stages_at_once_and_retries_a_killed_wor
     assert all(n["state"] == "done" for n in nodes)
     retried = next(n for n in nodes if n["key"] == "train real D=2500")
     assert retried["pid"] != killed["train real D=2500"]  # another worker redid the stage
+    # every stage with a GPU ran in a process of its own that saw exactly the one id Ray assigned it
+    plan = {n["key"]: n for n in json.loads((workdir / "plan" / "plan.json").read_text())["nodes"]}
+    on_gpu = [n for n in nodes if plan[n["key"]]["needs"]["gpus"] > 0]
+    assert len(on_gpu) >= 8 and all(n["gpus"] in ("0", "1") for n in on_gpu)
+    assert len({n["pid"] for n in on_gpu}) == len(on_gpu)
+    assert not {n["pid"] for n in on_gpu} & {n["pid"] for n in nodes if n not in on_gpu}
+    at_once = [(a, b) for a in on_gpu for b in on_gpu if a is not b and a["start"] < b["start"] < a["end"]]
+    assert all(a["gpus"] != b["gpus"] for a, b in at_once)
     trains = sorted((n["start"], n["end"]) for n in nodes if n["key"].startswith("train"))
     assert any(b[0] < a[1] for a, b in zip(trains, trains[1:])), trains  # two trainings at once
     assert not list((workdir / "stages" / "train").glob(".partial-*"))
@@ -109,7 +125,9 @@ def test_local_jobs_run_stages_at_once_in_worker_processes_with_the_same_results
     finally:
         torch.set_num_threads(threads)
     workdir = tmp_path / "two"
-    assert main(tiny_study(tiny_fmnist, workdir, "--jobs", "2")) == 0
+    with pytest.MonkeyPatch.context() as mp:  # a machine whose GPUs 3 and 5 are this process's
+        mp.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+        assert main(tiny_study(tiny_fmnist, workdir, "--jobs", "2")) == 0
     if (os.cpu_count() or 1) != 2:
         pytest.skip("bit-equality needs 1 thread per worker: a machine of 2 cores")
     for name in ("scaling.parquet", "scaling_per_class.parquet", "fits.parquet", "metrics.parquet"):
@@ -119,6 +137,10 @@ def test_local_jobs_run_stages_at_once_in_worker_processes_with_the_same_results
     assert plan["executor"] == "local (2 jobs)"
     nodes = [json.loads(p.read_text()) for p in (workdir / "plan" / "nodes").glob("*.json")]
     assert all(n["state"] == "done" for n in nodes) and len({n["pid"] for n in nodes}) == 2
+    gpu_of = {}
+    for n in nodes:  # each worker on its own GPU, all of its stages there
+        assert gpu_of.setdefault(n["pid"], n["gpus"]) == n["gpus"]
+    assert sorted(gpu_of.values()) == ["3", "5"]
     trains = sorted((n["start"], n["end"]) for n in nodes if n["key"].startswith("train"))
     assert any(b[0] < a[1] for a, b in zip(trains, trains[1:])), trains  # two trainings at once
     assert main(tiny_study(tiny_fmnist, workdir, "--jobs", "0")) == 2  # one clear error
@@ -159,3 +181,85 @@ def test_status_reads_the_journal(tiny_fmnist, tmp_path, capsys):
     assert lines["pairs"][1:6] == ["0", "0", "0", "1", "0"]
     assert lines["train"][1:6] == ["0", "0", "3", "0", "0"]  # the real, synthetic and mixed CLIP models
     assert lines["train"][7].startswith("~")  # none done yet: the plan's own estimate
+
+
+def _processes_of(marker: str) -> list[int]:
+    """Live processes whose command line holds `marker`."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmd and state != "Z":
+            out.append(int(p.name))
+    return out
+
+
+def _wait(cond, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return cond()
+
+
+def test_a_cancelled_or_killed_ray_task_takes_its_torchrun_ranks_with_it(fmnist_files, tmp_path):
+    """A 2-process training (torchrun, gloo) in a Ray task: cancelled (Ctrl-C's KeyboardInterrupt in the task), and
+    with its worker SIGKILLed (a lost process), no rank is left running (they held GPUs and wrote checkpoints)."""
+    import dataclasses
+
+    import ray
+
+    from synscale.config import ScheduleConfig, TrainConfig
+    from synscale.data.datasets import FASHION_MNIST_CLASSES, read_idx
+    from synscale.data.shards import ShardWriter
+    from synscale.labels import LabelSet
+    from synscale.train.launch import make_spec, torchrun
+
+    images = read_idx(fmnist_files / "train-images-idx3-ubyte.gz")[:100]
+    labels = read_idx(fmnist_files / "train-labels-idx1-ubyte.gz")[:100]
+    with ShardWriter(tmp_path / "set", LabelSet(FASHION_MNIST_CLASSES)) as w:
+        for i, (img, y) in enumerate(zip(images, labels, strict=True)):
+            w.write(f"s{i:05d}", img, int(y))
+    cfg = TrainConfig(batch_size=20, nproc=2, device="cpu", checkpoint_every=0, tensorboard=False,
+                      schedule=ScheduleConfig(zero_scale=50, iters_per_doubling=100000, warmup_per_doubling=10))
+    specs = []
+    for name in ("cancelled", "killed"):
+        (tmp_path / name).mkdir()
+        specs.append(tmp_path / f"{name}.json")
+        specs[-1].write_text(json.dumps(make_spec(dataclasses.asdict(cfg), [(str(tmp_path / "set"), None)], 10, 100,
+                                                  tmp_path / name)))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        task = ray.remote(max_calls=1)(torchrun)
+        for spec, how in zip(specs, ("cancel", "kill"), strict=True):
+            ref = task.options(num_cpus=1).remote(spec, 2)
+            assert _wait(lambda: len(_processes_of(str(spec))) == 3, 120), "torchrun and its 2 ranks never ran"
+            if how == "cancel":
+                ray.cancel(ref)
+            else:
+                launcher = min(_processes_of(str(spec)))  # torchrun started first
+                worker = int(Path(f"/proc/{launcher}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                os.kill(worker, signal.SIGKILL)
+            assert _wait(lambda: not _processes_of(str(spec)), 30), (how, _processes_of(str(spec)))
+    finally:
+        ray.shutdown()
+
+
+def test_a_run_no_machine_can_hold_is_refused_before_anything_runs(tiny_fmnist, tmp_path, capsys):
+    """train.nproc = 2 on a cluster whose machines have one GPU each would wait for its placement group forever."""
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        assert main(tiny_study(tiny_fmnist, tmp_path / "w", "--executor", "ray", "--set", "train.nproc=2")) == 2
+    finally:
+        ray.shutdown()
+    err = capsys.readouterr().err
+    assert "needs 2 GPU(s) and 2 CPU(s) on one machine (nproc = 2 processes of workers = 0 loader workers each)" in err
+    assert "largest machine has 1 GPU(s) and 2 CPU(s)" in err and not (tmp_path / "w" / "stages").exists()

@@ -209,3 +209,17 @@ def test_the_paper_grid_states_muse_guidance_in_its_convention_and_runs_if_stage
     imagen = [c for c in cfg.synthetic if c.name.startswith("imagen-")]
     assert len(imagen) == 3 and all(len(c.upscale) == 1 and c.upscale[0].model == cfg.models["imagen_ii"] for c in imagen)
     assert all(not c.upscale for c in cfg.synthetic if not c.name.startswith("imagen-"))
+
+
+def test_prompt_embeddings_are_kept_within_a_byte_budget(models):
+    """Mostly distinct prompts (in-captions) fill the embedding cache: it keeps at most embed_cache_bytes (was 65,536
+    entries: 7.7 GB of Stable Diffusion's, 41 GB of IF's on the GPU), and the images are the same."""
+    from synscale.generate.diffusers_backend import DiffusersGenerator
+
+    prompts = [f"a Bag, item number {i}" for i in range(12)]
+    small = DiffusersGenerator(str(models["if"]), steps=2, embed_cache_bytes=3 * 77 * 32 * 4,
+                               pipeline_kwargs={"clean_caption": False})
+    large = DiffusersGenerator(str(models["if"]), steps=2, pipeline_kwargs={"clean_caption": False})
+    a, b = small(prompts, list(range(12)), 2.0), large(prompts, list(range(12)), 2.0)
+    assert np.array_equal(a, b)
+    assert len(small._embeds) == 3 and small._embeds.total <= 3 * 77 * 32 * 4 and len(large._embeds) == 12

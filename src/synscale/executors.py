@@ -4,12 +4,15 @@
   are found on disk and skipped, so an interrupted study resumes where it stopped. With `jobs` > 1, up to
   `jobs` nodes whose inputs are complete run at once, each in a worker process with cores // jobs torch
   threads (small models use two single-threaded processes better than one two-threaded one: the demo's
-  generations and trainings go ~1.6x faster on 2 cores).
+  generations and trainings go ~1.6x faster on 2 cores) and, on a machine with GPUs, a GPU of its own
+  (CUDA_VISIBLE_DEVICES; round robin when there are more jobs than GPUs).
 - `ray`: the same plan on a Ray cluster (`address`, or RAY_ADDRESS, or a local instance on this machine).
   Every node whose inputs are complete is a Ray task with the node's CPUs and GPUs, so independent
-  generations, trainings and evaluations run at once across the cluster's machines. A training run of
+  generations, trainings and evaluations run at once across the cluster's machines; a task with GPUs runs in
+  a process of its own, which sees only the GPUs Ray assigned it and ends with the task. A training run of
   several processes gets a placement group of one bundle (its CPUs and GPUs together on one machine) and
-  runs torchrun inside it (torch.distributed, NCCL on GPUs, gloo on CPUs). Generation with
+  runs torchrun inside it (torch.distributed, NCCL on GPUs, gloo on CPUs); a node that no machine of the
+  cluster can hold is an error before anything runs. Generation with
   `executor = "ray"` keeps its Ray Data path inside its task. The workdir must be a file system that every
   machine mounts at the same path: stage locks make two writers safe, and a task whose worker dies (a
   killed process, a lost machine) is retried, redoing only its stage (a resumable one from its partial
@@ -48,11 +51,26 @@ def run_local(plan: Plan, workdir: str | Path, quiet: bool = False, jobs: int = 
     return results
 
 
-def _worker_init(threads: int, t0: float) -> None:
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (its own list where it is set, else
+    0..n-1 of the GPUs torch sees); [] on a machine without GPUs."""
+    import os
+
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _worker_init(threads: int, t0: float, gpu_queue: Any) -> None:
     import os
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
+    if gpu_queue is not None:  # this worker's GPU, before anything initialises CUDA: every stage here runs on it
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_queue.get()
 
     os.environ["TQDM_DISABLE"] = "1"  # one process's bars would overwrite another's: stage lines only
     import torch
@@ -106,8 +124,9 @@ def _parallel_loop(plan: Plan, workdir: str, quiet: bool, jobs: int, threads: in
     results: dict[str, Any] = {}
     running: dict[Any, str] = {}
     submitted: set[str] = set()
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                             initargs=(threads, time.time())) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                             initargs=(threads, time.time(), _gpu_queue(context, jobs))) as pool:
         try:
             while len(results) < len(keys):
                 ready = [(i, key) for i, key in enumerate(keys) if key not in submitted
@@ -128,6 +147,18 @@ def _parallel_loop(plan: Plan, workdir: str, quiet: bool, jobs: int, threads: in
             for fut in running:
                 fut.cancel()
     return results
+
+
+def _gpu_queue(context: Any, jobs: int) -> Any:
+    """On a machine with GPUs, a queue from which each of the `jobs` workers takes its own (round robin when there
+    are more workers than GPUs): without it every worker's stages ran on cuda:0. None without GPUs."""
+    gpus = visible_gpus()
+    if not gpus:
+        return None
+    queue = context.Queue()
+    for j in range(jobs):
+        queue.put(gpus[j % len(gpus)])
+    return queue
 
 
 def _stop_workers(pool: Any) -> None:
@@ -170,10 +201,24 @@ def run_ray(plan: Plan, workdir: str | Path, quiet: bool = False, address: str |
                      log_to_driver=not quiet, configure_logging=False)
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise ConfigError(f"--ray-address {address or '(RAY_ADDRESS or a local instance)'}: {e}") from None
-    journal = Journal(workdir)
-    journal.start_plan(plan, "ray")
-    gpus = ray.cluster_resources().get("GPU", 0) > 0
-    remote = ray.remote(_ray_node)
+    try:
+        cluster_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        check_placement(plan, cluster_gpus, _machines(ray))
+        journal = Journal(workdir)
+        journal.start_plan(plan, "ray")
+        return _ray_loop(ray, plan, workdir, quiet, retries, cluster_gpus, journal)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_loop(ray: Any, plan: Plan, workdir: str, quiet: bool, retries: int, cluster_gpus: bool,
+              journal: Journal) -> dict[str, Any]:
+    """Submit every node whose inputs are complete until all are done. A node with GPUs runs in a worker process
+    of its own that exits after it (max_calls=1): a reused worker would keep the first GPU it was given, and the
+    pipelines and CUDA context it loaded there. Every placement group is removed when its node ends, whatever
+    the ending (done, failed, cancelled)."""
+    remote_cpu, remote_gpu = ray.remote(_ray_node), ray.remote(max_calls=1)(_ray_node)
     keys = list(plan.nodes)
     results: dict[str, Any] = {}
     running: dict[Any, tuple[str, Any]] = {}
@@ -184,7 +229,8 @@ def run_ray(plan: Plan, workdir: str | Path, quiet: bool = False, address: str |
                 node = plan.nodes[key]
                 if key in submitted or not all(d is None or d in results for d in node.deps):
                     continue
-                opts, group = _task_options(node.needs, gpus, retries)
+                opts, group = _task_options(node.needs, cluster_gpus, retries)
+                remote = remote_gpu if opts["num_gpus"] else remote_cpu
                 ref = remote.options(**opts).remote(node, i, workdir, quiet, [results[d] if d else None for d in node.deps])
                 running[ref] = (key, group)
                 submitted.add(key)
@@ -199,11 +245,35 @@ def run_ray(plan: Plan, workdir: str | Path, quiet: bool = False, address: str |
                     if group is not None:
                         ray.util.remove_placement_group(group)
     finally:
-        for ref in running:
+        for ref, (_, group) in running.items():
             ray.cancel(ref, force=True)
-        if started:
-            ray.shutdown()
+            if group is not None:
+                ray.util.remove_placement_group(group)
     return results
+
+
+def _machines(ray: Any) -> list[dict[str, float]]:
+    """The CPUs and GPUs of every live machine of the cluster."""
+    return [{"CPU": n["Resources"].get("CPU", 0.0), "GPU": n["Resources"].get("GPU", 0.0)}
+            for n in ray.nodes() if n.get("Alive")]
+
+
+def check_placement(plan: Plan, cluster_gpus: bool, machines: list[dict[str, float]]) -> None:
+    """Every node's resources (and each generator actor's) fit on one machine of the cluster: Ray would otherwise
+    wait forever for a placement group or a task it cannot place, without a word. Raises ConfigError naming the
+    node, what it asks for and why, and the largest machine."""
+    if not machines:
+        return
+    for key, node in plan.nodes.items():
+        n = node.needs
+        gpus = n.gpus if (cluster_gpus or not n.gpu_optional) else 0.0
+        for cpus, gpus_, what in ((n.cpus, gpus, ""), (n.actor_cpus, n.actor_gpus, " per generator actor")):
+            if (cpus or gpus_) and not any(m["CPU"] >= cpus and m["GPU"] >= gpus_ for m in machines):
+                big = max(machines, key=lambda m: (m["GPU"], m["CPU"]))
+                raise ConfigError(f"{key}: needs {gpus_:g} GPU(s) and {cpus:g} CPU(s) on one machine{what}"
+                                  f"{f' ({n.why})' if n.why else ''}, but the cluster's largest machine has "
+                                  f"{big['GPU']:g} GPU(s) and {big['CPU']:g} CPU(s); lower them (train: nproc or "
+                                  "workers, with accum_steps to keep the batch) or add a larger machine")
 
 
 def _task_options(needs: Any, cluster_gpus: bool, retries: int) -> tuple[dict[str, Any], Any]:

@@ -27,13 +27,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Needs:
-    """What one run of a node takes: CPUs and GPUs (for all its processes together) and processes (a
-    torch.distributed run of `processes` workers, kept together on one node)."""
+    """What one run of a node takes: CPUs and GPUs (for all its processes together, on one machine) and processes
+    (a torch.distributed run of `processes` workers, kept together on one node); a node that generates on Ray Data
+    also starts actors of `actor_cpus` and `actor_gpus` each. `why` says which settings ask for it."""
 
     cpus: float = 1.0
     gpus: float = 0.0
     processes: int = 1
     gpu_optional: bool = False  # device auto: GPUs where the cluster has them, else the CPUs
+    actor_cpus: float = 0.0
+    actor_gpus: float = 0.0
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,9 @@ class Journal:
 
 def run_node(node: Node, index: int, ctx: Context, deps: list[Any], journal: Journal | None) -> Any:
     """Run one node (in whichever process the executor chose), journalling its state."""
-    if journal is not None:
-        journal.record(index, node.key, state="running", start=time.time(), host=socket.gethostname(), pid=os.getpid())
+    if journal is not None:  # the GPUs the process may use: those Ray assigned, or a local worker's own
+        journal.record(index, node.key, state="running", start=time.time(), host=socket.gethostname(), pid=os.getpid(),
+                       gpus=os.environ.get("CUDA_VISIBLE_DEVICES"))
     try:
         res = node.fn(ctx, *deps, **node.args)
     except BaseException as e:

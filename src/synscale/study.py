@@ -321,9 +321,11 @@ def _probe_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -
 
 
 def _train_needs(tc: Any) -> Needs:
-    """A training run's needs: a GPU per process where the device asks for (or allows) CUDA."""
+    """A training run's needs: a GPU per process where the device asks for (or allows) CUDA, and a CPU for each
+    process and each of its loader workers (they are all busy at once)."""
     gpus = 0.0 if tc.device == "cpu" else float(tc.nproc)
-    return Needs(cpus=float(tc.nproc), gpus=gpus, processes=tc.nproc, gpu_optional=tc.device == "auto")
+    return Needs(cpus=float(tc.nproc * (tc.workers + 1)), gpus=gpus, processes=tc.nproc, gpu_optional=tc.device == "auto",
+                 why=f"nproc = {tc.nproc} processes of workers = {tc.workers} loader workers each")
 
 
 def _eval_needs(tc: Any) -> Needs:
@@ -332,7 +334,8 @@ def _eval_needs(tc: Any) -> Needs:
 
 def _gen_needs(g: Any) -> Needs:
     if g.executor == "ray":  # the task only drives Ray Data, whose actors take the generation's resources
-        return Needs(cpus=0.0)
+        return Needs(cpus=0.0, actor_cpus=g.ray_cpus, actor_gpus=g.ray_gpus, why=f"ray_cpus = {g.ray_cpus:g}, "
+                     f"ray_gpus = {g.ray_gpus:g} per generator actor")
     return Needs(cpus=1.0, gpus=0.0 if g.model.startswith("builtin:") else 1.0, gpu_optional=True)
 
 

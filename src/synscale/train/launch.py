@@ -148,13 +148,65 @@ def _claim_checkpoints(ckpt_dir: Path, spec: dict[str, Any], rank: int) -> None:
 
 
 def torchrun(spec_path: Path, nproc: int) -> None:
-    """Run the spec in `nproc` local processes with torchrun (standalone rendezvous)."""
+    """Run the spec in `nproc` local processes with torchrun (standalone rendezvous).
+
+    torchrun runs in a session of its own and dies with the process that started it (Linux: PR_SET_PDEATHSIG), and
+    each rank with torchrun (synscale.train.launch.main): a Ray task cancelled or killed, or a local worker stopped,
+    takes every rank with it instead of leaving them holding GPUs and writing the checkpoints a retry resumes from.
+    An interrupted wait (Ctrl-C, a Ray cancellation) ends the whole group: SIGTERM, then SIGKILL."""
+    import signal
+    import time
+
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "synscale.train.launch", str(spec_path)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode:
-        raise RuntimeError(f"torchrun with {nproc} processes failed (exit {proc.returncode}): {' '.join(cmd)}")
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        while (code := proc.poll()) is None:  # short waits: Ray's cancellation (an interrupt of the main thread)
+            time.sleep(0.2)                  # reaches Python only between them, never inside a blocking wait
+    except BaseException:
+        _end_group(proc, signal.SIGTERM, wait=10.0)
+        raise
+    if code:
+        raise RuntimeError(f"torchrun with {nproc} processes failed (exit {code}): {' '.join(cmd)}")
+
+
+def _end_group(proc: subprocess.Popen, sig: int, wait: float) -> None:
+    """Signal `proc`'s process group (torchrun and its ranks), and SIGKILL what is left after `wait` seconds."""
+    import signal
+    import time
+
+    for s, grace in ((sig, wait), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, s)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + grace
+        while time.time() < deadline:
+            if proc.poll() is not None and not _group_alive(proc.pid):
+                return
+            time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def die_with_parent() -> None:
+    """Have the calling process receive SIGTERM when its parent dies (Linux; elsewhere nothing): run in a child
+    between fork and exec (preexec_fn), or by a process about itself."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
+    if "LOCAL_RANK" in os.environ:  # a rank under torchrun: it ends with torchrun, however torchrun ends
+        parent = os.getppid()
+        die_with_parent()
+        if os.getppid() != parent:  # torchrun died before the request was in place
+            return 1
     spec = json.loads(Path(argv[0]).read_text())
     run_spec(spec, progress=spec.get("progress", True) and int(os.environ.get("RANK", 0)) == 0)
     return 0
