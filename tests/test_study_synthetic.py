@@ -89,3 +89,46 @@ def test_synthetic_configs_are_validated(study_file, tmp_path):
     bad.write_text(text + text[text.index("[[synthetic]]"):])
     with pytest.raises(ConfigError, match="distinct names"):
         load_study(bad)
+
+
+def test_in_captions_captions_are_a_stage_of_their_own_made_once(study_file, tiny_fmnist, tmp_path):
+    """The captions in-captions prompts draw from are one cached stage per captioner and seed, with the captioner's
+    resources: run again, the study captions nothing (it used to caption every in-captions configuration's pool,
+    2 here, on every run, before it knew its set was there). The pool is the one the dataset itself gives, so the
+    sets' prompts, and so their ids, are as before."""
+    from synscale.config import find_study
+    from synscale.data.datasets import create_dataset
+    from synscale.prompts.captioners import CAPTIONERS, captions_per_class
+    from synscale.prompts.stages import read_caption_pool
+    from synscale.stage import StageResult
+    from synscale.study import build_plan
+
+    calls = []
+
+    @CAPTIONERS.register("counted-attributes")
+    def counted(images, keys):
+        calls.append(len(keys))
+        return CAPTIONERS.create("attributes", images, keys)
+
+    try:
+        text = study_file.read_text().replace('strategy = "word2sen"', 'strategy = "in-captions"\ncaptioner = "counted-attributes"')
+        second = text[text.index("[[synthetic]]"):].replace('name = "tiny-sd-cfg2-w2s"', 'name = "tiny-sd-cfg4"').replace(
+            "guidance = 2.0", "guidance = 4.0")
+        path = tmp_path / "study.toml"
+        path.write_text(text + second + "\n[metrics]\ntest_from = \"training\"\nper_class = 10\n")
+        work = tmp_path / "w"
+        assert main(["study", str(path), "--workdir", str(work), "-q"]) == 0
+        assert calls and sum(calls) == 2000  # one pool: 200 images of each of the 10 classes, in batches
+        pools = [p for p in (work / "stages" / "captions").iterdir() if not p.name.startswith(".")]
+        assert len(pools) == 1
+        calls.clear()
+        assert main(["study", str(path), "--workdir", str(work), "-q"]) == 0
+        assert calls == []
+    finally:
+        CAPTIONERS._entries.pop("counted-attributes", None)
+    ds = create_dataset("fashion-mnist", str(tiny_fmnist))
+    assert read_caption_pool(StageResult("captions", "x", pools[0], True)) == captions_per_class(ds, "train", "attributes",
+                                                                                                 pool=200)
+    cfg = load_study(find_study("imagenet-sd"))
+    nodes = {k: n for k, n in build_plan(cfg).plan.nodes.items() if n.kind == "captions"}
+    assert len(nodes) == 2 and all(n.needs.gpus == 1 and n.needs.gpu_optional for n in nodes.values())  # BLIP-2

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from synscale.atomic import write_text
-from synscale.config import ConfigError, StudyConfig, to_dict
+from synscale.config import TEST_SEED_OFFSET, ConfigError, StudyConfig, to_dict
 from synscale.plan import Context, Needs, Plan
 from synscale.registry import Registry
 from synscale.stage import StageResult
@@ -154,16 +154,23 @@ def _ood(ctx: Context, train_set: StageResult, spec: Any, image_size: int, shard
     return ood_set(spec, train_set, image_size, shard_size, ctx.log)
 
 
-def _generate(ctx: Context, train_set: StageResult, syn: Any, data: Any, max_scale: int, what: str = "",
-              test_per_class: int = 0) -> StageResult:
-    """`syn`'s training set, or with `test_per_class` its metrics test set (other seeds)."""
+def _captions(ctx: Context, train_set: StageResult, captioner: str, seed: int, allow_download: bool) -> StageResult:
+    from synscale.prompts.stages import caption_pool
+
+    return caption_pool(train_set, captioner, seed, not allow_download, ctx.log)
+
+
+def _generate(ctx: Context, train_set: StageResult, captions: StageResult | None, syn: Any, data: Any, max_scale: int,
+              what: str = "", test_per_class: int = 0) -> StageResult:
+    """`syn`'s training set, or with `test_per_class` its metrics test set (other seeds); `captions`: the
+    in-captions strategy's caption pool."""
     from synscale.generate.stages import synthetic_set
 
     if test_per_class:
         from synscale.metrics.run import synthetic_test_config
 
         syn = synthetic_test_config(syn, test_per_class)
-    return synthetic_set(syn, train_set, data, max_scale, ctx.log, what)
+    return synthetic_set(syn, train_set, data, max_scale, ctx.log, what, captions)
 
 
 def _metrics(ctx: Context, train_set: StageResult, test_set: StageResult, trained: StageResult | None,
@@ -363,6 +370,16 @@ class _Builder:
         return self.add("train reference", "train", _train_reference, (train, sub), _train_needs(self.cfg.train),
                         info, tc=self.cfg.train)
 
+    def captions(self, train: str, syn: Any, seed: int | None = None) -> str | None:
+        """An in-captions configuration's caption pool (one node per captioner and seed, shared), else None."""
+        if syn.strategy != "in-captions":
+            return None
+        seed = syn.seed if seed is None else seed
+        gpu = syn.captioner.startswith("hf:")
+        return self.add(f"captions {syn.captioner} seed={seed}", "captions", _captions, (train,),
+                        Needs(cpus=1.0, gpus=1.0 if gpu else 0.0, gpu_optional=gpu), captioner=syn.captioner, seed=seed,
+                        allow_download=syn.allow_download)
+
     def train(self, tc: Any, parts: list[tuple[str, str]], scale: int, name: str,
               real_prob: float | None = None) -> str:
         deps = tuple(k for pair in parts for k in pair)
@@ -433,8 +450,8 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Ev
 
     curve("real", train)
     for syn in cfg.synthetic:
-        generated[syn.name] = b.add(f"generate {syn.name}", "generate", _generate, (train,), _gen_needs(syn),
-                                    syn=syn, data=cfg.data, max_scale=max(cfg.source_scales(syn.name)))
+        generated[syn.name] = b.add(f"generate {syn.name}", "generate", _generate, (train, b.captions(train, syn)),
+                                    _gen_needs(syn), syn=syn, data=cfg.data, max_scale=max(cfg.source_scales(syn.name)))
         b.sp.generated.append((syn, generated[syn.name]))
         curve(syn.name, generated[syn.name])
     pick = _picked_curves(b, cfg, train, generated, evals)
@@ -452,7 +469,8 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Ev
                                        cfg=cfg, name="real")))
     for syn in cfg.synthetic:
         syn_test = None if cfg.metrics.test_from == "training" else b.add(
-            f"generate test set of {syn.name}", "generate", _generate, (train,), _gen_needs(syn), syn=syn, data=cfg.data,
+            f"generate test set of {syn.name}", "generate", _generate,
+            (train, b.captions(train, syn, syn.seed + TEST_SEED_OFFSET)), _gen_needs(syn), syn=syn, data=cfg.data,
             max_scale=max(cfg.source_scales(syn.name)), what=f"test set of {syn.name}", test_per_class=cfg.metrics.per_class)
         b.sp.metrics.append((syn.name, b.add(f"metrics {syn.name}", "metrics", _metrics,
                                              (train, test, trained, generated[syn.name], syn_test), mneeds,

@@ -16,10 +16,12 @@ from synscale.stage import StageResult, run_stage
 NOT_IN_ID = (*GENERATION_RUN_ONLY, "scales")
 
 
-def synthetic_set(syn: Any, train_set: StageResult, data: Any, max_scale: int, log: Any, what: str = "") -> StageResult:
+def synthetic_set(syn: Any, train_set: StageResult, data: Any, max_scale: int, log: Any, what: str = "",
+                  captions: StageResult | None = None) -> StageResult:
     """Generate `syn`'s (synscale.config.SyntheticConfig) class-balanced set, enough for `max_scale` images
     unless syn.per_class says, at the real data's resolution and channels (resumable). `data`: the study's
-    synscale.config.DataConfig (the in-captions strategy captions its training images)."""
+    synscale.config.DataConfig; `captions`: the in-captions strategy's caption pool of its training images
+    (synscale.prompts.stages.caption_pool)."""
     from synscale.data.stages import image_format
     from synscale.labels import LabelSet
     from synscale.prompts.strategies import make_context, make_prompts
@@ -27,15 +29,14 @@ def synthetic_set(syn: Any, train_set: StageResult, data: Any, max_scale: int, l
     labels = LabelSet.load(train_set.path / "labels.json")
     per_class = syn.per_class or math.ceil(max_scale / len(labels))
     resolution, channels = image_format(train_set)
-    captions = None
+    pool = None
     if syn.strategy == "in-captions":
-        from synscale.data.datasets import columns_of, create_dataset
-        from synscale.prompts.captioners import captions_per_class
+        from synscale.prompts.stages import read_caption_pool
 
-        ds = create_dataset(data.dataset, data.root, data.image_size, **columns_of(data))
-        captions = captions_per_class(ds, data.train_split, syn.captioner, pool=200, seed=syn.seed,
-                                      local_files_only=not syn.allow_download)
-    prompts = make_prompts(syn.strategy, make_context(labels, data.dataset, captions=captions), per_class, syn.seed)
+        if captions is None:
+            raise ValueError(f"{syn.name}: in-captions needs its caption pool stage")
+        pool = read_caption_pool(captions)
+    prompts = make_prompts(syn.strategy, make_context(labels, data.dataset, captions=pool), per_class, syn.seed)
     params = {"synthetic": identity(syn),
               "per_class": per_class, "resolution": resolution, "channels": channels, "prompts": prompts_hash(prompts)}
     return generate_stage(syn, prompts, labels, resolution, channels, params, train_set, {"labels": train_set.id}, log,

@@ -20,7 +20,7 @@ import numpy as np
 from synscale.metrics.features import Reference, feature_stage, keys_digest, set_identity
 from synscale.stage import StageResult, run_stage
 
-TEST_SEED_OFFSET = 1_000_003  # a configuration's test set: its seed + this, so no prompt/seed repeats its training set
+from synscale.config import TEST_SEED_OFFSET  # noqa: E402
 RUN_ONLY = ("device", "compile", "batch_size")  # where and how fast: no effect on the numbers (precision is in the stage)
 
 

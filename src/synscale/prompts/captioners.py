@@ -79,43 +79,64 @@ def read_captions_file(path: str | Path) -> dict[str, str]:
     return dict(zip(df["key"].astype(str), df["caption"].astype(str), strict=True))
 
 
+def caption_keys(manifest: object, n_cls: int, pool: int, seed: int = 0) -> list[str]:
+    """The keys of up to `pool` images per class whose captions the in-captions strategy draws from: the first of
+    each class in the nested-subset order, as many of every class as the smallest class allows."""
+    from synscale.data.subsets import subset_keys
+
+    take = min(pool * n_cls, int(manifest.groupby("label").size().min()) * n_cls)  # type: ignore[attr-defined]
+    return subset_keys(manifest, take, n_cls, seed)
+
+
+def caption_images(captioner: str, images: np.ndarray, keys: list[str], local_files_only: bool = True,
+                   model: object = None) -> list[str]:
+    """Captions of uint8 images (N, H, W) / (N, H, W, C) with sample keys `keys`: `attributes`, `file:<path>` (looked
+    up by key; missing ones are None) or `hf:<model>` (`model`: that captioner, loaded once by the caller)."""
+    if captioner.startswith("file:"):
+        table = read_captions_file(captioner[5:])
+        return [table.get(k) for k in keys]  # type: ignore[misc]
+    if captioner.startswith("hf:"):
+        from synscale.prompts.hf_backends import ImageToTextCaptioner
+
+        model = model or ImageToTextCaptioner(captioner[3:], local_files_only=local_files_only)
+        return model(images, keys)  # type: ignore[operator]
+    return CAPTIONERS.create(captioner, images, keys)
+
+
+def by_class(labels: list[int], texts: list[str | None]) -> dict[int, list[str]]:
+    """Class index -> its captions, in order (empty and missing captions left out)."""
+    out: dict[int, list[str]] = {}
+    for label, text in zip(labels, texts, strict=True):
+        if text:
+            out.setdefault(int(label), []).append(text)
+    return out
+
+
 def captions_per_class(dataset: object, split: str, captioner: str, pool: int, seed: int = 0,
                        local_files_only: bool = True) -> dict[int, list[str]]:
-    """Captions of up to `pool` real images per class (the first of each class in the nested-subset
-    order), from a registered dataset. `captioner` is `attributes` or `file:<path>` (keys are the
-    dataset's sample keys) or `hf:<model>` (an image-to-text model)."""
+    """Captions of up to `pool` real images per class (caption_keys) of a registered dataset's split. `captioner`
+    is `attributes` or `file:<path>` (keys are the dataset's sample keys) or `hf:<model>` (an image-to-text model).
+    A study captions its real training shards instead, in a stage of its own (synscale.prompts.stages.caption_pool)."""
     import pandas as pd
-
-    from synscale.data.subsets import subset_keys
 
     samples = list(dataset.samples(split))  # type: ignore[attr-defined]
     manifest = pd.DataFrame({"key": [s.key for s in samples], "label": [s.label for s in samples]})
-    n_cls = len(dataset.labels)  # type: ignore[attr-defined]
-    take = min(pool * n_cls, int(manifest.groupby("label").size().min()) * n_cls)
-    keys = subset_keys(manifest, take, n_cls, seed)
+    keys = caption_keys(manifest, len(dataset.labels), pool, seed)  # type: ignore[attr-defined]
     by_key = {s.key: s for s in samples}
     chosen = [by_key[k] for k in keys]
-    if captioner.startswith("file:"):
-        table = read_captions_file(captioner[5:])
-        texts = [table.get(s.key) for s in chosen]
-        if not any(texts):
-            from synscale.schema import ConfigError
+    images = None if captioner.startswith("file:") else np.stack([np.asarray(s.image) for s in chosen])
+    texts = caption_images(captioner, images, keys, local_files_only)
+    check_file_keys(captioner, texts, keys)
+    return by_class([s.label for s in chosen], texts)
 
-            raise ConfigError(f"{captioner[5:]}: none of the dataset's keys (e.g. {chosen[0].key!r}) has a caption; "
-                              "its `key` column must name the dataset's samples")
-    else:
-        images = np.stack([np.asarray(s.image) for s in chosen])
-        if captioner.startswith("hf:"):
-            from synscale.prompts.hf_backends import ImageToTextCaptioner
 
-            texts = ImageToTextCaptioner(captioner[3:], local_files_only=local_files_only)(images, [s.key for s in chosen])
-        else:
-            texts = CAPTIONERS.create(captioner, images, [s.key for s in chosen])
-    out: dict[int, list[str]] = {}
-    for s, text in zip(chosen, texts, strict=True):
-        if text:
-            out.setdefault(s.label, []).append(text)
-    return out
+def check_file_keys(captioner: str, texts: list[str | None], keys: list[str]) -> None:
+    """A captions file that names none of the keys is a mistake (its `key` column must name the set's samples)."""
+    if captioner.startswith("file:") and keys and not any(texts):
+        from synscale.schema import ConfigError
+
+        raise ConfigError(f"{captioner[5:]}: none of the dataset's keys (e.g. {keys[0]!r}) has a caption; "
+                          "its `key` column must name the dataset's samples")
 
 
 def captioned_pairs(set_dir: str | Path, keys: list[str], captioner: str, out: str | Path, shard_size: int,
@@ -128,19 +149,11 @@ def captioned_pairs(set_dir: str | Path, keys: list[str], captioner: str, out: s
 
     labels = read_labels(set_dir)
     images, targets, _ = load_arrays(set_dir, keys)
-    if captioner.startswith("file:"):
-        table = read_captions_file(captioner[5:])
-        missing = [k for k in keys if k not in table]
-        if missing:
-            raise ValueError(f"{captioner[5:]}: no caption for {len(missing)} of the {len(keys)} samples, e.g. {missing[0]!r}")
-        texts = [table[k] for k in keys]
-    elif captioner.startswith("hf:"):
-        from synscale.prompts.hf_backends import ImageToTextCaptioner
-
-        hwc = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
-        texts = ImageToTextCaptioner(captioner[3:], local_files_only=local_files_only)(hwc, keys)
-    else:
-        texts = CAPTIONERS.create(captioner, images, keys)
+    hwc = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+    texts = caption_images(captioner, hwc, keys, local_files_only)
+    missing = [k for k, t in zip(keys, texts, strict=True) if t is None]
+    if missing:
+        raise ValueError(f"{captioner[5:]}: no caption for {len(missing)} of the {len(keys)} samples, e.g. {missing[0]!r}")
     with ShardWriter(out, labels, shard_size) as w:
         for key, img, y, text in bar(list(zip(keys, images, targets, texts, strict=True)), desc="captioned pairs",
                                      unit="img", disable=not progress):
