@@ -403,3 +403,20 @@ def test_clip_trains_through_the_cli_with_a_token_cache_smaller_than_its_caption
     for start in range(0, 256, 32):
         tokens(src, np.arange(start, start + 32))
         assert len(tokens._cache) <= 8
+
+
+def test_clip_ranks_memory_map_the_loader_index_built_once_before_them(pairs, tmp_path):
+    """`synscale train --clip --nproc 2` streaming its shards: the launcher builds the loader index (captions as one
+    buffer) once and both ranks memory-map it; the model is the one process's, streaming the same shards."""
+    from synscale.cli import main
+
+    common = ["train", str(pairs), "--clip", "--set", "clip.train.batch_size=32", "--set", "clip.train.schedule.epochs=1",
+              "--set", "clip.train.checkpoint_every=0", "--set", "clip.train.tensorboard=false",
+              "--set", "clip.train.loader=stream"]
+    assert main([*common, "--out", str(tmp_path / "two"), "--nproc", "2"]) == 0
+    spec = json.loads((tmp_path / "two" / "spec.json").read_text())
+    assert spec["index"] == [str(tmp_path / "two" / "loader-index-0")]
+    assert (tmp_path / "two" / "loader-index-0" / "text_data.npy").exists()
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    a, b = (_without_key_bias(load_file(str(tmp_path / d / "model.safetensors"))) for d in ("one", "two"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4

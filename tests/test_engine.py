@@ -3,6 +3,7 @@ gradient accumulation, bf16, class-subset evaluation."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -246,3 +247,61 @@ def test_train_command_on_a_nested_subset(fm_set, tmp_path, capsys):
     assert len(pd.read_parquet(out / "subset.parquet")) == 400 and (out / "model.safetensors").exists()
     assert "trained vit_tiny_patch16_224 on 400 images for 8 steps" in capsys.readouterr().out
     assert main(["train", str(fm_set), str(fm_set), "--out", str(out), "--scale", "400"]) == 2  # --scale takes one set
+
+
+def test_a_loader_index_is_built_once_saved_and_memory_mapped(fm_set, tmp_path):
+    """A run's loader index (shards, offsets, labels, captions as flat arrays) from key lists, pyarrow arrays or a
+    subset.parquet, saved and memory-mapped by another process: the same samples as before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from synscale.data.index import LoaderIndex, build_index, tar_index
+
+    images, labels, keys = load_arrays(fm_set)
+    pick = [keys[500], keys[2], keys[251]]
+    pq.write_table(pa.table({"key": pick}), tmp_path / "subset.parquet")
+    for chosen in (pick, pa.array(pick), str(tmp_path / "subset.parquet")):
+        index = build_index([(fm_set, chosen), (fm_set, None)])
+        assert index.labels.tolist() == labels[[500, 2, 251]].tolist() + labels.tolist() and index.texts is None
+    index.save(tmp_path / "index")
+    mapped = LoaderIndex.load(tmp_path / "index")
+    assert isinstance(mapped.offset, np.memmap) and mapped.paths == index.paths
+    src = ShardSource(index=mapped)
+    assert np.array_equal(src.take(np.arange(3)), images[[500, 2, 251]]) and len(src) == 603
+    assert np.array_equal(src.take(np.arange(3, 603)), images)
+    t = tar_index(fm_set)
+    assert t.column_names == ["key", "shard", "offset", "size"] and t["key"].to_pylist() == keys
+
+
+def test_the_tar_header_scan_gives_tarfiles_offsets(fm_set, tmp_path):
+    """synscale's own tars are read from their USTAR headers; a tar with long (GNU / PAX) names goes to tarfile."""
+    import tarfile
+
+    from synscale.data.index import _scan_with_tarfile, scan_tar
+
+    for shard in sorted(fm_set.glob("shard-*.tar")):
+        assert scan_tar(shard) == _scan_with_tarfile(shard)
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        path = tmp_path / f"long-{fmt}.tar"
+        with tarfile.open(path, "w", format=fmt) as tar:
+            for name, data in ((f"{'k' * 120}.png", b"x" * 700), ("short.png", b"y" * 10), ("short.json", b"{}")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        keys, offsets, sizes = scan_tar(path)
+        assert keys == ["k" * 120, "short"] and sizes == [700, 10]
+        with open(path, "rb") as f:
+            f.seek(offsets[0])
+            assert f.read(700) == b"x" * 700
+
+
+def test_texts_are_compact_and_read_back_whole():
+    from synscale.data.index import Texts, same_texts
+
+    words = ["a dog", "", "naïve café ☕", "x" * 300]
+    t = Texts.from_strings(words)
+    assert len(t) == 4 and t[2] == "naïve café ☕" and t[np.array([3, 0])].tolist() == ["x" * 300, "a dog"]
+    assert list(t) == words and t[1:3].tolist() == words[1:3] and t.offsets.dtype == np.int64
+    both = Texts.concat([t, Texts.from_strings(["z"])])
+    assert list(both) == [*words, "z"] and same_texts(both, np.array([*words, "z"], dtype=object))
+    assert not same_texts(t, Texts.from_strings(words[:3] + ["y"]))

@@ -307,7 +307,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from synscale.data.shards import read_labels, read_manifest
-    from synscale.train.launch import make_spec, run_spec, torchrun
+    from synscale.train.launch import make_spec, run_spec, save_indexes, torchrun
 
     cfg = load_study(find_study(args.study), args.size, args.overrides)
     train = cfg.clip.train if args.clip else cfg.train
@@ -331,11 +331,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             pd.DataFrame({"key": keys}).to_parquet(tmp, index=False)
         parts, scale = [(s, str(out / "subset.parquet")) for s in args.sets], args.scale
     spec = make_spec(to_dict(train), parts, len(labels) if labels else 0, scale, out, args.mix_real_prob)
-    write_text(out / "spec.json", json.dumps(spec, indent=1))  # under torchrun every process writes it
-    if args.nproc > 1:
+    if args.nproc > 1:  # the loader index built once, here, for every rank to memory-map
+        write_text(out / "spec.json", json.dumps(save_indexes(spec, out), indent=1))
         torchrun(out / "spec.json", args.nproc)
         meta = json.loads((out / "train.json").read_text())
     else:
+        write_text(out / "spec.json", json.dumps(spec, indent=1))  # under torchrun every process writes it
         meta = run_spec(spec)
     if rank == "0":
         what = "captions" if args.clip else "images"

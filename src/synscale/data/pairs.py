@@ -19,17 +19,49 @@ import hashlib
 from typing import Any
 
 
+def caption_rank(keys: Any, seed: int, chunk: int = 1 << 20) -> Any:
+    """The positions of `keys` (a list or a pyarrow string array) in the caption order: by sha256 of `{seed}:{key}`.
+    Each key's digest is kept as two 64-bit words (16 bytes a key; the hex strings took ~120), read in chunks, so
+    LAION's 371M keys sort in memory; keys whose first 128 bits tie are ordered by the whole digest."""
+    import numpy as np
+
+    prefix = f"{seed}:".encode()
+    n = len(keys)
+    words = np.empty((n, 2), dtype=np.uint64)
+    for start in range(0, n, chunk):
+        part = keys[start:start + chunk]
+        part = part.to_pylist() if hasattr(part, "to_pylist") else part
+        raw = b"".join(hashlib.sha256(prefix + str(k).encode()).digest()[:16] for k in part)
+        words[start:start + len(part)] = np.frombuffer(raw, dtype=">u8").reshape(-1, 2)
+    order = np.lexsort((words[:, 1], words[:, 0]))
+    tied = np.flatnonzero((np.diff(words[order], axis=0) == 0).all(axis=1))
+    for t in tied[::-1]:  # astronomically rare: settle each tied pair by its whole digest
+        a, b = int(order[t]), int(order[t + 1])
+        digest = [hashlib.sha256(prefix + str(keys[i].as_py() if hasattr(keys[i], "as_py") else keys[i]).encode()).digest()
+                  for i in (a, b)]
+        if digest[1] < digest[0]:
+            order[t], order[t + 1] = b, a
+    return order
+
+
 def caption_order(keys: list[str], seed: int) -> list[str]:
     """Keys in the fixed order whose prefixes are the nested subsets."""
-    return sorted(keys, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+    return [keys[i] for i in caption_rank(keys, seed)]
 
 
 def caption_subset(manifest: Any, scale: int, seed: int = 0) -> list[str]:
-    """The keys of the nested subset of `scale` captions of a pair set."""
+    """The keys of the nested subset of `scale` captions of a pair set (a manifest DataFrame, or a pyarrow Table of
+    its keys: then a pyarrow array of the keys)."""
     if scale > len(manifest):
         raise ValueError(f"scale {scale} needs {scale} captions but the set has {len(manifest)}; "
                          f"the largest scale of this set is {len(manifest)}")
-    return caption_order(manifest["key"].tolist(), seed)[:scale]
+    import pandas as pd
+
+    keys = manifest["key"]
+    if isinstance(keys, pd.Series):
+        keys = keys.tolist()
+        return [keys[i] for i in caption_rank(keys, seed)[:scale]]
+    return keys.take(caption_rank(keys, seed)[:scale])
 
 
 def compose_caption(class_name: str, text: str) -> str:

@@ -281,24 +281,30 @@ def _tar_samples(path: str | Path, take: Callable[[int], bool] | None) -> Iterat
 def read_manifest(set_dir: str | Path) -> Any:
     """A set's manifest (one row per sample), checked against the set's files: its columns, and every shard
     there with the size the manifest records (a truncated, missing or replaced shard is a DataError)."""
+    return manifest_table(set_dir).to_pandas()
+
+
+def manifest_table(set_dir: str | Path, columns: list[str] | None = None) -> Any:
+    """A set's manifest as a pyarrow Table (only `columns`, where given), checked as read_manifest checks it: for
+    large sets, whose every key and caption as a Python string would not fit in memory."""
     path = Path(set_dir) / "manifest.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{set_dir} is not a synscale set: no manifest.parquet")
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)  # the rows and the record, in one read
-        manifest = table.to_pandas()
+        schema = pq.read_schema(path)
+        table = pq.read_table(path, columns=columns)
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable manifest ({e}); regenerate the set") from None
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    missing = [c for c in MANIFEST_COLUMNS if c not in schema.names]
     if missing:
         raise DataError(f"{path}: no column {', '.join(map(repr, missing))} (edited by hand?); regenerate the set")
-    md = table.schema.metadata or {}
+    md = schema.metadata or {}
     meta = json.loads(md[META_KEY]) if META_KEY in md else None
     if meta is not None:
-        _check_shards(Path(set_dir), manifest, meta)
-    return manifest
+        _check_shards(Path(set_dir), table, meta)
+    return table
 
 
 def _check_shards(set_dir: Path, manifest: Any, meta: dict[str, Any]) -> None:

@@ -44,16 +44,20 @@ def subset(set_stage: StageResult, scale: int, seed: int, log: Any, order: str =
     import pandas as pd
 
     from synscale.data.pairs import caption_subset
-    from synscale.data.shards import read_manifest
+    from synscale.data.shards import manifest_table, read_manifest
     from synscale.data.subsets import subset_keys
     from synscale.labels import LabelSet
 
     def fn(out: Path) -> None:
+        if order == "caption":  # the keys alone, as Arrow: a LAION-scale set's captions would not fit as Python strings
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            keys = caption_subset(manifest_table(set_stage.path, ["key"]), scale, seed)
+            pq.write_table(pa.table({"key": keys}), out / "subset.parquet")
+            return
         manifest = read_manifest(set_stage.path)
-        if order == "caption":
-            keys = caption_subset(manifest, scale, seed)
-        else:
-            keys = subset_keys(manifest, scale, len(LabelSet.load(set_stage.path / "labels.json")), seed)
+        keys = subset_keys(manifest, scale, len(LabelSet.load(set_stage.path / "labels.json")), seed)
         pd.DataFrame({"key": keys}).to_parquet(out / "subset.parquet", index=False)
 
     params = {"scale": scale, "order_seed": seed, **({"order": order} if order != "class" else {})}

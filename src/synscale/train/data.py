@@ -7,8 +7,9 @@ there, whatever the number of loader workers or processes.
 
 Two sources hold the images (with their labels, and their captions where the set has them):
 - `ArraySource`: decoded uint8 arrays in memory (small images: the miniature study).
-- `ShardSource`: synscale shards read by byte offset (an index of every sample's PNG inside its tar,
-  built once per set and cached as `tar_index.parquet`), decoded in DataLoader worker processes.
+- `ShardSource`: synscale shards read by byte offset (synscale.data.index: where every sample's image lies
+  in its tar, its label and caption as flat arrays, built once per run and memory-mapped by its processes),
+  decoded in DataLoader worker processes.
 `MixedPairs` puts a real and a synthetic source of the same captions together: at every step each
 caption takes its real or its synthetic image, drawn from (seed, step, position in the batch).
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,84 +76,22 @@ class ArraySource:
         return self.images[idx]
 
 
-def tar_index(set_dir: Path) -> Any:
-    """Byte offset and size of every sample's PNG in its shard (cached in the set as tar_index.parquet, tied
-    to the manifest it was made from: an index of other data is made again)."""
-    import pandas as pd
-
-    from synscale.data.shards import file_sha256, read_manifest
-    from synscale.errors import DataError
-
-    manifest = read_manifest(set_dir)  # checks the shards against it
-    made_from = file_sha256(set_dir / "manifest.parquet")
-    cache = set_dir / "tar_index.parquet"
-    if cache.exists():
-        import pyarrow.parquet as pq
-
-        md = pq.read_schema(cache).metadata or {}
-        if md.get(b"synscale_manifest", b"").decode() == made_from:
-            return pd.read_parquet(cache)
-    rows = []
-    for shard in manifest["shard"].unique():
-        try:
-            with tarfile.open(set_dir / shard, "r") as tar:
-                for m in tar:
-                    if m.isfile() and m.name.endswith(".png"):
-                        rows.append({"key": m.name[: -len(".png")].rpartition("/")[2], "shard": shard,
-                                     "offset": m.offset_data, "size": m.size})
-        except (tarfile.TarError, EOFError) as e:
-            raise DataError(f"{set_dir / shard}: not a complete tar ({e}); regenerate the set") from None
-    index = pd.DataFrame(rows, columns=["key", "shard", "offset", "size"])
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from synscale.atomic import clear_partials, replacing
-
-    table = pa.Table.from_pandas(index, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"synscale_manifest": made_from.encode()})
-    try:
-        clear_partials(set_dir)  # a killed run's half-written index
-        with replacing(cache) as tmp:
-            pq.write_table(table, tmp)
-    except OSError:  # a read-only set: keep the index in memory only
-        pass
-    return index
-
-
 MAX_OPEN_SHARDS = 64  # shard files a ShardSource keeps open per process
 
 
 class ShardSource:
-    """Samples of one or more synscale sets (each with an optional key list), read from their tars by
-    byte offset, decoded on demand. Safe to use from DataLoader workers (files open lazily per process)."""
+    """Samples of one or more synscale sets (each with an optional key list, pyarrow array or subset.parquet path),
+    read from their tars by byte offset, decoded on demand: a synscale.data.index.LoaderIndex, built here or
+    loaded (memory-mapped) from where the run's launcher saved it (`index`). Safe to use from DataLoader workers
+    (files open lazily per process)."""
 
-    def __init__(self, parts: Sequence[tuple[str | Path, Sequence[str] | None]]) -> None:
-        from synscale.data.shards import caption_column, read_manifest
+    def __init__(self, parts: Sequence[tuple[str | Path, Any]] = (), index: Any = None) -> None:
+        from synscale.data.index import build_index
 
-        self.paths: list[str] = []
-        offsets, sizes, files, labels, texts = [], [], [], [], []
-        for set_dir, keys in parts:
-            set_dir = Path(set_dir)
-            index = tar_index(set_dir).set_index("key")
-            manifest = read_manifest(set_dir).set_index("key")
-            keys = list(keys) if keys is not None else manifest.index.tolist()
-            missing = index.index.intersection(keys)
-            if len(missing) != len(keys):
-                raise KeyError(f"{set_dir}: {len(keys) - len(missing)} requested keys are not in its shards")
-            sel = index.loc[keys]
-            base = len(self.paths)
-            shard_names = sorted(sel["shard"].unique())
-            self.paths += [str(set_dir / s) for s in shard_names]
-            code = {s: base + i for i, s in enumerate(shard_names)}
-            files.append(sel["shard"].map(code).to_numpy(np.int32))
-            offsets.append(sel["offset"].to_numpy(np.int64))
-            sizes.append(sel["size"].to_numpy(np.int64))
-            labels.append(manifest.loc[keys, "label"].to_numpy(np.int64))
-            col = caption_column(manifest)
-            texts.append(manifest.loc[keys, col].astype(str).to_numpy(object) if col else None)
-        self.file, self.offset = np.concatenate(files), np.concatenate(offsets)
-        self.size, self.labels = np.concatenate(sizes), np.concatenate(labels)
-        self.texts = np.concatenate(texts) if all(t is not None for t in texts) else None
+        index = index if index is not None else build_index(parts)
+        self.index = index
+        self.paths, self.file, self.offset, self.size = index.paths, index.file, index.offset, index.size
+        self.labels, self.texts = index.labels, index.texts
         self._fds: Any = None  # this process's open shards (an LRU of at most MAX_OPEN_SHARDS file descriptors)
         self._pid = -1
         first = self.get(0)
@@ -193,12 +131,15 @@ class ShardSource:
 
     def _unreadable(self, i: int, e: BaseException) -> Exception:
         """A DataError naming the shard and the sample (looked up in its set's tar index)."""
+        import pyarrow.compute as pc
+
+        from synscale.data.index import tar_index
         from synscale.errors import DataError, image_error
 
         path = Path(self.paths[int(self.file[i])])
         index = tar_index(path.parent)
-        hit = index[(index["shard"] == path.name) & (index["offset"] == int(self.offset[i]))]
-        key = hit["key"].iloc[0] if len(hit) else f"at byte {int(self.offset[i])}"
+        hit = index.filter(pc.and_(pc.equal(index["shard"], path.name), pc.equal(index["offset"], int(self.offset[i]))))
+        key = hit["key"][0].as_py() if hit.num_rows else f"at byte {int(self.offset[i])}"
         return DataError(f"{path}: sample {key!r}: not a readable image ({image_error(e)}); regenerate the set")
 
     def take(self, idx: np.ndarray) -> np.ndarray:
@@ -230,7 +171,9 @@ class MixedPairs:
     def __init__(self, real: ArraySource | ShardSource, synthetic: ArraySource | ShardSource, real_prob: float = 0.5) -> None:
         if len(real) != len(synthetic):
             raise ValueError(f"mixed pairs need one synthetic image per real caption: {len(real)} real, {len(synthetic)} synthetic")
-        if real.texts is None or synthetic.texts is None or not np.array_equal(real.texts, synthetic.texts):
+        from synscale.data.index import same_texts
+
+        if not same_texts(real.texts, synthetic.texts):
             raise ValueError("mixed pairs: the real and synthetic sets do not hold the same captions in the same order")
         if real.shape != synthetic.shape:
             raise ValueError(f"mixed pairs: real images are {real.shape}, synthetic ones {synthetic.shape}")

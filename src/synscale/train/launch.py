@@ -48,31 +48,60 @@ def in_memory(loader: str, set_dirs: list[Path]) -> bool:
     return loader == "memory" or (loader == "auto" and all(array_cache(s) is not None for s in set_dirs))
 
 
+def groups(parts: list[Any], real_prob: float | None) -> list[list[Any]]:
+    """The parts of a run's sources: one group, or with `real_prob` (mixed pairs) the real and the synthetic one."""
+    if real_prob is None:
+        return [list(parts)]
+    if len(parts) != 2:
+        raise ValueError(f"mixed pairs take two sets (real, synthetic), got {len(parts)}")
+    return [list(parts[:1]), list(parts[1:])]
+
+
 def make_source(parts: list[tuple[str | Path, str | Path | None]], loader: str, real_prob: float | None = None,
-                arrays: Any = None) -> Any:
+                arrays: Any = None, index: list[str] | None = None) -> Any:
     """ArraySource of the decoded sets (loader memory, or auto where every set has its array cache),
     else a ShardSource that decodes in the loader's workers; with `real_prob`, MixedPairs of the two.
     `arrays(set_dir, keys)`: (images, labels[, captions]) of a set's keys in memory (default: decoded from
-    its array cache; the study passes the arrays it keeps for all of a run's scales)."""
+    its array cache; the study passes the arrays it keeps for all of a run's scales). `index`: the directories
+    where the run's launcher saved each group's loader index (save_indexes), memory-mapped here."""
     import pandas as pd
 
     from synscale.data.shards import captions_for, load_arrays
     from synscale.train.data import MixedPairs, ShardSource, concat_arrays
 
-    keyed = [(Path(s), pd.read_parquet(k)["key"].tolist() if k else None) for s, k in parts]
-    memory = in_memory(loader, [s for s, _ in keyed])
+    memory = in_memory(loader, [Path(s) for s, _ in parts])
     arrays = arrays or (lambda s, k: (*load_arrays(s, k)[:2], captions_for(s, k)))
-
-    def one(group: list[tuple[Path, list[str] | None]]) -> Any:
+    sources = []
+    for i, group in enumerate(groups(parts, real_prob)):
         if memory:
-            return concat_arrays([arrays(s, k) for s, k in group])
-        return ShardSource(group)
+            keyed = [(Path(s), pd.read_parquet(k)["key"].tolist() if k else None) for s, k in group]
+            sources.append(concat_arrays([arrays(s, k) for s, k in keyed]))
+        elif index:
+            from synscale.data.index import LoaderIndex
 
-    if real_prob is None:
-        return one(keyed)
-    if len(keyed) != 2:
-        raise ValueError(f"mixed pairs take two sets (real, synthetic), got {len(keyed)}")
-    return MixedPairs(one(keyed[:1]), one(keyed[1:]), real_prob)
+            sources.append(ShardSource(index=LoaderIndex.load(index[i])))
+        else:
+            sources.append(ShardSource(group))
+    return sources[0] if real_prob is None else MixedPairs(sources[0], sources[1], real_prob)
+
+
+def save_indexes(spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The spec with its streamed sources' loader indexes built here, once, and saved in `out/loader-index-<i>`
+    for its processes to memory-map (synscale.data.index): a run's ranks used to build the same index at once,
+    each holding it whole. Memory-loader runs are left as they are."""
+    from synscale.data.index import build_index
+    from synscale.schema import from_dict
+    from synscale.train.config import TrainConfig
+
+    cfg: TrainConfig = from_dict(TrainConfig, spec["train"], "training spec", "train.")
+    real_prob = spec.get("mix", {}).get("real_prob")
+    if in_memory(cfg.loader, [Path(s) for s, _ in spec["parts"]]):
+        return spec
+    dirs = []
+    for i, group in enumerate(groups(spec["parts"], real_prob)):
+        dirs.append(str(out / f"loader-index-{i}"))
+        build_index([(s, k) for s, k in group]).save(dirs[-1])
+    return {**spec, "index": dirs}
 
 
 def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, desc: str = "train") -> dict[str, Any]:
@@ -92,7 +121,8 @@ def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, de
     out = Path(spec["out"])
     dist = Dist.from_env()
     if source is None:
-        source = make_source([(s, k) for s, k in spec["parts"]], cfg.loader, spec.get("mix", {}).get("real_prob"))
+        source = make_source([(s, k) for s, k in spec["parts"]], cfg.loader, spec.get("mix", {}).get("real_prob"),
+                             index=spec.get("index"))
     task = create_task(cfg, num_classes=spec["num_classes"])
     steps = run_length(spec["scale"], cfg)[0]
     if dist.rank == 0:  # what a killed run left half-written (its files are written whole or not at all)
@@ -132,7 +162,8 @@ def _claim_checkpoints(ckpt_dir: Path, spec: dict[str, Any], rank: int) -> None:
     from synscale.errors import DataError
     from synscale.train.config import TRAIN_RUN_ONLY
 
-    ident = {**spec, "out": None, "progress": None, "train": {k: v for k, v in spec["train"].items() if k not in TRAIN_RUN_ONLY}}
+    ident = {**spec, "out": None, "progress": None, "index": None,
+             "train": {k: v for k, v in spec["train"].items() if k not in TRAIN_RUN_ONLY}}
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
     marker = ckpt_dir / "run.json"
     if marker.exists():

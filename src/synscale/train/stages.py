@@ -25,13 +25,14 @@ def train(tc: TrainConfig, set_stage: StageResult, sub: StageResult, scale: int,
 
         from synscale.atomic import write_text
         from synscale.data.shards import read_labels
-        from synscale.train.launch import make_source, make_spec, run_spec, torchrun
+        from synscale.train.launch import make_source, make_spec, run_spec, save_indexes, torchrun
 
         labels = read_labels(set_stage.path)
         spec = make_spec(to_dict(tc), [(s.path, u.path / "subset.parquet") for s, u in parts],
                          len(labels) if labels else 0, scale, out, real_prob)
         if tc.nproc > 1:
             log(f"train {name} D={scale}: torchrun, {tc.nproc} processes")
+            spec = save_indexes(spec, out)  # built once, here, for every rank to memory-map
             write_text(out / "spec.json", json.dumps({**spec, "progress": not log.quiet}, indent=1))
             torchrun(out / "spec.json", tc.nproc)
         else:
@@ -39,6 +40,11 @@ def train(tc: TrainConfig, set_stage: StageResult, sub: StageResult, scale: int,
                                  arrays=lambda s, k: cache.get(s, k, captions=tc.task == "contrastive"))
             run_spec(spec, source, progress=not log.quiet, desc=f"train {name} D={scale}")
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        for index in [*out.glob("loader-index-*"), *out.glob(".loader-index-*")]:  # and their locks
+            if index.is_dir():
+                shutil.rmtree(index, ignore_errors=True)
+            else:
+                index.unlink(missing_ok=True)
 
     inputs = {"set": set_stage.id, "subset": sub.id}
     for i, (s, u) in enumerate(extra):
