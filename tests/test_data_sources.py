@@ -254,3 +254,65 @@ def test_in_captions_prompts_from_an_hf_dataset_with_named_columns(tmp_path):
         number = int(row.prompt.rsplit(" ", 1)[1])
         assert row.prompt.startswith(NAMES[row.class_index]) and labels[number] == row.class_index
     assert main(args) == 2  # the default columns are not there: one line, exit 2
+
+
+def test_dirty_pairs_are_skipped_within_an_error_budget_and_recorded(tmp_path, capsys):
+    """img2dataset shards with an empty caption, an image that does not decode and a Latin-1 caption among 400
+    pairs: skipped and recorded within the default budget of caption sets (1%), each with its shard, key and
+    reason; with a budget of 0, the first stops the write with its own line; past the budget, one line that counts
+    them; --limit counts readable pairs."""
+    import pandas as pd
+
+    from synscale.cli import main
+    from synscale.data.shards import read_manifest
+    from test_study_clip import _laion
+
+    _laion(tmp_path / "laion", 400, bad={3: "no caption", 7: "unreadable image", 12: "latin-1"})
+    root, first = str(tmp_path / "laion") + "/{00000..00001}.tar", tmp_path / "laion" / "00000.tar"
+    assert main(["shards", "img2dataset", "--root", root, "--out", str(tmp_path / "ok"), "--shard-size", "50"]) == 0
+    assert "wrote 397 samples" in capsys.readouterr().out
+    skipped = pd.read_parquet(tmp_path / "ok" / "skipped.parquet")
+    assert skipped.reason.tolist() == ["no caption", "unreadable image", "caption not UTF-8"]
+    assert skipped["sample"].tolist() == [f"{first}: sample '00000{i:04d}'" for i in (3, 7, 12)]
+    assert "not UTF-8 text (invalid continuation byte at byte 5)" in skipped.message.iloc[2]
+    assert len(read_manifest(tmp_path / "ok")) == 397 and "000000003" not in set(read_manifest(tmp_path / "ok").key)
+    assert main(["shards", "img2dataset", "--root", root, "--out", str(tmp_path / "lim"), "--limit", "10",
+                 "--max-bad-fraction", "0.2"]) == 0
+    assert len(read_manifest(tmp_path / "lim")) == 10 and len(pd.read_parquet(tmp_path / "lim" / "skipped.parquet")) == 2
+    assert main(["shards", "img2dataset", "--root", root, "--out", str(tmp_path / "strict"), "--max-bad-fraction", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "sample '000000003' has no caption" in err and "let a share of bad samples be skipped: --max-bad-fraction" in err
+    assert not (tmp_path / "strict").exists()  # nothing half-written
+    assert main(["shards", "img2dataset", "--root", root, "--out", str(tmp_path / "over"), "--max-bad-fraction",
+                 "0.01", "--limit", "100"]) == 2
+    assert "3 of the 103 samples read could not be read (no caption: 1, unreadable image: 1, caption not UTF-8: 1), " \
+           "more than --max-bad-fraction = 0.01 allows" in capsys.readouterr().err
+
+
+def test_a_labelled_webdataset_sample_that_is_not_what_it_says_is_one_line(tmp_path, capsys):
+    """A .cls that is not an integer and a .json that is not JSON: skipped under a budget, one line without."""
+    import io
+    import tarfile
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from synscale.cli import main
+
+    with tarfile.open(tmp_path / "train-00000.tar", "w") as tar:
+        for i in range(6):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((8, 8, 3), 30 * i, np.uint8)).save(buf, format="PNG")
+            cls = b"cat" if i == 2 else str(i % 2).encode()
+            files = [("png", buf.getvalue()), ("cls", cls)] + ([("json", b"{not json")] if i == 4 else [])
+            for ext, data in files:
+                info = tarfile.TarInfo(f"k{i}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "classnames.txt").write_text("a\nb\n")
+    assert main(["shards", "webdataset", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "sample 'k2' has label 'cat', not an integer" in capsys.readouterr().err
+    assert main(["shards", "webdataset", "--root", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--max-bad-fraction", "0.5"]) == 0
+    assert pd.read_parquet(tmp_path / "o" / "skipped.parquet").reason.tolist() == ["bad label", "unreadable json"]

@@ -75,8 +75,9 @@ def test_the_miniatures_clip_real_synthetic_and_mixed(tiny_fmnist, tmp_path, cap
     assert json.loads((out / "spec.json").read_text())["mix"] == {"real_prob": 0.5}
 
 
-def _laion(root: Path, n: int) -> None:
-    """img2dataset-style shards: 28-px RGB images of bright (cat) or dark (dog) noise, captioned."""
+def _laion(root: Path, n: int, bad: dict[int, str] | None = None) -> None:
+    """img2dataset-style shards: 28-px RGB images of bright (cat) or dark (dog) noise, captioned; `bad`: sample i of
+    the first shard made "no caption", "unreadable image" or "latin-1" (a caption that is not UTF-8)."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -89,18 +90,22 @@ def _laion(root: Path, n: int) -> None:
                 buf = io.BytesIO()
                 Image.fromarray(img.astype(np.uint8)).save(buf, format="PNG")
                 text = f"a {'bright cat' if cat else 'dark dog'} photo number {i}"
-                for ext, data in (("png", buf.getvalue()), ("txt", text.encode()), ("json", b'{"status": "success"}')):
+                png, txt = buf.getvalue(), text.encode()
+                how = (bad or {}).get(i) if s == 0 else None
+                png = png[:40] if how == "unreadable image" else png
+                txt = b"" if how == "no caption" else "a café photo".encode("latin-1") if how == "latin-1" else txt
+                for ext, data in (("png", png), ("txt", txt), ("json", b'{"status": "success"}')):
                     info = tarfile.TarInfo(f"{key}.{ext}")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
 
 
-def test_clip_only_study_on_img2dataset_shards(tmp_path):
+def test_clip_only_study_on_img2dataset_shards(tmp_path, capsys):
     """LAION's path with local stand-ins: pairs from a brace pattern of shards, a CLIP-only study (no
     classifier), zero-shot on an ImageFolder test split with its own class names."""
     from PIL import Image
 
-    _laion(tmp_path / "laion", 120)
+    _laion(tmp_path / "laion", 120, bad={3: "no caption", 7: "unreadable image"})  # LAION is dirty
     for split, n in (("train", 2), ("test", 20)):
         for c, lo in (("cat", 120), ("dog", 0)):
             (tmp_path / "folders" / split / c).mkdir(parents=True)
@@ -132,6 +137,7 @@ templates = "simple"
 [clip.pairs]
 dataset = "img2dataset"
 root = "{tmp_path / 'laion'}/{{00000..00001}}.tar"
+max_bad_fraction = 0.05
 [clip.train]
 recipe = "miniature-clip"
 batch_size = 20
@@ -158,10 +164,22 @@ synthetic = "clip-sd"
     assert (everything[everything.eval_set == "probe:folders"].n_eval == 40).all()
     pairs = next(p.parent for p in (w / "stages" / "shards").glob("*/stage.json") if "img2dataset" in p.read_text())
     m = pd.read_parquet(pairs / "manifest.parquet")
-    assert len(m) == 80 and (m.label == -1).all() and m.caption.str.startswith("a ").all()  # the first 80 pairs
+    assert len(m) == 80 and (m.label == -1).all() and m.caption.str.startswith("a ").all()  # the first 80 good pairs
+    assert "000000003" not in set(m.key) and m.key.iloc[-1] == "000010021"  # 2 skipped, so 2 more read
+    skipped = pd.read_parquet(pairs / "skipped.parquet")
+    assert skipped.reason.tolist() == ["no caption", "unreadable image"] and skipped['sample'].iloc[0].endswith("'000000003'")
+    meta = json.loads((w / "results" / "meta.json").read_text())
+    assert meta["skipped"]["real pairs"]["skipped"] == 2 and meta["skipped"]["real pairs"]["samples"] == 80
+    report = (w / "report" / "index.html").read_text()
+    assert "Samples skipped" in report and "real pairs: 2 of 82 samples (no caption: 1, unreadable image: 1)" in report
     gen = next((w / "stages" / "generate").glob("*/manifest.parquet")).parent
     assert pd.read_parquet(gen / "manifest.parquet").key.tolist() == m.key.tolist() and not (gen / "labels.json").exists()
     assert 'id="fig-8"' in (w / "report" / "index.html").read_text()
+    # a cached set made under a larger budget is not reused under a smaller one
+    strict = study.read_text().replace("max_bad_fraction = 0.05", "max_bad_fraction = 0.01")
+    study.write_text(strict)
+    assert main(["study", str(study), "--workdir", str(w), "--quiet"]) == 2
+    assert "skipped 2 unreadable samples of 82, more than clip.pairs.max_bad_fraction = 0.01 allows" in capsys.readouterr().err
     bad = study.read_text().replace('root = "' + str(tmp_path / "laion"), 'root = "' + str(tmp_path / "nowhere"))
     study.write_text(bad)
     assert main(["study", str(study), "--workdir", str(tmp_path / "w2"), "--quiet"]) == 2

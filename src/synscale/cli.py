@@ -68,6 +68,9 @@ def _data_parsers(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the set that --out holds")
     p.add_argument("--workers", type=int, default=0, help="processes that decode, resize and encode the images (1: "
                    "this one; default: the cores, at most 8, for splits of 5,000 images or more); the same bytes")
+    p.add_argument("--max-bad-fraction", type=float, default=None, metavar="F",
+                   help="skip up to this share of samples that cannot be read, recording each in the set (default: 0 "
+                   "for labelled sets, 0.01 for img2dataset pairs)")
     _column_args(p)
 
     p = sub.add_parser("imagenet-val", help="link ImageNet's flat validation folder into <out>/val/<wnid>/ (no copies), "
@@ -782,15 +785,22 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_shards(args: argparse.Namespace) -> int:
     from synscale.data.datasets import columns_of, create_dataset
-    from synscale.data.shards import check_out_dir, read_manifest, write_dataset_split
+    from synscale.data.shards import check_out_dir, read_manifest, skipped_record, write_dataset_split
     from synscale.stage import building_dir
 
     if args.shard_size < 1 or args.limit < 0 or args.image_size < 0 or args.workers < 0:
         raise ConfigError("--shard-size must be >= 1, --limit, --image-size and --workers >= 0")
+    if args.max_bad_fraction is not None and not 0 <= args.max_bad_fraction < 1:
+        raise ConfigError(f"--max-bad-fraction must be in [0, 1), got {args.max_bad_fraction}")
     ds = create_dataset(args.dataset, args.root, args.image_size, **columns_of(args))
+    from synscale.config import CAPTION_SETS_MAX_BAD
+
+    budget = args.max_bad_fraction if args.max_bad_fraction is not None else (CAPTION_SETS_MAX_BAD if ds.labels is None
+                                                                              else 0.0)
     out = Path(args.out)
     made = {"dataset": args.dataset, "root": args.root, "source": ds.fingerprint(), "split": args.split,
-            "image_size": args.image_size, "shard_size": args.shard_size, "limit": args.limit, **columns_of(args)}
+            "image_size": args.image_size, "shard_size": args.shard_size, "limit": args.limit, **columns_of(args),
+            **({"max_bad_fraction": budget} if budget else {})}
     record = out / "shards.json"
     if not args.overwrite and (out / "manifest.parquet").exists() and record.exists():
         if json.loads(record.read_text()) == made:  # the same command again: the set is there
@@ -798,9 +808,12 @@ def cmd_shards(args: argparse.Namespace) -> int:
             return 0
     check_out_dir(out, args.overwrite)
     with building_dir(out) as tmp:  # the set appears whole, or (killed) not at all; a rerun starts again
-        n = write_dataset_split(ds, args.split, tmp, args.shard_size, limit=args.limit, workers=args.workers)
+        n = write_dataset_split(ds, args.split, tmp, args.shard_size, limit=args.limit, workers=args.workers,
+                                max_bad_fraction=budget)
         (tmp / "shards.json").write_text(json.dumps(made, indent=1))
-    print(f"wrote {n:,} samples of {args.dataset} [{args.split}] to {args.out}")
+    skipped = skipped_record(out)["skipped"]
+    print(f"wrote {n:,} samples of {args.dataset} [{args.split}] to {args.out}"
+          + (f" (skipped {skipped:,} that could not be read: {out / 'skipped.parquet'})" if skipped else ""))
     return 0
 
 

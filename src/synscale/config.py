@@ -46,11 +46,15 @@ class DataConfig:
     scales: list[int] = field(default_factory=list)  # the real curve's scales; [] = the study's `scales`
     image_column: str = "image"  # hf: the column that holds the images
     label_column: str = "label"  # hf: the column that holds the labels (a ClassLabel)
+    # the share of samples that may be skipped where they cannot be read (each recorded in the set and counted in
+    # the report); 0: the first one stops the study, with its own line
+    max_bad_fraction: float = 0.0
 
     def check(self) -> None:
         _positive(self, "shard_size")
         _nonnegative(self, "image_size", "reference_size")
         _check_columns(self)
+        _fraction(self, "max_bad_fraction")
         if self.scales:
             _scale_list(self.scales)
 
@@ -303,6 +307,9 @@ class MixConfig:
         return real, scale - real
 
 
+CAPTION_SETS_MAX_BAD = 0.01  # the default error budget of image-text pairs (img2dataset): web crawls hold a few bad ones
+
+
 @dataclass(frozen=True)
 class PairsConfig:
     """`[clip.pairs]`: the real image-text pairs CLIP trains on (docs/clip.md).
@@ -319,9 +326,13 @@ class PairsConfig:
     image_size: int = 0  # 0 = native size; else shorter side resized + centre crop (img2dataset)
     limit: int = 0  # pairs to take (the first of the shards); 0 = as many as the largest scale needs
     allow_download: bool = False  # let an hf: captioner be fetched
+    # img2dataset: the share of pairs that may be skipped where their image, caption or JSON cannot be read (web
+    # crawls hold a few; each is recorded in the set and counted in the report)
+    max_bad_fraction: float = CAPTION_SETS_MAX_BAD
 
     def check(self) -> None:
         _nonnegative(self, "image_size", "limit")
+        _fraction(self, "max_bad_fraction")
         if self.dataset == "img2dataset" and not self.root:
             raise ValueError("clip.pairs.dataset = 'img2dataset' needs root: a shard directory, a brace pattern or a URL")
 
@@ -555,6 +566,11 @@ def _source_name(name: str, what: str) -> None:
     """A curve's source name: it names results rows and stage logs, and `real` is the real data's."""
     if name == "real" or not name or "/" in name:
         raise ValueError(f"{what} name {name!r} must be non-empty, not 'real', without '/'")
+
+
+def _fraction(table: Any, key: str) -> None:
+    if not 0 <= getattr(table, key) < 1:
+        raise ValueError(f"{key} must be in [0, 1), got {getattr(table, key)}")
 
 
 def _scale_list(scales: list[int]) -> None:

@@ -207,7 +207,8 @@ def _pairs(ctx: Context, train_set: StageResult | None, cfg: StudyConfig) -> Sta
         from synscale.data.stages import dataset_shards
 
         res = dataset_shards(ctx.workdir, "img2dataset", pc.root, pc.image_size, cfg.data.shard_size, "train", ctx.log,
-                             "real pairs", limit=need)
+                             "real pairs", limit=need, max_bad_fraction=pc.max_bad_fraction,
+                             budget_key="clip.pairs.max_bad_fraction")
     else:
         from synscale.prompts.stages import captioned_pairs_stage
 
@@ -250,6 +251,7 @@ class StudyPlan:
 
     plan: Plan = field(default_factory=Plan)
     train_set: str | None = None  # the real training split's node (None: the study needs none)
+    real_sets: dict[str, str] = field(default_factory=dict)  # name -> node of each real set (train, test, CLIP's pairs)
     evals: list[tuple[ModelSpec, str, str]] = field(default_factory=list)
     generated: list[tuple[Any, str]] = field(default_factory=list)
     metrics: list[tuple[str, str]] = field(default_factory=list)
@@ -412,6 +414,7 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
     need_train = bool(cfg.scales) or captioned or HARD in cfg.evaluate.shifts
     train = b.sp.train_set = b.shards(cfg.data.train_split) if need_train else None
     test = b.shards(cfg.data.test_split)
+    b.sp.real_sets = {"real training split": train, "real test split": test} if train else {"real test split": test}
     evals = [e for _, fn in EVALUATIONS.entries() for e in fn(b, cfg, test, train)]
     if cfg.scales:
         _classifier_curves(b, cfg, train, evals)
@@ -543,6 +546,7 @@ def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, evals: list[E
     cc = cfg.clip
     pairs = b.add("real pairs", "pairs" if cc.pairs.dataset == "captioned" else "shards", _pairs,
                   (train if cc.pairs.dataset == "captioned" else None,), cfg=cfg)
+    b.sp.real_sets["real pairs"] = pairs
     generated = {}
     for g in cc.synthetic:
         generated[g.name] = b.add(f"generate {g.name}", "generate", _clip_generate, (pairs,), _gen_needs(g),
@@ -630,9 +634,18 @@ def _write_results(cfg: StudyConfig, sp: StudyPlan, done: dict[str, Any], evals:
         train_set = done[sp.train_set] if sp.train_set else None
         meta = {"study": cfg.name, "d_ref": cfg.data.reference_size or (_set_size(train_set) if train_set else 0),
                 "d_ref_clip": cfg.clip.reference_size or max(cfg.clip.scales, default=0),
-                "real_train_path": str(train_set.path.resolve()) if train_set else None}
+                "real_train_path": str(train_set.path.resolve()) if train_set else None,
+                "skipped": _skipped(sp, done)}
         (results / "meta.json").write_text(json.dumps(meta, indent=1))
         return analyse(results, reference_sizes(meta), cfg.fit)["fits"]
+
+
+def _skipped(sp: StudyPlan, done: dict[str, Any]) -> dict[str, Any]:
+    """What writing each real set skipped (synscale.data.shards.skipped_record), with where the set is."""
+    from synscale.data.shards import skipped_record
+
+    return {name: {**skipped_record(done[key].path), "path": str(done[key].path.resolve())}
+            for name, key in sp.real_sets.items()}
 
 
 def _set_size(set_stage: StageResult) -> int:

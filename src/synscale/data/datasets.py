@@ -57,6 +57,16 @@ class DatasetError(UserError, RuntimeError):
     """A dataset that cannot be read; the message says what to do about it."""
 
 
+class BadSample(DatasetError):
+    """One sample that cannot be read (its image, caption, label or JSON), in a source that is otherwise whole: what
+    a dirty web-scale set holds now and then. Writing a set skips such samples within its error budget
+    (max_bad_fraction, synscale.data.shards.write_dataset_split), each recorded with `where` and `reason`."""
+
+    def __init__(self, where: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.where, self.reason = where, reason
+
+
 DEFAULT_COLUMNS = {"image_column": "image", "label_column": "label"}
 
 
@@ -260,7 +270,8 @@ class ImageFolder:
             with Image.open(p) as im:
                 img = im.convert("RGB")
         except (OSError, ValueError, SyntaxError) as e:
-            raise DatasetError(f"{p}: not a readable image ({image_error(e)}); remove or replace it") from None
+            raise BadSample(str(p), "unreadable image", f"{p}: not a readable image ({image_error(e)}); remove or "
+                            "replace it") from None
         if self.image_size:
             img = resize_center_crop(img, self.image_size)
         rel = p.relative_to(self.root / split)
@@ -353,11 +364,28 @@ def check_tar_complete(path: Path) -> None:
                            "copy or download it again")
 
 
+def _where(sample: dict[str, Any]) -> str:
+    return f"{sample.get('__url__')}: sample {sample['__key__']!r}"
+
+
 def _decode_image(sample: dict[str, Any], image_size: int) -> Any:
     ext = next((e for e in IMAGE_KEYS if e in sample), None)
     if ext is None:
-        raise DatasetError(f"{sample.get('__url__')}: sample {sample['__key__']!r} has no png/jpg/jpeg/webp image")
-    return decode_bytes(sample[ext], f"{sample.get('__url__')}: sample {sample['__key__']!r}", image_size)
+        raise BadSample(_where(sample), "no image", f"{_where(sample)} has no png/jpg/jpeg/webp image")
+    return decode_bytes(sample[ext], _where(sample), image_size)
+
+
+def _sample_json(sample: dict[str, Any]) -> dict[str, Any]:
+    """A webdataset sample's `.json` ({} where it has none)."""
+    if "json" not in sample:
+        return {}
+    try:
+        meta = json.loads(sample["json"])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadSample(_where(sample), "unreadable json", f"{_where(sample)}: its .json is not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise BadSample(_where(sample), "unreadable json", f"{_where(sample)}: its .json is not a JSON object")
+    return meta
 
 
 def decode_bytes(data: bytes, where: str, image_size: int) -> Any:
@@ -368,7 +396,7 @@ def decode_bytes(data: bytes, where: str, image_size: int) -> Any:
     try:
         img = Image.open(io.BytesIO(data)).convert("RGB")
     except (OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"{where}: unreadable image ({image_error(e)})") from None
+        raise BadSample(where, "unreadable image", f"{where}: unreadable image ({image_error(e)})") from None
     return resize_center_crop(img, image_size) if image_size else img
 
 
@@ -419,16 +447,18 @@ class WebDatasetSource:
 
     def load(self, item: tuple[str, dict[str, Any]]) -> Sample:
         split, sample = item
-        key, url = sample["__key__"], sample.get("__url__")
-        meta = json.loads(sample["json"]) if "json" in sample else {}
-        if "cls" in sample:
-            label = int(sample["cls"].decode().strip())
-        elif "label" in meta:
-            label = int(meta["label"])
-        else:
-            raise DatasetError(f"{url}: sample {key!r} has no label (.cls, or 'label' in .json)")
+        key = sample["__key__"]
+        meta = _sample_json(sample)
+        raw = sample["cls"].decode("utf-8", "replace").strip() if "cls" in sample else meta.get("label")
+        if raw is None:
+            raise BadSample(_where(sample), "no label", f"{_where(sample)} has no label (.cls, or 'label' in .json)")
+        try:
+            label = int(raw)
+        except (TypeError, ValueError):
+            raise BadSample(_where(sample), "bad label", f"{_where(sample)} has label {raw!r}, not an integer") from None
         if not 0 <= label < len(self.labels):
-            raise DatasetError(f"{url}: sample {key!r} has label {label}, outside 0..{len(self.labels) - 1}")
+            raise BadSample(_where(sample), "bad label",
+                            f"{_where(sample)} has label {label}, outside 0..{len(self.labels) - 1}")
         return Sample(_sample_key(f"{split}-", key), _decode_image(sample, self.image_size), label, {"source_key": key})
 
     def samples(self, split: str) -> Iterator[Sample]:
@@ -464,12 +494,16 @@ class Img2DatasetPairs:
         return iter_webdataset(self.urls)
 
     def load(self, sample: dict[str, Any]) -> Sample:
-        key, url = sample["__key__"], sample.get("__url__")
-        meta = json.loads(sample["json"]) if "json" in sample else {}
-        caption = sample["txt"].decode("utf-8").strip() if "txt" in sample else str(meta.get("caption") or "").strip()
+        key = sample["__key__"]
+        meta = _sample_json(sample)
+        try:
+            caption = sample["txt"].decode("utf-8").strip() if "txt" in sample else str(meta.get("caption") or "").strip()
+        except UnicodeDecodeError as e:
+            raise BadSample(_where(sample), "caption not UTF-8", f"{_where(sample)}: its caption (.txt) is not UTF-8 "
+                            f"text ({e.reason} at byte {e.start}); re-encode it") from None
         if not caption:
-            raise DatasetError(f"{url}: sample {key!r} has no caption (.txt, or 'caption' in .json); "
-                               "remove it or re-run img2dataset with captions")
+            raise BadSample(_where(sample), "no caption", f"{_where(sample)} has no caption (.txt, or 'caption' in "
+                            ".json); remove it or re-run img2dataset with captions")
         return Sample(_sample_key("", key), _decode_image(sample, self.image_size), -1,
                       {"caption": caption, "source_key": key})
 
@@ -568,8 +602,8 @@ class HFDataset:
         split, i, image, label = item
         where = f"{self.root} [{split}]: sample {i}"
         if label is None or not 0 <= label < len(self.labels):
-            raise DatasetError(f"{where} has label {label}, outside 0..{len(self.labels) - 1} (an unlabelled "
-                               "split?); use a labelled split")
+            raise BadSample(where, "bad label", f"{where} has label {label}, outside 0..{len(self.labels) - 1} (an "
+                            "unlabelled split?); use a labelled split")
         img = decode_bytes(_hf_image_bytes(image, where), where, self.image_size)
         return Sample(_sample_key("", f"{split}-{i:07d}"), img, int(label), {"index": i})
 
@@ -603,12 +637,12 @@ class HFDataset:
 def _hf_image_bytes(image: dict[str, Any] | None, where: str) -> bytes:
     """An undecoded Image feature value's bytes (a value that holds only a path: the file's)."""
     if image is None:
-        raise DatasetError(f"{where} has no image")
+        raise BadSample(where, "no image", f"{where} has no image")
     if image.get("bytes") is not None:
         return image["bytes"]
     path = Path(image.get("path") or "")
     if not path.is_file():
-        raise DatasetError(f"{where}: its image is a path, {path}, that is not a file here")
+        raise BadSample(where, "no image", f"{where}: its image is a path, {path}, that is not a file here")
     return path.read_bytes()
 
 

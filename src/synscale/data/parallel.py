@@ -5,8 +5,9 @@
 in chunks of CHUNK to the workers, which `load` them (decode, resize) and encode each image; the chunks come
 back in order, so the shards are the same bytes as a sequential run's. At most 2 x N chunks are out at once:
 a split whose items are its images' bytes (webdataset shards, a Hugging Face dataset) is never held in memory
-whole. A source without `items` is read in this process. Workers are spawned (the process may hold torch
-threads, which a fork copies badly) and ignore Ctrl-C: the parent stops them.
+whole. A sample that cannot be read (BadSample) comes back as `Skipped`, for the writer's error budget. Workers
+are spawned (the process may hold torch threads, which a fork copies badly) and ignore Ctrl-C: the parent stops
+them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ class Encoded:
     array: np.ndarray | None  # the image, where the source gave an array (the array cache need not decode it)
 
 
+@dataclass
+class Skipped:
+    """A sample that could not be read (synscale.data.datasets.BadSample): where it is, why, and the whole line."""
+
+    where: str
+    reason: str
+    message: str
+
+
 def encode_sample(sample: Any) -> Encoded:
     """A synscale.data.datasets.Sample, its image encoded as PNG."""
     img = sample.image
@@ -45,13 +55,23 @@ def encode_sample(sample: Any) -> Encoded:
     return Encoded(sample.key, encode_png(img), sample.label, sample.meta, tuple(shape), img if is_array else None)
 
 
-def encoded_samples(dataset: Any, split: str, limit: int = 0, workers: int = 1) -> Iterator[Encoded]:
-    """The split's first `limit` samples (0: all), in order, encoded in this process (`workers` <= 1) or in
-    `workers` processes (for a source that has `items`)."""
-    if workers <= 1 or not hasattr(dataset, "items"):
-        yield from map(encode_sample, itertools.islice(dataset.samples(split), limit or None))
+def load_encoded(dataset: Any, item: Any) -> Encoded | Skipped:
+    """One item of a source loaded and encoded, or Skipped where the sample cannot be read."""
+    from synscale.data.datasets import BadSample
+
+    try:
+        return encode_sample(dataset.load(item))
+    except BadSample as e:
+        return Skipped(e.where, e.reason, str(e))
+
+
+def encoded_samples(dataset: Any, split: str, workers: int = 1) -> Iterator[Encoded | Skipped]:
+    """The split's samples, in order, encoded in this process (`workers` <= 1) or in `workers` processes; a sample
+    that cannot be read comes as Skipped (the caller decides). Read lazily: the caller stops when it has enough."""
+    if workers <= 1:
+        yield from (load_encoded(dataset, item) for item in dataset.items(split))
         return
-    yield from ordered_map(_load_and_encode, itertools.islice(dataset.items(split), limit or None), workers, dataset)
+    yield from ordered_map(_load_and_encode, dataset.items(split), workers, dataset)
 
 
 _WORKER: dict[str, Any] = {}
@@ -64,9 +84,9 @@ def _init(dataset: Any) -> None:
     _WORKER["dataset"] = dataset
 
 
-def _load_and_encode(chunk: list[Any]) -> list[Encoded]:
+def _load_and_encode(chunk: list[Any]) -> list[Encoded | Skipped]:
     dataset = _WORKER["dataset"]
-    return [encode_sample(dataset.load(item)) for item in chunk]
+    return [load_encoded(dataset, item) for item in chunk]
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

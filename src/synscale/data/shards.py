@@ -42,7 +42,8 @@ ARRAY_CACHE_MAX_SIDE = 64
 META_KEY = b"synscale"
 MANIFEST_COLUMNS = ("key", "label", "shard")
 DERIVED = ("arrays.npy", "tar_index.parquet")  # caches made from a set's shards
-SET_FILES = ("manifest.parquet", "labels.json", "shards.json", *DERIVED)  # shards.json: how `synscale shards` made it
+SKIPPED = "skipped.parquet"  # the samples writing the set skipped (write_dataset_split's error budget)
+SET_FILES = ("manifest.parquet", "labels.json", "shards.json", SKIPPED, *DERIVED)  # shards.json: how `synscale shards` made it
 
 
 def encode_png(image: Any) -> bytes:
@@ -80,7 +81,7 @@ def file_sha256(path: Path) -> str:
 
 
 def finalize_set(out_dir: str | Path, rows: list[dict[str, Any]], labels: LabelSet | None,
-                 arrays: np.ndarray | None = None, shard_pattern: str = r"shard-\d{5}\.tar") -> None:
+                 arrays: np.ndarray | None = None, shard_pattern: str = r"shard-\d{5}\.tar", skipped: int = 0) -> None:
     """Make `out_dir` a complete set of `rows` (each with its `shard`): the labels, the array cache (`arrays`,
     N x C x H x W uint8, or none), then the manifest with every shard's count, size and sha256, written last
     and atomically. Caches and shards left in the directory from other data are removed first."""
@@ -93,6 +94,8 @@ def finalize_set(out_dir: str | Path, rows: list[dict[str, Any]], labels: LabelS
     clear_partials(out_dir)  # a killed run's half-written caches and manifest
     for name in DERIVED:
         (out_dir / name).unlink(missing_ok=True)
+    if not skipped:  # a record of skipped samples from other data
+        (out_dir / SKIPPED).unlink(missing_ok=True)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["shard"]] = counts.get(r["shard"], 0) + 1
@@ -101,7 +104,8 @@ def finalize_set(out_dir: str | Path, rows: list[dict[str, Any]], labels: LabelS
             p.unlink()
     shards = [{"name": n, "samples": c, "bytes": (out_dir / n).stat().st_size, "sha256": file_sha256(out_dir / n)}
               for n, c in counts.items()]
-    meta: dict[str, Any] = {"format": 1, "samples": len(rows), "shards": shards, "arrays": None}
+    meta: dict[str, Any] = {"format": 1, "samples": len(rows), "shards": shards, "arrays": None,
+                            **({"skipped": skipped} if skipped else {})}
     if labels is not None:
         labels.save(out_dir / "labels.json")
     if arrays is not None:
@@ -167,6 +171,7 @@ class ShardWriter:
         self._tar: TarOut | None = None
         self._keys: set[str] = set()
         self._arrays: list[np.ndarray] | None = [] if cache_arrays else None  # None: no arrays.npy
+        self.skipped = 0  # samples the writer's caller skipped (recorded in the manifest's record)
 
     def _shard_name(self, i: int) -> str:
         return f"{self.prefix}-{i:05d}.tar"
@@ -230,7 +235,8 @@ class ShardWriter:
         if self._arrays:
             arr = np.stack(self._arrays)
             arrays = arr[:, None] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2)
-        finalize_set(self.out_dir, self.rows, self.labels, arrays, rf"{re.escape(self.prefix)}-\d{{5}}\.tar")
+        finalize_set(self.out_dir, self.rows, self.labels, arrays, rf"{re.escape(self.prefix)}-\d{{5}}\.tar",
+                     self.skipped)
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -428,15 +434,73 @@ def default_workers(total: int | None) -> int:
     return max(1, min(cores, 8))
 
 
+class ErrorBudget:
+    """Samples a set may skip: at most `fraction` of those read (past the first GRACE, of those the first GRACE),
+    each recorded with its shard or file, key and reason (`skipped.parquet` in the set). Past the budget, the write
+    stops with one line; with a budget of 0 (the default for labelled sets), at the first bad sample, with its own
+    line. `key`: the setting that sets the budget, named in the error."""
+
+    GRACE = 1000
+
+    def __init__(self, fraction: float, key: str) -> None:
+        self.fraction, self.key = fraction, key
+        self.skipped: list[Any] = []
+        self.good = 0
+
+    def skip(self, item: Any) -> None:
+        from synscale.data.datasets import DatasetError
+
+        self.skipped.append(item)
+        if not self.fraction:
+            raise DatasetError(f"{item.message} (or let a share of bad samples be skipped: {self.key})")
+        if len(self.skipped) > self.fraction * max(self.good + len(self.skipped), self.GRACE):
+            raise DatasetError(self.over())
+
+    def over(self) -> str:
+        from collections import Counter
+
+        seen = self.good + len(self.skipped)
+        why = ", ".join(f"{reason}: {n:,}" for reason, n in Counter(s.reason for s in self.skipped).most_common())
+        return (f"{len(self.skipped):,} of the {seen:,} samples read could not be read ({why}), more than {self.key} = "
+                f"{self.fraction:g} allows; the first: {self.skipped[0].message}")
+
+    def finish(self, out_dir: Path) -> None:
+        """Check the budget over the whole set and record what was skipped in `out_dir/skipped.parquet`."""
+        from synscale.data.datasets import DatasetError
+
+        if len(self.skipped) > self.fraction * (self.good + len(self.skipped)):
+            raise DatasetError(self.over())
+        if self.skipped:
+            import pandas as pd
+
+            with replacing(out_dir / SKIPPED) as tmp:
+                pd.DataFrame({"sample": [s.where for s in self.skipped], "reason": [s.reason for s in self.skipped],
+                              "message": [s.message for s in self.skipped]}).to_parquet(tmp, index=False)
+
+
+def skipped_record(set_dir: str | Path) -> dict[str, Any]:
+    """What writing a set skipped: {"skipped": n, "samples": the set's, "reasons": {reason: n}} (zeros for a set that
+    skipped nothing, or was written before sets recorded it)."""
+    meta = set_meta(set_dir) or {}
+    record = {"skipped": int(meta.get("skipped", 0)), "samples": int(meta.get("samples", 0)), "reasons": {}}
+    if record["skipped"] and (Path(set_dir) / SKIPPED).exists():
+        import pandas as pd
+
+        record["reasons"] = pd.read_parquet(Path(set_dir) / SKIPPED)["reason"].value_counts().to_dict()
+    return record
+
+
 def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int, progress: bool = True,
-                        limit: int = 0, overwrite: bool = False, workers: int = 1) -> int:
-    """Write one split of a registered dataset (the first `limit` samples; 0: all) into synscale shards;
+                        limit: int = 0, overwrite: bool = False, workers: int = 1, max_bad_fraction: float = 0.0,
+                        budget_key: str = "--max-bad-fraction") -> int:
+    """Write one split of a registered dataset (the first `limit` readable samples; 0: all) into synscale shards;
     returns the number of samples. `out_dir` must be empty (or absent); `overwrite`: a set there is replaced.
     `workers` > 1: decode, resize and encode in that many processes (0: default_workers); the set is the same,
-    byte for byte."""
+    byte for byte. Samples that cannot be read are skipped up to `max_bad_fraction` of them (ErrorBudget), each
+    recorded in the set (skipped.parquet, and its count in the manifest's record)."""
     import contextlib
 
-    from synscale.data.parallel import encoded_samples
+    from synscale.data.parallel import Skipped, encoded_samples
     from synscale.progress import bar
 
     out_dir = Path(out_dir)
@@ -445,9 +509,13 @@ def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int
     total = min(total, limit) if total and limit else (limit or total)
     workers = workers or default_workers(total)
     native, size = not getattr(dataset, "image_size", 0), None
+    budget = ErrorBudget(max_bad_fraction, budget_key)
     with ShardWriter(out_dir, dataset.labels, shard_size=shard_size) as writer, \
-            contextlib.closing(encoded_samples(dataset, split, limit, workers)) as encoded:
+            contextlib.closing(encoded_samples(dataset, split, workers)) as encoded:
         for e in bar(encoded, total=total, desc=f"shards {split}", unit="img", disable=not progress):
+            if isinstance(e, Skipped):
+                budget.skip(e)
+                continue
             size = size or e.shape
             if native and e.shape != size:
                 where = Path(dataset.root) / split / e.meta["file"] if "file" in e.meta else f"{split} sample {e.key!r}"
@@ -455,6 +523,11 @@ def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int
                                 "holds images of one size; set data.image_size (synscale shards: --image-size) to "
                                 "resize and centre-crop them")
             writer.write_png(e.key, e.png, e.label, {"split": split, **e.meta}, e.array)
+            budget.good += 1
+            if limit and budget.good == limit:
+                break
+        budget.finish(out_dir)
+        writer.skipped = len(budget.skipped)
     return len(writer.rows)
 
 

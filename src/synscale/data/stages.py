@@ -11,13 +11,16 @@ from synscale.stage import StageResult, run_stage
 
 
 def dataset_shards(workdir: Path, dataset: str, root: str, image_size: int, shard_size: int, split: str, log: Any,
-                   what: str = "real shards", limit: int = 0, columns: dict[str, str] | None = None) -> StageResult:
-    """A dataset split (its first `limit` samples; 0: all) written as synscale shards. `columns`: the
+                   what: str = "real shards", limit: int = 0, columns: dict[str, str] | None = None,
+                   max_bad_fraction: float = 0.0, budget_key: str = "data.max_bad_fraction") -> StageResult:
+    """A dataset split (its first `limit` readable samples; 0: all) written as synscale shards. `columns`: the
     image_column / label_column that differ from the defaults (synscale.data.datasets.columns_of). A large
     split is decoded in worker processes (synscale.data.shards.default_workers); they change no byte of the
-    set, so they are not in the stage's params."""
+    set, so they are not in the stage's params. Samples that cannot be read are skipped up to `max_bad_fraction`
+    (named `budget_key` in errors) and recorded in the set; the budget is a check, not part of the set's identity:
+    a set made under a larger budget than the study's now is an error, not reused."""
     from synscale.data.datasets import create_dataset
-    from synscale.data.shards import write_dataset_split
+    from synscale.data.shards import skipped_record, write_dataset_split
 
     columns = columns or {}
     ds = create_dataset(dataset, root, image_size, **columns)
@@ -25,8 +28,17 @@ def dataset_shards(workdir: Path, dataset: str, root: str, image_size: int, shar
               **({"limit": limit} if limit else {}), **columns}
     res = run_stage(workdir, "shards", params, {"source": ds.fingerprint()},
                     lambda out: write_dataset_split(ds, split, out, shard_size, progress=not log.quiet, limit=limit,
-                                                    workers=0))
-    log.stage(f"{what} [{split}]", res)
+                                                    workers=0, max_bad_fraction=max_bad_fraction, budget_key=budget_key))
+    record = skipped_record(res.path)
+    n = record["skipped"]
+    if n > max_bad_fraction * (n + record["samples"]):
+        from synscale.schema import ConfigError
+
+        raise ConfigError(f"{what} [{split}]: the set {res.path} skipped {n:,} unreadable samples of {n + record['samples']:,}, "
+                          f"more than {budget_key} = {max_bad_fraction:g} allows; raise it, or delete {res.path} to "
+                          "write the set again")
+    skipped = f" (skipped {n:,} unreadable: {', '.join(f'{r} {c:,}' for r, c in record['reasons'].items())})" if n else ""
+    log.stage(f"{what} [{split}]{skipped}", res)
     return res
 
 
@@ -35,7 +47,7 @@ def real_shards(data: Any, workdir: Path, split: str, log: Any, what: str = "rea
     from synscale.data.datasets import columns_of
 
     return dataset_shards(workdir, data.dataset, data.root, data.image_size, data.shard_size, split, log, what,
-                          columns=columns_of(data))
+                          columns=columns_of(data), max_bad_fraction=data.max_bad_fraction)
 
 
 def subset(set_stage: StageResult, scale: int, seed: int, log: Any, order: str = "class") -> StageResult:
