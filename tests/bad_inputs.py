@@ -225,6 +225,25 @@ def imagenet_val(d: Path, extra_image: bool = False) -> list[str]:
     return ["imagenet-val", str(d / "val"), "--labels", str(labels), "--out", str(d / "in1k")]
 
 
+def _pairs_tar(d: Path, captions: list[bytes]) -> str:
+    """An img2dataset-style shard d/laion/00000.tar of 8-px PNGs with these captions; returns its path."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    (d / "laion").mkdir(parents=True, exist_ok=True)
+    with tarfile.open(d / "laion" / "00000.tar", "w") as tar:
+        for i, text in enumerate(captions):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((8, 8, 3), 10 * i, np.uint8)).save(buf, format="PNG")
+            for ext, data in (("png", buf.getvalue()), ("txt", text)):
+                info = tarfile.TarInfo(f"{i:09d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(d / "laion" / "00000.tar")
+
+
 def _mixed_workdir(d: Path) -> list[str]:
     (d / "wfile").write_text("not a directory")
     return ["study", study(d), "--workdir", str(d / "wfile"), "-q"]
@@ -468,6 +487,33 @@ CASES: list[Case] = [
                        ["prompts", "--labels", str(d / "names.txt"), "--strategy", "in-captions", "--data", "imagefolder",
                         "--data-root", str(d / "images"), "--per-class", "2"])[-1],
          "the attribute captioner reads grayscale images, these have 3 channels"),
+    # ---- the paper's models, dirty web data
+    Case("generate-guidance-no-effect", "generate", "--guidance 0.5 in diffusers' convention (guided only above 1)",
+         lambda d, f: ["generate", "--model", "builtin:masked-token", "--out", str(d / "g"), "--guidance", "0.5"],
+         "--guidance 0.5 has no effect in diffusers' convention"),
+    Case("study-muse-guidance-no-effect", "generation", "Muse's guidance 0.3 (the paper's) without its convention",
+         lambda d, f: dry_synthetic(d, "builtin:masked-token", "guidance = 0.3\n"),
+         "guidance 0.3 has no effect in diffusers' convention"),
+    Case("generate-safety-checker-none", "generate", "--safety-checker for a model that has none",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--safety-checker"],
+         "has no safety checker to keep"),
+    Case("generate-upscale-bad-spec", "generate", "an --upscale stage with an unknown setting",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--upscale",
+                       f"{d},stepz=2"], "expected DIR[,guidance=G][,steps=N][,noise_level=L], got 'stepz=2'"),
+    Case("study-upscale-builtin", "generation", "an upscale stage after a built-in family",
+         lambda d, f: dry_synthetic(d, "builtin:pixel-diffusion", f'[[synthetic.upscale]]\nmodel = "{d}"\n'),
+         "the built-in families are not cascades"),
+    Case("shards-budget-out-of-range", "shards", "--max-bad-fraction 1.5",
+         lambda d, f: ["shards", "fashion-mnist", "--out", str(d / "o"), "--max-bad-fraction", "1.5"],
+         "--max-bad-fraction must be in [0, 1), got 1.5"),
+    Case("shards-pairs-over-budget", "shards", "img2dataset pairs with more empty captions than the budget allows",
+         lambda d, f: ["shards", "img2dataset", "--root", _pairs_tar(d, [b"a cat"] * 7 + [b""] * 3), "--out",
+                       str(d / "o"), "--max-bad-fraction", "0.1"],
+         "3 of the 10 samples read could not be read (no caption: 3), more than --max-bad-fraction = 0.1 allows"),
+    Case("shards-pairs-latin1", "shards", "an img2dataset caption in Latin-1, with no error budget",
+         lambda d, f: ["shards", "img2dataset", "--root", _pairs_tar(d, [b"a cat", "un caf\u00e9".encode("latin-1")]),
+                       "--out", str(d / "o"), "--max-bad-fraction", "0"],
+         "sample '000000001': its caption (.txt) is not UTF-8 text"),
     # ---- results, fit and report
     Case("fit-no-results", "results", "synscale fit on a workdir without results",
          lambda d, f: ["fit", str(d)], "does not exist: run the study first"),

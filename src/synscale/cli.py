@@ -676,6 +676,7 @@ def _check_generate_flags(args: argparse.Namespace, strategy: str) -> Any:
     except ConfigError as e:
         msg = re.sub(rf"'?\b({'|'.join(flags)})\b'?", lambda m: "--" + m.group(1).replace("_", "-"),
                      str(e).replace("[study] ", ""))
+        msg = msg.replace("set --guidance-convention = 'muse'", "add --guidance-convention muse")
         raise ConfigError(msg) from None
     for flag, value, low in (("--resolution", args.resolution, 0), ("--per-class", args.per_class, 1)):
         if value < low:

@@ -33,7 +33,7 @@ GENERATION = {
                                                      "8 steps, batched (docs/generate.md)", 8),
     "stable-diffusion": Rate(2.7, "H100", "measured: SD 1.5 (random weights), 512 px, 50 steps, fp16, batch 8, eager "
                                           "(measured once; docs/cluster.md)", 50),
-    "deepfloyd-if": Rate(1.0, "H100", "assumed: three pixel-diffusion stages, about 2.7x SD 1.5's cost (not measured)"),
+    "deepfloyd-if": Rate(1.0, "H100", "assumed: stage I and stage II (the grid's cascade), about 2.7x SD 1.5's cost (not measured)"),
     "amused": Rate(20.0, "H100", "assumed: 12 masked-token decoding steps at 256 px (not measured)", 12),
 }
 FAMILY_NAMES = {"stable-diffusion": ("stable-diffusion", "sd", "sdxl"), "deepfloyd-if": ("deepfloyd", "if-i", "if"),

@@ -87,7 +87,8 @@ def print_status(workdir: Path) -> None:
     for state in ("running", "failed", "stopped"):
         for n in (n for n in nodes if n["state"] == state):
             since = f" since {time.strftime('%H:%M:%S', time.localtime(n['start']))}" if n.get("start") else ""
-            where = f" on {n['host']} (pid {n['pid']})" if n.get("host") else ""
+            gpus = f", GPU {n['gpus']}" if n.get("gpus") else ""
+            where = f" on {n['host']} (pid {n['pid']}{gpus})" if n.get("host") else ""
             print(f"{state}: {n['key']}{since}{where}" + (f": {n['error']}" if n.get("error") else ""))
 
 

@@ -44,17 +44,20 @@ class Texts:
 
     @classmethod
     def from_arrow(cls, array: Any) -> Texts:
+        """An Arrow string array's captions; its text buffer is shared, not copied, where it is one chunk of
+        large strings already (nulls read as empty captions)."""
         import pyarrow as pa
 
         array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-        array = array.cast(pa.large_string())
+        if array.type != pa.large_string():
+            array = array.cast(pa.large_string())
         if array.null_count:
             array = array.fill_null("")
         _, offsets, data = array.buffers()
         n, start = len(array), array.offset
-        off = np.frombuffer(offsets, np.int64, n + 1, start * 8).copy()
+        off = np.frombuffer(offsets, np.int64, n + 1, start * 8)
         raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
-        return cls(off - off[0], raw[off[0]:off[-1]].copy())
+        return cls(off - off[0], raw[off[0]:off[-1]])
 
     @classmethod
     def from_strings(cls, texts: Sequence[str]) -> Texts:
@@ -300,10 +303,11 @@ def build_index(parts: Sequence[tuple[str | Path, Any]]) -> LoaderIndex:
         aligned = index["key"].cast(manifest["key"].type).equals(manifest["key"])  # a set synscale wrote: tar order
         at = pos if aligned else _positions(manifest["key"].take(pos), index["key"], set_dir)
         shard = index["shard"].take(at).combine_chunks().dictionary_encode()
+        every = keys is None  # the whole set in manifest order: its columns as they are, not taken
         pieces.append({"file": shard.indices.to_numpy(zero_copy_only=False).astype(np.int32) + len(paths),
                        "offset": index["offset"].take(at).to_numpy(), "size": index["size"].take(at).to_numpy(),
                        "labels": manifest["label"].take(pos).to_numpy().astype(np.int64),
-                       "texts": Texts.from_arrow(manifest[col].take(pos)) if col else None})
+                       "texts": Texts.from_arrow(manifest[col] if every else manifest[col].take(pos)) if col else None})
         paths += [str(set_dir / s) for s in shard.dictionary.to_pylist()]
     texts = [p["texts"] for p in pieces]
     return LoaderIndex(paths, **{name: np.concatenate([p[name] for p in pieces]) for name in ARRAYS},
