@@ -43,7 +43,8 @@ def test_imagenet_grid_is_the_papers_appendix_c():
 
 def test_grids_dry_run_without_torch_with_their_compute():
     out = dry_run("imagenet-sd")
-    assert "plan: 1121 stages (shards 8, ood 4, subset 96, train 96, evaluate 475, probe 285, generate 104, metrics 53)" in out
+    assert ("plan: 1123 stages (shards 8, ood 4, subset 96, train 96, evaluate 475, probe 285, generate 104, captions 2, "
+            "metrics 53)") in out
     # 0.125M-0.5M: synscale's floor, said where it applies
     assert "   125,000    3,052     321   12,500,992   100.0  (schedule.min_epochs floor" in out
     assert "64,000,000  665,000  70,000" in out  # above the first doubling, the paper's rule

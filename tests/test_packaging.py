@@ -49,7 +49,8 @@ def imported_modules(root: Path) -> set[str]:
 @pytest.mark.parametrize("tree", ["src/synscale", "tests"])
 def test_every_imported_package_is_declared(tree):
     owners = md.packages_distributions()
-    local = {p.stem for p in (ROOT / "tests").glob("*.py")}  # the tests' own helper modules
+    # the tests' own helper modules, and the benchmarks a slow test runs (benchmarks/rehearse_paper_scale.py)
+    local = {p.stem for d in ("tests", "benchmarks") for p in (ROOT / d).glob("*.py")}
     undeclared = {}
     for mod in sorted(imported_modules(ROOT / tree) - local):
         dists = {canonicalize_name(d) for d in owners.get(mod, [])}
