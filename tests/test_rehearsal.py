@@ -27,4 +27,6 @@ def test_paper_scale_rehearsal(tmp_path):
     train = captions["train"]
     assert captions["captions"] == 2_000_000 and captions["shards"] == 2000 > train["open_file_limit"]
     assert train["processes"] == 2 and train["steps"] == math.ceil(2 * 2_000_000 / 4096)
-    assert captions["per_million"]["loader_anonymous_mb"] < 50  # the index is memory-mapped, not held per process
+    # the index is memory-mapped, not held per process: a rank's loader at 2M captions holds ~0.35 GB of its own
+    # (the interpreter, torch, the token cache); the pandas index and Python captions it replaces took 0.58 GB a million
+    assert captions["at"]["full"]["loader"]["anonymous_mb"] < 600
