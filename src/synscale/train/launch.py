@@ -184,7 +184,8 @@ def torchrun(spec_path: Path, nproc: int) -> None:
     torchrun runs in a session of its own and dies with the process that started it (Linux: PR_SET_PDEATHSIG), and
     each rank with torchrun (synscale.train.launch.main): a Ray task cancelled or killed, or a local worker stopped,
     takes every rank with it instead of leaving them holding GPUs and writing the checkpoints a retry resumes from.
-    An interrupted wait (Ctrl-C, a Ray cancellation) ends the whole group: SIGTERM, then SIGKILL."""
+    An interrupted wait (Ctrl-C, a Ray cancellation) ends torchrun's process group and each rank's (torchrun starts
+    every rank in a session of its own): SIGTERM, then SIGKILL."""
     import signal
     import time
 
@@ -203,28 +204,47 @@ def torchrun(spec_path: Path, nproc: int) -> None:
 
 
 def _end_group(proc: subprocess.Popen, sig: int, wait: float) -> None:
-    """Signal `proc`'s process group (torchrun and its ranks), and SIGKILL what is left after `wait` seconds."""
+    """Signal torchrun's process group and each rank's (torchrun starts every rank in a session of its own), and
+    SIGKILL what is left after `wait` seconds."""
     import signal
     import time
 
+    groups = [proc.pid, *_child_pids(proc.pid)]  # the ranks' groups: their pids (each leads its own session)
     for s, grace in ((sig, wait), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, s)
-        except ProcessLookupError:
-            return
+        for pgid in groups:
+            try:
+                os.killpg(pgid, s)
+            except ProcessLookupError:
+                pass
         deadline = time.time() + grace
         while time.time() < deadline:
-            if proc.poll() is not None and not _group_alive(proc.pid):
+            if proc.poll() is not None and not any(_group_alive(g) for g in groups):
                 return
             time.sleep(0.1)
 
 
+def _child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux's /proc; [] elsewhere)."""
+    out = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(p.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Whether a process group has a live member (zombies, which hold nothing, do not count)."""
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def die_with_parent() -> None:
