@@ -447,9 +447,6 @@ class ZeroShotSetConfig:
         _check_columns(self)
 
 
-TEST_SEED_OFFSET = 1_000_003  # a configuration's test set: its seed + this, so no prompt/seed repeats its training set
-
-
 @dataclass(frozen=True)
 class MetricsConfig:
     """`[metrics]`: recognizability, diversity, Fréchet distance, an LPIPS-style distance and extras for every

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from synscale.atomic import write_text
-from synscale.config import TEST_SEED_OFFSET, ConfigError, StudyConfig, to_dict
+from synscale.config import ConfigError, StudyConfig, to_dict
+from synscale.metrics import TEST_SEED_OFFSET
 from synscale.plan import Context, Needs, Plan
 from synscale.registry import Registry
 from synscale.stage import StageResult

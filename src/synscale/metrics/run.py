@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from synscale.metrics import TEST_SEED_OFFSET
 from synscale.metrics.features import Reference, feature_stage, keys_digest, set_identity
 from synscale.stage import StageResult, run_stage
 
-from synscale.config import TEST_SEED_OFFSET  # noqa: E402
 RUN_ONLY = ("device", "compile", "batch_size")  # where and how fast: no effect on the numbers (precision is in the stage)
 
 

@@ -225,26 +225,24 @@ def _end_group(proc: subprocess.Popen, sig: int, wait: float) -> None:
 
 def _child_pids(pid: int) -> list[int]:
     """The processes whose parent is `pid` (Linux's /proc; [] elsewhere)."""
-    out = []
-    for p in Path("/proc").glob("[0-9]*"):
-        try:
-            if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(p.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
+    return [p for p, _, ppid, _ in _processes() if ppid == pid]
 
 
 def _group_alive(pgid: int) -> bool:
     """Whether a process group has a live member (zombies, which hold nothing, do not count)."""
+    return any(group == pgid and state != "Z" for _, state, _, group in _processes())
+
+
+def _processes() -> list[tuple[int, str, int, int]]:
+    """(pid, state, parent pid, process group) of every process, from /proc/<pid>/stat ([] without /proc)."""
+    out = []
     for p in Path("/proc").glob("[0-9]*"):
         try:
             fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            out.append((int(p.name), fields[0], int(fields[1]), int(fields[2])))
+        except (OSError, ValueError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return out
 
 
 def die_with_parent() -> None:
