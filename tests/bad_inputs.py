@@ -244,6 +244,37 @@ def _pairs_tar(d: Path, captions: list[bytes]) -> str:
     return str(d / "laion" / "00000.tar")
 
 
+def odd_image(d: Path, kind: str) -> list[str]:
+    """`synscale shards imagefolder` of a two-class folder with one more image: a float TIFF of values 0..255
+    ("float"), a 32-bit TIFF beyond 16 bits ("int32") or a PNG whose header claims 20,000 x 20,000 px ("huge")."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    root = image_folder(d, two_classes())
+    if kind == "huge":
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+        ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+        (root / "train" / "cat" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
+                                                     chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    else:
+        values = np.arange(64, dtype=np.float32).reshape(8, 8) * (4.0 if kind == "float" else 1111)
+        Image.fromarray(values if kind == "float" else values.astype(np.int32)).save(root / "train" / "cat" / "3.tif")
+    return ["shards", "imagefolder", "--root", str(root), "--out", str(d / "o")]
+
+
+def names_file(d: Path, text: str | bytes, wds: bool = False) -> list[str]:
+    """`synscale shards` of a two-class image folder (or, `wds`, a webdataset) whose classnames.txt is `text`."""
+    root = webdataset_tar(d, 4) if wds else image_folder(d, two_classes())
+    path = root / "classnames.txt"
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+    return ["shards", "webdataset" if wds else "imagefolder", "--root", str(root), "--split", "train", "--out",
+            str(d / "o")]
+
+
 def _mixed_workdir(d: Path) -> list[str]:
     (d / "wfile").write_text("not a directory")
     return ["study", study(d), "--workdir", str(d / "wfile"), "-q"]
@@ -534,6 +565,28 @@ CASES: list[Case] = [
          "metrics.parquet: not a readable results table"),
     Case("report-no-results", "results", "synscale report on a directory that is not a workdir",
          lambda d, f: ["report", str(d)], "does not exist: run the study first"),
+    # ---- issue 26: images and keys
+    Case("imagefolder-classnames-count", "shards", "a classnames.txt with more names than class folders",
+         lambda d, f: names_file(d, "cat\ndog\nemu\n"), "classnames.txt: 3 names for 2 class folders (cat, dog)"),
+    Case("imagefolder-classnames-duplicate", "shards", "a classnames.txt that gives two class folders one name",
+         lambda d, f: names_file(d, "pet\npet\n"),
+         "classnames.txt: 'pet' is on lines 1 and 2; give each class folder its own name"),
+    Case("imagefolder-classnames-not-text", "shards", "a classnames.txt that is not UTF-8 text",
+         lambda d, f: names_file(d, b"\xffcat\n\xfedog\n"), "classnames.txt: not a UTF-8 text file of class names"),
+    Case("webdataset-classnames-duplicate", "shards", "a webdataset's classnames.txt that repeats a name",
+         lambda d, f: names_file(d, "cat\ncat\n", wds=True),
+         "classnames.txt: 'cat' is on lines 1 and 2; give each label its own name"),
+    Case("webdataset-classnames-empty", "shards", "a webdataset's classnames.txt with no names",
+         lambda d, f: names_file(d, "\n", wds=True), "classnames.txt: no class names"),
+    Case("labels-file-duplicate", "prompts", "--labels naming a file that repeats a class name",
+         lambda d, f: ((d / "names.txt").write_text("cat\ndog\ncat\n"), ["prompts", "--labels", str(d / "names.txt")])[1],
+         "names.txt: 'cat' is on lines 1 and 3; give each class its own name"),
+    Case("shards-float-image", "shards", "a floating-point image whose values are not 0..1",
+         lambda d, f: odd_image(d, "float"), "cat/3.tif: floating-point pixel values from 0 to 252"),
+    Case("shards-int32-image", "shards", "a 32-bit integer image with values beyond 16 bits",
+         lambda d, f: odd_image(d, "int32"), "cat/3.tif: integer pixel values from 0 to 69993"),
+    Case("shards-image-too-large", "shards", "an image whose header claims more pixels than the image library decodes",
+         lambda d, f: odd_image(d, "huge"), "cat/3.png: not a readable image (Image size (400000000 pixels) exceeds"),
 ]
 
 

@@ -17,6 +17,20 @@ class DataError(UserError, ValueError):
     checkpoint, a cache left from other data); the message names the file and, where there is one, the sample."""
 
 
+class DatasetError(UserError, RuntimeError):
+    """A dataset that cannot be read; the message says what to do about it."""
+
+
+class BadSample(DatasetError):
+    """One sample that cannot be read (its image, caption, label or JSON), in a source that is otherwise whole: what
+    a dirty web-scale set holds now and then. Writing a set skips such samples within its error budget
+    (max_bad_fraction, synscale.data.shards.write_dataset_split), each recorded with `where` and `reason`."""
+
+    def __init__(self, where: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.where, self.reason = where, reason
+
+
 class ResourceError(UserError):
     """The machine ran out of something (memory at a batch size, disk); the message names the setting."""
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,8 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from synscale.errors import UserError, image_error
-from synscale.labels import FASHION_MNIST_CLASSES, WNID, LabelSet
+from synscale.data.decode import decode_image, header_size
+from synscale.data.keys import image_folder_keys, sample_key
+from synscale.errors import BadSample, DatasetError
+from synscale.labels import FASHION_MNIST_CLASSES, WNID, LabelSet, read_names
 from synscale.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -51,20 +52,6 @@ class Sample:
     image: Any  # numpy uint8 array (H, W) / (H, W, 3) or a PIL image
     label: int
     meta: dict[str, Any]
-
-
-class DatasetError(UserError, RuntimeError):
-    """A dataset that cannot be read; the message says what to do about it."""
-
-
-class BadSample(DatasetError):
-    """One sample that cannot be read (its image, caption, label or JSON), in a source that is otherwise whole: what
-    a dirty web-scale set holds now and then. Writing a set skips such samples within its error budget
-    (max_bad_fraction, synscale.data.shards.write_dataset_split), each recorded with `where` and `reason`."""
-
-    def __init__(self, where: str, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.where, self.reason = where, reason
 
 
 DEFAULT_COLUMNS = {"image_column": "image", "label_column": "label"}
@@ -115,8 +102,20 @@ def _stat_fingerprint(paths: list[Path], root: Path) -> str:
     h = hashlib.sha256()
     for p in paths:
         st = p.stat()
-        h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
+
+
+def load_image(source: str | Path | bytes, where: str, image_size: int) -> Any:
+    """An image file or its bytes as RGB (synscale.data.decode: upright, high bit depths scaled, transparency over
+    white), resized and centre-cropped to `image_size` (0: as it is); `where` names it in the BadSample."""
+    img = decode_image(source, where)
+    return resize_center_crop(img, image_size) if image_size else img
+
+
+def readable(name: str) -> str:
+    """A file name as text a table can hold: a byte that is not UTF-8 as `\\xNN`."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def resize_center_crop(img: Any, size: int) -> Any:
@@ -232,7 +231,8 @@ class ImageFolder:
         if not classes:
             raise DatasetError(f"{self.root / splits[0]}: no class folders (expected {self.root / splits[0]}/<class>/"
                                "<image>); remove the empty split folder or fill it")
-        self.labels = LabelSet.from_folder_names(classes, self.root / "classnames.txt")
+        self.folders = tuple(classes)  # label i is the i-th; classnames.txt may give them other names
+        self.labels = LabelSet.from_folder_names([readable(c) for c in classes], self.root / "classnames.txt")
 
     def splits(self) -> list[str]:
         return sorted(d.name for d in self.root.iterdir() if d.is_dir())
@@ -242,12 +242,15 @@ class ImageFolder:
         if not split_dir.is_dir():
             raise DatasetError(f"imagefolder: no split folder {split_dir} (found: {self.splits()})")
         out = []
-        folders = self.labels.wnids or self.labels.names
         present = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
-        unknown = set(present) - set(folders)
+        unknown = set(present) - set(self.folders)
         if unknown:
-            raise DatasetError(f"{split_dir}: class folders {sorted(unknown)[:5]} are not in split {self.splits()[0]!r}")
-        for label, folder in enumerate(folders):
+            first = self.splits()[0]
+            raise DatasetError(f"{split_dir}: class folders {sorted(unknown)[:5]} are not in split {first!r}, whose "
+                               f"class folders are the classes ({len(self.folders)}: {', '.join(self.folders[:5])}"
+                               f"{', ...' if len(self.folders) > 5 else ''}); add them to {self.root / first} or "
+                               "remove them here")
+        for label, folder in enumerate(self.folders):
             for p in sorted((split_dir / folder).glob("*")) if (split_dir / folder).is_dir() else []:
                 if p.suffix.lower() in IMAGE_EXTS:
                     out.append((p, label))
@@ -259,23 +262,16 @@ class ImageFolder:
         files = [p for s in self.splits() for p, _ in self._files(s)]
         return _stat_fingerprint(files, self.root)
 
-    def items(self, split: str) -> Iterator[tuple[str, Path, int]]:
-        return ((split, p, label) for p, label in self._files(split))
+    def items(self, split: str) -> Iterator[tuple[str, Path, int, str]]:
+        """(split, path, label, key) of every image of the split; keys: synscale.data.keys.image_folder_keys."""
+        files = self._files(split)
+        keys = image_folder_keys(f"{split}-", [(p.parent.name, p.name) for p, _ in files], self.folders)
+        return ((split, p, label, key) for (p, label), key in zip(files, keys, strict=True))
 
-    def load(self, item: tuple[str, Path, int]) -> Sample:
-        from PIL import Image
-
-        split, p, label = item
-        try:
-            with Image.open(p) as im:
-                img = im.convert("RGB")
-        except (OSError, ValueError, SyntaxError) as e:
-            raise BadSample(str(p), "unreadable image", f"{p}: not a readable image ({image_error(e)}); remove or "
-                            "replace it") from None
-        if self.image_size:
-            img = resize_center_crop(img, self.image_size)
-        rel = p.relative_to(self.root / split)
-        return Sample(f"{split}-{rel.with_suffix('').as_posix().replace('/', '_')}", img, label, {"file": str(rel)})
+    def load(self, item: tuple[str, Path, int, str]) -> Sample:
+        split, p, label, key = item
+        img = load_image(p, readable(str(p)), self.image_size)
+        return Sample(key, img, label, {"file": readable(p.relative_to(self.root / split).as_posix())})
 
     def samples(self, split: str) -> Iterator[Sample]:
         return map(self.load, self.items(split))
@@ -293,17 +289,8 @@ class ImageFolder:
     def image_sizes(self, split: str, n: int) -> dict[str, tuple[int, int]]:
         """(width, height) of `n` images spread over the split, read from their headers (a corrupt one is
         named); the whole split is checked when its shards are written."""
-        from PIL import Image
-
         files = self._files(split)
-        out = {}
-        for p, _ in files[:: max(1, len(files) // n)][:n]:
-            try:
-                with Image.open(p) as im:
-                    out[str(p)] = im.size
-            except (OSError, ValueError, SyntaxError) as e:
-                raise DatasetError(f"{p}: not a readable image ({image_error(e)}); remove or replace it") from None
-        return out
+        return {str(p): header_size(p, str(p)) for p, _ in files[:: max(1, len(files) // n)][:n]}
 
 
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
@@ -372,7 +359,7 @@ def _decode_image(sample: dict[str, Any], image_size: int) -> Any:
     ext = next((e for e in IMAGE_KEYS if e in sample), None)
     if ext is None:
         raise BadSample(_where(sample), "no image", f"{_where(sample)} has no png/jpg/jpeg/webp image")
-    return decode_bytes(sample[ext], _where(sample), image_size)
+    return load_image(sample[ext], _where(sample), image_size)
 
 
 def _sample_json(sample: dict[str, Any]) -> dict[str, Any]:
@@ -386,22 +373,6 @@ def _sample_json(sample: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise BadSample(_where(sample), "unreadable json", f"{_where(sample)}: its .json is not a JSON object")
     return meta
-
-
-def decode_bytes(data: bytes, where: str, image_size: int) -> Any:
-    """An encoded image (any format PIL reads) as RGB, resized and centre-cropped to `image_size` (0: as it is);
-    `where` names the sample in the error."""
-    from PIL import Image
-
-    try:
-        img = Image.open(io.BytesIO(data)).convert("RGB")
-    except (OSError, ValueError, SyntaxError) as e:
-        raise BadSample(where, "unreadable image", f"{where}: unreadable image ({image_error(e)})") from None
-    return resize_center_crop(img, image_size) if image_size else img
-
-
-def _sample_key(prefix: str, key: str) -> str:
-    return prefix + key.replace("/", "_").replace(".", "_")
 
 
 @DATASETS.register("webdataset")
@@ -420,7 +391,9 @@ class WebDatasetSource:
         names_file = base / "classnames.txt"
         if not names_file.exists():
             raise DatasetError(f"webdataset: put the class names, one per line in label order, in {names_file}")
-        names = [ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()]
+        names = read_names(names_file, fix="give each label its own name")
+        if not names:
+            raise DatasetError(f"{names_file}: no class names; write them one per line, in label order")
         self.labels = LabelSet(tuple(names), tuple(names) if all(WNID.match(n) for n in names) else None)
 
     def _shards(self, split: str) -> list[str]:
@@ -459,7 +432,7 @@ class WebDatasetSource:
         if not 0 <= label < len(self.labels):
             raise BadSample(_where(sample), "bad label",
                             f"{_where(sample)} has label {label}, outside 0..{len(self.labels) - 1}")
-        return Sample(_sample_key(f"{split}-", key), _decode_image(sample, self.image_size), label, {"source_key": key})
+        return Sample(sample_key(f"{split}-{key}"), _decode_image(sample, self.image_size), label, {"source_key": readable(key)})
 
     def samples(self, split: str) -> Iterator[Sample]:
         return map(self.load, self.items(split))
@@ -504,8 +477,8 @@ class Img2DatasetPairs:
         if not caption:
             raise BadSample(_where(sample), "no caption", f"{_where(sample)} has no caption (.txt, or 'caption' in "
                             ".json); remove it or re-run img2dataset with captions")
-        return Sample(_sample_key("", key), _decode_image(sample, self.image_size), -1,
-                      {"caption": caption, "source_key": key})
+        return Sample(sample_key(key), _decode_image(sample, self.image_size), -1,
+                      {"caption": caption, "source_key": readable(key)})
 
     def samples(self, split: str = "train") -> Iterator[Sample]:
         return map(self.load, self.items(split))
@@ -604,8 +577,8 @@ class HFDataset:
         if label is None or not 0 <= label < len(self.labels):
             raise BadSample(where, "bad label", f"{where} has label {label}, outside 0..{len(self.labels) - 1} (an "
                             "unlabelled split?); use a labelled split")
-        img = decode_bytes(_hf_image_bytes(image, where), where, self.image_size)
-        return Sample(_sample_key("", f"{split}-{i:07d}"), img, int(label), {"index": i})
+        img = load_image(_hf_image_bytes(image, where), where, self.image_size)
+        return Sample(sample_key(f"{split}-{i:07d}"), img, int(label), {"index": i})
 
     def samples(self, split: str) -> Iterator[Sample]:
         return map(self.load, self.items(split))
@@ -620,17 +593,11 @@ class HFDataset:
 
     def image_sizes(self, split: str, n: int) -> dict[str, tuple[int, int]]:
         """(width, height) of `n` images spread over the split, from their headers."""
-        from PIL import Image
-
         raw = self._raw(split)
         out = {}
         for i in range(0, len(raw), max(1, len(raw) // n))[:n]:
             where = f"{self.root} [{split}]: sample {i}"
-            try:
-                with Image.open(io.BytesIO(_hf_image_bytes(raw[i][self.image_column], where))) as im:
-                    out[where] = im.size
-            except (OSError, ValueError, SyntaxError) as e:
-                raise DatasetError(f"{where}: unreadable image ({image_error(e)})") from None
+            out[where] = header_size(_hf_image_bytes(raw[i][self.image_column], where), where)
         return out
 
 

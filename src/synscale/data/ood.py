@@ -25,7 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from synscale.data.datasets import IMAGE_EXTS, DatasetError, Sample, resize_center_crop
+from synscale.data.datasets import IMAGE_EXTS, DatasetError, Sample, load_image, readable
+from synscale.data.keys import image_folder_keys
 from synscale.labels import LabelSet
 
 
@@ -104,18 +105,13 @@ def ood_samples(study: LabelSet, root: str, preset: str = "", dataset: str = "im
     if missing:
         raise DatasetError(f"OOD set {base}: class folders {missing[:5]} are not among the study's classes "
                            f"({'wnids' if study.wnids else 'class names'})")
-    from PIL import Image
-
-    for folder, key in zip(folders, keys, strict=True):
-        for path in sorted((base / folder).iterdir()):
-            if path.suffix.lower() not in IMAGE_EXTS:
-                continue
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-            if image_size:
-                img = resize_center_crop(img, image_size)
-            yield Sample(f"{folder}_{path.stem}".replace(".", "_").replace("/", "_"), img, mapping[key],
-                         {"file": f"{folder}/{path.name}"})
+    label = {folder: mapping[key] for folder, key in zip(folders, keys, strict=True)}
+    files = [(f, path.name) for f in folders for path in sorted((base / f).iterdir())
+             if path.suffix.lower() in IMAGE_EXTS]
+    for (folder, name), key in zip(files, image_folder_keys("", files, folders), strict=True):
+        path = base / folder / name
+        yield Sample(key, load_image(path, readable(str(path)), image_size), label[folder],
+                     {"file": readable(f"{folder}/{name}")})
 
 
 def class_subset(study: LabelSet, spec: str, preset: str, present: list[int]) -> list[int] | None:
