@@ -225,8 +225,9 @@ def imagenet_val(d: Path, extra_image: bool = False) -> list[str]:
     return ["imagenet-val", str(d / "val"), "--labels", str(labels), "--out", str(d / "in1k")]
 
 
-def _pairs_tar(d: Path, captions: list[bytes]) -> str:
-    """An img2dataset-style shard d/laion/00000.tar of 8-px PNGs with these captions; returns its path."""
+def _pairs_tar(d: Path, captions: list[bytes | None], jsons: dict[int, bytes] | None = None) -> str:
+    """An img2dataset-style shard d/laion/00000.tar of 8-px PNGs with these captions (None: no .txt) and, for the
+    samples `jsons` names, a .json; returns its path."""
     import io
     import tarfile
 
@@ -237,7 +238,8 @@ def _pairs_tar(d: Path, captions: list[bytes]) -> str:
         for i, text in enumerate(captions):
             buf = io.BytesIO()
             Image.fromarray(np.full((8, 8, 3), 10 * i, np.uint8)).save(buf, format="PNG")
-            for ext, data in (("png", buf.getvalue()), ("txt", text)):
+            members = [("png", buf.getvalue()), ("txt", text), ("json", (jsons or {}).get(i))]
+            for ext, data in [(e, m) for e, m in members if m is not None]:
                 info = tarfile.TarInfo(f"{i:09d}.{ext}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
@@ -273,6 +275,53 @@ def names_file(d: Path, text: str | bytes, wds: bool = False) -> list[str]:
     path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     return ["shards", "webdataset" if wds else "imagefolder", "--root", str(root), "--split", "train", "--out",
             str(d / "o")]
+
+
+CLIP = '[clip]\nscales = [100, 200]\n[clip.train]\nrecipe = "miniature-clip"\n'
+
+
+def cut_workdir_file(d: Path, f: Fixtures, name: str, keep: int, command: str) -> list[str]:
+    """A workdir whose `name` (a JSON file synscale wrote) is cut to its first `keep` bytes; `command` on it."""
+    w = f.results(d)
+    if name.startswith("plan/"):
+        (w / "plan" / "nodes").mkdir(parents=True)
+        (w / "plan" / "plan.json").write_text(json.dumps({"executor": "local", "nodes": [
+            {"index": 0, "key": "a", "kind": "train", "deps": [], "info": {}}]}))
+        (w / "plan" / "nodes" / "0.json").write_text(json.dumps({"key": "a", "state": "running", "pid": 1}))
+    path = w / name
+    path.write_bytes(path.read_bytes()[:keep])
+    return [command, str(w)]
+
+
+def captions_file(d: Path, name: str, data: bytes) -> list[str]:
+    """`synscale prompts` of in-captions prompts captioned from the file `name` holding `data`."""
+    (d / name).write_bytes(data)
+    return ["prompts", "--strategy", "in-captions", "--captioner", f"file:{d / name}", "--per-class", "1"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def webdataset_bad_cls(d: Path) -> list[str]:
+    """A labelled webdataset whose sample 3 has the label `cat` (not an integer), written by 2 worker processes."""
+    root = webdataset_tar(d, 8)
+    import io
+    import tarfile
+
+    tar_path = root / "train-000.tar"
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(tar_path, "w") as tar:
+        for m, data in members:
+            data = b"cat" if m.name == "s003.cls" else data
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    return ["shards", "webdataset", "--root", str(root), "--split", "train", "--out", str(d / "out"), "--workers", "2"]
 
 
 def _mixed_workdir(d: Path) -> list[str]:
@@ -317,7 +366,7 @@ CASES: list[Case] = [
     Case("mix-unknown-synthetic", "study file", "a [[mix]] naming no synthetic configuration",
          lambda d, f: dry(d, extra='[[mix]]\nname = "m"\nsynthetic = "nope"\n'), "no [[synthetic]] configuration"),
     Case("jobs-zero", "command line", "--jobs 0",
-         lambda d, f: ["study", study(d), "--jobs", "0", "--workdir", str(d / "w"), "-q"], "--jobs must be 1 or more"),
+         lambda d, f: ["study", study(d), "--jobs", "0", "--workdir", str(d / "w"), "-q"], "--jobs must be >= 1, got 0"),
     # ---- models, checked before the first stage
     Case("timm-model-unknown", "models", "a classifier architecture timm does not have",
          lambda d, f: dry(d, "train.model=resnet_nope"), "train.model: unknown model 'resnet_nope'"),
@@ -422,7 +471,7 @@ CASES: list[Case] = [
          lambda d, f: ["shards", "imagefolder", "--root", str(image_folder(d, two_classes(), bad="dog")), "--out",
                        str(d / "o"), "--workers", "2"], "dog/0.png: not a readable image"),
     Case("shards-negative-workers", "shards", "--workers -1",
-         lambda d, f: ["shards", "fashion-mnist", "--workers", "-1", "--out", str(d / "o")], "--workers >= 0"),
+         lambda d, f: ["shards", "fashion-mnist", "--workers", "-1", "--out", str(d / "o")], "--workers must be >= 0"),
     Case("shards-columns-not-hf", "shards", "--image-column for a dataset without named columns",
          lambda d, f: ["shards", "imagefolder", "--root", str(image_folder(d, two_classes())), "--image-column", "img",
                        "--out", str(d / "o")], "dataset imagefolder has no named columns (image_column = 'img')"),
@@ -536,7 +585,7 @@ CASES: list[Case] = [
          "the built-in families are not cascades"),
     Case("shards-budget-out-of-range", "shards", "--max-bad-fraction 1.5",
          lambda d, f: ["shards", "fashion-mnist", "--out", str(d / "o"), "--max-bad-fraction", "1.5"],
-         "--max-bad-fraction must be in [0, 1), got 1.5"),
+         "--max-bad-fraction must be < 1, got 1.5"),
     Case("shards-pairs-over-budget", "shards", "img2dataset pairs with more empty captions than the budget allows",
          lambda d, f: ["shards", "img2dataset", "--root", _pairs_tar(d, [b"a cat"] * 7 + [b""] * 3), "--out",
                        str(d / "o"), "--max-bad-fraction", "0.1"],
@@ -587,6 +636,105 @@ CASES: list[Case] = [
          lambda d, f: odd_image(d, "int32"), "cat/3.tif: integer pixel values from 0 to 69993"),
     Case("shards-image-too-large", "shards", "an image whose header claims more pixels than the image library decodes",
          lambda d, f: odd_image(d, "huge"), "cat/3.png: not a readable image (Image size (400000000 pixels) exceeds"),
+    # ---- issue 26: errors raised below the command line, numbers and flags
+    Case("train-clip-on-labelled", "train", "synscale train --clip on a labelled set (no captions)",
+         lambda d, f: ["train", str(f.set()), "--clip", "--out", str(d / "m")], "contrastive training needs captions"),
+    Case("train-negative-scale", "train", "synscale train --scale -5",
+         lambda d, f: [*train(f.set(), d), "--scale", "-5"], "--scale must be >= 0, got -5"),
+    Case("prompts-zero-per-class", "prompts", "synscale prompts --per-class 0",
+         lambda d, f: ["prompts", "--per-class", "0"], "--per-class must be >= 1, got 0"),
+    Case("labels-file-empty", "prompts", "--labels naming an empty file",
+         lambda d, f: ((d / "names.txt").write_text(""), ["prompts", "--labels", str(d / "names.txt")])[1],
+         "names.txt: no class names in it"),
+    Case("fit-negative-bootstrap", "results", "synscale fit --bootstrap -1",
+         lambda d, f: ["fit", str(f.results(d)), "--bootstrap", "-1"], "--bootstrap must be >= 0, got -1"),
+    Case("flag-not-a-number", "command line", "a number flag given a word",
+         lambda d, f: ["shards", "fashion-mnist", "--limit", "ten", "--out", str(d / "o")],
+         "--limit must be an integer, got 'ten'"),
+    Case("generate-guidance-nan", "generate", "--guidance nan",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--guidance", "nan"],
+         "--guidance must be a finite number, got nan"),
+    Case("generate-guidance-inf", "generate", "--guidance inf (it wrote all-black images)",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--guidance", "inf"],
+         "--guidance must be a finite number, got inf"),
+    Case("study-guidance-nan", "study file", "guidance = nan in a [[grid]]",
+         lambda d, f: dry(d, extra='[[grid]]\nmodel = "builtin:latent-diffusion"\nstrategy = "classname"\n'
+                                   'guidance = [1.5, nan]\n'), "'synthetic[1].guidance' must be a finite number"),
+    Case("set-key-inf", "study file", "--set of an infinite number", lambda d, f: dry(d, "train.lr=inf"),
+         "'train.lr' must be a finite number, got inf"),
+    Case("ray-address-without-ray", "command line", "--ray-address without --executor ray (ignored before)",
+         lambda d, f: ["study", study(d), "--ray-address", "10.0.0.1:6379", "-w", str(d / "w")],
+         "--ray-address is for the Ray executor: add --executor ray"),
+    Case("ray-cpus-without-ray", "command line", "--ray-cpus without --executor ray (ignored before)",
+         lambda d, f: ["study", study(d), "--ray-cpus", "2", "-w", str(d / "w")], "--ray-cpus is for the Ray executor"),
+    Case("generate-ray-actors-local", "generate", "--ray-actors without --executor ray (ignored before)",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--ray-actors", "4"],
+         "--ray-actors is for the Ray executor"),
+    Case("jobs-with-ray", "command line", "--jobs with the Ray executor (ignored before)",
+         lambda d, f: ["study", study(d), "--executor", "ray", "--jobs", "2", "-w", str(d / "w")],
+         "--jobs is the local executor's"),
+    Case("jobs-beyond-cores", "command line", "--jobs 1000 on this machine (spawned without bound before)",
+         lambda d, f: ["study", study(d), "--jobs", "1000", "-w", str(d / "w")], "--jobs 1000: this machine has"),
+    Case("ray-cpus-zero", "command line", "a local Ray instance of 0 CPUs (ran until killed before)",
+         lambda d, f: ["study", study(d), "--executor", "ray", "--ray-cpus", "0", "-w", str(d / "w")],
+         "--ray-cpus must be >= 1, got 0"),
+    Case("ray-address-nothing-listens", "command line", "--ray-address where nothing listens (ran until killed before)",
+         lambda d, f: ["study", study(d), "--executor", "ray", "--ray-address",
+                       f"127.0.0.1:{free_port()}", "-w", str(d / "w")], "nothing answers at 127.0.0.1:"),
+    Case("no-checks-without-dry-run", "command line", "--no-checks without --dry-run (ignored before)",
+         lambda d, f: ["study", study(d), "--no-checks", "-w", str(d / "w")], "--no-checks is for --dry-run"),
+    Case("metrics-executor-flag", "command line", "synscale metrics --executor ray (a flag it never read)",
+         lambda d, f: ["metrics", str(f.set()), "--executor", "ray"], "unrecognized arguments: --executor ray"),
+    # ---- issue 26: files synscale wrote, read again
+    Case("study-json-cut", "workdir", "a workdir's study.json cut short",
+         lambda d, f: cut_workdir_file(d, f, "study.json", 10, "report"),
+         "study.json: not readable JSON (Unterminated string starting at at line 1: cut short or edited); rerun the study"),
+    Case("meta-json-empty", "workdir", "the results' meta.json emptied",
+         lambda d, f: cut_workdir_file(d, f, "results/meta.json", 0, "fit"), "meta.json: empty; rerun the study in"),
+    Case("plan-json-cut", "workdir", "the plan's plan.json cut short",
+         lambda d, f: cut_workdir_file(d, f, "plan/plan.json", 20, "status"), "plan.json: not readable JSON"),
+    Case("plan-node-json-empty", "workdir", "a plan node's record emptied",
+         lambda d, f: cut_workdir_file(d, f, "plan/nodes/0.json", 0, "status"), "0.json: empty; delete"),
+    # ---- issue 26: text a user supplies
+    Case("captions-file-empty-caption", "prompts", "a captions file with an empty caption (prompts said 'nan')",
+         lambda d, f: captions_file(d, "c.csv", b"key,caption\ntrain-00000,a shirt\ntrain-00001,\n"),
+         "c.csv: line 3: the caption of 'train-00001' is empty"),
+    Case("captions-file-latin1", "prompts", "a captions file in Latin-1",
+         lambda d, f: captions_file(d, "c.csv", "key,caption\ntrain-00000,un caf\u00e9\n".encode("latin-1")),
+         "c.csv: line 2 is not UTF-8 text"),
+    Case("captions-file-list-caption", "prompts", "a JSONL captions file whose caption is a list",
+         lambda d, f: captions_file(d, "c.jsonl", b'{"key": "train-00000", "caption": ["a", "shirt"]}\n'),
+         "c.jsonl: line 1: the caption of 'train-00000' is list, not text"),
+    Case("captions-file-not-json", "prompts", "a JSONL captions file with a line that is not JSON",
+         lambda d, f: captions_file(d, "c.jsonl", b'{"key": "train-00000", "caption": "a shirt"}\n{oops\n'),
+         "c.jsonl: line 2 is not JSON"),
+    Case("shards-pairs-json-list-caption", "shards", "an img2dataset sample whose .json caption is a list",
+         lambda d, f: ["shards", "img2dataset", "--root", _pairs_tar(d, [b"a cat", None], {1: b'{"caption": ["a", "b"]}'}),
+                       "--out", str(d / "o"), "--max-bad-fraction", "0"], "the 'caption' of its .json is list"),
+    Case("webdataset-cls-not-integer-workers", "shards", "a webdataset .cls that is not an integer, read by worker "
+         "processes", lambda d, f: webdataset_bad_cls(d), "has label 'cat', not an integer"),
+    # ---- issue 26: found at plan time, not after models trained
+    Case("templates-two-fields", "study file", "a zero-shot templates file whose line has two {}",
+         lambda d, f: ((d / "t.txt").write_text("a {} of a {}\n"), dry(d, f'clip.templates="{d}/t.txt"', extra=CLIP))[1],
+         "template 1 'a {} of a {}' has 2 fields"),
+    Case("templates-no-field", "study file", "a zero-shot templates file whose line has no {}",
+         lambda d, f: ((d / "t.txt").write_text("a photo of a {}\na photo\n"),
+                       dry(d, f'clip.templates="{d}/t.txt"', extra=CLIP))[1], "template 2 'a photo' has 0 fields"),
+    Case("zero-shot-no-classes", "evaluation", "a zero-shot set without class names",
+         lambda d, f: ((r := webdataset_tar(d, 4)), (r / "classnames.txt").unlink(),
+                       dry(d, extra=CLIP + f'[[evaluate.zero_shot]]\nname = "z"\ndataset = "webdataset"\n'
+                                         f'root = "{r}"\nsplit = "train"\n'))[-1], "evaluate.zero_shot 'z'"),
+    Case("mix-more-real-than-data", "data", "a [[mix]] asking for more real images than the split has",
+         lambda d, f: dry(d, extra='[[synthetic]]\nname = "s"\nmodel = "builtin:latent-diffusion"\n[[mix]]\n'
+                                   'name = "m"\nsynthetic = "s"\nreal_images = 100000\n'),
+         "[[mix]] 'm' at scale 1,000 needs 100,000 real images"),
+    Case("clip-limit-below-scale", "data", "clip.pairs.limit below the largest CLIP scale",
+         lambda d, f: dry(d, "clip.pairs.limit=150", extra=CLIP), "clip.pairs.limit 150 is below the largest"),
+    Case("builtin-weights-truncated", "models", "built-in weights whose safetensors file is cut short",
+         lambda d, f: (shutil.copytree(HERE.parent / "src/synscale/generate/weights/latent-diffusion", d / "wts"),
+                       truncate(d / "wts" / "unet.safetensors", 5000),
+                       dry_synthetic(d, f"builtin:latent-diffusion@{d / 'wts'}"))[-1],
+         "unet.safetensors is not whole safetensors weights"),
 ]
 
 

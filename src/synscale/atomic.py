@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 _TMP = re.compile(r"\..+\.(\d+)\.tmp")
@@ -65,3 +66,51 @@ def clear_partials(directory: str | Path) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+_MISSING: Any = object()
+
+
+def read_json(path: str | Path, default: Any = _MISSING, fix: str | None = None) -> Any:
+    """A JSON file synscale wrote and reads again (a workdir's study.json, a stage's files, the results'
+    metadata, the plan and its nodes): its content, or a DataError that names the file and what to do when it
+    is cut short, emptied or not JSON (`fix`, else what fits where the file lies: synscale.atomic.fix_for).
+    A file that does not exist gives `default` where one is given, else FileNotFoundError."""
+    import json
+
+    from synscale.errors import DataError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if default is not _MISSING:
+            return default
+        raise
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text (damaged); {fix or fix_for(path)}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        what = "empty" if not text.strip() else f"not readable JSON ({e.msg} at line {e.lineno}: cut short or edited)"
+        raise DataError(f"{path}: {what}; {fix or fix_for(path)}") from None
+
+
+def fix_for(path: Path) -> str:
+    """What to do about a damaged file synscale wrote, from where it lies in a workdir."""
+    parts = path.parts
+    if "stages" in parts[:-1]:
+        i = len(parts) - 1 - parts[::-1].index("stages")
+        if len(parts) > i + 2:
+            stage = Path(*parts[: i + 3])
+            return f"delete the stage {stage} and rerun: it is redone"
+    if path.name == "study.json":
+        return "rerun the study (it writes the file again)"
+    if path.parent.name == "results":
+        workdir = path.parent.parent
+        return (f"rerun `synscale fit {workdir}` (it writes the file again)" if path.name != "meta.json"
+                else f"rerun the study in {workdir} (complete stages are reused)")
+    if path.parent.name == "plan" or path.parent.parent.name == "plan":
+        plan = path.parent if path.parent.name == "plan" else path.parent.parent
+        return f"delete {plan} and rerun the study (the plan is rebuilt; complete stages are reused)"
+    return "delete it and rerun the command that wrote it"

@@ -10,32 +10,38 @@ import time
 from pathlib import Path
 from typing import Any
 
-from synscale.atomic import clear_partials, replacing, write_text
+from synscale.atomic import clear_partials, read_json, replacing, write_text
 from synscale.config import SIZES, ConfigError, StudyConfig, find_study, load_study, to_dict
+from synscale.schema import number
 
 
-def _study_args(p: argparse.ArgumentParser, default_workdir: str | None) -> None:
+def _study_args(p: argparse.ArgumentParser, default_workdir: str | None, executors: bool = True) -> None:
     p.add_argument("--workdir", "-w", default=default_workdir, help="where stages, results and the report go")
     p.add_argument("--size", choices=SIZES, default="default", help="shrink or grow the study's grid")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any study key, e.g. --set train.lr=0.001 (repeatable)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    if executors:
+        _executor_args(p)
+
+
+def _executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: the stages here (--jobs at once); ray: every ready stage a task on a Ray cluster")
-    p.add_argument("--jobs", "-j", type=int, default=None,
+    p.add_argument("--jobs", "-j", type=number(int, 1), default=None,
                    help="local executor: stages run at once, each in a process with cores/jobs threads "
                         "(default: 1; the demo: 2 where there are 2 or more cores)")
     p.add_argument("--ray-address", default=None, help="the Ray cluster to join (default: RAY_ADDRESS, else a local "
                    "instance on this machine)")
-    p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
+    p.add_argument("--ray-cpus", type=number(int, 1), default=None, help="CPUs of a local Ray instance (default: all)")
 
 
 def _prompt_args(p: argparse.ArgumentParser, per_class: int) -> None:
     p.add_argument("--labels", default="fashion-mnist", help="fashion-mnist, imagenet, or a file of class names")
     p.add_argument("--strategy", action="append", default=None,
                    help="a prompt strategy (repeatable for prompts; generate takes one); default: all / classname")
-    p.add_argument("--per-class", type=int, default=per_class, help="prompts (images) per class")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-class", type=number(int, 1), default=per_class, help="prompts (images) per class")
+    p.add_argument("--seed", type=number(int, 0), default=0)
     p.add_argument("--captioner", default="attributes",
                    help="in-captions: 'attributes' (built-in), 'file:<captions.csv|jsonl>' or 'hf:<image-to-text model>'")
     p.add_argument("--word2sen-model", default=None,
@@ -61,14 +67,14 @@ def _data_parsers(sub: Any) -> None:
     p.add_argument("--root", default="", help="the dataset's location (fashion-mnist: Debian's files by default; hf: a "
                    "directory save_to_disk wrote, or a hub dataset name in the local cache, NAME or NAME:CONFIG)")
     p.add_argument("--split", default="train")
-    p.add_argument("--image-size", type=int, default=0, help="resize + centre-crop to this size (0: native)")
-    p.add_argument("--shard-size", type=int, default=10000)
-    p.add_argument("--limit", type=int, default=0, help="write the first N samples only (0: all)")
+    p.add_argument("--image-size", type=number(int, 0), default=0, help="resize + centre-crop to this size (0: native)")
+    p.add_argument("--shard-size", type=number(int, 1), default=10000)
+    p.add_argument("--limit", type=number(int, 0), default=0, help="write the first N samples only (0: all)")
     p.add_argument("--out", required=True, help="output directory (empty or new)")
     p.add_argument("--overwrite", action="store_true", help="replace the set that --out holds")
-    p.add_argument("--workers", type=int, default=0, help="processes that decode, resize and encode the images (1: "
+    p.add_argument("--workers", type=number(int, 0), default=0, help="processes that decode, resize and encode the images (1: "
                    "this one; default: the cores, at most 8, for splits of 5,000 images or more); the same bytes")
-    p.add_argument("--max-bad-fraction", type=float, default=None, metavar="F",
+    p.add_argument("--max-bad-fraction", type=number(float, 0, 1, high_open=True), default=None, metavar="F",
                    help="skip up to this share of samples that cannot be read, recording each in the set (default: 0 "
                    "for labelled sets, 0.01 for img2dataset pairs)")
     _column_args(p)
@@ -84,8 +90,19 @@ def _data_parsers(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace <out>/<split> if it exists")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are ConfigErrors: a bad flag is one line like every other user error (the usage
+    stays one `--help` away)."""
+
+    def error(self, message: str) -> Any:
+        import re
+
+        message = re.sub(r"^argument (-[^/:\s]+)(?:/\S+)?: must", r"\1 must", message)
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="synscale",
         description="Scaling laws of synthetic (and real) images for model training.",
     )
@@ -119,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("set", help="a synscale set directory (shards + manifest.parquet), e.g. from `synscale generate`")
     p.add_argument("--study", default="fashion-mnist", help="the study whose real data, reference network and "
                    "[metrics] settings to use (a file or a shipped name)")
-    _study_args(p, "synscale-metrics")
+    _study_args(p, "synscale-metrics", executors=False)
     p.add_argument("--name", default=None, help="the configuration's name in the output (default: the set's directory name)")
     p.add_argument("--real-val", default=None, help="a real validation set directory (default: the study's test split)")
     p.add_argument("--real-train", default=None, help="a real training set directory (default: the study's train split)")
@@ -135,7 +152,7 @@ def _generation_parsers(sub: Any) -> None:
     p = sub.add_parser("prompts", help="write a prompt set (class, prompt, seed) and show examples per strategy")
     _prompt_args(p, per_class=3)
     p.add_argument("--out", default=None, help="write the prompt set here (.parquet or .csv)")
-    p.add_argument("--show", type=int, default=3, help="examples to print per strategy")
+    p.add_argument("--show", type=number(int, 0), default=3, help="examples to print per strategy")
 
     p = sub.add_parser("generate", help="generate a class-balanced synthetic set (resumable) as shards + manifest")
     p.add_argument("--model", required=True, help="builtin:<family>[@<weights dir>], a diffusers pipeline directory, "
@@ -143,33 +160,35 @@ def _generation_parsers(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output set directory; rerun the same command to resume")
     p.add_argument("--prompts", default=None, help="a prompt set from `synscale prompts --out` (else built here)")
     _prompt_args(p, per_class=10)
-    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
+    p.add_argument("--guidance", type=number(float, 0), default=2.0, help="classifier-free guidance scale")
     p.add_argument("--guidance-convention", choices=("diffusers", "muse"), default="diffusers",
                    help="how --guidance is stated: diffusers' scale s (guided above 1), or Muse's t = s - 1")
     p.add_argument("--safety-checker", action="store_true", help="keep the pipeline's safety checker: an image it "
                    "flags is generated again with the next seed (default: generated without it)")
     p.add_argument("--upscale", action="append", default=[], metavar="DIR[,guidance=G][,steps=N][,noise_level=L]",
                    help="a super-resolution stage run on the images (IF's stage II, then III), in order")
-    p.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default; diffusers 50)")
+    p.add_argument("--steps", type=number(int, 0), default=0, help="sampling steps (0: the model's default; diffusers 50)")
     p.add_argument("--scheduler", default="default", help="default, ddim, dpm-solver++ or euler")
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on a CPU), float32, float16 "
                    "or bfloat16")
-    p.add_argument("--size", type=int, default=None, help="generation height = width (default: the pipeline's)")
-    p.add_argument("--resolution", type=int, default=0, help="resize outputs to this size (0: keep)")
+    p.add_argument("--size", type=number(int, 1), default=None, help="generation height = width (default: the pipeline's)")
+    p.add_argument("--resolution", type=number(int, 0), default=0, help="resize outputs to this size (0: keep)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3)
-    p.add_argument("--batch-size", type=int, default=0, help="images per sampling call (0: 64 on a GPU, 16 on a CPU)")
+    p.add_argument("--batch-size", type=number(int, 0), default=0, help="images per sampling call (0: 64 on a GPU, 16 on a CPU)")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="torch.compile the denoiser and the decoder, calls padded to the batch (auto: on a GPU)")
     p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                    help="channels-last memory for the denoiser and the decoder (auto: on a GPU)")
-    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--shard-size", type=number(int, 1), default=1000)
     p.add_argument("--allow-download", action="store_true", help="let diffusers fetch a hub id")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: this process; ray: a Ray Data pool of generator actors (RAY_ADDRESS joins a cluster)")
-    p.add_argument("--ray-actors", type=int, default=1, help="generator actors (one per GPU)")
-    p.add_argument("--ray-cpus", type=float, default=0.5, help="CPUs per actor (fractional on a CPU machine)")
-    p.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per actor")
-    p.add_argument("--threads", type=int, default=0, help="torch threads while generating (0: default); "
+    p.add_argument("--ray-actors", type=number(int, 1), default=None, help="ray: generator actors (one per GPU; "
+                   "default 1)")
+    p.add_argument("--ray-cpus", type=number(float, 0, low_open=True), default=None,
+                   help="ray: CPUs per actor (fractional on a CPU machine; default 0.5)")
+    p.add_argument("--ray-gpus", type=number(float, 0), default=None, help="ray: GPUs per actor (default 0)")
+    p.add_argument("--threads", type=number(int, 0), default=0, help="torch threads while generating (0: default); "
                    "the same value under both executors gives byte-identical sets")
     p.add_argument("--quiet", "-q", action="store_true")
     _generator_parsers(sub)
@@ -182,14 +201,14 @@ def _generator_parsers(sub: Any) -> None:
     t.add_argument("--family", default="latent-diffusion", help="latent-diffusion, pixel-diffusion or masked-token")
     t.add_argument("--out", required=True, help="weights directory (family.json + safetensors)")
     t.add_argument("--data-root", default="", help="Fashion-MNIST files (default: Debian's)")
-    t.add_argument("--ae-steps", type=int, default=None,
+    t.add_argument("--ae-steps", type=number(int, 1), default=None,
                    help="autoencoder / VQ tokenizer steps (default: what the shipped weights used)")
-    t.add_argument("--steps", type=int, default=None, help="denoiser / transformer steps (default: as shipped)")
-    t.add_argument("--batch-size", type=int, default=None, help="default: as shipped")
-    t.add_argument("--lr", type=float, default=None, help="default: as shipped")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--per-strategy", type=int, default=20, help="prompts per class and strategy in the caption pool")
-    t.add_argument("--limit", type=int, default=0, help="train on the first N images only (0: all)")
+    t.add_argument("--steps", type=number(int, 1), default=None, help="denoiser / transformer steps (default: as shipped)")
+    t.add_argument("--batch-size", type=number(int, 1), default=None, help="default: as shipped")
+    t.add_argument("--lr", type=number(float, 0, low_open=True), default=None, help="default: as shipped")
+    t.add_argument("--seed", type=number(int, 0), default=0)
+    t.add_argument("--per-strategy", type=number(int, 1), default=20, help="prompts per class and strategy in the caption pool")
+    t.add_argument("--limit", type=number(int, 0), default=0, help="train on the first N images only (0: all)")
     t.add_argument("--quiet", "-q", action="store_true")
     e = gsub.add_parser("eval", help="recognizability (macro-F1 of a real-trained classifier) and diversity of a "
                         "generator's samples at several guidance scales")
@@ -198,10 +217,10 @@ def _generator_parsers(sub: Any) -> None:
     e.add_argument("--model", default=None, help="any diffusers model instead of a built-in family "
                    "(a pipeline dir for a 28x28 grayscale Fashion-MNIST generator)")
     e.add_argument("--guidance", default="1,2,4,7", help="comma-separated guidance scales")
-    e.add_argument("--per-class", type=int, default=100)
+    e.add_argument("--per-class", type=number(int, 1), default=100)
     e.add_argument("--strategy", default="classname", help="prompt strategy")
-    e.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--steps", type=number(int, 0), default=0, help="sampling steps (0: the model's default)")
+    e.add_argument("--seed", type=number(int, 0), default=0)
     e.add_argument("--workdir", default="synscale-eval", help="where the reference classifier is cached")
     e.add_argument("--data-root", default="", help="Fashion-MNIST files (default: Debian's)")
     e.add_argument("--grid", default=None, help="write a PNG grid of samples (classes x samples, per guidance)")
@@ -222,21 +241,21 @@ def _training_parsers(sub: Any) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a study key, e.g. --set train.recipe=paper-vit-b16")
     p.add_argument("--clip", action="store_true", help="train CLIP with the study's [clip.train] recipe on image-text pairs")
-    p.add_argument("--mix-real-prob", type=float, default=None, metavar="P",
+    p.add_argument("--mix-real-prob", type=number(float, 0, 1), default=None, metavar="P",
                    help="CLIP's mixed pairs: each caption takes its real image (first set) with probability P, else its "
                         "synthetic one (second set)")
-    p.add_argument("--scale", type=int, default=0,
+    p.add_argument("--scale", type=number(int, 0), default=0,
                    help="train on the nested subset of this size (class-balanced images; with --clip, captions) of the "
                         "set; default: every image; the schedule's iterations follow it")
     p.add_argument("--out", required=True, help="output directory: model.safetensors, train.json, checkpoints/")
-    p.add_argument("--nproc", type=int, default=0, help="launch torchrun with this many local processes")
+    p.add_argument("--nproc", type=number(int, 0), default=0, help="launch torchrun with this many local processes")
 
 
 def _analysis_parsers(sub: Any) -> None:
     p = sub.add_parser("fit", help="recompute the analysis from W/results (no training): Equation 2 fits with CIs, "
                                    "breaks, saturating fits, per-class fits and categories, correlations, k predictor")
     p.add_argument("workdir")
-    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates (default: the study's)")
+    p.add_argument("--bootstrap", type=number(int, 0), default=None, help="bootstrap replicates (default: the study's)")
 
     p = sub.add_parser("report", help="rebuild W/report/index.html and its figures from W/results alone "
                                       "(runs the analysis first if its tables are missing)")
@@ -252,14 +271,19 @@ def _analysis_parsers(sub: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The one boundary of user errors: a UserError (raised wherever input is judged, flags included) is one
+    line and exit 2; an OSError a user can act on is one line; anything else is a bug and keeps its traceback."""
     import signal
 
     from synscale.errors import UserError, interrupt, os_error_line
 
-    debug = args.debug or os.environ.get("SYNSCALE_DEBUG", "") not in ("", "0")
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv or os.environ.get("SYNSCALE_DEBUG", "") not in ("", "0")
     before = signal.signal(signal.SIGTERM, interrupt)  # SIGTERM ends like Ctrl-C: one line, resumable
+    args = argparse.Namespace(command="")
     try:
+        args = build_parser().parse_args(argv)
+        check_flags(args)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         if debug:
@@ -286,6 +310,32 @@ _RESUME = {c: "complete stages are kept: rerun the same command to resume" for c
     "generate": "finished shards are kept: rerun the same command to resume",
     "train": "the newest checkpoint is kept: rerun the same command to resume",
 }
+
+
+RAY_ACTOR_DEFAULTS = {"ray_actors": 1, "ray_cpus": 0.5, "ray_gpus": 0.0}
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Flags that would do nothing where they are given are refused, not ignored; a flag that only the Ray
+    executor reads takes --executor ray."""
+    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    given = [n for n in ("ray_address", "ray_cpus", "ray_actors", "ray_gpus") if getattr(args, n, None) is not None]
+    executor = getattr(args, "executor", None)
+    if executor == "local" and given:
+        raise ConfigError(f"{flag(given[0])} is for the Ray executor: add --executor ray, or leave it out")
+    if args.command == "generate":
+        for name, default in RAY_ACTOR_DEFAULTS.items():
+            setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
+    if getattr(args, "jobs", None) is not None:
+        if executor == "ray":
+            raise ConfigError("--jobs is the local executor's; Ray runs every ready stage on the cluster's free "
+                              "resources (--ray-cpus sizes a local instance)")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if args.jobs > cores:
+            raise ConfigError(f"--jobs {args.jobs}: this machine has {cores} cores and each job runs a stage in a "
+                              f"process of its own; give at most --jobs {cores}")
+    if getattr(args, "no_checks", False) and not args.dry_run:
+        raise ConfigError("--no-checks is for --dry-run (a run always checks its inputs first)")
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -337,7 +387,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1:  # the loader index built once, here, for every rank to memory-map
         write_text(out / "spec.json", json.dumps(save_indexes(spec, out), indent=1))
         torchrun(out / "spec.json", args.nproc)
-        meta = json.loads((out / "train.json").read_text())
+        meta = read_json(out / "train.json")
     else:
         write_text(out / "spec.json", json.dumps(spec, indent=1))  # under torchrun every process writes it
         meta = run_spec(spec)
@@ -382,10 +432,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     t0 = time.time()
     options = {"address": args.ray_address, "num_cpus": args.ray_cpus} if args.executor == "ray" else {}
     if args.executor == "local":
-        jobs = args.jobs if args.jobs is not None else getattr(args, "default_jobs", 1)
-        if jobs < 1:
-            raise ConfigError(f"--jobs must be 1 or more, got {jobs}")
-        options = {"jobs": jobs}
+        options = {"jobs": args.jobs if args.jobs is not None else getattr(args, "default_jobs", 1)}
     report = run_study(cfg, workdir, quiet=args.quiet, executor=args.executor, **options)
     print_summary(workdir)
     print(f"\nreport: {report.resolve()}")
@@ -500,12 +547,12 @@ def print_summary(workdir: Path) -> None:
             shown[c] = ["–" if v != v else f"{int(v):,}" for v in shown[c]]
     print(shown.to_string(index=False, float_format="%.4f"))
     if (results / "analysis.json").exists():
-        _print_analysis(json.loads((results / "analysis.json").read_text()))
+        _print_analysis(read_json(results / "analysis.json"))
     if (results / "findings.json").exists():
         from synscale.analysis.findings import format_findings
 
         print("\nthe paper's findings on this run (W/results/findings.json, the report's last section):")
-        for line in format_findings(json.loads((results / "findings.json").read_text())):
+        for line in format_findings(read_json(results / "findings.json")):
             print("  " + line)
 
 
@@ -620,7 +667,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     clear_partials(out)  # what a run killed as it wrote left half-written
     if not marker.exists() and out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"{out}: holds files that `synscale generate` did not write; choose an empty or new --out")
-    if marker.exists() and json.loads(marker.read_text()) != settings:
+    if marker.exists() and read_json(marker) != settings:
         raise ConfigError(f"{out} holds a set generated with other settings ({marker}); choose another --out, "
                           "or delete it to start again")
     out.mkdir(parents=True, exist_ok=True)
@@ -678,9 +725,6 @@ def _check_generate_flags(args: argparse.Namespace, strategy: str) -> Any:
                      str(e).replace("[study] ", ""))
         msg = msg.replace("set --guidance-convention = 'muse'", "add --guidance-convention muse")
         raise ConfigError(msg) from None
-    for flag, value, low in (("--resolution", args.resolution, 0), ("--per-class", args.per_class, 1)):
-        if value < low:
-            raise ConfigError(f"synscale generate: {flag} must be >= {low}, got {value}")
     check_generator(args.model, args.scheduler, args.dtype, args.allow_download, "synscale generate --model")
     check_cascade(cfg, "synscale generate")
     return cfg
@@ -760,7 +804,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     name = args.name or test.path.resolve().name
     st = metrics_stage(mc, ref, name, test, test_keys(test.path, mc.per_class, mc.seed), sets["val"], test, sets["train"], args.quiet)
     log.stage(f"metrics {name}", st)
-    row = json.loads((st.path / "summary.json").read_text())
+    row = read_json(st.path / "summary.json")
     per_class = pd.read_parquet(st.path / "per_class.parquet")
     print("\n".join(f"{k:>16}: {v:.4f}" if isinstance(v, float) else f"{k:>16}: {v}" for k, v in row.items()))
     print(per_class.round(4).to_string(index=False))
@@ -789,10 +833,6 @@ def cmd_shards(args: argparse.Namespace) -> int:
     from synscale.data.shards import check_out_dir, read_manifest, skipped_record, write_dataset_split
     from synscale.stage import building_dir
 
-    if args.shard_size < 1 or args.limit < 0 or args.image_size < 0 or args.workers < 0:
-        raise ConfigError("--shard-size must be >= 1, --limit, --image-size and --workers >= 0")
-    if args.max_bad_fraction is not None and not 0 <= args.max_bad_fraction < 1:
-        raise ConfigError(f"--max-bad-fraction must be in [0, 1), got {args.max_bad_fraction}")
     ds = create_dataset(args.dataset, args.root, args.image_size, **columns_of(args))
     from synscale.config import CAPTION_SETS_MAX_BAD
 
@@ -804,7 +844,7 @@ def cmd_shards(args: argparse.Namespace) -> int:
             **({"max_bad_fraction": budget} if budget else {})}
     record = out / "shards.json"
     if not args.overwrite and (out / "manifest.parquet").exists() and record.exists():
-        if json.loads(record.read_text()) == made:  # the same command again: the set is there
+        if read_json(record) == made:  # the same command again: the set is there
             print(f"{out} holds this set already ({len(read_manifest(out)):,} samples); nothing to do")
             return 0
     check_out_dir(out, args.overwrite)
@@ -846,8 +886,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     for need in (results / "scaling.parquet", results / "meta.json"):
         if not need.exists():
             raise FileNotFoundError(f"{need} does not exist: run the study first (synscale study ... --workdir {workdir})")
-    study = json.loads((workdir / "study.json").read_text()) if (workdir / "study.json").exists() else {}
-    d_ref = reference_sizes(json.loads((results / "meta.json").read_text()))
+    study = read_json(workdir / "study.json", default={})
+    d_ref = reference_sizes(read_json(results / "meta.json"))
     fc = FitConfig(**study.get("fit", {}))
     fc.check()
     from synscale.results import read_table
@@ -882,7 +922,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from synscale.report.html import write_report
 
     workdir = Path(args.workdir)
-    study = json.loads((workdir / "study.json").read_text()) if (workdir / "study.json").exists() else {"name": workdir.name}
+    study = read_json(workdir / "study.json", default={"name": workdir.name})
     print(write_report(workdir, study["name"]).resolve())
     return 0
 

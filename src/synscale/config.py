@@ -362,11 +362,18 @@ class ClipMixConfig:
 
 
 def check_templates(spec: str, key: str) -> None:
-    from synscale.train.templates import template_names
+    """A template set's name, or a file whose every line is a template (read now: a bad line is found before any
+    model trains, not by the zero-shot evaluation after)."""
+    from synscale.train.templates import BUILTIN, load_templates, template_names
 
     if spec not in template_names() and not Path(spec).is_file():
         raise ValueError(f"{key} must be one of {', '.join(template_names())} or a file of templates "
                          f"(one per line, {{}} = the class name), got {spec!r}")
+    if spec not in BUILTIN:
+        try:
+            load_templates(spec)
+        except ConfigError as e:
+            raise ValueError(f"{key}: {e}") from None
 
 
 @dataclass(frozen=True)

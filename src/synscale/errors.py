@@ -7,9 +7,15 @@ cannot be read (DatasetError). Anything else reaching the command line is a bug 
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class UserError(Exception):
     """A mistake in what the user gave; the message names where and what to do."""
+
+
+class ConfigError(UserError, ValueError):
+    """A study file, override or flag that does not validate; the message says where and why."""
 
 
 class DataError(UserError, ValueError):
@@ -29,6 +35,9 @@ class BadSample(DatasetError):
     def __init__(self, where: str, reason: str, message: str) -> None:
         super().__init__(message)
         self.where, self.reason = where, reason
+
+    def __reduce__(self) -> tuple[Any, ...]:  # raised in a worker process, re-raised whole in the parent
+        return type(self), (self.where, self.reason, str(self))
 
 
 class ResourceError(UserError):

@@ -37,7 +37,7 @@ def execute(plan: Plan, workdir: str | Path, executor: str = "local", quiet: boo
         return run_local(plan, workdir, quiet, **options)
     if executor == "ray":
         return run_ray(plan, workdir, quiet, **options)
-    raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
 def run_local(plan: Plan, workdir: str | Path, quiet: bool = False, jobs: int = 1) -> dict[str, Any]:
@@ -193,14 +193,12 @@ def run_ray(plan: Plan, workdir: str | Path, quiet: bool = False, address: str |
     require("ray", "--executor ray")
     import ray
 
+    from synscale.ray_init import init_ray
+
     workdir = str(Path(workdir).resolve())
     started = not ray.is_initialized()
     if started:  # address None: RAY_ADDRESS joins a cluster, else a local instance on this machine
-        try:
-            ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                     log_to_driver=not quiet, configure_logging=False)
-        except (ConnectionError, ValueError, RuntimeError) as e:
-            raise ConfigError(f"--ray-address {address or '(RAY_ADDRESS or a local instance)'}: {e}") from None
+        init_ray(address, num_cpus, quiet)
     try:
         cluster_gpus = ray.cluster_resources().get("GPU", 0) > 0
         check_placement(plan, cluster_gpus, _machines(ray))

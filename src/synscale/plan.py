@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import read_json
+
 
 @dataclass(frozen=True)
 class Needs:
@@ -113,16 +115,16 @@ class Journal:
 
     def record(self, index: int, key: str, **state: Any) -> None:
         path = self.dir / "nodes" / f"{index}.json"
-        old = json.loads(path.read_text()) if path.exists() else {}
+        old = read_json(path, default={})
         _write_json(path, {**old, "key": key, **state})
 
     def nodes(self) -> list[dict[str, Any]]:
         """plan.json's nodes, each with its recorded state (pending where none)."""
-        plan = json.loads((self.dir / "plan.json").read_text())
+        plan = read_json(self.dir / "plan.json")
         out = []
         for n in plan["nodes"]:
             p = self.dir / "nodes" / f"{n['index']}.json"
-            out.append({**n, "state": "pending", **(json.loads(p.read_text()) if p.exists() else {})})
+            out.append({**n, "state": "pending", **(read_json(p, default={}))})
         return out
 
 

@@ -37,6 +37,8 @@ def problems(cfg: Any) -> list[str]:
         from synscale.train.models import check_model_name
 
         checks += [lambda: _check_data(cfg), lambda: check_model_name(cfg.train.model, "train.model")]
+    if cfg.clip.scales:
+        checks.append(lambda: _check_clip_pairs(cfg))
     if cfg.clip.scales and cfg.clip.pairs.dataset == "img2dataset":
         from synscale.data.datasets import create_dataset
 
@@ -79,20 +81,48 @@ def _check_data(cfg: Any) -> None:
                           "needs at least 2 (one folder per class)")
     counts = ds.class_counts(d.train_split) if hasattr(ds, "class_counts") else None
     if counts is not None:
-        largest = max(cfg.source_scales("real"))
-        need = per_class_counts(largest, n_classes)
-        short = [c for c in range(n_classes) if counts[c] < need[c]]
-        if short:
-            c = short[0]
-            raise ConfigError(f"scales: the real curve's largest scale {largest:,} needs {need[c]} images of class "
-                              f"{ds.labels.names[c]!r}, the {d.train_split} split has {counts[c]}; the largest balanced "
-                              f"scale is {min(counts) * n_classes:,}: lower data.scales (or scales)")
+        for largest, who, fix in _real_needs(cfg):
+            need = per_class_counts(largest, n_classes)
+            short = [c for c in range(n_classes) if counts[c] < need[c]]
+            if short:
+                c = short[0]
+                raise ConfigError(f"{who} needs {largest:,} real images, {need[c]} of class {ds.labels.names[c]!r}, "
+                                  f"the {d.train_split} split has {counts[c]}; the largest balanced scale is "
+                                  f"{min(counts) * n_classes:,}: {fix}")
     if not d.image_size and hasattr(ds, "image_sizes"):
         sizes = ds.image_sizes(d.train_split, SIZE_SAMPLE)
         if len(set(sizes.values())) > 1:
             (f1, s1), (f2, s2) = [next((f, s) for f, s in sizes.items() if s == v) for v in list(dict.fromkeys(sizes.values()))[:2]]
             raise ConfigError(f"data.image_size: images of several sizes at native size ({f1}: {s1[0]}x{s1[1]}, "
                               f"{f2}: {s2[0]}x{s2[1]}); set data.image_size to resize and centre-crop them")
+
+
+def _real_needs(cfg: Any) -> list[tuple[int, str, str]]:
+    """(real images, who needs them, the fix) of the real curve's largest scale and of every [[mix]]'s real part,
+    largest first: each is a nested class-balanced subset of the training split."""
+    out = [(max(cfg.source_scales("real")), "scales: the real curve's largest scale", "lower data.scales (or scales)")]
+    for m in cfg.mix:
+        for s in cfg.source_scales(m.name):
+            real = m.counts(s)[0]
+            out.append((real, f"[[mix]] {m.name!r} at scale {s:,}", "lower its real_images (or real_fraction)"))
+    return sorted(out, key=lambda r: -r[0])
+
+
+def _check_clip_pairs(cfg: Any) -> None:
+    """CLIP's largest scale has its captions: within clip.pairs.limit, and within the real split that captioned
+    pairs are made of."""
+    pc, largest = cfg.clip.pairs, max(cfg.clip.scales)
+    if pc.limit and pc.limit < largest:
+        raise ConfigError(f"clip.pairs.limit {pc.limit:,} is below the largest of clip.scales ({largest:,} captions); "
+                          "raise the limit (0: as many as the largest scale needs) or lower clip.scales")
+    if pc.dataset == "captioned":
+        from synscale.data.datasets import columns_of, create_dataset
+
+        d = cfg.data
+        n = create_dataset(d.dataset, d.root, d.image_size, **columns_of(d)).count(d.train_split)
+        if n is not None and n < largest:
+            raise ConfigError(f"clip.scales: the largest scale needs {largest:,} captioned images, the {d.train_split} "
+                              f"split of {d.dataset} has {n:,}; lower clip.scales")
 
 
 def _check_attribute_captioner(cfg: Any) -> None:
@@ -178,6 +208,7 @@ def _check_builtin(model: str, where: str) -> None:
         raise ConfigError(f"{where}: {info} is not readable JSON ({e}); train the weights again") from None
     if got != family:
         raise ConfigError(f"{where}: {path} holds {got} weights, not {family}")
+    check_safetensors(sorted(path.glob("*.safetensors")), where, "train the weights again or restore them")
 
 
 def check_pipeline_dir(path: Path, where: str) -> str:
@@ -201,7 +232,26 @@ def check_pipeline_dir(path: Path, where: str) -> str:
         if not (path / part).is_dir():
             raise ConfigError(f"{where}: {path} lacks the folder of its part {part!r} ({value[1]}) that "
                               "model_index.json lists")
+        check_safetensors(sorted((path / part).glob("*.safetensors")), where, "download or save the pipeline again")
     return str(spec["_class_name"])
+
+
+def check_safetensors(files: list[Path], where: str, fix: str) -> None:
+    """Each safetensors file's header is readable and the file holds every byte the header lists (a truncated
+    or damaged download is found now, not when the model loads after hours of other stages). Reads headers only."""
+    import struct
+
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n)) if n < 1 << 30 else None
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+            whole = f.stat().st_size >= 8 + n + max(ends, default=0)
+        except (OSError, ValueError, struct.error, TypeError, KeyError, IndexError, AttributeError):
+            whole = False
+        if not whole:
+            raise ConfigError(f"{where}: {f} is not whole safetensors weights (cut short or damaged); {fix}")
 
 
 def _hub_cached(repo_id: str) -> bool:
@@ -255,7 +305,21 @@ def _check_evaluations(cfg: Any) -> None:
             except UserError as e:
                 raise ConfigError(f"evaluate.sets {s.name!r}: {e}") from None
     for p in cfg.evaluate.probes:
-        create_dataset(p.dataset, p.root, p.image_size, **columns_of(p))
+        _open(p, f"evaluate.probes {p.name!r}")
     if cfg.clip.scales:
         for z in cfg.evaluate.zero_shot:
-            create_dataset(z.dataset, z.root, z.image_size, **columns_of(z))
+            labels = getattr(_open(z, f"evaluate.zero_shot {z.name!r}"), "labels", None)
+            if labels is None or len(labels) < 2:
+                raise ConfigError(f"evaluate.zero_shot {z.name!r}: {z.root or z.dataset} has "
+                                  f"{len(labels) if labels is not None else 'no'} class names; zero-shot "
+                                  "classification needs a labelled set of 2 or more classes")
+
+
+def _open(table: Any, key: str) -> Any:
+    """The dataset an evaluation table names, opened; a problem with it names the table."""
+    from synscale.data.datasets import columns_of, create_dataset
+
+    try:
+        return create_dataset(table.dataset, table.root, table.image_size, **columns_of(table))
+    except UserError as e:
+        raise ConfigError(f"{key}: {e}") from None

@@ -4,11 +4,11 @@ The fits, the per-class analysis and the report read these tables only."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import read_json
 from synscale.config import ClipSyntheticConfig
 from synscale.errors import DataError
 from synscale.stage import StageResult
@@ -87,7 +87,7 @@ def collect_results(evals: list[tuple[TrainedModel, str, StageResult]], results_
     rows, per_class, examples = [], [], []
     for tm, eval_name, ev in evals:
         ident = {"source": tm.source, "config": tm.config, "scale": tm.scale, "eval_set": eval_name, "run": tm.run}
-        summary = json.loads((ev.path / "summary.json").read_text())
+        summary = read_json(ev.path / "summary.json")
         syn = tm.scale - tm.real_images if tm.synthetic_images is None else tm.synthetic_images
         rows.append({**ident, "task": tm.task, "real_images": tm.real_images, "synthetic_images": syn,
                      "loss": summary["loss"], "top1": summary["top1"], "n_eval": summary["n"],

@@ -7,27 +7,61 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Literal
 
-from synscale.errors import UserError
+from synscale.errors import ConfigError
 
 
-class ConfigError(UserError, ValueError):
-    """A study file or override that does not validate; the message says where and why."""
+__all__ = ["ConfigError", "check_range", "from_dict", "nonnegative", "number", "positive", "to_dict"]
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """The one range rule of config keys and command-line flags: `value` is a finite number in [low, high] (an
+    open end excludes its bound); raises ValueError naming `name` and the range."""
+    must = f"{name} must" if name else "must"
+    if not math.isfinite(value):
+        raise ValueError(f"{must} be a finite number, got {value}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{must} be {'>' if low_open else '>='} {low:g}, got {value:g}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ValueError(f"{must} be {'<' if high_open else '<='} {high:g}, got {value:g}")
 
 
 def positive(obj: Any, *names: str) -> None:
     for n in names:
-        if getattr(obj, n) <= 0:
-            raise ValueError(f"{n} must be > 0, got {getattr(obj, n)}")
+        check_range(n, getattr(obj, n), 0, low_open=True)
 
 
 def nonnegative(obj: Any, *names: str) -> None:
     for n in names:
-        if getattr(obj, n) < 0:
-            raise ValueError(f"{n} must be >= 0, got {getattr(obj, n)}")
+        check_range(n, getattr(obj, n), 0)
+
+
+def number(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False) -> Callable[[str], Any]:
+    """An argparse `type` for a flag: the text as `kind` (int or float) under check_range's rule (the message
+    argparse shows names the flag)."""
+    import argparse
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            check_range("", value, low, high, low_open=low_open, high_open=high_open)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -99,6 +133,8 @@ def _coerce(tp: Any, value: Any, source: str, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
+        if not math.isfinite(value):  # TOML reads nan and inf: no key of a study means either
+            raise ConfigError(f"{source}: {where!r} must be a finite number, got {value!r}")
         return float(value)
     if tp is type(None):
         if value is not None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import read_json
+
 STAGE_FILE = "stage.json"
 
 
@@ -51,7 +53,7 @@ class StageResult:
         return self.path.parents[2]
 
     def info(self) -> dict[str, Any]:
-        return json.loads((self.path / STAGE_FILE).read_text())
+        return read_json(self.path / STAGE_FILE)
 
 
 def versions() -> dict[str, str]:

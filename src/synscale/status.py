@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import read_json
 from synscale.plan import Journal
 from synscale.schema import ConfigError
 
@@ -31,7 +32,7 @@ def node_states(workdir: Path) -> list[dict[str, Any]]:
             n["state"] = "stopped"
         if n["state"] == "done" and n.get("stage"):
             info = workdir / "stages" / n["stage"] / "stage.json"
-            n["wall_seconds"] = json.loads(info.read_text())["wall_seconds"] if info.exists() else 0.0
+            n["wall_seconds"] = read_json(info)["wall_seconds"] if info.exists() else 0.0
     return nodes
 
 
@@ -69,7 +70,7 @@ def summary(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def print_status(workdir: Path) -> None:
     nodes = node_states(workdir)
-    plan = json.loads((Journal(workdir).dir / "plan.json").read_text())
+    plan = read_json(Journal(workdir).dir / "plan.json")
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(plan["started"]))
     print(f"{workdir}: {len(nodes)} stages, executor {plan['executor']}, started {started}")
     rows = summary(nodes)

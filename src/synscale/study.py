@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synscale.atomic import write_text
+from synscale.atomic import read_json, write_text
 from synscale.config import ConfigError, StudyConfig, to_dict
 from synscale.metrics import TEST_SEED_OFFSET
 from synscale.plan import Context, Needs, Plan
@@ -90,7 +90,7 @@ def _select(ctx: Context, *evals: StageResult, names: list[str], eval_set: str =
     def fn(out: Path) -> None:
         losses: dict[str, list[float]] = {}
         for name, ev in zip(names, evals, strict=True):
-            losses.setdefault(name, []).append(json.loads((ev.path / "summary.json").read_text())["loss"])
+            losses.setdefault(name, []).append(read_json(ev.path / "summary.json")["loss"])
         mean = {n: sum(v) / len(v) for n, v in losses.items()}
         best, worst = min(mean, key=mean.get), max(mean, key=mean.get)
         (out / "pick.json").write_text(json.dumps({"best": best, "worst": worst, "eval_set": eval_set,
@@ -98,14 +98,14 @@ def _select(ctx: Context, *evals: StageResult, names: list[str], eval_set: str =
 
     res = run_stage(ctx.workdir, "select", {"eval_set": eval_set, "names": names}, {f"{i}": e.id for i, e in
                                                                                      enumerate(evals)}, fn)
-    pick = json.loads((res.path / "pick.json").read_text())
+    pick = read_json(res.path / "pick.json")
     ctx.log(f"best configuration {pick['best']}, worst {pick['worst']} ({eval_set} loss at the largest scale)")
     return res
 
 
 def picked(pick: StageResult, which: str) -> str:
     """The configuration a select stage picked as `which` (best / worst)."""
-    return json.loads((pick.path / "pick.json").read_text())[which]
+    return read_json(pick.path / "pick.json")[which]
 
 
 def _train_picked(ctx: Context, pick: StageResult, real: StageResult | None, *sets: StageResult, which: str,

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from synscale.errors import DataError
+
 
 class ArrayCache:
     """Decoded sets kept in memory for the length of a run (small images only)."""
@@ -29,5 +31,5 @@ class ArrayCache:
         if not captions:
             return images[idx], labels[idx]
         if texts is None:
-            raise ValueError(f"{set_dir}: the set has no captions")
+            raise DataError(f"{set_dir}: the set has no captions")
         return images[idx], labels[idx], texts[idx]

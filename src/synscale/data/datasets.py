@@ -426,8 +426,11 @@ class WebDatasetSource:
         if raw is None:
             raise BadSample(_where(sample), "no label", f"{_where(sample)} has no label (.cls, or 'label' in .json)")
         try:
-            label = int(raw)
-        except (TypeError, ValueError):
+            whole = not isinstance(raw, bool) and not (isinstance(raw, float) and not raw.is_integer())
+            label = int(raw) if whole else None
+        except (TypeError, ValueError, OverflowError):
+            label = None
+        if label is None:
             raise BadSample(_where(sample), "bad label", f"{_where(sample)} has label {raw!r}, not an integer") from None
         if not 0 <= label < len(self.labels):
             raise BadSample(_where(sample), "bad label",
@@ -470,10 +473,14 @@ class Img2DatasetPairs:
         key = sample["__key__"]
         meta = _sample_json(sample)
         try:
-            caption = sample["txt"].decode("utf-8").strip() if "txt" in sample else str(meta.get("caption") or "").strip()
+            caption = sample["txt"].decode("utf-8").strip() if "txt" in sample else meta.get("caption") or ""
         except UnicodeDecodeError as e:
             raise BadSample(_where(sample), "caption not UTF-8", f"{_where(sample)}: its caption (.txt) is not UTF-8 "
                             f"text ({e.reason} at byte {e.start}); re-encode it") from None
+        if not isinstance(caption, str):
+            raise BadSample(_where(sample), "caption not text", f"{_where(sample)}: the 'caption' of its .json is "
+                            f"{type(caption).__name__} {str(caption)[:60]!r}, not text; make it a string")
+        caption = caption.strip()
         if not caption:
             raise BadSample(_where(sample), "no caption", f"{_where(sample)} has no caption (.txt, or 'caption' in "
                             ".json); remove it or re-run img2dataset with captions")

@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from synscale.atomic import read_json
+from synscale.errors import DataError
+
 TAR_INDEX = "tar_index.parquet"
 BLOCK = 512
 
@@ -273,7 +276,7 @@ class LoaderIndex:
         if (path / "text_offsets.npy").exists():
             texts = Texts(np.load(path / "text_offsets.npy", mmap_mode=mode, allow_pickle=False),
                           np.load(path / "text_data.npy", mmap_mode=mode, allow_pickle=False))
-        return cls(json.loads((path / "paths.json").read_text()), texts=texts, **arrays)
+        return cls(read_json(path / "paths.json"), texts=texts, **arrays)
 
 
 def build_index(parts: Sequence[tuple[str | Path, Any]]) -> LoaderIndex:
@@ -298,7 +301,7 @@ def build_index(parts: Sequence[tuple[str | Path, Any]]) -> LoaderIndex:
                 keys = pq.read_table(keys, columns=["key"])["key"]
             pos = pc.index_in(keys if not isinstance(keys, list) else _strings(keys), value_set=manifest["key"])
             if pos.null_count:
-                raise KeyError(f"{set_dir}: {pos.null_count} requested keys are not in its shards")
+                raise DataError(f"{set_dir}: {pos.null_count} requested keys are not in its shards")
             pos = pos.to_numpy(zero_copy_only=False).astype(np.int64)
         aligned = index["key"].cast(manifest["key"].type).equals(manifest["key"])  # a set synscale wrote: tar order
         at = pos if aligned else _positions(manifest["key"].take(pos), index["key"], set_dir)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from synscale.errors import ConfigError
+
 
 def caption_rank(keys: Any, seed: int, chunk: int = 1 << 20) -> Any:
     """The positions of `keys` (a list or a pyarrow string array) in the caption order: by sha256 of `{seed}:{key}`.
@@ -53,7 +55,7 @@ def caption_subset(manifest: Any, scale: int, seed: int = 0) -> list[str]:
     """The keys of the nested subset of `scale` captions of a pair set (a manifest DataFrame, or a pyarrow Table of
     its keys: then a pyarrow array of the keys)."""
     if scale > len(manifest):
-        raise ValueError(f"scale {scale} needs {scale} captions but the set has {len(manifest)}; "
+        raise ConfigError(f"scale {scale} needs {scale} captions but the set has {len(manifest)}; "
                          f"the largest scale of this set is {len(manifest)}")
     import pandas as pd
 

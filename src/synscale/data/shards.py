@@ -398,7 +398,7 @@ def load_arrays(set_dir: str | Path, keys: Iterable[str] | None = None) -> tuple
         pos = {k: i for i, k in enumerate(all_keys)}
         missing = [k for k in wanted if k not in pos]
         if missing:
-            raise KeyError(f"{set_dir}: {len(missing)} requested keys not found, e.g. {missing[:5]}")
+            raise DataError(f"{set_dir}: {len(missing)} requested keys not found, e.g. {missing[:5]}")
         idx = np.array([pos[k] for k in wanted], dtype=np.int64)
         return images[idx], labels_all[idx], list(wanted)
     images, labels, out_keys = [], [], []
@@ -416,7 +416,7 @@ def load_arrays(set_dir: str | Path, keys: Iterable[str] | None = None) -> tuple
         pos = {k: i for i, k in enumerate(out_keys)}
         missing = [k for k in wanted if k not in pos]
         if missing:
-            raise KeyError(f"{set_dir}: {len(missing)} requested keys not found, e.g. {missing[:5]}")
+            raise DataError(f"{set_dir}: {len(missing)} requested keys not found, e.g. {missing[:5]}")
         order = [pos[k] for k in wanted]
         return np.stack([images[i] for i in order]), np.asarray([labels[i] for i in order], np.int64), list(wanted)
     return np.stack(images), np.asarray(labels, dtype=np.int64), out_keys

@@ -3,10 +3,10 @@ set, an OOD evaluation set in a study's label space. Each takes and returns stag
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import read_json
 from synscale.stage import StageResult, run_stage
 
 
@@ -114,4 +114,4 @@ def ood_set(spec: Any, train_set: StageResult, image_size: int, shard_size: int,
 
 def ood_class_subset(ood_stage: StageResult) -> list[int] | None:
     """The study's classes that an OOD set covers (None: all of them)."""
-    return json.loads((ood_stage.path / "ood.json").read_text())["class_subset"]
+    return read_json(ood_stage.path / "ood.json")["class_subset"]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from synscale.errors import DataError
 from synscale.train.engine import normalize
 
 
@@ -44,7 +45,7 @@ def predict(model: nn.Module, images: np.ndarray | None, labels: np.ndarray | No
         subset = torch.as_tensor(np.asarray(class_subset, dtype=np.int64))
         outside = np.setdiff1d(labels, subset.numpy())
         if len(outside):
-            raise ValueError(f"labels {outside[:5].tolist()} are not in the class subset")
+            raise DataError(f"labels {outside[:5].tolist()} are not in the class subset")
         position = {int(c): i for i, c in enumerate(subset.tolist())}
     model = model.eval().to(device)
     batches = _Batches(source, batch_size, crop)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from synscale.errors import DataError
+
 
 @dataclass
 class LinearProbe:
@@ -35,7 +37,7 @@ def fit_linear_probe(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 1.
                      tol: float = 1e-6, device: str = "cpu") -> LinearProbe:
     """Multinomial logistic regression of `y` on `x` (see the module docstring)."""
     if len(x) == 0:
-        raise ValueError("a linear probe needs training examples")
+        raise DataError("a linear probe needs training examples")
     xt = torch.as_tensor(np.asarray(x, np.float64), device=device)
     mean = xt.mean(0)  # centring changes only the intercepts' parametrisation, and helps L-BFGS
     xt = xt - mean

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import read_json
+from synscale.errors import ConfigError
 from synscale.schema import to_dict
 from synscale.stage import StageResult, run_stage
 from synscale.train.stages import load_model
@@ -73,7 +75,7 @@ def probe(tc: Any, model_stage: StageResult, pc: Any, train_set: StageResult, te
         from synscale.labels import LabelSet
         from synscale.metrics.features import extract, load_reference
 
-        meta = json.loads((model_stage.path / "train.json").read_text())
+        meta = read_json(model_stage.path / "train.json")
         ref = load_reference("trained", "", meta["num_classes"], None, "auto", trained=model_stage, train_cfg=to_dict(tc))
         ref.autocast = None  # probe features in float32
         tr = extract(ref, train_set.path, progress=not log.quiet)
@@ -100,7 +102,7 @@ def zero_shot_head(model_stage: StageResult, tc: Any, eval_set: StageResult, tem
 
     labels = read_labels(eval_set.path)
     if labels is None:
-        raise ValueError(f"{eval_set.path}: zero-shot evaluation needs a labelled set (class names)")
+        raise ConfigError(f"{eval_set.path}: zero-shot evaluation needs a labelled set (class names)")
     names = zero_shot_names(labels.names, labels.wnids)
     texts = load_templates(templates)
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from synscale.errors import DataError
 from synscale.registry import Registry
 
 FAMILIES: Registry = Registry("built-in family")
@@ -276,7 +277,7 @@ def config_from_dict(family: str, values: dict[str, Any]) -> Any:
     known = {f.name: f for f in fields(cls)}
     unknown = set(values) - set(known)
     if unknown:
-        raise ValueError(f"{family}: unknown config keys {sorted(unknown)} (weights from another synscale version?)")
+        raise DataError(f"{family}: unknown config keys {sorted(unknown)} (weights from another synscale version?)")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
@@ -317,7 +318,7 @@ def load(family: str, weights: str | Path | None = None) -> tuple[Any, Any]:
     path = weights_path(family, weights)
     info = json.loads((path / "family.json").read_text())
     if info["family"] != family:
-        raise ValueError(f"{path} holds {info['family']} weights, not {family}")
+        raise DataError(f"{path} holds {info['family']} weights, not {family}")
     cfg = config_from_dict(family, info["config"])
     parts = build_parts(family, cfg)
     for name, part in parts.items():

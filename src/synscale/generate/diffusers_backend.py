@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from synscale.errors import ConfigError
 from synscale.generate import tuning
 from synscale.generate.base import GENERATORS, to_uint8
 from synscale.generate.loading import load_pipeline  # noqa: F401 (synscale.generate.diffusers_backend.load_pipeline)
@@ -96,7 +97,7 @@ class DiffusersGenerator:
         import torch
 
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {self.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+            raise ConfigError(f"unknown scheduler {self.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
         dev = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self._device = self.device = dev  # where it generates: "cpu", "cuda", "cuda:1", ...
         tuned = tuning.resolve({"dtype": self.dtype, "compile": self.compile, "channels_last": self.channels_last}, dev)

@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from synscale.atomic import clear_partials, write_text
+from synscale.atomic import clear_partials, read_json, write_text
 from synscale.data.shards import ShardWriter
+from synscale.errors import ConfigError
 from synscale.labels import LabelSet
 from synscale.progress import bar
 
@@ -187,7 +188,7 @@ def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet | None, out
             _generate_with_ray(spec, shard_rows, labels, out_dir, guidance, batch_size, pbar,
                                ray_actors, ray_num_cpus, ray_num_gpus)
         else:
-            raise ValueError(f"unknown executor {executor!r}; choose local or ray")
+            raise ConfigError(f"unknown executor {executor!r}; choose local or ray")
     finished = _finished_rows(out_dir, n_shards, len(prompts))
     all_rows = [r for j in range(n_shards) for r in finished[j]]
     from synscale.data.shards import finalize_set
@@ -222,7 +223,7 @@ def _finished_rows(out_dir: Path, n_shards: int, n_prompts: int) -> dict[int, li
     for j in range(n_shards):
         p = out_dir / f"shard-{j:05d}.rows.json"
         if p.exists() and (out_dir / f"shard-{j:05d}.tar").exists():
-            out[j] = json.loads(p.read_text())
+            out[j] = read_json(p)
     return out
 
 
@@ -272,7 +273,9 @@ def _generate_with_ray(spec: GeneratorSpec, shard_rows: dict[int, Any], labels: 
     if not shard_rows:
         return
     if not ray.is_initialized():  # RAY_ADDRESS joins a cluster; else a local instance on this machine
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        from synscale.ray_init import init_ray
+
+        init_ray(quiet=True)
     items = [{"shard": j, "rows": rows.to_json(orient="records")} for j, rows in shard_rows.items()]
     ds = ray.data.from_items(items).map_batches(
         _ShardActor, fn_constructor_args=(spec, labels, str(out_dir), guidance, batch_size),

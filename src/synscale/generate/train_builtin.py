@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from synscale.errors import ConfigError
 from synscale.generate import builtin
 from synscale.progress import bar
 
@@ -245,7 +246,7 @@ def train_family(family: str, out: str | Path, dataset: str = "fashion-mnist", d
         train_token_transformer(parts["transformer"], tokens.view(-1, side, side), labels, bank, cfg, steps, batch_size,
                                 lr, rng, progress)
     else:
-        raise ValueError(f"unknown built-in family {family!r}; known: {', '.join(builtin.FAMILIES.names())}")
+        raise ConfigError(f"unknown built-in family {family!r}; known: {', '.join(builtin.FAMILIES.names())}")
     meta = {"trained_on": dataset, "images": int(len(images)), "ae_steps": ae_steps, "steps": steps,
             "batch_size": batch_size, "lr": lr, "seed": seed, "prompts_per_strategy": per_strategy,
             "torch_threads": torch.get_num_threads(),

@@ -31,6 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from synscale.atomic import read_json
+from synscale.errors import ConfigError, DataError
+
 
 @dataclass
 class Reference:
@@ -101,7 +104,7 @@ def load_reference(spec: str, arch: str, n_classes: int, wnids: tuple[str, ...] 
     dev = pick_device(device)
     if spec == "trained":
         if trained is None:
-            raise ValueError("the 'trained' reference needs its train stage")
+            raise ConfigError("the 'trained' reference needs its train stage")
         ref = _synscale_model(trained.path, train_cfg or {}, f"trained:{trained.id}")
     elif spec.startswith("timm:"):
         ref = _timm_pretrained(spec[len("timm:"):], allow_download)
@@ -126,12 +129,12 @@ def _synscale_model(stage_dir: Path, train_cfg: dict[str, Any], name: str | None
     meta_path = stage_dir / "train.json"
     if not meta_path.exists() or not (stage_dir / "model.safetensors").exists():
         raise FileNotFoundError(f"{stage_dir} is not a synscale train directory (model.safetensors + train.json)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path)
     if not train_cfg:
-        info = json.loads((stage_dir / "stage.json").read_text()) if (stage_dir / "stage.json").exists() else {}
+        info = read_json(stage_dir / "stage.json", default={})
         train_cfg = info.get("params", {}).get("train", {})
     if "model" not in train_cfg:
-        raise ValueError(f"{stage_dir}: cannot tell which model it holds (no stage.json with the train config)")
+        raise DataError(f"{stage_dir}: cannot tell which model it holds (no stage.json with the train config)")
     model, meta = load_trained(stage_dir, train_cfg)
     if train_cfg.get("task") == "contrastive":  # a CLIP model: its image tower, read like a classifier's features
         from synscale.train.clip import ClipImageTower
@@ -149,7 +152,7 @@ def _timm_pretrained(name: str, allow_download: bool) -> Reference:
     model = timm.create_model(name, pretrained=False)
     hub_id = model.pretrained_cfg.get("hf_hub_id")
     if not hub_id:
-        raise ValueError(f"timm:{name} names no Hugging Face weights; give a checkpoint file with metrics.reference_arch")
+        raise ConfigError(f"timm:{name} names no Hugging Face weights; give a checkpoint file with metrics.reference_arch")
     try:
         file = hf_hub_download(hub_id, model.pretrained_cfg.get("hf_hub_filename") or "model.safetensors",
                                local_files_only=not allow_download)
@@ -165,7 +168,7 @@ def _checkpoint(path: Path, arch: str) -> Reference:
     import timm
 
     if not arch:
-        raise ValueError(f"metrics.reference is the file {path}: set metrics.reference_arch to its timm architecture")
+        raise ConfigError(f"metrics.reference is the file {path}: set metrics.reference_arch to its timm architecture")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -194,17 +197,17 @@ def _class_index(model: nn.Module, n_classes: int, wnids: tuple[str, ...] | None
     if out == n_classes:
         return None
     if wnids is None:
-        raise ValueError(f"reference {name} has {out} classes and the study {n_classes}; without WordNet ids in "
+        raise ConfigError(f"reference {name} has {out} classes and the study {n_classes}; without WordNet ids in "
                          "the label set synscale cannot map them")
     from timm.data import ImageNetInfo, infer_imagenet_subset
 
     subset = infer_imagenet_subset(model)
     if subset is None:
-        raise ValueError(f"reference {name} ({out} classes) is not an ImageNet classifier timm knows")
+        raise ConfigError(f"reference {name} ({out} classes) is not an ImageNet classifier timm knows")
     known = {w: i for i, w in enumerate(ImageNetInfo(subset).label_names())}
     missing = [w for w in wnids if w not in known]
     if missing:
-        raise ValueError(f"reference {name} does not know {len(missing)} study classes, e.g. {missing[:3]}")
+        raise ConfigError(f"reference {name} does not know {len(missing)} study classes, e.g. {missing[:3]}")
     return [known[w] for w in wnids]
 
 
@@ -332,7 +335,7 @@ def set_identity(set_dir: str | Path) -> str:
     set_dir = Path(set_dir)
     info = set_dir / "stage.json"
     if info.exists():
-        return json.loads(info.read_text())["id"]
+        return read_json(info)["id"]
     from synscale.data.shards import read_manifest
 
     shards = sorted(set_dir / s for s in read_manifest(set_dir)["shard"].unique())

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from synscale.errors import DataError
 from synscale.extras import installed, require
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet_Weights.IMAGENET1K_V1
@@ -63,7 +64,7 @@ def _lpips_net(path: str, device: str) -> Any:
             state[f"slice{_SLICE_OF[int(idx)]}.{idx}.{param}"] = value
     missing, _ = net.net.load_state_dict(state, strict=False)
     if missing:
-        raise ValueError(f"{path} is not torchvision AlexNet weights: missing {missing[:4]}")
+        raise DataError(f"{path} is not torchvision AlexNet weights: missing {missing[:4]}")
     return net.to(device).eval()
 
 

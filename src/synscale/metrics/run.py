@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from synscale.atomic import read_json
 from synscale.metrics import TEST_SEED_OFFSET
 from synscale.metrics.features import Reference, feature_stage, keys_digest, set_identity
 from synscale.stage import StageResult, run_stage
@@ -162,7 +163,7 @@ def collect_metrics(stages: list[tuple[str, StageResult]], results_dir: Path) ->
 
     rows, per_class = [], []
     for name, st in stages:
-        summary = json.loads((st.path / "summary.json").read_text())
+        summary = read_json(st.path / "summary.json")
         rows.append({**summary, "config": name, "stage": st.id})
         per_class.append(pd.read_parquet(st.path / "per_class.parquet").assign(config=name))
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synscale.errors import DataError
 from synscale.registry import Registry
 
 CAPTIONERS: Registry = Registry("captioner")
@@ -64,19 +65,63 @@ def attribute_captions(images: np.ndarray, keys: list[str]) -> list[str]:
 
 
 def read_captions_file(path: str | Path) -> dict[str, str]:
-    """`key` -> `caption` from a CSV (with a header) or JSONL file."""
-    import pandas as pd
-
+    """`key` -> `caption` from a CSV (with a header) or JSONL file: UTF-8 text, every caption a non-empty string,
+    every key once; anything else is a DataError naming the file and the line or key."""
     path = Path(path)
-    if path.suffix in (".jsonl", ".json"):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        df = pd.DataFrame(rows)
-    else:
-        df = pd.read_csv(path)
-    missing = {"key", "caption"} - set(df.columns)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 text ({e.reason} at byte {e.start}); save the file as "
+                        "UTF-8") from None
+    rows = _jsonl_rows(text, path) if path.suffix in (".jsonl", ".json") else _csv_rows(text, path)
+    out: dict[str, str] = {}
+    for line, row in rows:
+        key, caption = row.get("key"), row.get("caption")
+        if isinstance(key, bool) or not isinstance(key, str | int) or not str(key).strip():
+            raise DataError(f"{path}: line {line}: key {key!r} is not a sample key (text or a number)")
+        if not isinstance(caption, str) or not caption.strip():
+            what = "empty" if caption in (None, "") or isinstance(caption, str) else f"{type(caption).__name__}, not text"
+            raise DataError(f"{path}: line {line}: the caption of {str(key)!r} is {what}; give every key a caption, or "
+                            "leave the key out")
+        if str(key) in out:
+            raise DataError(f"{path}: line {line}: key {str(key)!r} is there twice; give each sample one caption")
+        out[str(key)] = caption.strip()
+    return out
+
+
+def _jsonl_rows(text: str, path: Path) -> list[tuple[int, dict[str, object]]]:
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise DataError(f"{path}: line {i} is not JSON ({e}); one object per line: {{\"key\": ..., \"caption\": ...}}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {i} is not a JSON object; one per line: {{\"key\": ..., \"caption\": ...}}")
+        rows.append((i, row))
+    _need_columns(path, set().union(*(r.keys() for _, r in rows)) if rows else set())
+    return rows
+
+
+def _csv_rows(text: str, path: Path) -> list[tuple[int, dict[str, object]]]:
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    _need_columns(path, set(reader.fieldnames or ()))
+    try:
+        return [(reader.line_num, row) for row in reader]
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num} is not CSV ({e})") from None
+
+
+def _need_columns(path: Path, have: set[str]) -> None:
+    missing = {"key", "caption"} - have
     if missing:
-        raise ValueError(f"{path}: captions file needs columns key and caption (missing {sorted(missing)})")
-    return dict(zip(df["key"].astype(str), df["caption"].astype(str), strict=True))
+        raise DataError(f"{path}: captions file needs columns key and caption (missing {sorted(missing)})")
 
 
 def caption_keys(manifest: object, n_cls: int, pool: int, seed: int = 0) -> list[str]:
@@ -153,7 +198,7 @@ def captioned_pairs(set_dir: str | Path, keys: list[str], captioner: str, out: s
     texts = caption_images(captioner, hwc, keys, local_files_only)
     missing = [k for k, t in zip(keys, texts, strict=True) if t is None]
     if missing:
-        raise ValueError(f"{captioner[5:]}: no caption for {len(missing)} of the {len(keys)} samples, e.g. {missing[0]!r}")
+        raise DataError(f"{captioner[5:]}: no caption for {len(missing)} of the {len(keys)} samples, e.g. {missing[0]!r}")
     with ShardWriter(out, labels, shard_size) as w:
         for key, img, y, text in bar(list(zip(keys, images, targets, texts, strict=True)), desc="captioned pairs",
                                      unit="img", disable=not progress):

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from synscale.errors import DataError
 from synscale.labels import LabelSet
 from synscale.registry import Registry
 
@@ -143,7 +144,7 @@ def word2sen(ctx: PromptContext, c: int, rng: np.random.Generator) -> str:
 @PROMPTS.register("in-captions")
 def in_captions(ctx: PromptContext, c: int, rng: np.random.Generator) -> str:
     if not ctx.captions or not ctx.captions.get(c):
-        raise ValueError(f"in-captions needs captions of real images of class {ctx.labels.names[c]!r}; "
+        raise DataError(f"in-captions needs captions of real images of class {ctx.labels.names[c]!r}; "
                          "give a captioner and a real dataset, or a captions file")
     caps = ctx.captions[c]
     return f"{ctx.labels.names[c]}, {caps[rng.integers(len(caps))]}"
@@ -219,7 +220,7 @@ def caption_prompts(manifest: Any, seed: int) -> Any:
     import pandas as pd
 
     if "caption" not in manifest:
-        raise ValueError("the pair set has no captions (no `caption` column in its manifest)")
+        raise DataError("the pair set has no captions (no `caption` column in its manifest)")
     n = len(manifest)
     return pd.DataFrame({
         "index": np.arange(n), "key": manifest["key"].astype(str).to_numpy(),

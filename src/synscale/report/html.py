@@ -10,12 +10,12 @@ sort by a click on their header (a few lines of inline script, no network).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import read_json
 from synscale.report import figures as F
 from synscale.report.clip import only
 from synscale.report.clip import section as clip_section
@@ -252,13 +252,13 @@ Figures 7 and A5 show {esc(focus or "–")}, the synthetic configuration with th
 
 def _ensure_analysis(workdir: Path, results: Path) -> dict[str, Any]:
     """results/meta.json; runs the analysis first where its tables are missing."""
-    meta = json.loads((results / "meta.json").read_text()) if (results / "meta.json").exists() else {}
+    meta = read_json(results / "meta.json", default={})
     needed = ("fits.parquet", "per_class.parquet", "correlations.parquet", "predictions.parquet", "analysis.json")
     if not all((results / n).exists() for n in needed):
         from synscale.analysis.run import analyse, reference_sizes
         from synscale.config import FitConfig
 
-        study = json.loads((workdir / "study.json").read_text()) if (workdir / "study.json").exists() else {}
+        study = read_json(workdir / "study.json", default={})
         if "d_ref" not in meta:
             raise FileNotFoundError(f"{results / 'meta.json'} with d_ref is needed to fit the results")
         analyse(results, reference_sizes(meta), FitConfig(**study.get("fit", {})))
@@ -329,7 +329,7 @@ def _findings(results: Path) -> dict[str, Any]:
     from synscale.analysis.findings import findings
 
     path = results / "findings.json"
-    return json.loads(path.read_text()) if path.exists() else findings(results)
+    return read_json(path) if path.exists() else findings(results)
 
 
 def findings_item(results: Path) -> str:
@@ -434,7 +434,7 @@ def _write_page(results: Path, out: Path, meta: dict[str, Any], title: str) -> N
     corr, preds = read("correlations.parquet"), read("predictions.parquet")
     metrics, all_gen = read("metrics.parquet"), read("generation.parquet")
     gen = only(all_gen, "classification")
-    info = json.loads((results / "analysis.json").read_text())
+    info = read_json(results / "analysis.json")
     d_ref = int(info.get("d_ref", meta.get("d_ref", 0)))
     focus = F.focus_config(fits, gen)
 

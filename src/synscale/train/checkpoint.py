@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from synscale.atomic import write_text
+from synscale.atomic import read_json, write_text
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,7 +68,7 @@ def latest(ckpt_dir: Path | None) -> Path | None:
     if ckpt_dir is None or not (ckpt_dir / "latest.json").exists():
         return None
     try:
-        path = ckpt_dir / json.loads((ckpt_dir / "latest.json").read_text())["dir"]
+        path = ckpt_dir / read_json(ckpt_dir / "latest.json")["dir"]
     except (ValueError, KeyError, TypeError) as e:
         from synscale.errors import DataError
 
@@ -95,7 +95,7 @@ def load(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rank: i
 
 
 def _load(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rank: int, device: torch.device) -> dict[str, Any]:
-    state = json.loads((ckpt / "state.json").read_text())
+    state = read_json(ckpt / "state.json")
     model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)))
     tensors = load_file(str(ckpt / "optimizer.safetensors"), device=str(device))
     opt_state: dict[int, dict[str, Any]] = {}

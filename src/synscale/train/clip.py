@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from synscale.errors import ConfigError, DataError
 from synscale.train.config import TrainConfig
 from synscale.train.engine import Dist
 from synscale.train.tasks import TASKS
@@ -77,7 +78,7 @@ def create_clip(name: str, **kwargs: Any) -> nn.Module:
     if name not in names:
         stem = name.split("-")[0].lower()
         close = [n for n in names if n.lower().startswith(stem)][:8]
-        raise ValueError(f"unknown open_clip model {name!r}; similar: {', '.join(close) or 'none'} "
+        raise ConfigError(f"unknown open_clip model {name!r}; similar: {', '.join(close) or 'none'} "
                          f"(open_clip.list_models() has them all)")
     quiet = _NoRandomInitNotice()
     logging.getLogger().addFilter(quiet)
@@ -141,13 +142,13 @@ class ContrastiveTask:
         from open_clip import ClipLoss
 
         if source.texts is None:
-            raise ValueError("contrastive training needs captions: the training set has no `caption` (or `prompt`) column")
+            raise DataError("contrastive training needs captions: the training set has no `caption` (or `prompt`) column")
         model = create_clip(self.cfg.model, **self.cfg.model_kwargs)
         side = self.cfg.crop or source.shape[1]
         want = model.visual.image_size
         want = want[0] if isinstance(want, tuple | list) else want
         if want != side:
-            raise ValueError(f"open_clip model {self.cfg.model} takes {want}-px images, the training images are "
+            raise ConfigError(f"open_clip model {self.cfg.model} takes {want}-px images, the training images are "
                              f"{side} px: set clip.train.model_kwargs = {{ force_image_size = {side} }}, or resize "
                              f"the pairs (clip.pairs.image_size) or crop them (clip.train.crop) to {want}")
         self._loss = ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True, rank=dist.rank,

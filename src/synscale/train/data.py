@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from synscale.errors import ConfigError, DataError
+
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
     """Indices of step `step`: consecutive slices of per-epoch permutations (epoch e seeded by seed, e)."""
@@ -170,13 +172,13 @@ class MixedPairs:
 
     def __init__(self, real: ArraySource | ShardSource, synthetic: ArraySource | ShardSource, real_prob: float = 0.5) -> None:
         if len(real) != len(synthetic):
-            raise ValueError(f"mixed pairs need one synthetic image per real caption: {len(real)} real, {len(synthetic)} synthetic")
+            raise DataError(f"mixed pairs need one synthetic image per real caption: {len(real)} real, {len(synthetic)} synthetic")
         from synscale.data.index import same_texts
 
         if not same_texts(real.texts, synthetic.texts):
-            raise ValueError("mixed pairs: the real and synthetic sets do not hold the same captions in the same order")
+            raise DataError("mixed pairs: the real and synthetic sets do not hold the same captions in the same order")
         if real.shape != synthetic.shape:
-            raise ValueError(f"mixed pairs: real images are {real.shape}, synthetic ones {synthetic.shape}")
+            raise DataError(f"mixed pairs: real images are {real.shape}, synthetic ones {synthetic.shape}")
         self.real, self.synthetic, self.real_prob = real, synthetic, float(real_prob)
         self.labels, self.texts, self.shape = real.labels, real.texts, real.shape
 
@@ -227,7 +229,7 @@ class SampleAugment:
         if self.crop:
             _, h, w = img.shape
             if h < self.crop or w < self.crop:
-                raise ValueError(f"crop {self.crop} is larger than the {h}x{w} images; set train.crop <= {min(h, w)}")
+                raise ConfigError(f"crop {self.crop} is larger than the {h}x{w} images; set train.crop <= {min(h, w)}")
             top, left = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
             img = img[:, top : top + self.crop, left : left + self.crop]
         if self.flip and rng.random() < 0.5:

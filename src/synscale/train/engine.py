@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from synscale.errors import DataError, ResourceError, UserError
+from synscale.errors import ConfigError, DataError, ResourceError, UserError
 from synscale.train import checkpoint
 from synscale.train.config import TrainConfig
 from synscale.train.data import SampleAugment, StepBatches, step_loader
@@ -123,7 +123,7 @@ def _start(dist: Dist, cfg: TrainConfig) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if cfg.batch_size % (dist.world * cfg.accum_steps):
-        raise ValueError(f"train.batch_size {cfg.batch_size} must divide by processes * accum_steps "
+        raise ConfigError(f"train.batch_size {cfg.batch_size} must divide by processes * accum_steps "
                          f"= {dist.world} * {cfg.accum_steps}")
     return device
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import read_json
+
 
 def available() -> bool:
     try:
@@ -69,7 +71,7 @@ def write_study_events(out_dir: Path, evals: list[Any]) -> bool:
         key = (tm.task, tm.source)
         if key not in curves:
             curves[key] = writer(out_dir / "scaling" / tm.task / tm.source)
-        summary = json.loads((ev.path / "summary.json").read_text())
+        summary = read_json(ev.path / "summary.json")
         curves[key].add_scalar(f"{eval_name}/loss", summary["loss"], tm.scale)
         curves[key].add_scalar(f"{eval_name}/top1", summary["top1"], tm.scale)
     for w in curves.values():

@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from synscale.atomic import clear_partials, replacing, write_text
+from synscale.atomic import clear_partials, read_json, replacing, write_text
+from synscale.errors import ConfigError
 
 
 def make_spec(train: dict[str, Any], parts: list[tuple[str, str | None]], num_classes: int, scale: int, out: str | Path,
@@ -53,7 +54,7 @@ def groups(parts: list[Any], real_prob: float | None) -> list[list[Any]]:
     if real_prob is None:
         return [list(parts)]
     if len(parts) != 2:
-        raise ValueError(f"mixed pairs take two sets (real, synthetic), got {len(parts)}")
+        raise ConfigError(f"mixed pairs take two sets (real, synthetic), got {len(parts)}")
     return [list(parts[:1]), list(parts[1:])]
 
 
@@ -167,7 +168,7 @@ def _claim_checkpoints(ckpt_dir: Path, spec: dict[str, Any], rank: int) -> None:
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
     marker = ckpt_dir / "run.json"
     if marker.exists():
-        if json.loads(marker.read_text()).get("run") != run_id:
+        if read_json(marker).get("run") != run_id:
             raise DataError(f"{ckpt_dir}: holds the checkpoints of another run (other sets, recipe or scale); choose "
                             f"another --out, or delete {ckpt_dir} to train from the start")
         return

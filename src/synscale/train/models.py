@@ -12,6 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from synscale.atomic import read_json
+from synscale.errors import ConfigError
+
 
 class SmallConvNet(nn.Module):
     """conv3x3/2 - conv3x3/2 - conv3x3 (each BN + ReLU), then a two-layer head: a CNN sized for 28x28
@@ -85,7 +88,7 @@ def _register() -> None:
 
         def fn(pretrained: bool = False, **kwargs: Any) -> SmallConvNet:
             if pretrained:
-                raise ValueError(f"{name} has no pretrained weights")
+                raise ConfigError(f"{name} has no pretrained weights")
             kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)
             model = SmallConvNet(width=kwargs.pop("width", width), hidden=kwargs.pop("hidden", hidden), **kwargs)
             model.pretrained_cfg = {"input_size": (model.in_chans, 28, 28), "num_classes": model.num_classes}
@@ -138,7 +141,7 @@ def load_trained(stage_dir: Any, train_cfg: dict[str, Any]) -> tuple[nn.Module, 
     from safetensors.torch import load_file
 
     stage_dir = Path(stage_dir)
-    meta = json.loads((stage_dir / "train.json").read_text())
+    meta = read_json(stage_dir / "train.json")
     if train_cfg.get("task", "classification") == "contrastive":
         from synscale.train.clip import create_clip
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from synscale.errors import ConfigError
 from synscale.train.config import ScheduleConfig
 
 PAPER = ScheduleConfig(zero_scale=500_000, iters_per_doubling=95_000, warmup_per_doubling=10_000)
@@ -29,7 +30,7 @@ PAPER = ScheduleConfig(zero_scale=500_000, iters_per_doubling=95_000, warmup_per
 
 def doublings(scale: int, rule: ScheduleConfig) -> float:
     if scale <= rule.zero_scale:
-        raise ValueError(f"scale {scale} must exceed the rule's zero_scale {rule.zero_scale}")
+        raise ConfigError(f"scale {scale} must exceed the rule's zero_scale {rule.zero_scale}")
     return math.log2(scale / rule.zero_scale)
 
 
