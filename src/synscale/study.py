@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from synscale.atomic import write_text
-from synscale.config import ConfigError, StudyConfig, to_dict
+from synscale.config import ConfigError, StudyConfig, study_identity, to_dict
 from synscale.metrics import TEST_SEED_OFFSET
 from synscale.plan import Context, Needs, Plan
 from synscale.registry import Registry
@@ -425,6 +425,7 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
 
     for key, secs in node_seconds(b.sp, cfg).items():  # each node's estimated seconds (synscale.estimate)
         b.sp.plan.nodes[key].info["est_seconds"] = secs
+    b.sp.plan.identity = study_identity(cfg)
     return b.sp
 
 
