@@ -18,6 +18,8 @@ Workdir layout:
     W/results/*.parquet          the tables that fits and the report read
     W/report/index.html          the report
     W/study.json                 the resolved config of the last run
+Paths written into these files are relative to W where they point inside it (synscale.workdir): a workdir
+can be moved.
 """
 
 from __future__ import annotations
@@ -625,6 +627,7 @@ def _write_results(cfg: StudyConfig, sp: StudyPlan, done: dict[str, Any], evals:
     from synscale.analysis.run import analyse, reference_sizes
     from synscale.results import collect_generation, collect_results
     from synscale.stage import building_dir
+    from synscale.workdir import relative
 
     with building_dir(workdir / "results") as results:
         collect_results(evals, results)
@@ -636,17 +639,19 @@ def _write_results(cfg: StudyConfig, sp: StudyPlan, done: dict[str, Any], evals:
         train_set = done[sp.train_set] if sp.train_set else None
         meta = {"study": cfg.name, "d_ref": cfg.data.reference_size or (_set_size(train_set) if train_set else 0),
                 "d_ref_clip": cfg.clip.reference_size or max(cfg.clip.scales, default=0),
-                "real_train_path": str(train_set.path.resolve()) if train_set else None,
-                "skipped": _skipped(sp, done)}
+                "real_train_path": relative(train_set.path, workdir) if train_set else None,
+                "skipped": _skipped(sp, done, workdir)}
         (results / "meta.json").write_text(json.dumps(meta, indent=1))
         return analyse(results, reference_sizes(meta), cfg.fit)["fits"]
 
 
-def _skipped(sp: StudyPlan, done: dict[str, Any]) -> dict[str, Any]:
-    """What writing each real set skipped (synscale.data.shards.skipped_record), with where the set is."""
+def _skipped(sp: StudyPlan, done: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """What writing each real set skipped (synscale.data.shards.skipped_record), with where the set is (relative
+    to the workdir)."""
     from synscale.data.shards import skipped_record
+    from synscale.workdir import relative
 
-    return {name: {**skipped_record(done[key].path), "path": str(done[key].path.resolve())}
+    return {name: {**skipped_record(done[key].path), "path": relative(done[key].path, workdir)}
             for name, key in sp.real_sets.items()}
 
 
