@@ -18,6 +18,7 @@ Workdir layout:
     W/results/*.parquet          the tables that fits and the report read
     W/report/index.html          the report
     W/study.json                 the resolved config of the last run
+    W/study.lock                 held by the study running here, with its name, identity, processes and hosts
 Paths written into these files are relative to W where they point inside it (synscale.workdir): a workdir
 can be moved.
 """
@@ -574,18 +575,28 @@ def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, evals: list[E
 
 def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False, executor: str = "local",
               **executor_options: Any) -> Path:
-    """Run every stage of `cfg` in `workdir` with `executor` (synscale.executors); returns the report's path."""
-    from synscale.executors import execute
+    """Run every stage of `cfg` in `workdir` with `executor` (synscale.executors); returns the report's path.
+    The run holds the workdir's study lock throughout (synscale.workdir): a run of another study there at the
+    same time is refused (WorkdirBusy), one of the same study shares the work."""
     from synscale.preflight import check_study
-    from synscale.progress import Log
-    from synscale.report.html import write_report
-    from synscale.train.events import write_study_events
+    from synscale.workdir import study_lock
 
     check_study(cfg)  # every model, data and evaluation set the study names, before any stage runs
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"{workdir}: is a file, not a directory; choose another --workdir")
     workdir.mkdir(parents=True, exist_ok=True)
+    with study_lock(workdir, cfg.name, study_identity(cfg)):  # another study running here: WorkdirBusy
+        return _run_locked(cfg, workdir, quiet, executor, **executor_options)
+
+
+def _run_locked(cfg: StudyConfig, workdir: Path, quiet: bool, executor: str, **executor_options: Any) -> Path:
+    """run_study's work, under the workdir's study lock."""
+    from synscale.executors import execute
+    from synscale.progress import Log
+    from synscale.report.html import write_report
+    from synscale.train.events import write_study_events
+
     write_text(workdir / "study.json", json.dumps(to_dict(cfg), indent=1))
     log = Log(quiet)
     sp = build_plan(cfg)
