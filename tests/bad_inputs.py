@@ -329,6 +329,21 @@ def _mixed_workdir(d: Path) -> list[str]:
     return ["study", study(d), "--workdir", str(d / "wfile"), "-q"]
 
 
+_HELD: list = []  # the study locks that cases hold as another study's run would, for the rest of the process
+
+
+def _busy_workdir(d: Path) -> list[str]:
+    """A workdir in which another study runs: its lock (W/study.lock) held here, as that study's run holds it."""
+    from synscale.workdir import study_lock
+
+    w = d / "w"
+    w.mkdir()
+    held = study_lock(w, "other-study", "0123456789abcdef")
+    held.__enter__()
+    _HELD.append(held)
+    return ["study", study(d), "--workdir", str(w), "-q"]
+
+
 CASES: list[Case] = [
     # ---- the study file and --set
     Case("study-missing", "study file", "a study file that does not exist",
@@ -735,6 +750,10 @@ CASES: list[Case] = [
                        truncate(d / "wts" / "unet.safetensors", 5000),
                        dry_synthetic(d, f"builtin:latent-diffusion@{d / 'wts'}"))[-1],
          "unet.safetensors is not whole safetensors weights"),
+    # ---- issue 26: the workdir
+    Case("workdir-busy", "workdir", "a study started in a workdir where another study is running",
+         lambda d, f: _busy_workdir(d), "another study, 'other-study' (identity 0123456789abcdef), is running in this "
+         "workdir (pid "),
 ]
 
 

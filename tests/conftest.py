@@ -37,3 +37,58 @@ def tiny_fmnist(fmnist_files: Path, tmp_path_factory: pytest.TempPathFactory) ->
         write_idx(out / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(out / f"{split}-labels-idx1-ubyte.gz", labels)
     return out
+
+
+SYNTHETIC_STUDY = """
+name = "tiny-synthetic"
+scales = [200, 400]
+[data]
+dataset = "fashion-mnist"
+root = "{root}"
+reference_size = 60000
+
+[train]
+batch_size = 64
+
+[train.schedule]
+zero_scale = 100
+iters_per_doubling = 20
+warmup_per_doubling = 2
+
+[fit]
+bootstrap = 50
+
+[[synthetic]]
+name = "tiny-sd-cfg2-w2s"
+model = "{model}"
+strategy = "word2sen"
+guidance = 2.0
+steps = 1
+size = 16
+batch_size = 20
+shard_size = 100
+"""
+
+
+@pytest.fixture(scope="session")
+def synthetic_study_file(tiny_fmnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A study of real data and one synthetic configuration that a tiny (random) Stable Diffusion pipeline
+    generates, at scales 200 and 400, with its metrics."""
+    from tiny_pipelines import tiny_stable_diffusion
+
+    tmp = tmp_path_factory.mktemp("study")
+    model = tiny_stable_diffusion(tmp / "pipe")
+    path = tmp / "study.toml"
+    path.write_text(SYNTHETIC_STUDY.format(root=tiny_fmnist, model=model))
+    return path
+
+
+@pytest.fixture(scope="session")
+def finished_study(synthetic_study_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workdir in which synthetic_study_file ran to the end (stages, results, sample grids, report), made once
+    per session (~15 s on 2 cores): tests read it, or change a copy of it."""
+    from synscale.cli import main
+
+    work = tmp_path_factory.mktemp("finished") / "w"
+    assert main(["study", str(synthetic_study_file), "--workdir", str(work), "-q"]) == 0
+    return work

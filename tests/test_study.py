@@ -88,7 +88,7 @@ def test_demo_smoke_end_to_end(fmnist_files, tmp_path, capsys):
         ["pd-in-captions-g2", "pixel-diffusion", "in-captions", 2.0, 2, 400],
         ["mt-in-captions-g2", "masked-token", "in-captions", 2.0, 2, 400]]
     for _, g in gen.iterrows():
-        m = pd.read_parquet(Path(g.set_path) / "manifest.parquet")
+        m = pd.read_parquet(tmp_path / g.set_path / "manifest.parquet")  # relative to the workdir
         assert len(m) == 400 and (m.guidance_scale == g.guidance_scale).all() and (m.steps == 2).all()
     # metrics of every configuration on 20 of its training images per class, through the reference network
     metrics = pd.read_parquet(res / "metrics.parquet").set_index("config")

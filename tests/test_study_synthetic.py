@@ -9,52 +9,16 @@ import pytest
 
 from synscale.cli import main
 from synscale.config import ConfigError, load_study
-from tiny_pipelines import tiny_stable_diffusion
-
-STUDY = """
-name = "tiny-synthetic"
-scales = [200, 400]
-
-[data]
-dataset = "fashion-mnist"
-root = "{root}"
-reference_size = 60000
-
-[train]
-batch_size = 64
-
-[train.schedule]
-zero_scale = 100
-iters_per_doubling = 20
-warmup_per_doubling = 2
-
-[fit]
-bootstrap = 50
-
-[[synthetic]]
-name = "tiny-sd-cfg2-w2s"
-model = "{model}"
-strategy = "word2sen"
-guidance = 2.0
-steps = 1
-size = 16
-batch_size = 20
-shard_size = 100
-"""
 
 
 @pytest.fixture(scope="module")
-def study_file(tiny_fmnist, tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("study")
-    model = tiny_stable_diffusion(tmp / "pipe")
-    path = tmp / "study.toml"
-    path.write_text(STUDY.format(root=tiny_fmnist, model=model))
-    return path
+def study_file(synthetic_study_file) -> Path:
+    """The tiny synthetic study (conftest.SYNTHETIC_STUDY)."""
+    return synthetic_study_file
 
 
-def test_study_trains_on_real_and_synthetic(study_file, tmp_path):
-    work = tmp_path / "w"
-    assert main(["study", str(study_file), "--workdir", str(work), "-q"]) == 0
+def test_study_trains_on_real_and_synthetic(finished_study, study_file):
+    work = finished_study  # the study run once for the session (conftest): read here, run again in place below
     scaling = pd.read_parquet(work / "results" / "scaling.parquet")
     assert sorted(scaling.source.unique()) == ["real", "tiny-sd-cfg2-w2s"]
     assert scaling.groupby("source").scale.apply(list).to_dict() == {"real": [200, 400], "tiny-sd-cfg2-w2s": [200, 400]}

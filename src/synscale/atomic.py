@@ -43,10 +43,13 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (the one test for it: stale files, journal records, locks)."""
+    if pid <= 0:  # no process recorded (kill would signal a group, or every process)
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:  # another user's process
         return True
@@ -62,7 +65,7 @@ def clear_partials(directory: str | Path) -> list[Path]:
         return removed
     for p in directory.iterdir():
         m = _TMP.fullmatch(p.name)
-        if m and p.is_file() and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        if m and p.is_file() and int(m.group(1)) != os.getpid() and not alive(int(m.group(1))):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

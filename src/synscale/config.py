@@ -566,6 +566,17 @@ class StudyConfig:
             raise ValueError(f"unknown size(s) {sorted(unknown)} in [sizes]; allowed: smoke, full")
 
 
+
+def study_identity(cfg: StudyConfig) -> str:
+    """The study as one id: 16 hex digits of sha256 over the canonical JSON of its resolved config (what
+    W/study.json holds). Runs of the same file, size and --set values share it: they may run in one workdir at
+    once (synscale.workdir.study_lock), and a rerun's journal knows the stages an earlier run made."""
+    import hashlib
+
+    from synscale.stage import canonical
+
+    return hashlib.sha256(canonical(to_dict(cfg)).encode()).hexdigest()[:16]
+
 def _source_name(name: str, what: str) -> None:
     """A curve's source name: it names results rows and stage logs, and `real` is the real data's."""
     if name == "real" or not name or "/" in name:

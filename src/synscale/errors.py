@@ -2,8 +2,9 @@
 and a non-zero exit, never a traceback (`synscale --debug` shows it).
 
 `UserError` is the base of every such error: a study file or flag that does not validate (ConfigError),
-data on disk that is not what it says — truncated, edited, stale, mixed (DataError) — and a dataset that
-cannot be read (DatasetError). Anything else reaching the command line is a bug and keeps its traceback."""
+data on disk that is not what it says — truncated, edited, stale, mixed (DataError) — a dataset that
+cannot be read (DatasetError) and a workdir in which another study runs (WorkdirBusy). Anything else
+reaching the command line is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ class BadSample(DatasetError):
 
 class ResourceError(UserError):
     """The machine ran out of something (memory at a batch size, disk); the message names the setting."""
+
+
+class WorkdirBusy(UserError):
+    """Another study runs in the workdir (synscale.workdir.study_lock); the message names it, its process and
+    host, and what to do (wait for it, or use another --workdir)."""
 
 
 def os_error_line(e: OSError) -> str:

@@ -8,8 +8,8 @@ workdir finds the stages that are complete. Nodes are kept in the order they wer
 topological order (a node's deps are added before it): the local executor runs them in that order.
 
 While a plan runs, every node's state is journalled under `W/plan/` (synscale.plan.Journal): `plan.json`
-(the nodes) and `nodes/<n>.json` (running, done or failed, with start and end times, host, process and
-stage id), which `synscale status W` reads.
+(the nodes and the study's identity) and `nodes/<n>.json` (running, done or failed, with start and end times,
+host, process and stage id), which `synscale status W` reads beside the stages themselves (synscale.status).
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ class Node:
 
 
 class Plan:
-    def __init__(self) -> None:
+    def __init__(self, identity: str = "") -> None:
         self.nodes: dict[str, Node] = {}
+        self.identity = identity  # the study's (synscale.config.study_identity): which runs' stages the journal shares
 
     def add(self, key: str, kind: str, fn: Callable[..., Any], deps: tuple[str | None, ...] = (),
             needs: Needs = Needs(), info: dict[str, Any] | None = None, **args: Any) -> str:
@@ -108,10 +109,29 @@ class Journal:
         self.dir = Path(workdir) / "plan"
 
     def start_plan(self, plan: Plan, executor: str) -> None:
+        """Journal a new run of `plan`: the earlier run's states go; where it was a run of the same study (the
+        plan's identity), each node it finished keeps its stage id, pending, so `synscale status` counts the
+        stages that are still complete as done before this run reaches them."""
         (self.dir / "nodes").mkdir(parents=True, exist_ok=True)
+        made = self._stages_made(plan.identity)
         for stale in (self.dir / "nodes").glob("*.json"):  # states of an earlier run of (maybe) another plan
             stale.unlink()
-        _write_json(self.dir / "plan.json", {"executor": executor, "started": time.time(), "nodes": plan.describe()})
+        _write_json(self.dir / "plan.json", {"executor": executor, "started": time.time(), "identity": plan.identity,
+                                             "nodes": plan.describe()})
+        for i, key in enumerate(plan.nodes):
+            if key in made:
+                self.record(i, key, state="pending", stage=made[key])
+
+    def _stages_made(self, identity: str) -> dict[str, str]:
+        """{node key: stage} of the nodes the journalled run finished, where it ran the study `identity`."""
+        if not identity:
+            return {}
+        try:
+            if read_json(self.dir / "plan.json").get("identity") != identity:
+                return {}
+            return {n["key"]: n["stage"] for n in self.nodes() if n.get("stage")}
+        except (OSError, ValueError, KeyError):  # no earlier run, or a record cut short: nothing to keep
+            return {}
 
     def record(self, index: int, key: str, **state: Any) -> None:
         path = self.dir / "nodes" / f"{index}.json"
@@ -132,7 +152,7 @@ def run_node(node: Node, index: int, ctx: Context, deps: list[Any], journal: Jou
     """Run one node (in whichever process the executor chose), journalling its state."""
     if journal is not None:  # the GPUs the process may use: those Ray assigned, or a local worker's own
         journal.record(index, node.key, state="running", start=time.time(), host=socket.gethostname(), pid=os.getpid(),
-                       gpus=os.environ.get("CUDA_VISIBLE_DEVICES"))
+                       gpus=os.environ.get("CUDA_VISIBLE_DEVICES"), stage=None)  # its stage: known when done
     try:
         res = node.fn(ctx, *deps, **node.args)
     except BaseException as e:

@@ -12,6 +12,7 @@ from synscale.atomic import read_json
 from synscale.config import ClipSyntheticConfig
 from synscale.errors import DataError
 from synscale.stage import StageResult
+from synscale.workdir import relative
 
 # the columns each reader of a results table depends on (a table without one was edited, or is not synscale's)
 REQUIRED = {
@@ -104,7 +105,8 @@ def collect_results(evals: list[tuple[TrainedModel, str, StageResult]], results_
 
 def collect_generation(generated: list[tuple[Any, StageResult]], results_dir: Path) -> None:
     """generation.parquet: per synthetic configuration, its model, family, strategy, guidance scale, steps,
-    number of images and the set's directory (shards + manifest.parquet)."""
+    number of images and the set's directory (shards + manifest.parquet; `set_path`, relative to the workdir:
+    synscale.workdir.resolve reads it)."""
     import pandas as pd
 
     from synscale.data.shards import read_manifest
@@ -123,7 +125,7 @@ def collect_generation(generated: list[tuple[Any, StageResult]], results_dir: Pa
                      "per_class": 0 if captions else int(m.groupby("label").size().min()), "seed": syn.seed,
                      "safety_checker": regenerated is not None,
                      "safety_regenerated": int(regenerated.sum()) if regenerated is not None else 0,
-                     "set_path": str(stage.path.resolve()), "stage": stage.id,
+                     "set_path": relative(stage.path, stage.root), "stage": stage.id,
                      "task": "clip" if captions else "classification"})
     results_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=GENERATION_COLUMNS).to_parquet(results_dir / "generation.parquet", index=False)

@@ -76,6 +76,12 @@ def device_name() -> str:
     return f"cpu:{platform.machine()}:{os.cpu_count()}"
 
 
+def complete(path: str | Path) -> bool:
+    """Whether a stage directory is complete: its stage.json, written last before the directory is renamed into
+    place. The one rule by which a run reuses a stage and `synscale status` counts it done."""
+    return (Path(path) / STAGE_FILE).is_file()
+
+
 @contextlib.contextmanager
 def _locked(lock_path: Path) -> Iterator[None]:
     """An exclusive flock, released by the kernel if the holder dies (so SIGKILL never leaves it held)."""
@@ -102,10 +108,10 @@ def run_stage(
     sid = stage_id(kind, params, inputs)
     base = Path(root) / "stages" / kind
     out = base / sid
-    if (out / STAGE_FILE).exists():
+    if complete(out):
         return StageResult(kind, sid, out, skipped=True)
     with _locked(base / f".{sid}.lock"):
-        if (out / STAGE_FILE).exists():  # another process finished it while we waited
+        if complete(out):  # another process finished it while we waited
             return StageResult(kind, sid, out, skipped=True)
         for stale in base.glob(f".tmp-{sid}-*"):  # left by a killed run; we hold the lock
             shutil.rmtree(stale)

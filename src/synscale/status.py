@@ -1,47 +1,52 @@
 """`synscale status W`: a study's plan with each stage's state, the compute its stages took per kind and
-what is left, from the journal the executors keep (synscale.plan.Journal) and the stages' stage.json."""
+what is left, from the journal the executors keep (synscale.plan.Journal) checked against the stages on disk
+(synscale.stage: complete, and each stage.json's wall seconds)."""
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from synscale.atomic import read_json
+from synscale.atomic import alive, read_json
 from synscale.plan import Journal
 from synscale.schema import ConfigError
+from synscale.stage import STAGE_FILE, complete
 
 STATES = ("done", "running", "pending", "failed", "stopped")
 
 
 def node_states(workdir: Path) -> list[dict[str, Any]]:
-    """The plan's nodes with their states; a `running` node whose process on this host is gone is `stopped`
-    (killed, or its study was interrupted: rerun the study to resume it), and a done node carries its stage's
-    wall seconds."""
+    """The plan's nodes with their states. A node is `done` where its stage is complete on disk, by the rule a
+    run reuses a stage by (synscale.stage.complete): one the journal records done whose stage was deleted (or
+    left incomplete) is `pending`, marked `gone` (the next run makes it again), and one whose stage an earlier
+    run of the same study made (the journal keeps its id) is `done` before this run reaches it. A `running` node
+    whose process on this host is gone is `stopped` (killed, or its study was interrupted: rerun the study to
+    resume it). A done node carries its stage's wall seconds."""
     journal = Journal(workdir)
     if not (journal.dir / "plan.json").exists():
         raise ConfigError(f"{workdir}: no plan here (W/plan/plan.json); run a study with --workdir {workdir} first")
     host = socket.gethostname()
     nodes = journal.nodes()
     for n in nodes:
-        if n["state"] == "running" and n.get("host") == host and not _alive(n.get("pid", -1)):
+        if n["state"] == "running" and n.get("host") == host and not alive(n.get("pid", -1)):
             n["state"] = "stopped"
-        if n["state"] == "done" and n.get("stage"):
-            info = workdir / "stages" / n["stage"] / "stage.json"
-            n["wall_seconds"] = read_json(info)["wall_seconds"] if info.exists() else 0.0
+        stage = workdir / "stages" / n["stage"] if n.get("stage") else None
+        if stage is not None and complete(stage):
+            n["state"], n["wall_seconds"] = "done", _wall_seconds(stage)
+        elif n["state"] == "done":
+            n["state"], n["gone"] = "pending", True
     return nodes
 
 
-def _alive(pid: int) -> bool:
+def _wall_seconds(stage: Path) -> float:
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError, OverflowError):
-        return False
-    return True
+        return float(read_json(stage / STAGE_FILE)["wall_seconds"])
+    except (OSError, ValueError, KeyError):  # a stage.json edited by hand: its time is unknown
+        return 0.0
 
 
 def summary(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -85,6 +90,11 @@ def print_status(workdir: Path) -> None:
           f"{('?' if None in left else _hms(sum(left))):>12}")
     if any(r["planned"] for r in rows.values()):
         print("~: the plan's estimate (synscale study --dry-run's rates), until a stage of the kind is done here")
+    gone = [n for n in nodes if n.get("gone")]
+    if gone:
+        some = ", ".join(n["key"] for n in gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
+        print(f"pending: {len(gone)} stage(s) the journal records done are not complete in {workdir / 'stages'} "
+              f"(deleted?): {some}; the next run of the study makes them again")
     for state in ("running", "failed", "stopped"):
         for n in (n for n in nodes if n["state"] == state):
             since = f" since {time.strftime('%H:%M:%S', time.localtime(n['start']))}" if n.get("start") else ""

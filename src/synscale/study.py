@@ -18,6 +18,9 @@ Workdir layout:
     W/results/*.parquet          the tables that fits and the report read
     W/report/index.html          the report
     W/study.json                 the resolved config of the last run
+    W/study.lock                 held by the study running here, with its name, identity, processes and hosts
+Paths written into these files are relative to W where they point inside it (synscale.workdir): a workdir
+can be moved.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from synscale.atomic import read_json, write_text
-from synscale.config import ConfigError, StudyConfig, to_dict
+from synscale.config import ConfigError, StudyConfig, study_identity, to_dict
 from synscale.metrics import TEST_SEED_OFFSET
 from synscale.plan import Context, Needs, Plan
 from synscale.registry import Registry
@@ -425,6 +428,7 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
 
     for key, secs in node_seconds(b.sp, cfg).items():  # each node's estimated seconds (synscale.estimate)
         b.sp.plan.nodes[key].info["est_seconds"] = secs
+    b.sp.plan.identity = study_identity(cfg)
     return b.sp
 
 
@@ -571,18 +575,28 @@ def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, evals: list[E
 
 def run_study(cfg: StudyConfig, workdir: str | Path, quiet: bool = False, executor: str = "local",
               **executor_options: Any) -> Path:
-    """Run every stage of `cfg` in `workdir` with `executor` (synscale.executors); returns the report's path."""
-    from synscale.executors import execute
+    """Run every stage of `cfg` in `workdir` with `executor` (synscale.executors); returns the report's path.
+    The run holds the workdir's study lock throughout (synscale.workdir): a run of another study there at the
+    same time is refused (WorkdirBusy), one of the same study shares the work."""
     from synscale.preflight import check_study
-    from synscale.progress import Log
-    from synscale.report.html import write_report
-    from synscale.train.events import write_study_events
+    from synscale.workdir import study_lock
 
     check_study(cfg)  # every model, data and evaluation set the study names, before any stage runs
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"{workdir}: is a file, not a directory; choose another --workdir")
     workdir.mkdir(parents=True, exist_ok=True)
+    with study_lock(workdir, cfg.name, study_identity(cfg)):  # another study running here: WorkdirBusy
+        return _run_locked(cfg, workdir, quiet, executor, **executor_options)
+
+
+def _run_locked(cfg: StudyConfig, workdir: Path, quiet: bool, executor: str, **executor_options: Any) -> Path:
+    """run_study's work, under the workdir's study lock."""
+    from synscale.executors import execute
+    from synscale.progress import Log
+    from synscale.report.html import write_report
+    from synscale.train.events import write_study_events
+
     write_text(workdir / "study.json", json.dumps(to_dict(cfg), indent=1))
     log = Log(quiet)
     sp = build_plan(cfg)
@@ -624,6 +638,7 @@ def _write_results(cfg: StudyConfig, sp: StudyPlan, done: dict[str, Any], evals:
     from synscale.analysis.run import analyse, reference_sizes
     from synscale.results import collect_generation, collect_results
     from synscale.stage import building_dir
+    from synscale.workdir import relative
 
     with building_dir(workdir / "results") as results:
         collect_results(evals, results)
@@ -635,17 +650,19 @@ def _write_results(cfg: StudyConfig, sp: StudyPlan, done: dict[str, Any], evals:
         train_set = done[sp.train_set] if sp.train_set else None
         meta = {"study": cfg.name, "d_ref": cfg.data.reference_size or (_set_size(train_set) if train_set else 0),
                 "d_ref_clip": cfg.clip.reference_size or max(cfg.clip.scales, default=0),
-                "real_train_path": str(train_set.path.resolve()) if train_set else None,
-                "skipped": _skipped(sp, done)}
+                "real_train_path": relative(train_set.path, workdir) if train_set else None,
+                "skipped": _skipped(sp, done, workdir)}
         (results / "meta.json").write_text(json.dumps(meta, indent=1))
         return analyse(results, reference_sizes(meta), cfg.fit)["fits"]
 
 
-def _skipped(sp: StudyPlan, done: dict[str, Any]) -> dict[str, Any]:
-    """What writing each real set skipped (synscale.data.shards.skipped_record), with where the set is."""
+def _skipped(sp: StudyPlan, done: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """What writing each real set skipped (synscale.data.shards.skipped_record), with where the set is (relative
+    to the workdir)."""
     from synscale.data.shards import skipped_record
+    from synscale.workdir import relative
 
-    return {name: {**skipped_record(done[key].path), "path": str(done[key].path.resolve())}
+    return {name: {**skipped_record(done[key].path), "path": relative(done[key].path, workdir)}
             for name, key in sp.real_sets.items()}
 
 

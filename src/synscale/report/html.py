@@ -265,8 +265,11 @@ def _ensure_analysis(workdir: Path, results: Path) -> dict[str, Any]:
     return meta
 
 
-def _skipped_section(skipped: dict[str, Any]) -> str:
-    """The real sets' samples that could not be read and were skipped within their error budget (none: nothing)."""
+def _skipped_section(skipped: dict[str, Any], workdir: Path) -> str:
+    """The real sets' samples that could not be read and were skipped within their error budget (none: nothing);
+    each set's path as meta.json holds it (relative to the workdir)."""
+    from synscale.workdir import resolve
+
     if not any(r.get("skipped") for r in skipped.values()):
         return ""
     rows = []
@@ -274,7 +277,7 @@ def _skipped_section(skipped: dict[str, Any]) -> str:
         if r.get("skipped"):
             why = ", ".join(f"{esc(str(k))}: {v:,}" for k, v in r.get("reasons", {}).items())
             rows.append(f"<li>{esc(name)}: {r['skipped']:,} of {r['skipped'] + r['samples']:,} samples ({why}), listed in "
-                        f"<code>{esc(str(r.get('path', '')))}/skipped.parquet</code></li>")
+                        f"<code>{esc(str(resolve(r.get('path'), workdir) or ''))}/skipped.parquet</code></li>")
     return f"""<section id="skipped"><h2>Samples skipped</h2>
 <p>These samples of the real data could not be read (an image that does not decode, an empty caption, ...) and were left
 out, within the study's error budget (<code>data.max_bad_fraction</code>, <code>clip.pairs.max_bad_fraction</code>):</p>
@@ -452,7 +455,7 @@ def _write_page(results: Path, out: Path, meta: dict[str, Any], title: str) -> N
 
     page = f"""{_top(title, results, d_ref, info)}
 <section id="summary" class="summary"><h2>What this study found</h2><ul>{"".join(f"<li>{s}</li>" for s in items)}</ul></section>
-{_skipped_section(meta.get("skipped", {}))}{_generation_section(all_gen)}
+{_skipped_section(meta.get("skipped", {}), results.parent)}{_generation_section(all_gen)}
 <section id="ability"><h2>Scaling ability per configuration</h2>
 <p>Equation 2 of the paper, log L = −k (log D − log D<sub>I</sub>) + log L<sub>D<sub>I</sub></sub>, fitted per configuration
 and evaluation set: k is the scaling ability (larger: the loss falls faster with more data), −log L(D<sub>I</sub>) the performance

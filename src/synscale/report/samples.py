@@ -99,22 +99,26 @@ def _row_labels(config: str, per_class: Any, metrics_pc: Any) -> dict[int, str]:
 
 def samples_section(results: Path, out_dir: Path, generation: Any, per_class: Any, metrics_pc: Any,
                     real_dir: str | None, open_configs: tuple[str, ...] = ()) -> str:
-    """The report's "Generated images" section (empty where the study generated nothing)."""
+    """The report's "Generated images" section (empty where the study generated nothing). `real_dir` and the
+    generation table's `set_path` are as the results hold them: relative to the workdir, `results`' parent."""
     from synscale.data.shards import read_labels
+    from synscale.workdir import resolve
 
     if generation is None or not len(generation):
         return ""
-    if not real_dir or not Path(real_dir, "manifest.parquet").exists():
+    workdir = Path(results).parent
+    real_dir_p = resolve(real_dir, workdir)
+    if real_dir_p is None or not (real_dir_p / "manifest.parquet").exists():
         return ('<section id="samples"><h2>Generated images</h2><p class="missing" id="missing-samples">The sample grids '
                 "are left out: the real training set named in results/meta.json is not on this machine.</p></section>")
-    real_dir_p = Path(real_dir)
     labels = read_labels(real_dir_p)
     names = labels.names if labels is not None else []
     parts = []
     for row in generation.itertuples():
-        set_dir = Path(row.set_path)
-        if not (set_dir / "manifest.parquet").exists():
-            parts.append(f'<p class="missing">{esc(row.config)}: its set {esc(str(set_dir))} is not on this machine.</p>')
+        set_dir = resolve(row.set_path, workdir)
+        if set_dir is None or not (set_dir / "manifest.parquet").exists():
+            parts.append(f'<p class="missing">{esc(row.config)}: its set {esc(str(set_dir or row.set_path))} is not on '
+                         "this machine.</p>")
             continue
         png = sample_grid(real_dir_p, set_dir, names, _row_labels(row.config, per_class, metrics_pc),
                           out_dir / "samples" / f"{row.config}.png")

@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,18 +158,16 @@ def run_spec(spec: dict[str, Any], source: Any = None, progress: bool = True, de
 
 def _claim_checkpoints(ckpt_dir: Path, spec: dict[str, Any], rank: int) -> None:
     """Checkpoints are resumed only by the run that wrote them: `run.json` holds the spec's identity (sets,
-    recipe, scale), and a directory holding another run's checkpoints is an error, not a silent resume."""
-    import hashlib
-
+    recipe, scale), and a directory holding another run's checkpoints is an error, not a silent resume. A set
+    that is a stage enters the identity by its stage id, not its path, so a training of a workdir that was moved
+    (or named by another path) resumes; checkpoints an older synscale claimed by the paths resume where those
+    paths are the same."""
     from synscale.errors import DataError
-    from synscale.train.config import TRAIN_RUN_ONLY
 
-    ident = {**spec, "out": None, "progress": None, "index": None,
-             "train": {k: v for k, v in spec["train"].items() if k not in TRAIN_RUN_ONLY}}
-    run_id = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    run_id = _run_id(spec, _part_ref)
     marker = ckpt_dir / "run.json"
     if marker.exists():
-        if read_json(marker).get("run") != run_id:
+        if read_json(marker).get("run") not in (run_id, _run_id(spec, lambda p: p)):
             raise DataError(f"{ckpt_dir}: holds the checkpoints of another run (other sets, recipe or scale); choose "
                             f"another --out, or delete {ckpt_dir} to train from the start")
         return
@@ -177,6 +176,32 @@ def _claim_checkpoints(ckpt_dir: Path, spec: dict[str, Any], rank: int) -> None:
     if rank == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         write_text(marker, json.dumps({"run": run_id}))
+
+
+def _run_id(spec: dict[str, Any], ref: Callable[[str], str]) -> str:
+    """A training run's identity: its spec without where it writes and how fast it runs, each part's set and
+    subset file named by `ref`."""
+    import hashlib
+
+    from synscale.train.config import TRAIN_RUN_ONLY
+
+    ident = {**spec, "out": None, "progress": None, "index": None,
+             "parts": [[ref(s), ref(k) if k else None] for s, k in spec["parts"]],
+             "train": {k: v for k, v in spec["train"].items() if k not in TRAIN_RUN_ONLY}}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _part_ref(path: str) -> str:
+    """A set (or its subset file) as a run's identity names it: one in a stage by the stage's id and the path
+    within it, any other by its absolute path."""
+    from synscale.stage import STAGE_FILE, complete
+
+    p = Path(path)
+    for d in (p, p.parent):
+        if complete(d):
+            within = p.relative_to(d).as_posix()
+            return f"stage:{json.loads((d / STAGE_FILE).read_text())['id']}" + ("" if within == "." else f"/{within}")
+    return str(p.resolve())
 
 
 def torchrun(spec_path: Path, nproc: int) -> None:
