@@ -329,7 +329,7 @@ def _mixed_workdir(d: Path) -> list[str]:
     return ["study", study(d), "--workdir", str(d / "wfile"), "-q"]
 
 
-_HELD: list = []  # the study locks that cases hold as another study's run would, for the rest of the process
+_HELD: list = []  # the study locks that cases hold as another study's run would, until their command has run
 
 
 def _busy_workdir(d: Path) -> list[str]:
@@ -773,6 +773,9 @@ def run_case(case: Case, d: Path, f: Fixtures) -> tuple[int, str]:
             code = main(argv)
         except SystemExit as e:  # argparse's own errors
             code = int(e.code or 0)
+        finally:
+            while _HELD:  # locks a case held as another process would: released when its command has run
+                _HELD.pop().__exit__(None, None, None)
     return code, err.getvalue()
 
 
