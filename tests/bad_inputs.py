@@ -700,6 +700,9 @@ CASES: list[Case] = [
          lambda d, f: ["study", study(d), "--no-checks", "-w", str(d / "w")], "--no-checks is for --dry-run"),
     Case("metrics-executor-flag", "command line", "synscale metrics --executor ray (a flag it never read)",
          lambda d, f: ["metrics", str(f.set()), "--executor", "ray"], "unrecognized arguments: --executor ray"),
+    Case("train-nproc-crop", "train", "a crop larger than the images, found by the ranks of a torchrun (2 processes)",
+         lambda d, f: [*train(f.set(), d), "--nproc", "2", "--set", "train.crop=64", "--set", "train.device=cpu"],
+         "crop 64 is larger than the 28x28 images; set train.crop <= 28"),
     # ---- issue 26: files synscale wrote, read again
     Case("study-json-cut", "workdir", "a workdir's study.json cut short",
          lambda d, f: cut_workdir_file(d, f, "study.json", 10, "report"),

@@ -88,7 +88,7 @@ def test_zero_shot_classifier_equals_open_clip(tmp_path):
     (tmp_path / "t.txt").write_text("a {} here\nthe {c} there\n")
     assert load_templates(str(tmp_path / "t.txt")) == ["a {} here", "the {} there"]
     (tmp_path / "bad.txt").write_text("no slot\n")
-    with pytest.raises(ValueError, match="needs {}"):
+    with pytest.raises(ValueError, match="needs exactly one, {}"):
         load_templates(str(tmp_path / "bad.txt"))
 
 

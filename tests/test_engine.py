@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from synscale.config import ConfigError, ScheduleConfig, TrainConfig, load_study
 from synscale.data.datasets import read_idx
 from synscale.data.shards import ShardWriter, load_arrays
+from synscale.errors import DataError
 from synscale.labels import LabelSet
 from synscale.train.data import ArraySource, SampleAugment, ShardSource, StepBatches, step_loader
 from synscale.train.launch import make_spec
@@ -51,7 +52,7 @@ def test_shard_source_reads_exactly_the_decoded_images(fm_set):
     two = ShardSource([(fm_set, keys[10:13]), (fm_set, [keys[500], keys[2]])])
     assert np.array_equal(two.take(np.arange(5)), images[[10, 11, 12, 500, 2]])
     assert two.labels.tolist() == labels[[10, 11, 12, 500, 2]].tolist()
-    with pytest.raises(KeyError, match="not in its shards"):
+    with pytest.raises(DataError, match="not in its shards"):
         ShardSource([(fm_set, ["nope"])])
 
 

@@ -170,13 +170,18 @@ def test_status_reads_the_journal(tiny_fmnist, tmp_path, capsys):
     workdir = tmp_path / "w"
     assert main(["status", str(workdir)]) == 2  # no plan yet: one line, no traceback
     assert "no plan here" in capsys.readouterr().err
-    # a study that fails at a stage: the journal says which, with the error
-    bad = tiny_study(tiny_fmnist, workdir, "--set", "clip.scales=[4000]", "--set", "scales=[]", "--set", "evaluate.shifts=[]")
+    # a study that fails at a stage (a captions file that captions none of the images: found when the pairs are
+    # made): the journal says which, with the error
+    captions = tmp_path / "captions.csv"
+    captions.write_text("key,caption\nnot-a-sample,a shirt\n")
+    bad = tiny_study(tiny_fmnist, workdir, "--set", "clip.scales=[2000]", "--set", f'clip.pairs.captioner="file:{captions}"',
+                     "--set", "scales=[]",
+                     "--set", "evaluate.shifts=[]")
     assert main(bad) == 2
-    assert "4,000 captions needed but the real training split has 3,000" in capsys.readouterr().err
+    assert "captions.csv: no caption for" in capsys.readouterr().err
     assert main(["status", str(workdir)]) == 0
     out = capsys.readouterr().out
-    assert "failed: real pairs" in out and "4,000 captions needed" in out
+    assert "failed: real pairs" in out and "no caption for" in out
     lines = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.strip().startswith(("shards", "pairs", "train"))}
     assert lines["shards"][1:6] == ["2", "0", "0", "0", "0"]  # done, running, pending, failed, stopped
     assert lines["pairs"][1:6] == ["0", "0", "0", "1", "0"]

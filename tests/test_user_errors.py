@@ -79,7 +79,8 @@ def _config_classes():
 
 def _required(cls):
     hints = typing.get_type_hints(cls)
-    return {f.name: {str: "x", int: 1, float: 1.0}.get(hints[f.name], "x") for f in dataclasses.fields(cls)
+    return {f.name: {str: "x", int: 1, float: 1.0, list[int]: [100]}.get(hints[f.name], "x")
+            for f in dataclasses.fields(cls)
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
 
 
@@ -171,3 +172,16 @@ def test_bad_sample_survives_a_worker_process():
     e = pickle.loads(pickle.dumps(BadSample("shard-0.tar: sample 'a'", "bad label", "shard-0.tar: sample 'a' ...")))
     assert (type(e), e.where, e.reason, str(e)) == (BadSample, "shard-0.tar: sample 'a'", "bad label",
                                                      "shard-0.tar: sample 'a' ...")
+
+
+def test_every_number_key_of_a_study_has_its_range():
+    """No number a study takes means anything below zero (seeds, sizes, counts, rates, fractions): each key
+    refuses -1 when the file is loaded, naming the key (a negative seed failed inside numpy, after models trained)."""
+    from synscale.schema import ConfigError, from_dict
+
+    numbers = [(cls, f.name, typing.get_type_hints(cls)[f.name]) for cls in _config_classes()
+               for f in dataclasses.fields(cls) if typing.get_type_hints(cls)[f.name] in (int, float)]
+    assert len(numbers) >= 60
+    for cls, name, tp in numbers:
+        with pytest.raises(ConfigError, match=rf"{name}\b"):
+            from_dict(cls, {**_required(cls), name: tp(-1)}, "study.toml")

@@ -52,7 +52,7 @@ class DataConfig:
 
     def check(self) -> None:
         _positive(self, "shard_size")
-        _nonnegative(self, "image_size", "reference_size")
+        _nonnegative(self, "image_size", "reference_size", "order_seed")
         _check_columns(self)
         _fraction(self, "max_bad_fraction")
         if self.scales:
@@ -96,6 +96,7 @@ class ProbeConfig:
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS.names())}")
         _positive(self, "c", "max_iter")
+        _nonnegative(self, "image_size")
         _check_columns(self)
 
 
@@ -140,6 +141,7 @@ class EvaluateConfig:
     zero_shot: list[ZeroShotSetConfig] = field(default_factory=list)  # CLIP models only
 
     def check(self) -> None:
+        _nonnegative(self, "shift_seed")
         zs = [z.name for z in self.zero_shot]
         if len(set(zs)) != len(zs):
             raise ValueError(f"zero-shot sets need distinct names, got {zs}")
@@ -171,7 +173,7 @@ class FitConfig:
     category_high: float = 2 / 3
 
     def check(self) -> None:
-        _nonnegative(self, "bootstrap", "saturating_bootstrap")
+        _nonnegative(self, "bootstrap", "saturating_bootstrap", "seed")
         if not 0 < self.confidence < 1:
             raise ValueError("fit.confidence must be in (0, 1)")
         if not self.break_tolerance > 0:
@@ -245,8 +247,8 @@ class GenerationConfig:
 
     def check(self) -> None:
         _source_name(self.name, "synthetic")
-        _positive(self, "shard_size", "ray_actors")
-        _nonnegative(self, "steps", "guidance", "size", "threads", "batch_size")
+        _positive(self, "shard_size", "ray_actors", "ray_cpus")
+        _nonnegative(self, "steps", "guidance", "size", "threads", "batch_size", "seed", "ray_gpus")
         if self.guidance_convention == "diffusers" and 0 < self.guidance < 1:
             raise ValueError(f"guidance {self.guidance:g} has no effect in diffusers' convention (a pipeline guides "
                              "only above 1, and 1 is unguided: the same images as 0 or 1); for Muse's convention "
@@ -398,6 +400,7 @@ class ClipConfig:
 
     def check(self) -> None:
         _scale_list(self.scales)
+        _nonnegative(self, "order_seed", "reference_size")
         for key, tc, scales in (("clip.train", self.train, self.small_scales()), ("clip.train_large", self.train_large,
                                                                                   self.large_scales())):
             if scales and tc.task != "contrastive":
@@ -481,7 +484,7 @@ class MetricsConfig:
     def check(self) -> None:
         from synscale.metrics.core import METRICS, RENAMED
 
-        _nonnegative(self, "per_class", "fd_per_class", "lpips_pairs")
+        _nonnegative(self, "per_class", "fd_per_class", "lpips_pairs", "seed")
         _positive(self, "nearest_k", "batch_size")
         for n in self.names:
             if n in RENAMED:  # one line that says what to write now (old workdirs' tables are still read)

@@ -281,7 +281,7 @@ class LoaderIndex:
 
 def build_index(parts: Sequence[tuple[str | Path, Any]]) -> LoaderIndex:
     """The index of samples of one or more sets, each with its keys (a list, a pyarrow array, a subset.parquet path,
-    or None: every sample in manifest order), concatenated. Keys not in a set are a KeyError naming the set."""
+    or None: every sample in manifest order), concatenated. Keys not in a set are a DataError naming the set."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 

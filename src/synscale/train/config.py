@@ -88,7 +88,7 @@ class TrainConfig:
 
     def check(self) -> None:
         _positive(self, "batch_size", "lr", "eval_batch_size", "accum_steps", "nproc", "eps")
-        _nonnegative(self, "weight_decay", "mixup", "crop", "workers", "checkpoint_every", "token_cache")
+        _nonnegative(self, "weight_decay", "mixup", "crop", "workers", "checkpoint_every", "token_cache", "seed")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError("betas must be two numbers in [0, 1)")
         if self.randaugment and (len(self.randaugment) != 2 or self.randaugment[0] < 1 or not 0 <= self.randaugment[1] <= 30):

@@ -218,6 +218,8 @@ def torchrun(spec_path: Path, nproc: int) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "synscale.train.launch", str(spec_path)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
+    for r in range(nproc):  # a user error left by an earlier run of this spec
+        _rank_error(spec_path, r).unlink(missing_ok=True)
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=die_with_parent)
     try:
         while (code := proc.poll()) is None:  # short waits: Ray's cancellation (an interrupt of the main thread)
@@ -225,6 +227,14 @@ def torchrun(spec_path: Path, nproc: int) -> None:
     except BaseException:
         _end_group(proc, signal.SIGTERM, wait=10.0)
         raise
+    errors = [_rank_error(spec_path, r) for r in range(nproc) if _rank_error(spec_path, r).exists()]
+    if errors:  # a rank stopped on a user error (a crop larger than the images, a damaged set): that one line
+        from synscale.errors import UserError
+
+        message = errors[0].read_text()
+        for e in errors:
+            e.unlink()
+        raise UserError(message)
     if code:
         raise RuntimeError(f"torchrun with {nproc} processes failed (exit {code}): {' '.join(cmd)}")
 
@@ -294,9 +304,21 @@ def main(argv: list[str] | None = None) -> int:
         die_with_parent()
         if os.getppid() != parent:  # torchrun died before the request was in place
             return 1
+    from synscale.errors import UserError
+
     spec = json.loads(Path(argv[0]).read_text())
-    run_spec(spec, progress=spec.get("progress", True) and int(os.environ.get("RANK", 0)) == 0)
+    try:
+        run_spec(spec, progress=spec.get("progress", True) and int(os.environ.get("RANK", 0)) == 0)
+    except UserError as e:  # the launcher says it, as one line, where torchrun was started; exit 0 keeps torchrun
+        if "LOCAL_RANK" not in os.environ:  # from printing its own report of a failed child over it
+            raise
+        write_text(_rank_error(Path(argv[0]), int(os.environ.get("RANK", 0))), str(e))
     return 0
+
+
+def _rank_error(spec_path: Path, rank: int) -> Path:
+    """Where rank `rank` of a torchrun leaves the user error it stopped on."""
+    return spec_path.with_name(f"{spec_path.name}.error-{rank}")
 
 
 if __name__ == "__main__":
