@@ -312,6 +312,8 @@ _RESUME = {c: "complete stages are kept: rerun the same command to resume" for c
 }
 
 
+TABLE_OUTS = {"prompts": (".parquet", ".csv"), "generator eval": (".parquet", ".csv"),
+              "metrics": (".json", ".parquet", ".csv")}  # commands whose --out is a table
 RAY_ACTOR_DEFAULTS = {"ray_actors": 1, "ray_cpus": 0.5, "ray_gpus": 0.0}
 
 
@@ -334,6 +336,9 @@ def check_flags(args: argparse.Namespace) -> None:
         if args.jobs > cores:
             raise ConfigError(f"--jobs {args.jobs}: this machine has {cores} cores and each job runs a stage in a "
                               f"process of its own; give at most --jobs {cores}")
+    kinds = TABLE_OUTS.get(args.command if args.command != "generator" else f"generator {args.generator_command}")
+    if kinds and args.out and Path(args.out).suffix not in kinds:
+        raise ConfigError(f"--out {args.out}: write a {' or '.join(kinds)} file (the table's format follows the name)")
     if getattr(args, "no_checks", False) and not args.dry_run:
         raise ConfigError("--no-checks is for --dry-run (a run always checks its inputs first)")
 
@@ -739,13 +744,21 @@ def _upscale_stage(spec: str) -> dict[str, Any]:
         if not eq or key not in ("guidance", "steps", "noise_level"):
             raise ConfigError(f"--upscale {spec!r}: expected DIR[,guidance=G][,steps=N][,noise_level=L], got {item!r}")
         try:
-            out[key] = float(value) if key == "guidance" else int(value)
-        except ValueError:
-            raise ConfigError(f"--upscale {spec!r}: {key} must be a number, got {value!r}") from None
+            out[key] = number(float, 0)(value) if key == "guidance" else number(int, 0)(value)
+        except argparse.ArgumentTypeError as e:
+            raise ConfigError(f"--upscale {spec!r}: {key} {e}") from None
     return out
 
 
 ON_OFF = {"auto": "auto", "on": True, "off": False}
+
+
+def _guidance_item(text: str, given: str) -> float:
+    """One guidance of `generator eval --guidance G1,G2,...`, under the rule of every number flag."""
+    try:
+        return number(float, 0)(text)
+    except argparse.ArgumentTypeError as e:
+        raise ConfigError(f"synscale generator eval: --guidance {given!r}: {text.strip()!r} {e}") from None
 
 
 def cmd_generator(args: argparse.Namespace) -> int:
@@ -761,10 +774,7 @@ def cmd_generator(args: argparse.Namespace) -> int:
         if not args.model and family not in FAMILIES:
             raise ConfigError(f"unknown built-in family {family!r}; available: {', '.join(FAMILIES.names())}")
         model = args.model or f"builtin:{family}" + (f"@{args.weights}" if args.weights else "")
-        try:
-            guidances = [float(g) for g in args.guidance.split(",")]
-        except ValueError:
-            raise ConfigError(f"--guidance must be comma-separated numbers, got {args.guidance!r}") from None
+        guidances = [_guidance_item(g, args.guidance) for g in args.guidance.split(",")]
         table = evaluate_family(model, guidances, args.per_class, args.workdir, args.strategy, args.steps, args.seed,
                                 args.grid, data_root=args.data_root, quiet=args.quiet)
         print(f"{model}: {table.steps.iloc[0]} steps, prompts {args.strategy}, {args.per_class} images per class; "

@@ -91,9 +91,10 @@ class Reference:
 
 
 def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from synscale.train.engine import resolve_device
+
+    resolved = resolve_device(device)  # a GPU asked for where there is none is one line
+    return torch.device(resolved.type) if device in ("auto", "cuda") else resolved
 
 
 def load_reference(spec: str, arch: str, n_classes: int, wnids: tuple[str, ...] | None, device: str = "auto",

@@ -65,6 +65,9 @@ class Dist:
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}, but torch sees no GPU here (CUDA_VISIBLE_DEVICES, the driver, a CPU-only "
+                          "torch); set the device to auto or cpu")
     if name == "cuda":
         return torch.device(f"cuda:{local_rank}")
     return torch.device(name)
