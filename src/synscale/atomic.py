@@ -99,6 +99,19 @@ def read_json(path: str | Path, default: Any = _MISSING, fix: str | None = None)
         raise DataError(f"{path}: {what}; {fix or fix_for(path)}") from None
 
 
+def read_text(path: str | Path, what: str = "text") -> str:
+    """A text file a user gave (a class subset, a ground-truth list): UTF-8, or a DataError naming the file and the
+    line where it is not."""
+    from synscale.errors import DataError
+
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 {what} ({e.reason}); save the file as UTF-8") from None
+
+
 def fix_for(path: Path) -> str:
     """What to do about a damaged file synscale wrote, from where it lies in a workdir."""
     parts = path.parts

@@ -336,11 +336,30 @@ def check_flags(args: argparse.Namespace) -> None:
         if args.jobs > cores:
             raise ConfigError(f"--jobs {args.jobs}: this machine has {cores} cores and each job runs a stage in a "
                               f"process of its own; give at most --jobs {cores}")
+    if args.command in ("prompts", "generate"):
+        _check_prompt_flags(args)
     kinds = TABLE_OUTS.get(args.command if args.command != "generator" else f"generator {args.generator_command}")
     if kinds and args.out and Path(args.out).suffix not in kinds:
         raise ConfigError(f"--out {args.out}: write a {' or '.join(kinds)} file (the table's format follows the name)")
     if getattr(args, "no_checks", False) and not args.dry_run:
         raise ConfigError("--no-checks is for --dry-run (a run always checks its inputs first)")
+
+
+def _check_prompt_flags(args: argparse.Namespace) -> None:
+    """The prompt flags that serve one strategy are refused where no strategy given uses them (prompts without
+    --strategy makes every strategy; generate's default, classname, uses none of them)."""
+    strategies = args.strategy or (["in-captions", "word2sen"] if args.command == "prompts" else ["classname"])
+    serves = {"in-captions": (("--captioner", args.captioner != "attributes"), ("--data", args.data != "fashion-mnist"),
+                              ("--data-root", bool(args.data_root))),
+              "word2sen": (("--word2sen-model", args.word2sen_model is not None),)}
+    for strategy, flags in serves.items():
+        given = [flag for flag, set_ in flags if set_]
+        if given and strategy not in strategies:
+            raise ConfigError(f"{given[0]} is for the {strategy} strategy, which --strategy does not name; add "
+                              f"--strategy {strategy}, or leave {given[0]} out")
+    if args.allow_model_download and not (args.captioner.startswith("hf:") or args.word2sen_model):
+        raise ConfigError("--allow-model-download lets an hf: captioner or a --word2sen-model be fetched; neither is "
+                          "given")
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:

@@ -37,7 +37,9 @@ class LabelSet:
 
     @classmethod
     def load(cls, path: str | Path) -> LabelSet:
-        d = json.loads(Path(path).read_text())
+        from synscale.atomic import read_json
+
+        d = read_json(path)
         return cls(tuple(d["names"]), tuple(d["wnids"]) if d.get("wnids") else None)
 
     @classmethod

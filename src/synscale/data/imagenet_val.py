@@ -20,6 +20,7 @@ import errno
 import os
 from pathlib import Path
 
+from synscale.atomic import read_text
 from synscale.data.datasets import IMAGE_EXTS, DatasetError
 from synscale.labels import WNID
 
@@ -38,7 +39,7 @@ def val_labels(labels: Path, meta: Path | None = None) -> dict[str, str]:
                            "give it with --meta")
     wnids = meta_wnids(meta)
     out = {}
-    for line_no, line in enumerate(labels.read_text().split(), 1):
+    for line_no, line in enumerate(read_text(labels, "ground truth").split(), 1):
         if not line.isdigit() or int(line) not in wnids:
             raise DatasetError(f"{labels}: line {line_no} is {line!r}, not an ILSVRC2012 id of {meta}")
         out[f"ILSVRC2012_val_{line_no:08d}"] = wnids[int(line)]

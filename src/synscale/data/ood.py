@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from synscale.atomic import read_text
 from synscale.data.datasets import IMAGE_EXTS, DatasetError, Sample, load_image, readable
 from synscale.data.keys import image_folder_keys
 from synscale.labels import LabelSet
@@ -132,7 +133,7 @@ def class_subset(study: LabelSet, spec: str, preset: str, present: list[int]) ->
     path = Path(spec)
     if not path.exists():
         raise DatasetError(f"class_subset {spec!r}: not 'auto', 'all' or a file of wnids/class names")
-    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    names = [ln.strip() for ln in read_text(path, "class names").splitlines() if ln.strip()]
     missing = [n for n in names if n not in mapping]
     if missing:
         raise DatasetError(f"class subset {spec}: {len(missing)} classes are not in the study, e.g. {missing[:5]}")

@@ -200,7 +200,7 @@ def _part_ref(path: str) -> str:
     for d in (p, p.parent):
         if complete(d):
             within = p.relative_to(d).as_posix()
-            return f"stage:{json.loads((d / STAGE_FILE).read_text())['id']}" + ("" if within == "." else f"/{within}")
+            return f"stage:{read_json(d / STAGE_FILE)['id']}" + ("" if within == "." else f"/{within}")
     return str(p.resolve())
 
 
