@@ -126,3 +126,17 @@ def test_the_demo_grid_covers_tables_a4_to_a6():
     assert cfg.curves == ["best", "worst"] and cfg.mix[0].synthetic == "best"
     full = load_study(find_study("fashion-mnist"), "full")
     assert full.repeats == 3 and all(full.source_scales(s.name) == full.scales for s in full.synthetic)
+
+
+def test_one_parser_of_model_references():
+    """`builtin:<family>[@<weights>]` is read in one place (synscale.modelref) by the grid's names, the
+    estimate, the results, preflight and the generator alike."""
+    from synscale.estimate import family
+    from synscale.modelref import builtin_family, is_builtin
+    from synscale.grid import short_model
+
+    assert builtin_family("builtin:masked-token@/w/mt") == ("masked-token", "/w/mt")
+    assert builtin_family("builtin:pixel-diffusion") == ("pixel-diffusion", "")
+    assert builtin_family("/models/sd15") is None and not is_builtin("CompVis/stable-diffusion-v1-4")
+    assert short_model("builtin:masked-token@/w/mt") == "mt" and short_model("/models/sd15/") == "sd15"
+    assert family("builtin:pixel-diffusion@/w") == "builtin:pixel-diffusion"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synscale.modelref import BUILTIN, builtin_family
+
 
 @dataclass(frozen=True)
 class Rate:
@@ -63,8 +65,9 @@ TAR_OVERHEAD = 1536  # two tar members per sample (header + padding) and the JSO
 
 
 def family(model: str) -> str:
-    if model.startswith("builtin:"):
-        fam = "builtin:" + model[len("builtin:"):].partition("@")[0]
+    builtin = builtin_family(model)
+    if builtin:
+        fam = BUILTIN + builtin[0]
         return fam if fam in GENERATION else "builtin:latent-diffusion"
     name = Path(model.rstrip("/")).name.lower()
     for fam, keys in FAMILY_NAMES.items():

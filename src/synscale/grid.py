@@ -19,6 +19,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from synscale.modelref import builtin_family
 from synscale.schema import ConfigError
 
 PICKS = ("best", "worst")
@@ -29,9 +30,9 @@ SHORT = {"latent-diffusion": "ld", "pixel-diffusion": "pd", "masked-token": "mt"
 
 def short_model(model: str) -> str:
     """ld / pd / mt for a built-in family, else the last part of the pipeline's path or hub id."""
-    if model.startswith("builtin:"):
-        family = model[len("builtin:"):].partition("@")[0]
-        return SHORT.get(family, family)
+    builtin = builtin_family(model)
+    if builtin:
+        return SHORT.get(builtin[0], builtin[0])
     return Path(model.rstrip("/")).name or model
 
 

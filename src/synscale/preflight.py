@@ -17,6 +17,7 @@ from typing import Any
 
 from synscale.errors import UserError
 from synscale.generate.tuning import DTYPES
+from synscale.modelref import builtin_family, is_builtin
 from synscale.schema import ConfigError
 
 SIZE_SAMPLE = 64  # images whose headers are read to find mixed sizes before the shards stage
@@ -157,9 +158,9 @@ def check_generator(model: str, scheduler: str, dtype: str, allow_download: bool
         raise ConfigError(f"{where}: unknown scheduler {scheduler!r}; choose from {', '.join(SCHEDULERS)}")
     if dtype not in DTYPES:
         raise ConfigError(f"{where}: unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-    if model.startswith("builtin:"):
+    if is_builtin(model):
         _check_builtin(model, where)
-        pipeline = BUILTIN_PIPELINES[model[len("builtin:"):].partition("@")[0]]
+        pipeline = BUILTIN_PIPELINES[builtin_family(model)[0]]
     elif Path(model).expanduser().exists() or model.startswith(("/", ".", "~")):
         pipeline = check_pipeline_dir(Path(model).expanduser(), where)
     elif not allow_download and not _hub_cached(model):
@@ -177,7 +178,7 @@ def check_cascade(g: Any, where: str) -> None:
     and a kept safety checker is one the model has (synscale.generate.safety)."""
     from synscale.generate.safety import has_checker
 
-    if g.upscale and g.model.startswith("builtin:"):
+    if g.upscale and is_builtin(g.model):
         raise ConfigError(f"{where}: upscale: the built-in families are not cascades; leave upscale out")
     for i, u in enumerate(g.upscale):
         check_generator(u.model, "default", g.dtype, g.allow_download, f"{where} upscale[{i}]")
@@ -193,7 +194,7 @@ def _check_builtin(model: str, where: str) -> None:
         require("builtin", f"model {model!r}")
     except MissingExtra as e:
         raise ConfigError(f"{where}: {e}") from None
-    family, _, weights = model[len("builtin:"):].partition("@")
+    family, weights = builtin_family(model)
     if family not in FAMILIES.names():
         raise ConfigError(f"{where}: unknown built-in family {family!r} in {model!r}; choose from "
                           f"{', '.join(FAMILIES.names())}")

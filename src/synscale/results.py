@@ -11,6 +11,7 @@ from typing import Any
 from synscale.atomic import read_json
 from synscale.config import ClipSyntheticConfig
 from synscale.errors import DataError
+from synscale.modelref import builtin_family
 from synscale.stage import StageResult
 from synscale.workdir import relative
 
@@ -115,7 +116,8 @@ def collect_generation(generated: list[tuple[Any, StageResult]], results_dir: Pa
     for syn, stage in generated:
         m = read_manifest(stage.path)
         model = syn.model
-        family = model[len("builtin:"):].partition("@")[0] if model.startswith("builtin:") else m["generator"].iloc[0].split(":")[1]
+        builtin = builtin_family(model)
+        family = builtin[0] if builtin else m["generator"].iloc[0].split(":")[1]
         captions = isinstance(syn, ClipSyntheticConfig)  # CLIP's synthetic pairs: one image per caption
         regenerated = m["safety_regenerated"] if "safety_regenerated" in m else None
         rows.append({"config": syn.name, "model": model, "family": family, "generator": m["generator"].iloc[0],

@@ -36,6 +36,7 @@ from typing import Any
 from synscale.atomic import read_json, write_text
 from synscale.config import ConfigError, StudyConfig, study_identity, to_dict
 from synscale.metrics import TEST_SEED_OFFSET
+from synscale.modelref import is_builtin
 from synscale.plan import Context, Needs, Plan
 from synscale.registry import Registry
 from synscale.stage import StageResult
@@ -349,7 +350,7 @@ def _gen_needs(g: Any) -> Needs:
     if g.executor == "ray":  # the task only drives Ray Data, whose actors take the generation's resources
         return Needs(cpus=0.0, actor_cpus=g.ray_cpus, actor_gpus=g.ray_gpus, why=f"ray_cpus = {g.ray_cpus:g}, "
                      f"ray_gpus = {g.ray_gpus:g} per generator actor")
-    return Needs(cpus=1.0, gpus=0.0 if g.model.startswith("builtin:") else 1.0, gpu_optional=True)
+    return Needs(cpus=1.0, gpus=0.0 if is_builtin(g.model) else 1.0, gpu_optional=True)
 
 
 class _Builder:

@@ -16,6 +16,7 @@ from synscale.errors import ConfigError
 from synscale.generate import tuning
 from synscale.generate.base import GENERATORS, to_uint8
 from synscale.generate.loading import load_pipeline  # noqa: F401 (synscale.generate.diffusers_backend.load_pipeline)
+from synscale.modelref import builtin_family, is_builtin
 
 SCHEDULERS = {
     "default": None,
@@ -117,7 +118,7 @@ class DiffusersGenerator:
             from synscale.generate.masked import MaskedTokenSampler
 
             self._masked = MaskedTokenSampler(pipe, dev, self.embed_cache_bytes)
-        if self.model.startswith("builtin:") and dev == "cpu":
+        if is_builtin(self.model) and dev == "cpu":
             from synscale.generate import builtin
 
             builtin.tune_for_cpu(pipe)
@@ -127,10 +128,10 @@ class DiffusersGenerator:
 
     def _load_base(self, torch: Any) -> Any:
         """The first (or only) pipeline: a built-in family's, or any diffusers pipeline's, its scheduler swapped."""
-        if self.model.startswith("builtin:"):  # builtin:<family>[@<weights dir>]
+        if is_builtin(self.model):  # builtin:<family>[@<weights dir>]
             from synscale.generate import builtin
 
-            family, _, weights = self.model[len("builtin:"):].partition("@")
+            family, weights = builtin_family(self.model)
             pipe, cfg = builtin.load(family, weights or None)
             self.pipeline_kwargs = {**builtin.FAMILIES.get(family).call_kwargs, **self.pipeline_kwargs}
             self.steps = self.steps or cfg.default_steps

@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from synscale.modelref import is_builtin
+
 import numpy as np
 
 CHECKER = "safety_checker"  # the model_index.json component that blacks out flagged images
@@ -27,7 +29,7 @@ MAX_ATTEMPTS = 10  # seeds tried for one sample before it is an error
 def model_index(model: str) -> dict[str, Any] | None:
     """A pipeline's `model_index.json` (a directory's, or a hub id's in the local cache); None where unknown
     (built-in families, a hub id not yet downloaded)."""
-    if model.startswith("builtin:"):
+    if is_builtin(model):
         return None
     path = Path(model).expanduser()
     if path.is_dir():
@@ -54,7 +56,7 @@ def model_index(model: str) -> dict[str, Any] | None:
 def has_checker(model: str) -> bool | None:
     """Whether the pipeline carries a safety checker: True, False (built-in families, pipelines without one), or
     None where it cannot be known before the model is downloaded."""
-    if model.startswith("builtin:"):
+    if is_builtin(model):
         return False
     spec = model_index(model)
     if spec is None:
