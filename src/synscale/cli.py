@@ -532,13 +532,13 @@ def _scale_text(scales: list[int]) -> str:
 
 def _print_runs(scales: list[int], train: object, what: str, seen: str) -> None:
     """One line per data scale: steps, warm-up, samples through the model, epochs."""
-    from synscale.train.schedule import floored, run_length
+    from synscale.train.schedule import floored, run_length, samples_seen
 
     print(f"{what:>10} {'iters':>8} {'warmup':>7} {seen:>12} {'epochs':>7}")
     total = 0
     for s in scales:
         it, wu = run_length(s, train)
-        n = it * min(train.batch_size, s)  # type: ignore[attr-defined]
+        n = samples_seen(s, train)
         total += n
         floor = f"  (schedule.min_epochs floor: the log-scale rule gives {'none' if s <= train.schedule.zero_scale else 'fewer'})" \
             if floored(s, train) else ""  # type: ignore[attr-defined]

@@ -369,11 +369,8 @@ class _Builder:
     def reference(self, train: str) -> str:
         """The real-trained reference (metrics, hard shift): the whole class-balanced training set."""
         sub = self.add("subset reference", "subset", _reference_subset, (train,), seed=self.cfg.data.order_seed)
-        from synscale.train.schedule import run_length
-
         ref = self.cfg.data.reference_size  # about the reference's size (the data says exactly, when it runs)
-        iters = run_length(ref, self.cfg.train)[0] if ref else 0
-        info = {"iterations": iters, "samples": iters * self.cfg.train.batch_size} if ref else {}
+        info = _train_info(ref, self.cfg.train) if ref else {}
         return self.add("train reference", "train", _train_reference, (train, sub), _train_needs(self.cfg.train),
                         info, tc=self.cfg.train)
 
@@ -539,10 +536,9 @@ def _run_train(cfg: StudyConfig, run: int) -> Any:
 
 
 def _train_info(scale: int, tc: Any) -> dict[str, Any]:
-    from synscale.train.schedule import run_length
+    from synscale.train.schedule import run_length, samples_seen
 
-    iters = run_length(scale, tc)[0]
-    return {"scale": scale, "iterations": iters, "samples": iters * tc.batch_size}
+    return {"scale": scale, "iterations": run_length(scale, tc)[0], "samples": samples_seen(scale, tc)}
 
 
 def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, evals: list[Evaluation]) -> None:

@@ -99,7 +99,9 @@ class DiffusersGenerator:
 
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
-        dev = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        from synscale.device import resolve_device
+
+        dev = resolve_device(self.device)
         self._device = self.device = dev  # where it generates: "cpu", "cuda", "cuda:1", ...
         tuned = tuning.resolve({"dtype": self.dtype, "compile": self.compile, "channels_last": self.channels_last}, dev)
         self.dtype, self.compile, self.channels_last = tuned["dtype"], tuned["compile"], tuned["channels_last"]

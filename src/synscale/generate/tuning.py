@@ -32,9 +32,9 @@ def generation_device(executor: str = "local", ray_gpus: float = 0.0) -> str:
     """The kind of device that generates: a Ray actor with GPUs, or this process's."""
     if executor == "ray":
         return "cuda" if ray_gpus > 0 else "cpu"
-    import torch
+    from synscale.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device("auto")
 
 
 def resolve(settings: dict[str, Any], device: str) -> dict[str, Any]:

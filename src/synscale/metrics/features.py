@@ -91,10 +91,9 @@ class Reference:
 
 
 def pick_device(device: str) -> torch.device:
-    from synscale.train.engine import resolve_device
+    from synscale.device import resolve_device
 
-    resolved = resolve_device(device)  # a GPU asked for where there is none is one line
-    return torch.device(resolved.type) if device in ("auto", "cuda") else resolved
+    return torch.device(resolve_device(device))
 
 
 def load_reference(spec: str, arch: str, n_classes: int, wnids: tuple[str, ...] | None, device: str = "auto",

@@ -25,9 +25,9 @@ def _dtype_arg() -> str:
 
 
 def _device(device: str) -> str:
-    import torch
+    from synscale.device import resolve_device
 
-    return device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(device)
 
 
 @dataclass

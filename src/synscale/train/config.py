@@ -11,6 +11,14 @@ from synscale.schema import positive as _positive
 from synscale.schema import to_dict
 
 
+def check_batch(batch_size: int, processes: int, accum_steps: int, processes_name: str = "processes") -> None:
+    """The batch splits evenly over the processes and the accumulation steps (the one rule: the recipe's nproc is
+    checked when the file is read, the processes a launch really has when training starts); ValueError if not."""
+    if batch_size % (processes * accum_steps):
+        raise ValueError(f"batch_size {batch_size} must divide by {processes_name} * accum_steps = {processes} * "
+                         f"{accum_steps}")
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     """Training length linear in log2(D) (paper appendix A.1): iters(D) = per_doubling * log2(D / zero_scale).
@@ -93,8 +101,7 @@ class TrainConfig:
             raise ValueError("betas must be two numbers in [0, 1)")
         if self.randaugment and (len(self.randaugment) != 2 or self.randaugment[0] < 1 or not 0 <= self.randaugment[1] <= 30):
             raise ValueError(f"randaugment must be [num_ops >= 1, magnitude 0..30] or [], got {self.randaugment}")
-        if self.batch_size % (self.nproc * self.accum_steps):
-            raise ValueError(f"batch_size {self.batch_size} must divide by nproc * accum_steps = {self.nproc * self.accum_steps}")
+        check_batch(self.batch_size, self.nproc, self.accum_steps, "nproc")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 

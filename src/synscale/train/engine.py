@@ -32,7 +32,7 @@ from torch import nn
 
 from synscale.errors import ConfigError, DataError, ResourceError, UserError
 from synscale.train import checkpoint
-from synscale.train.config import TrainConfig
+from synscale.train.config import TrainConfig, check_batch
 from synscale.train.data import SampleAugment, StepBatches, step_loader
 from synscale.train.schedule import lr_at, run_length
 
@@ -63,14 +63,10 @@ class Dist:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}, but torch sees no GPU here (CUDA_VISIBLE_DEVICES, the driver, a CPU-only "
-                          "torch); set the device to auto or cpu")
-    if name == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(name)
+    """A training process's device (synscale.device.resolve_device: the one rule), its local rank's GPU."""
+    from synscale.device import resolve_device as resolve
+
+    return torch.device(resolve(name, local_rank))
 
 
 class Task(Protocol):
@@ -125,9 +121,10 @@ def _start(dist: Dist, cfg: TrainConfig) -> torch.device:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if cfg.batch_size % (dist.world * cfg.accum_steps):
-        raise ConfigError(f"train.batch_size {cfg.batch_size} must divide by processes * accum_steps "
-                         f"= {dist.world} * {cfg.accum_steps}")
+    try:
+        check_batch(cfg.batch_size, dist.world, cfg.accum_steps)
+    except ValueError as e:
+        raise ConfigError(f"train.{e}") from None
     return device
 
 

@@ -85,6 +85,12 @@ def run_length(scale: int, train: Any) -> tuple[int, int]:
     return total_iters(scale, train.schedule, batch), warmup_iters(scale, train.schedule, batch)
 
 
+def samples_seen(scale: int, train: Any) -> int:
+    """Samples through the model in a run of `train` at data scale `scale` (its steps times the batch, which is at
+    most the scale): the one formula of the plan's estimates and the dry run's table."""
+    return run_length(scale, train)[0] * min(train.batch_size, scale)
+
+
 def floored(scale: int, train: Any) -> bool:
     """Whether `train`'s min_epochs floor, not its log-scale rule, sets the run's length at `scale`."""
     return train.schedule.kind == "log-scale" and _floored(scale, train.schedule, min(train.batch_size, scale))
