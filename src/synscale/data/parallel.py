@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from synscale.data.shards import encode_png
+from synscale.data.png import encode_png
 from synscale.errors import ResourceError
 
 CHUNK = 64  # samples per task: enough to make a task's overhead small, few enough to keep the bar moving

@@ -22,7 +22,6 @@ written before the metadata existed are read as they are.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -34,42 +33,16 @@ from typing import Any
 import numpy as np
 
 from synscale.atomic import clear_partials, replacing
-from synscale.errors import DataError, image_error
+from synscale.data.png import PNG_COMPRESS_LEVEL, decode_png, encode_png  # noqa: F401 (re-exported)
+from synscale.errors import DataError
 from synscale.labels import LabelSet
 
-PNG_COMPRESS_LEVEL = 6
 ARRAY_CACHE_MAX_SIDE = 64
 META_KEY = b"synscale"
 MANIFEST_COLUMNS = ("key", "label", "shard")
 DERIVED = ("arrays.npy", "tar_index.parquet")  # caches made from a set's shards
 SKIPPED = "skipped.parquet"  # the samples writing the set skipped (write_dataset_split's error budget)
 SET_FILES = ("manifest.parquet", "labels.json", "shards.json", SKIPPED, *DERIVED)  # shards.json: how `synscale shards` made it
-
-
-def encode_png(image: Any) -> bytes:
-    """numpy uint8 (H, W) / (H, W, 3) or PIL image -> PNG bytes (lossless, deterministic)."""
-    from PIL import Image
-
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise ValueError(f"images must be uint8, got {image.dtype}")
-        image = Image.fromarray(image)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buf.getvalue()
-
-
-def decode_png(data: bytes, where: str = "") -> np.ndarray:
-    """PNG bytes -> numpy uint8; `where` (the shard and key) names an unreadable image in the DataError."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im)
-    except (OSError, ValueError, SyntaxError) as e:
-        if not where:
-            raise
-        raise DataError(f"{where}: not a readable image ({image_error(e)}); regenerate the set") from None
 
 
 def file_sha256(path: Path) -> str:

@@ -159,7 +159,7 @@ class ContrastiveTask:
         return CaptionTokens(self.cfg.model, self.cfg.token_cache)
 
     def inputs(self, xb: torch.Tensor, tokens: torch.Tensor, step: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        from synscale.train.classifier import batch_images
+        from synscale.train.augment import batch_images
 
         return to_rgb(batch_images(xb, self.cfg, step, device)), tokens.to(device, non_blocking=True)
 
