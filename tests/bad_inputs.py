@@ -726,6 +726,10 @@ CASES: list[Case] = [
          lambda d, f: ((d / "sub.txt").write_bytes("caf\u00e9\n".encode("latin-1")),
                        dry(d, extra=f'[[evaluate.sets]]\nname = "o"\nroot = "{d}"\nclass_subset = "{d}/sub.txt"\n'))[1],
          "sub.txt: line 1 is not UTF-8 class names"),
+    Case("generate-size-old-name", "generate", "generate --size (the image side is --image-size: --size is a "
+         "study's size on every other command)",
+         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--size", "16"],
+         "the image side is --image-size"),
     # ---- issue 26: files synscale wrote, read again
     Case("study-json-cut", "workdir", "a workdir's study.json cut short",
          lambda d, f: cut_workdir_file(d, f, "study.json", 10, "report"),

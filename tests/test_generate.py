@@ -61,7 +61,7 @@ def test_three_pipeline_families_built_saved_and_reloaded(build, kind, kwargs, t
 
 def gen_args(sd_dir: Path, out: Path) -> list[str]:
     return ["generate", "--model", str(sd_dir), "--out", str(out), "--per-class", "6", "--steps", "2",
-            "--size", "16", "--resolution", "28", "--channels", "1", "--batch-size", "4", "--shard-size", "12",
+            "--image-size", "16", "--resolution", "28", "--channels", "1", "--batch-size", "4", "--shard-size", "12",
             "--guidance", "2.0", "--strategy", "word2sen", "-q"]
 
 
@@ -117,7 +117,7 @@ def test_generate_from_a_prompt_file_with_in_captions(sd_dir, tiny_fmnist, tmp_p
                  "--out", str(prompts)]) == 0
     out = tmp_path / "set"
     assert main(["generate", "--model", str(sd_dir), "--prompts", str(prompts), "--out", str(out), "--steps", "1",
-                 "--size", "16", "--batch-size", "5", "--shard-size", "10", "-q"]) == 0
+                 "--image-size", "16", "--batch-size", "5", "--shard-size", "10", "-q"]) == 0
     m = read_manifest(out)
     assert len(m) == 20 and (m.strategy == "in-captions").all()
     assert m.prompt.str.endswith("item on a black background").all()

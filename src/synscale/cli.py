@@ -171,7 +171,9 @@ def _generation_parsers(sub: Any) -> None:
     p.add_argument("--scheduler", default="default", help="default, ddim, dpm-solver++ or euler")
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on a CPU), float32, float16 "
                    "or bfloat16")
-    p.add_argument("--size", type=number(int, 1), default=None, help="generation height = width (default: the pipeline's)")
+    p.add_argument("--image-size", type=number(int, 1), default=None,
+                   help="generation height = width (default: the pipeline's)")
+    p.add_argument("--size", default=None, help=argparse.SUPPRESS)  # the old name: refused, with the new one
     p.add_argument("--resolution", type=number(int, 0), default=0, help="resize outputs to this size (0: keep)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3)
     p.add_argument("--batch-size", type=number(int, 0), default=0, help="images per sampling call (0: 64 on a GPU, 16 on a CPU)")
@@ -338,6 +340,8 @@ def check_flags(args: argparse.Namespace) -> None:
                               f"process of its own; give at most --jobs {cores}")
     if args.command in ("prompts", "generate"):
         _check_prompt_flags(args)
+    if args.command == "generate" and args.size is not None:
+        raise ConfigError("synscale generate: the image side is --image-size (--size is a study's size elsewhere)")
     kinds = TABLE_OUTS.get(args.command if args.command != "generator" else f"generator {args.generator_command}")
     if kinds and args.out and Path(args.out).suffix not in kinds:
         raise ConfigError(f"--out {args.out}: write a {' or '.join(kinds)} file (the table's format follows the name)")
@@ -736,7 +740,7 @@ def _check_generate_flags(args: argparse.Namespace, strategy: str) -> Any:
 
     flags = {"guidance": args.guidance, "guidance_convention": args.guidance_convention,
              "safety_checker": args.safety_checker, "upscale": [_upscale_stage(u) for u in args.upscale],
-             "steps": args.steps, "size": args.size or 0, "seed": args.seed,
+             "steps": args.steps, "size": args.image_size or 0, "seed": args.seed,
              "batch_size": args.batch_size, "shard_size": args.shard_size, "threads": args.threads,
              "per_class": args.per_class, "ray_actors": args.ray_actors, "ray_cpus": args.ray_cpus,
              "ray_gpus": args.ray_gpus, "executor": args.executor, "allow_download": args.allow_download,
@@ -745,7 +749,7 @@ def _check_generate_flags(args: argparse.Namespace, strategy: str) -> Any:
         cfg = from_dict(SyntheticConfig, {"name": "generate", "model": args.model, "scheduler": args.scheduler,
                                     "dtype": args.dtype, "strategy": strategy, **flags}, "synscale generate")
     except ConfigError as e:
-        msg = re.sub(rf"'?\b({'|'.join(flags)})\b'?", lambda m: "--" + m.group(1).replace("_", "-"),
+        msg = re.sub(rf"'?\b({'|'.join(flags)})\b'?", lambda m: GENERATE_FLAGS.get(m.group(1), "--" + m.group(1).replace("_", "-")),
                      str(e).replace("[study] ", ""))
         msg = msg.replace("set --guidance-convention = 'muse'", "add --guidance-convention muse")
         raise ConfigError(msg) from None
@@ -770,6 +774,7 @@ def _upscale_stage(spec: str) -> dict[str, Any]:
 
 
 ON_OFF = {"auto": "auto", "on": True, "off": False}
+GENERATE_FLAGS = {"size": "--image-size"}  # [[synthetic]] keys whose flag has another name
 
 
 def _guidance_item(text: str, given: str) -> float:
