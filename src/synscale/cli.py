@@ -442,25 +442,30 @@ def _subset_keys(set_dir: str, scale: int, labels: object, captions: bool, cfg: 
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.study, args.dry_run = "fashion-mnist", False
-    args.default_jobs = min(2, os.cpu_count() or 1)
-    return cmd_study(args)
+    """The shipped miniature study, two jobs at once where there are two cores (unless --jobs says otherwise)."""
+    return run_study_command(args, load_study(find_study("fashion-mnist"), args.size, args.overrides),
+                             default_jobs=min(2, os.cpu_count() or 1))
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from synscale.study import run_study
-
-    path = find_study(args.study)
-    cfg = load_study(path, args.size, args.overrides)
+    cfg = load_study(find_study(args.study), args.size, args.overrides)
     if args.dry_run:
         print_plan(cfg)
         print_stages(cfg)
         return 0 if args.no_checks else print_checks(cfg)
+    return run_study_command(args, cfg, default_jobs=1)
+
+
+def run_study_command(args: argparse.Namespace, cfg: StudyConfig, *, default_jobs: int) -> int:
+    """Run `cfg` in the command's workdir with its executor, then print the summary, the report and the time."""
+    from synscale.study import run_study
+
     workdir = Path(args.workdir or f"runs/{cfg.name}-{args.size}")
     t0 = time.time()
-    options = {"address": args.ray_address, "num_cpus": args.ray_cpus} if args.executor == "ray" else {}
-    if args.executor == "local":
-        options = {"jobs": args.jobs if args.jobs is not None else getattr(args, "default_jobs", 1)}
+    if args.executor == "ray":
+        options: dict[str, Any] = {"address": args.ray_address, "num_cpus": args.ray_cpus}
+    else:
+        options = {"jobs": args.jobs if args.jobs is not None else default_jobs}
     report = run_study(cfg, workdir, quiet=args.quiet, executor=args.executor, **options)
     print_summary(workdir)
     print(f"\nreport: {report.resolve()}")
@@ -836,7 +841,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     test = SetRef.of(args.set, workdir)
     ref = reference(cfg, sets["train"], ArrayCache(), log)
     name = args.name or test.path.resolve().name
-    st = metrics_stage(mc, ref, name, test, test_keys(test.path, mc.per_class, mc.seed), sets["val"], test, sets["train"], args.quiet)
+    st = metrics_stage(mc, ref, name, test=test, test_keys=test_keys(test.path, mc.per_class, mc.seed),
+                       real_val=sets["val"], fd_set=test, real_train=sets["train"], quiet=args.quiet)
     log.stage(f"metrics {name}", st)
     row = read_json(st.path / "summary.json")
     per_class = pd.read_parquet(st.path / "per_class.parquet")

@@ -188,15 +188,16 @@ def _metrics(ctx: Context, train_set: StageResult, test_set: StageResult, traine
         ref = ctx.memo[key] = reference(cfg, train_set, ctx.cache, ctx.log, trained)
     mc = cfg.metrics
     if generated is None:  # the real data
-        st = metrics_stage(mc, ref, "real", test_set, real_test_keys(test_set, mc.per_class, mc.seed), test_set,
-                           train_set, train_set, ctx.log.quiet)
+        st = metrics_stage(mc, ref, "real", test=test_set, test_keys=real_test_keys(test_set, mc.per_class, mc.seed),
+                           real_val=test_set, fd_set=train_set, real_train=train_set, quiet=ctx.log.quiet)
     elif syn_test is None:  # metrics.test_from = "training": a class-balanced sample of its training set
         from synscale.metrics.run import test_keys
 
-        st = metrics_stage(mc, ref, name, generated, test_keys(generated.path, mc.per_class, mc.seed), test_set,
-                           generated, train_set, ctx.log.quiet)
+        st = metrics_stage(mc, ref, name, test=generated, test_keys=test_keys(generated.path, mc.per_class, mc.seed),
+                           real_val=test_set, fd_set=generated, real_train=train_set, quiet=ctx.log.quiet)
     else:
-        st = metrics_stage(mc, ref, name, syn_test, None, test_set, generated, train_set, ctx.log.quiet)
+        st = metrics_stage(mc, ref, name, test=syn_test, test_keys=None, real_val=test_set, fd_set=generated,
+                           real_train=train_set, quiet=ctx.log.quiet)
     ctx.log.stage(f"metrics {name}", st)
     return st
 

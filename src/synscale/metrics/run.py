@@ -104,10 +104,12 @@ def metrics_params(mc: Any, ref: Any, test_keys: list[str] | None) -> dict[str, 
             "reference": ref.name, "precision": ref.precision, "test_keys": keys_digest(test_keys)}
 
 
-def metrics_stage(mc: Any, ref: Reference, name: str, test: SetRef | StageResult, test_keys: list[str] | None,
+def metrics_stage(mc: Any, ref: Reference, name: str, *, test: SetRef | StageResult, test_keys: list[str] | None,
                   real_val: SetRef | StageResult, fd_set: SetRef | StageResult | None,
                   real_train: SetRef | StageResult | None, quiet: bool = False) -> StageResult:
-    """Compute `mc.names` for one configuration; writes summary.json and per_class.parquet."""
+    """Compute `mc.names` for one configuration's `test` images (`test_keys` of them; None: all) against the real
+    validation set, with the Fréchet distance of `fd_set` (its whole set) and the real training set's nearest
+    neighbours; writes summary.json and per_class.parquet."""
     params = metrics_params(mc, ref, test_keys)
     inputs = {"test": test.id, "real_val": real_val.id, "fd_set": fd_set.id if fd_set else "",
               "real_train": real_train.id if real_train else ""}
