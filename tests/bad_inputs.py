@@ -136,6 +136,11 @@ def sample_boundary(shard: Path, samples: int) -> int:
     return nxt.offset
 
 
+def generate(d: Path) -> list[str]:
+    """`synscale generate` of the built-in latent diffusion into d/g: the cases add the flag they test."""
+    return ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g")]
+
+
 def train(set_dir: Path, d: Path) -> list[str]:
     return ["train", str(set_dir), "--out", str(d / "model"), "--set", "train.recipe=miniature-cnn"]
 
@@ -545,16 +550,16 @@ CASES: list[Case] = [
          lambda d, f: [*train(f.set(), d), "--scale", "1000"], "the largest balanced scale of this set is"),
     # ---- synscale prompts / generate
     Case("generate-negative-guidance", "generate", "--guidance -1",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--guidance", "-1"],
+         lambda d, f: [*generate(d), "--guidance", "-1"],
          "--guidance must be >= 0"),
     Case("generate-negative-steps", "generate", "--steps -3",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--steps", "-3"],
+         lambda d, f: [*generate(d), "--steps", "-3"],
          "--steps must be >= 0"),
     Case("generate-negative-batch", "generate", "--batch-size -1",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--batch-size", "-1"],
+         lambda d, f: [*generate(d), "--batch-size", "-1"],
          "--batch-size must be >= 0"),
     Case("generate-zero-per-class", "generate", "--per-class 0",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--per-class", "0"],
+         lambda d, f: [*generate(d), "--per-class", "0"],
          "--per-class must be >= 1"),
     Case("generate-unknown-family", "generate", "--model builtin:<unknown family>",
          lambda d, f: ["generate", "--model", "builtin:nope", "--out", str(d / "g")], "unknown built-in family 'nope'"),
@@ -590,10 +595,10 @@ CASES: list[Case] = [
          lambda d, f: dry_synthetic(d, "builtin:masked-token", "guidance = 0.3\n"),
          "guidance 0.3 has no effect in diffusers' convention"),
     Case("generate-safety-checker-none", "generate", "--safety-checker for a model that has none",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--safety-checker"],
+         lambda d, f: [*generate(d), "--safety-checker"],
          "has no safety checker to keep"),
     Case("generate-upscale-bad-spec", "generate", "an --upscale stage with an unknown setting",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--upscale",
+         lambda d, f: [*generate(d), "--upscale",
                        f"{d},stepz=2"], "expected DIR[,guidance=G][,steps=N][,noise_level=L], got 'stepz=2'"),
     Case("study-upscale-builtin", "generation", "an upscale stage after a built-in family",
          lambda d, f: dry_synthetic(d, "builtin:pixel-diffusion", f'[[synthetic.upscale]]\nmodel = "{d}"\n'),
@@ -667,10 +672,10 @@ CASES: list[Case] = [
          lambda d, f: ["shards", "fashion-mnist", "--limit", "ten", "--out", str(d / "o")],
          "--limit must be an integer, got 'ten'"),
     Case("generate-guidance-nan", "generate", "--guidance nan",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--guidance", "nan"],
+         lambda d, f: [*generate(d), "--guidance", "nan"],
          "--guidance must be a finite number, got nan"),
     Case("generate-guidance-inf", "generate", "--guidance inf (it wrote all-black images)",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--guidance", "inf"],
+         lambda d, f: [*generate(d), "--guidance", "inf"],
          "--guidance must be a finite number, got inf"),
     Case("study-guidance-nan", "study file", "guidance = nan in a [[grid]]",
          lambda d, f: dry(d, extra='[[grid]]\nmodel = "builtin:latent-diffusion"\nstrategy = "classname"\n'
@@ -683,7 +688,7 @@ CASES: list[Case] = [
     Case("ray-cpus-without-ray", "command line", "--ray-cpus without --executor ray (ignored before)",
          lambda d, f: ["study", study(d), "--ray-cpus", "2", "-w", str(d / "w")], "--ray-cpus is for the Ray executor"),
     Case("generate-ray-actors-local", "generate", "--ray-actors without --executor ray (ignored before)",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--ray-actors", "4"],
+         lambda d, f: [*generate(d), "--ray-actors", "4"],
          "--ray-actors is for the Ray executor"),
     Case("jobs-with-ray", "command line", "--jobs with the Ray executor (ignored before)",
          lambda d, f: ["study", study(d), "--executor", "ray", "--jobs", "2", "-w", str(d / "w")],
@@ -708,7 +713,7 @@ CASES: list[Case] = [
     Case("prompts-out-suffix", "prompts", "--out naming a file of another kind (it was written as parquet)",
          lambda d, f: ["prompts", "--out", str(d / "p.txt")], "write a .parquet or .csv file"),
     Case("generate-upscale-nan", "generate", "an --upscale stage of guidance nan",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--upscale",
+         lambda d, f: [*generate(d), "--upscale",
                        f"{d}/up,guidance=nan"], "guidance must be a finite number, got nan"),
     Case("generator-eval-guidance-nan", "generate", "synscale generator eval --guidance 1,nan",
          lambda d, f: ["generator", "eval", "--guidance", "1,nan", "--workdir", str(d / "w")],
@@ -717,7 +722,7 @@ CASES: list[Case] = [
          lambda d, f: ["prompts", "--strategy", "classname", "--captioner", "file:c.csv"],
          "--captioner is for the in-captions strategy, which --strategy does not name"),
     Case("generate-word2sen-model-unused", "generate", "--word2sen-model with generate's default strategy",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--word2sen-model",
+         lambda d, f: [*generate(d), "--word2sen-model",
                        "t5-small"], "--word2sen-model is for the word2sen strategy"),
     Case("study-file-latin1", "study file", "a study file in Latin-1",
          lambda d, f: ((d / "s.toml").write_bytes('name = "caf\u00e9"\nscales = [100]\n'.encode("latin-1")),
@@ -728,7 +733,7 @@ CASES: list[Case] = [
          "sub.txt: line 1 is not UTF-8 class names"),
     Case("generate-size-old-name", "generate", "generate --size (the image side is --image-size: --size is a "
          "study's size on every other command)",
-         lambda d, f: ["generate", "--model", "builtin:latent-diffusion", "--out", str(d / "g"), "--size", "16"],
+         lambda d, f: [*generate(d), "--size", "16"],
          "the image side is --image-size"),
     # ---- issue 26: files synscale wrote, read again
     Case("study-json-cut", "workdir", "a workdir's study.json cut short",

@@ -1,6 +1,7 @@
 """Generation with a real (tiny) diffusers pipeline loaded from disk: the protocol, the sharded
 runner, and kill-and-resume byte identity."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,7 @@ def test_generate_set_manifest_and_balance(capsys, sd_dir, tmp_path):
     assert set(m.columns) >= {"key", "label", "class_name", "prompt", "strategy", "seed", "generator",
                               "guidance_scale", "steps", "shard"}
     assert (m.guidance_scale == 2.0).all() and (m.steps == 2).all() and (m.strategy == "word2sen").all()
+    assert json.loads((out / "generate.json").read_text())["size"] == 16  # --image-size, under the marker's old key
     assert sorted(p.name for p in out.glob("*.tar")) == [f"shard-{i:05d}.tar" for i in range(5)]
     images, labels, keys = load_arrays(out)
     assert images.shape == (60, 1, 28, 28) and keys == m.key.tolist()

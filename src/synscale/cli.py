@@ -316,7 +316,6 @@ _RESUME = {c: "complete stages are kept: rerun the same command to resume" for c
 
 TABLE_OUTS = {"prompts": (".parquet", ".csv"), "generator eval": (".parquet", ".csv"),
               "metrics": (".json", ".parquet", ".csv")}  # commands whose --out is a table
-RAY_ACTOR_DEFAULTS = {"ray_actors": 1, "ray_cpus": 0.5, "ray_gpus": 0.0}
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -327,17 +326,15 @@ def check_flags(args: argparse.Namespace) -> None:
     executor = getattr(args, "executor", None)
     if executor == "local" and given:
         raise ConfigError(f"{flag(given[0])} is for the Ray executor: add --executor ray, or leave it out")
-    if args.command == "generate":
-        for name, default in RAY_ACTOR_DEFAULTS.items():
-            setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     if getattr(args, "jobs", None) is not None:
         if executor == "ray":
             raise ConfigError("--jobs is the local executor's; Ray runs every ready stage on the cluster's free "
                               "resources (--ray-cpus sizes a local instance)")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if args.jobs > cores:
-            raise ConfigError(f"--jobs {args.jobs}: this machine has {cores} cores and each job runs a stage in a "
-                              f"process of its own; give at most --jobs {cores}")
+        from synscale.device import cores
+
+        if args.jobs > cores():
+            raise ConfigError(f"--jobs {args.jobs}: this machine has {cores()} cores and each job runs a stage in a "
+                              f"process of its own; give at most --jobs {cores()}")
     if args.command in ("prompts", "generate"):
         _check_prompt_flags(args)
     if args.command == "generate" and args.size is not None:
@@ -691,8 +688,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         prompts = make_prompts(strategy[0], ctx, args.per_class, args.seed)
     out = Path(args.out)
     spec = generator_spec(cfg, args.resolution, args.channels)
-    settings = {k: getattr(args, k) for k in ("model", "guidance", "steps", "scheduler", "size", "resolution",
-                                               "channels", "shard_size", "threads")}
+    settings = {k: getattr(args, k) for k in ("model", "guidance", "steps", "scheduler", "resolution", "channels",
+                                               "shard_size", "threads")}
+    settings["size"] = args.image_size  # the marker's key from before the flag was renamed: old sets still resume
     settings.update(identity({k: spec.kwargs[k] for k in TUNED}))  # as resolved on this machine
     settings.update({k: v for k, v in spec.kwargs.items() if k in GENERATION_ADDED and GENERATION_ADDED[k] != v})
     settings["prompts"] = pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum().item()
@@ -706,8 +704,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_text(marker, json.dumps(settings, indent=1))
     n = generate_set(spec, prompts, labels, out, args.guidance, spec.kwargs["batch_size"], args.shard_size,
-                     progress=not args.quiet, executor=args.executor, ray_actors=args.ray_actors,
-                     ray_num_cpus=args.ray_cpus, ray_num_gpus=args.ray_gpus)
+                     progress=not args.quiet, executor=args.executor, ray_actors=cfg.ray_actors,
+                     ray_num_cpus=cfg.ray_cpus, ray_num_gpus=cfg.ray_gpus)
     print(f"wrote {n:,} images to {out}")
     return 0
 
@@ -747,9 +745,9 @@ def _check_generate_flags(args: argparse.Namespace, strategy: str) -> Any:
              "safety_checker": args.safety_checker, "upscale": [_upscale_stage(u) for u in args.upscale],
              "steps": args.steps, "size": args.image_size or 0, "seed": args.seed,
              "batch_size": args.batch_size, "shard_size": args.shard_size, "threads": args.threads,
-             "per_class": args.per_class, "ray_actors": args.ray_actors, "ray_cpus": args.ray_cpus,
-             "ray_gpus": args.ray_gpus, "executor": args.executor, "allow_download": args.allow_download,
-             "compile": ON_OFF[args.compile], "channels_last": ON_OFF[args.channels_last]}
+             "per_class": args.per_class, "executor": args.executor, "allow_download": args.allow_download,
+             "compile": ON_OFF[args.compile], "channels_last": ON_OFF[args.channels_last],
+             **{k: getattr(args, k) for k in ("ray_actors", "ray_cpus", "ray_gpus") if getattr(args, k) is not None}}
     try:
         cfg = from_dict(SyntheticConfig, {"name": "generate", "model": args.model, "scheduler": args.scheduler,
                                     "dtype": args.dtype, "strategy": strategy, **flags}, "synscale generate")

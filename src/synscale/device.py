@@ -1,4 +1,4 @@
-"""The one resolver of a device setting ("auto", "cpu", "cuda", "cuda:1", ...) for training, metrics, captioners
+"""The cores this process may use, and the one resolver of a device setting ("auto", "cpu", "cuda", "cuda:1", ...) for training, metrics, captioners
 and generators: "auto" is a GPU where torch sees one, else the CPU; a GPU asked for where there is none is one
 line (a ConfigError), not CUDA's traceback later. Light: torch is imported when a setting is resolved."""
 
@@ -20,3 +20,10 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> str:
             return "cpu"
         return f"cuda:{local_rank}" if local_rank is not None else "cuda"
     return name
+
+
+def cores() -> int:
+    """The CPU cores this process may use (its affinity where the system says, else the machine's)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

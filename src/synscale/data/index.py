@@ -19,7 +19,6 @@ at once (~34 s per million members with `tarfile`: hours, inside NCCL's timeout)
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,7 +214,9 @@ def tar_index(set_dir: str | Path, workers: int = 0) -> Any:
 def _scan_all(paths: list[Path], workers: int) -> list[Any]:
     """The tar index rows of every shard, in order, as tables of up to 16 shards: read in this process, or for
     many shards in worker processes."""
-    workers = workers or (min(8, len(os.sched_getaffinity(0))) if len(paths) > 64 else 1)
+    from synscale.device import cores
+
+    workers = workers or (min(8, cores()) if len(paths) > 64 else 1)
     chunks = [paths[i:i + 16] for i in range(0, len(paths), 16)]
     if workers <= 1:
         return [_scan_shards(c) for c in chunks]

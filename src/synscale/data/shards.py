@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
@@ -403,8 +402,9 @@ def default_workers(total: int | None) -> int:
     at most 8, for a split of SMALL_SPLIT images or more; 1 (this process) for a smaller one."""
     if total is not None and total < SMALL_SPLIT:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, 8))
+    from synscale.device import cores
+
+    return max(1, min(cores(), 8))
 
 
 class ErrorBudget:
