@@ -643,15 +643,14 @@ def load_study(
     path = Path(path)
     if size not in SIZES:
         raise ConfigError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    from synscale.atomic import read_text
+
     try:
-        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+        raw = tomllib.loads(read_text(path))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such study file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: a directory, not a study file") from None
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: line {line} is not UTF-8 text (TOML files are UTF-8); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     from_dict(StudyConfig, with_recipe(raw, str(path)), str(path))  # the file as written must validate on its own

@@ -67,13 +67,10 @@ def attribute_captions(images: np.ndarray, keys: list[str]) -> list[str]:
 def read_captions_file(path: str | Path) -> dict[str, str]:
     """`key` -> `caption` from a CSV (with a header) or JSONL file: UTF-8 text, every caption a non-empty string,
     every key once; anything else is a DataError naming the file and the line or key."""
+    from synscale.atomic import read_text
+
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line} is not UTF-8 text ({e.reason} at byte {e.start}); save the file as "
-                        "UTF-8") from None
+    text = read_text(path)
     rows = _jsonl_rows(text, path) if path.suffix in (".jsonl", ".json") else _csv_rows(text, path)
     out: dict[str, str] = {}
     for line, row in rows:
