@@ -103,3 +103,37 @@ def test_frozen_and_shipped_study_validates():
 def test_bad_toml(tmp_path):
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_study(write(tmp_path, "name = "))
+
+
+def test_identity_reads_the_rule_declared_on_each_field() -> None:
+    """schema.identity: a field is in the id unless declared not_in_id, or in_id_if_changed and at its default;
+    nested configs and lists of them follow their own fields' rules."""
+    from dataclasses import dataclass, field
+
+    from synscale.schema import IF_CHANGED, OUT, identity, in_id_if_changed, keys_by_rule, not_in_id
+
+    @dataclass(frozen=True)
+    class Inner:
+        a: int = 1
+        fast: bool = not_in_id(False)
+        new: str = in_id_if_changed("old")
+
+    @dataclass(frozen=True)
+    class Outer:
+        x: float = 0.5
+        where: str = not_in_id("here")
+        inner: Inner = field(default_factory=Inner)
+        many: list[Inner] = in_id_if_changed(factory=list)
+
+    assert identity(Outer()) == {"x": 0.5, "inner": {"a": 1}}
+    o = Outer(where="there", inner=Inner(fast=True, new="new"), many=[Inner(a=2)])
+    assert identity(o) == {"x": 0.5, "inner": {"a": 1, "new": "new"}, "many": [{"a": 2}]}
+    assert keys_by_rule(Outer, OUT) == {"where": "here"} and keys_by_rule(Outer, IF_CHANGED) == {"many": []}
+    # the study's own tables: where a run executes is in no id
+    from synscale.config import GenerationConfig, MetricsConfig
+    from synscale.train.config import TrainConfig
+
+    assert set(keys_by_rule(TrainConfig, OUT)) == {"recipe", "loader", "workers", "checkpoint_every", "tensorboard",
+                                                   "token_cache"}
+    assert set(keys_by_rule(GenerationConfig, OUT)) == {"executor", "ray_actors", "ray_cpus", "ray_gpus"}
+    assert set(keys_by_rule(MetricsConfig, OUT)) == {"batch_size", "device", "compile"}

@@ -73,6 +73,7 @@ def test_models_generation_defaults_and_source_scales_validate():
     with pytest.raises(ConfigError, match="scales must be positive, strictly increasing"):
         load_study(path, "smoke", ["data.scales=[2000, 1000]"])
     # stage ids: a configuration's own scales do not enter its generated set's id (its size is per_class)
-    from synscale.generate.stages import NOT_IN_ID
+    from synscale.config import SyntheticConfig
+    from synscale.schema import OUT, keys_by_rule
 
-    assert "scales" in NOT_IN_ID
+    assert "scales" in keys_by_rule(SyntheticConfig, OUT)

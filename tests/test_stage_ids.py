@@ -49,9 +49,10 @@ def node_params(node: Any) -> dict[str, Any]:
     the config decides them, each computed by the function the stage itself calls."""
     import dataclasses
 
-    from synscale.data.datasets import DEFAULT_COLUMNS, columns_of
+    from synscale.data.datasets import columns_of
     from synscale.generate.stages import identity as generation_identity
-    from synscale.metrics.run import RUN_ONLY, synthetic_test_config
+    from synscale.metrics.run import synthetic_test_config
+    from synscale.schema import identity
     from synscale.train.stages import identity as train_identity
 
     a, fn = node.args, node.fn.__name__.lstrip("_")
@@ -81,15 +82,14 @@ def node_params(node: Any) -> dict[str, Any]:
         tc = a["tc"]
         return {"eval_set": a["eval_name"], "batch_size": tc.eval_batch_size, "crop": tc.crop, "ood": a.get("ood", False)}
     if fn == "probe":
-        return {"probe": dataclasses.asdict(a["pc"])}
+        return {"probe": dataclasses.asdict(a["pc"])}  # every key of a probe is in its id
     if fn == "zero_shot_head":
         return {"templates": a["templates"]}
     if fn == "shift":
         return {"shift": a["name"], "seed": a["seed"]}
     if fn == "ood":
         spec = a["spec"]
-        return {"set": {k: v for k, v in dataclasses.asdict(spec).items() if k not in DEFAULT_COLUMNS} | columns_of(spec),
-                "image_size": a["image_size"], "shard_size": a["shard_size"]}
+        return {"set": identity(spec), "image_size": a["image_size"], "shard_size": a["shard_size"]}
     if fn == "captions":
         return {"captioner": a["captioner"], "seed": a["seed"]}
     if fn == "generate":
@@ -101,7 +101,7 @@ def node_params(node: Any) -> dict[str, Any]:
         return {"clip_synthetic": generation_identity(a["g"])}
     if fn == "metrics":
         mc = a["cfg"].metrics
-        return {"metrics": {k: v for k, v in dataclasses.asdict(mc).items() if k not in RUN_ONLY}, "name": a["name"]}
+        return {"metrics": identity(mc), "name": a["name"]}
     if fn == "pairs":
         cfg = a["cfg"]
         pc = cfg.clip.pairs

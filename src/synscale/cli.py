@@ -669,10 +669,11 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from synscale.config import GENERATION_ADDED
+    from synscale.config import GenerationConfig
     from synscale.generate.runner import generate_set, generator_spec
     from synscale.generate.tuning import TUNED, identity
     from synscale.prompts.strategies import make_prompts
+    from synscale.schema import IF_CHANGED, keys_by_rule
 
     strategy = (args.strategy or ["classname"])
     if len(strategy) != 1:
@@ -692,7 +693,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                                "shard_size", "threads")}
     settings["size"] = args.image_size  # the marker's key from before the flag was renamed: old sets still resume
     settings.update(identity({k: spec.kwargs[k] for k in TUNED}))  # as resolved on this machine
-    settings.update({k: v for k, v in spec.kwargs.items() if k in GENERATION_ADDED and GENERATION_ADDED[k] != v})
+    added = keys_by_rule(GenerationConfig, IF_CHANGED)  # keys added later: recorded where they differ from the default
+    settings.update({k: v for k, v in spec.kwargs.items() if k in added and added[k] != v})
     settings["prompts"] = pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum().item()
     marker = out / "generate.json"
     clear_partials(out)  # what a run killed as it wrote left half-written

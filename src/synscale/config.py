@@ -16,13 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from synscale.schema import ConfigError, from_dict, to_dict
+from synscale.schema import ConfigError, from_dict, in_id_if_changed, not_in_id, to_dict
 from synscale.schema import nonnegative as _nonnegative
 from synscale.schema import positive as _positive
 from synscale.train.config import (  # noqa: F401 (re-exported: the study's [train] tables)
-    SCHEDULE_ADDED,
-    TRAIN_ADDED,
-    TRAIN_RUN_ONLY,
     ScheduleConfig,
     TrainConfig,
     train_identity,
@@ -112,8 +109,9 @@ class OODSetConfig:
     split: str = ""  # sub-folder (imagefolder), shard prefix (webdataset) or split (hf) of the set
     class_subset: str = "auto"  # auto | all | a file of wnids or class names (logits restricted to them)
     image_size: int = 0  # 0 = the study's data.image_size
-    image_column: str = "image"  # hf: the column that holds the images
-    label_column: str = "label"  # hf: the column that holds the labels (a ClassLabel)
+    # hf: the columns that hold the images and the labels (a ClassLabel); added after OOD sets had ids
+    image_column: str = in_id_if_changed("image")
+    label_column: str = in_id_if_changed("label")
 
     def check(self) -> None:
         from synscale.data.ood import PRESETS
@@ -222,7 +220,7 @@ class GenerationConfig:
     guidance: float = 2.0
     # how `guidance` is stated: "diffusers" (the scale s of uncond + s (cond - uncond): guided only above 1, 1 is
     # unguided) or "muse" (Muse's t of (1 + t) cond - t uncond: the paper's 0.1-1 for Muse; s = 1 + t)
-    guidance_convention: Literal["diffusers", "muse"] = "diffusers"
+    guidance_convention: Literal["diffusers", "muse"] = in_id_if_changed("diffusers")
     steps: int = 0  # sampling steps; 0 = the model's default (built-in: its family's; diffusers: 50)
     scheduler: str = "default"
     dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on a CPU (synscale.generate.tuning)
@@ -232,18 +230,18 @@ class GenerationConfig:
     compile: bool | Literal["auto"] = "auto"  # torch.compile the denoiser and decoder; auto: on a GPU
     channels_last: bool | Literal["auto"] = "auto"  # channels-last memory for them; auto: on a GPU
     shard_size: int = 1000
-    executor: Literal["local", "ray"] = "local"
-    ray_actors: int = 1
-    ray_cpus: float = 0.5
-    ray_gpus: float = 0.0
+    executor: Literal["local", "ray"] = not_in_id("local")  # where it runs does not change the bytes
+    ray_actors: int = not_in_id(1)
+    ray_cpus: float = not_in_id(0.5)
+    ray_gpus: float = not_in_id(0.0)
     threads: int = 0  # torch threads while generating (0: default); equal values give equal bytes
     allow_download: bool = False
     pipeline_kwargs: dict[str, Any] = field(default_factory=dict)
     # keep the pipeline's safety checker (Stable Diffusion's; IF's, which also flags watermarks): an image it flags
     # is generated again with the sample's next seed (never written black under its label), and counted. Off by
     # default: training sets are generated without it.
-    safety_checker: bool = False
-    upscale: list[UpscaleConfig] = field(default_factory=list)  # a cascade's super-resolution stages, in order
+    safety_checker: bool = in_id_if_changed(False)
+    upscale: list[UpscaleConfig] = in_id_if_changed(factory=list)  # a cascade's super-resolution stages, in order
 
     def check(self) -> None:
         _source_name(self.name, "synthetic")
@@ -255,12 +253,6 @@ class GenerationConfig:
                              "(the paper's 0.1-1 for Muse: (1 + t) cond - t uncond) set guidance_convention = 'muse'")
 
 
-GENERATION_RUN_ONLY = ("executor", "ray_actors", "ray_cpus", "ray_gpus")  # where it runs does not change the bytes
-# Keys added to a generation config after set ids were first made: they enter an id only where they differ from
-# these defaults (synscale.generate.stages.identity), so the sets of earlier workdirs keep their ids.
-GENERATION_ADDED: dict[str, Any] = {"guidance_convention": "diffusers", "safety_checker": False, "upscale": []}
-
-
 @dataclass(frozen=True)
 class SyntheticConfig(GenerationConfig):
     """One synthetic configuration (`[[synthetic]]`): a text-to-image model, a prompt strategy and a
@@ -270,7 +262,8 @@ class SyntheticConfig(GenerationConfig):
     strategy: str = "classname"
     per_class: int = 0  # images per class; 0 = enough for the largest scale
     captioner: str = "attributes"  # in-captions: attributes | file:<path> | hf:<model>
-    scales: list[int] = field(default_factory=list)  # this configuration's scales; [] = the study's `scales`
+    # this configuration's scales; [] = the study's `scales` (not in its set's id: the set's size is per_class)
+    scales: list[int] = not_in_id(factory=list)
 
     def check(self) -> None:
         from synscale.prompts.strategies import PROMPTS
@@ -475,9 +468,10 @@ class MetricsConfig:
     lpips_pairs: int = 250  # random pairs per class (appendix D)
     nearest_k: int = 5  # k of precision/recall/density/coverage
     seed: int = 0
-    batch_size: int = 500
-    device: str = "auto"  # "auto" (cuda if there), "cpu", "cuda", "cuda:1", ...
-    compile: bool = False  # torch.compile the reference network (CUDA)
+    # where and how fast: no effect on the numbers (the reference's precision is in the stage)
+    batch_size: int = not_in_id(500)
+    device: str = not_in_id("auto")  # "auto" (cuda if there), "cpu", "cuda", "cuda:1", ...
+    compile: bool = not_in_id(False)  # torch.compile the reference network (CUDA)
     alexnet_weights: str = ""  # torchvision AlexNet weights for real LPIPS; "" = torch hub cache if there
     inception_weights: str = ""  # FID Inception weights (torch-fidelity's); "" = torch hub cache if there
 

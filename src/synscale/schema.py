@@ -16,7 +16,8 @@ from typing import Any, Literal
 from synscale.errors import ConfigError
 
 
-__all__ = ["ConfigError", "check_range", "from_dict", "nonnegative", "number", "positive", "to_dict"]
+__all__ = ["ConfigError", "check_range", "from_dict", "identity", "in_id_if_changed", "nonnegative", "not_in_id",
+           "number", "positive", "to_dict"]
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None, *,
@@ -162,3 +163,65 @@ def _type_name(tp: Any) -> str:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Identity: what of a config enters the ids of the stages it configures, declared once on each field. A field is in
+# the id unless declared otherwise: `not_in_id` (where and how fast a stage runs, or what another key already says:
+# the same bytes either way), `in_id_if_changed` (a key added after ids were first made: in the id only where it
+# differs from its default, so the stages of earlier workdirs keep their ids).
+
+ID = "id"  # the field metadata key
+IN, OUT, IF_CHANGED = "in", "out", "if-changed"
+
+
+def _declared(how: str, default: Any, factory: Any) -> Any:
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata={ID: how})
+    return dataclasses.field(default=default, metadata={ID: how})
+
+
+def not_in_id(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """A config field that enters no stage id."""
+    return _declared(OUT, default, factory)
+
+
+def in_id_if_changed(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """A config field that enters a stage id only where its value differs from its default."""
+    return _declared(IF_CHANGED, default, factory)
+
+
+def id_rule(f: dataclasses.Field) -> str:
+    """How field `f` enters stage ids: IN, OUT or IF_CHANGED."""
+    return f.metadata.get(ID, IN)
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def identity(cfg: Any) -> dict[str, Any]:
+    """`cfg` (a config dataclass) as it enters stage ids: its fields as plain data by their declared rule, nested
+    configs (and lists of them) by their own."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value, rule = getattr(cfg, f.name), id_rule(f)
+        if rule == OUT or (rule == IF_CHANGED and value == field_default(f)):
+            continue
+        out[f.name] = _identity_value(value)
+    return out
+
+
+def _identity_value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return identity(value)
+    if isinstance(value, list | tuple):
+        return [_identity_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _identity_value(v) for k, v in value.items()}
+    return value
+
+
+def keys_by_rule(cls: type, rule: str) -> dict[str, Any]:
+    """{name: default} of the fields of config class `cls` declared with `rule`."""
+    return {f.name: field_default(f) for f in dataclasses.fields(cls) if id_rule(f) == rule}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from synscale.atomic import read_json
+from synscale.schema import identity
 from synscale.stage import StageResult, run_stage
 
 
@@ -92,18 +93,14 @@ def image_format(set_stage: StageResult) -> tuple[int, int]:
 def ood_set(spec: Any, train_set: StageResult, image_size: int, shard_size: int, log: Any) -> StageResult:
     """An `[[evaluate.sets]]` set (synscale.config.OODSetConfig) written as shards in the label space of
     `train_set` (its `ood.json` holds the class subset it covers), at `image_size` (0: the study's images')."""
-    import dataclasses
-
-    from synscale.data.datasets import DEFAULT_COLUMNS, columns_of
+    from synscale.data.datasets import columns_of
     from synscale.data.ood import fingerprint, write_ood_set
     from synscale.labels import LabelSet
 
     labels = LabelSet.load(train_set.path / "labels.json")
     first = first_image(train_set)
     size, channels = max(first.shape[:2]), 1 if first.ndim == 2 else 3
-    # the column keys enter the params only where they differ from the defaults (existing sets keep their ids)
-    spec_params = {k: v for k, v in dataclasses.asdict(spec).items() if k not in DEFAULT_COLUMNS} | columns_of(spec)
-    params = {"set": spec_params, "image_size": image_size or size, "channels": channels, "shard_size": shard_size}
+    params = {"set": identity(spec), "image_size": image_size or size, "channels": channels, "shard_size": shard_size}
     res = run_stage(train_set.root, "ood", params, {"labels": train_set.id,
                                                     "files": fingerprint(spec.root, spec.dataset, columns_of(spec))},
                     lambda o: write_ood_set(labels, spec, image_size or size, channels, o, shard_size, not log.quiet))

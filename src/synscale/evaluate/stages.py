@@ -4,14 +4,13 @@ the real test set. Each takes and returns stage directories."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from synscale.atomic import read_json
 from synscale.errors import ConfigError
-from synscale.schema import to_dict
+from synscale.schema import identity, to_dict
 from synscale.stage import StageResult, run_stage
 from synscale.train.stages import load_model
 
@@ -88,7 +87,7 @@ def probe(tc: Any, model_stage: StageResult, pc: Any, train_set: StageResult, te
         per_class.to_parquet(out / "per_class.parquet", index=False)
         (out / "summary.json").write_text(json.dumps({**overall, "lbfgs_iterations": lp.iterations}, indent=1))
 
-    res = run_stage(model_stage.root, "probe", {"probe": dataclasses.asdict(pc)},
+    res = run_stage(model_stage.root, "probe", {"probe": identity(pc)},
                     {"model": model_stage.id, "train": train_set.id, "test": test_set.id}, fn)
     log.stage(f"linear probe on {pc.name}", res)
     return res

@@ -4,16 +4,12 @@ the resumable `generate` stage, in this process or on Ray Data (synscale.generat
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any
 
-from synscale.config import GENERATION_ADDED, GENERATION_RUN_ONLY
+from synscale.schema import identity as config_identity
 from synscale.stage import StageResult, run_stage
-
-# Not in a generated set's id: where it runs, and the scales it is trained at (its size is `per_class`).
-NOT_IN_ID = (*GENERATION_RUN_ONLY, "scales")
 
 
 def synthetic_set(syn: Any, train_set: StageResult, data: Any, max_scale: int, log: Any, what: str = "",
@@ -58,22 +54,18 @@ def clip_synthetic_set(g: Any, pairs: StageResult, log: Any) -> StageResult:
 
 
 def identity(g: Any) -> dict[str, Any]:
-    """What of a generation config `g` decides its set's bytes: every key but where it runs, with the tuned
-    settings resolved for the device that generates (synscale.generate.tuning); keys added later only where they
-    differ from their defaults (GENERATION_ADDED), except whether a safety checker ran, which is in the id of every
+    """What of a generation config `g` decides its set's bytes: its keys by their declared rule (synscale.schema:
+    not where it runs), with the tuned settings resolved for the device that generates (synscale.generate.tuning);
+    safety_checker, added later, is in the id only where it differs from its default, except in the id of every
     set whose pipeline (or an upscaler of its cascade) has one, or may have one (synscale.generate.safety): such
     sets made before checkers were left out held black images under their labels."""
     from synscale.generate.safety import has_checker
     from synscale.generate.tuning import identity, settings_of
 
-    keys = {k: v for k, v in dataclasses.asdict(g).items()
-            if k not in NOT_IN_ID and GENERATION_ADDED.get(k, _UNSET) != v}
+    keys = config_identity(g)
     if any(has_checker(m) is not False for m in (g.model, *(u.model for u in g.upscale))):
         keys["safety_checker"] = g.safety_checker
     return identity({**keys, **settings_of(g)})
-
-
-_UNSET = object()
 
 
 def prompts_hash(prompts: Any) -> int:

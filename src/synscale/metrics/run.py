@@ -20,9 +20,8 @@ import numpy as np
 from synscale.atomic import read_json
 from synscale.metrics import TEST_SEED_OFFSET
 from synscale.metrics.features import Reference, feature_stage, keys_digest, set_identity
+from synscale.schema import identity as config_identity
 from synscale.stage import StageResult, run_stage
-
-RUN_ONLY = ("device", "compile", "batch_size")  # where and how fast: no effect on the numbers (precision is in the stage)
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ def metrics_params(mc: Any, ref: Any, test_keys: list[str] | None) -> dict[str, 
     """What a metrics stage's id hashes. `mc.names` is in it, and the stage's files name their columns after
     these names, so a renamed metric (`lpips` -> `lpips_ref`) gets a new stage: a stage written under the old
     name is never reused with its old column."""
-    return {"metrics": {k: v for k, v in dataclasses.asdict(mc).items() if k not in RUN_ONLY},
+    return {"metrics": config_identity(mc),
             "reference": ref.name, "precision": ref.precision, "test_keys": keys_digest(test_keys)}
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from synscale.schema import nonnegative as _nonnegative
 from synscale.schema import positive as _positive
-from synscale.schema import to_dict
+from synscale.schema import identity, in_id_if_changed, not_in_id
 
 
 def check_batch(batch_size: int, processes: int, accum_steps: int, processes_name: str = "processes") -> None:
@@ -30,14 +30,14 @@ class ScheduleConfig:
     zero_scale: int = 500_000
     iters_per_doubling: float = 95_000.0
     warmup_per_doubling: float = 10_000.0
-    kind: Literal["log-scale", "epochs"] = "log-scale"
+    kind: Literal["log-scale", "epochs"] = in_id_if_changed("log-scale")
     # kind = "epochs" (CLIP, appendix B.1): ceil(epochs * D / batch) steps at every scale D, warm-up from
     # the table [[threshold D, steps], ...] (the row with the largest threshold <= D; the first below all)
-    epochs: float = 32.0
-    warmup_by_scale: list[list[int]] = field(default_factory=list)
+    epochs: float = in_id_if_changed(32.0)
+    warmup_by_scale: list[list[int]] = in_id_if_changed(factory=list)
     # kind = "log-scale": at least ceil(min_epochs * D / batch) steps at scales D up to 2 * zero_scale (0 = no
     # floor), so scales at or below zero_scale train too (synscale's choice, not the paper's: synscale.train.schedule)
-    min_epochs: float = 0.0
+    min_epochs: float = in_id_if_changed(0.0)
 
     def check(self) -> None:
         _positive(self, "zero_scale", "iters_per_doubling", "epochs")
@@ -63,8 +63,8 @@ class TrainConfig:
     written here override them. `task` says what is trained: a classifier (a timm model) or CLIP (an
     open_clip model)."""
 
-    recipe: str = ""
-    task: Literal["classification", "contrastive"] = "classification"
+    recipe: str = not_in_id("")  # its values are in the other keys
+    task: Literal["classification", "contrastive"] = in_id_if_changed("classification")
     model: str = "synscale_cnn_small"  # a timm model name (classification) or an open_clip config name (contrastive)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model (drop_rate, ...)
     batch_size: int = 256  # global batch: images per optimizer step over all processes
@@ -72,7 +72,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8  # AdamW epsilon
+    eps: float = in_id_if_changed(1e-8)  # AdamW epsilon
     loss: Literal["ce", "bce"] = "ce"  # softmax cross-entropy, or sigmoid binary cross-entropy (summed over classes)
     mixup: float = 0.0  # Mixup alpha (0 = off): one Beta(alpha, alpha) draw per step, batch mixed with its reverse
     randaugment: list[int] = field(default_factory=list)  # [num_ops, magnitude], e.g. [2, 15]; [] = off
@@ -81,18 +81,17 @@ class TrainConfig:
     eval_batch_size: int = 1000
     seed: int = 0
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    # Where and how it runs. loader, workers, checkpoint_every and token_cache do not change what is computed, so
-    # they are left out of stage ids (TRAIN_RUN_ONLY, with `recipe`, whose values are in the other keys); the
-    # others can change the numbers in the last bits or more.
+    # Where and how it runs. loader, workers, checkpoint_every, tensorboard and token_cache do not change what is
+    # computed, so they are in no stage id; the others can change the numbers in the last bits or more.
     nproc: int = 1  # processes (GPUs) per training run; > 1 launches torchrun with DistributedDataParallel
     device: str = "auto"  # auto (cuda if there) | cpu | cuda
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast (CUDA, or CPU)
     compile: bool = False  # torch.compile the model
-    loader: Literal["auto", "memory", "stream"] = "auto"  # memory: decoded arrays; stream: shards in workers
-    workers: int = 0  # loader worker processes (stream); 0 = decode in the training process
-    checkpoint_every: int = 500  # steps between resumable checkpoints (safetensors + JSON); 0 = none
-    tensorboard: bool = True  # TensorBoard events beside the model (where the tensorboard package is installed)
-    token_cache: int = 65536  # CLIP: captions whose tokens each loader process keeps (least recently used first out)
+    loader: Literal["auto", "memory", "stream"] = not_in_id("auto")  # memory: decoded arrays; stream: shards in workers
+    workers: int = not_in_id(0)  # loader worker processes (stream); 0 = decode in the training process
+    checkpoint_every: int = not_in_id(500)  # steps between resumable checkpoints (safetensors + JSON); 0 = none
+    tensorboard: bool = not_in_id(True)  # TensorBoard events beside the model (where the tensorboard package is installed)
+    token_cache: int = not_in_id(65536)  # CLIP: captions whose tokens each loader process keeps (least recently used first out)
 
     def check(self) -> None:
         _positive(self, "batch_size", "lr", "eval_batch_size", "accum_steps", "nproc", "eps")
@@ -106,21 +105,9 @@ class TrainConfig:
             raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 
 
-TRAIN_RUN_ONLY = ("recipe", "loader", "workers", "checkpoint_every", "tensorboard", "token_cache")
-# Keys added to [train] after stage ids were first made: they enter an id only where they differ from
-# these defaults, so the ids of every earlier workdir's train stages stay what they were.
-TRAIN_ADDED = {"task": "classification", "eps": 1e-8}
-SCHEDULE_ADDED = {"kind": "log-scale", "epochs": 32.0, "warmup_by_scale": [], "min_epochs": 0.0}
-
-
-_UNSET = object()  # equal to no value
-
-
 def train_identity(train: TrainConfig) -> dict[str, Any]:
-    """`[train]` as it enters stage ids: without the keys that only say how a run executes, and without
-    later-added keys at their defaults."""
-    out = {k: v for k, v in to_dict(train).items() if k not in TRAIN_RUN_ONLY and TRAIN_ADDED.get(k, _UNSET) != v}
-    out["schedule"] = {k: v for k, v in out["schedule"].items() if SCHEDULE_ADDED.get(k, _UNSET) != v}
+    """`[train]` as it enters stage ids (synscale.schema.identity: each key by its declared rule)."""
+    out = identity(train)
     if train.task == "contrastive" and train.accum_steps > 1:
         # CLIP trained with accumulation before its temperature got the full batch's gradient (not accum_steps
         # times it) is another model: such stages are trained again, every other id stays

@@ -183,11 +183,13 @@ def _run_id(spec: dict[str, Any], ref: Callable[[str], str]) -> str:
     subset file named by `ref`."""
     import hashlib
 
-    from synscale.train.config import TRAIN_RUN_ONLY
+    from synscale.schema import OUT, keys_by_rule
+    from synscale.train.config import TrainConfig
 
+    run_only = keys_by_rule(TrainConfig, OUT)
     ident = {**spec, "out": None, "progress": None, "index": None,
              "parts": [[ref(s), ref(k) if k else None] for s, k in spec["parts"]],
-             "train": {k: v for k, v in spec["train"].items() if k not in TRAIN_RUN_ONLY}}
+             "train": {k: v for k, v in spec["train"].items() if k not in run_only}}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
