@@ -16,7 +16,7 @@ K = {"real": [0.3] * 10, "syn-a": [0.05, 0.05, 0.3, 0.3, 0.45, 0.45, 0.2, 0.2, 0
 PERF = {"real": [1.0] * 10, "syn-a": [0.0, 0.1, 2.0, 2.1, 0.5, 0.6, 1.0, 1.1, 1.5, 0.8], "syn-b": [0.5] * 10}
 SECTIONS = ["summary", "generation", "ability", "quality", "scaling", "ood", "per-class", "predictor", "samples", "clip",
             "findings", "points", "method"]
-FIGURES = ["1", "2", "3", "4", "6", "7", "A5", "A13", "k-pred"]
+FIGURES = ["1", "2", "3", "4", "6", "7", "A5", "A13", "k-pred"]  # drawn from the planted results (no probes, no CLIP)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,25 @@ def _sets_on_disk(w: Path) -> None:
     gen.to_parquet(w / "results" / "generation.parquet", index=False)
     meta = json.loads((w / "results" / "meta.json").read_text())
     (w / "results" / "meta.json").write_text(json.dumps({**meta, "real_train_path": str(w / "sets" / "real")}))
+
+
+def _registered() -> list[str]:
+    from synscale.report.figures import FIGURES as REGISTRY
+
+    return [key for key, _ in REGISTRY.entries()]
+
+
+@pytest.mark.parametrize("key", _registered())
+def test_every_registered_figure_is_in_its_section(report, key):
+    """Each figure of the registry is on the page once, drawn or left out with its reason, inside the section it
+    declares."""
+    from synscale.report.figures import FIGURES as REGISTRY
+
+    page = report.read_text()
+    assert (f'id="fig-{key}"' in page) != (f'id="missing-fig-{key}"' in page)
+    section = page.split(f'<section id="{REGISTRY.get(key).section}"', 1)[1].split("</section>", 1)[0]
+    assert f'fig-{key}"' in section
+    assert (key in FIGURES) == (f'id="fig-{key}"' in page)
 
 
 def test_report_is_rebuilt_from_results_alone(report):

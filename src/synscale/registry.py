@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from synscale.errors import UserError
 
-T = TypeVar("T", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class UnknownName(UserError, KeyError):

@@ -85,11 +85,11 @@ def fits_table(fits: Any, d_ref: int) -> str:
     return table(t, fmt, left=("config", "eval_set", "k CI", "loss CI"), table_id="clip-fits")
 
 
-def section(scaling: Any, fits: Any, info: dict[str, Any], out_dir: Path) -> str:
-    """The whole CLIP section (or why it is missing)."""
-    fig = F.figure8(scaling, fits, out_dir)
-    if fig.missing:
-        return f'<section id="clip"><h2>CLIP</h2>{figure_html(fig)}</section>'
+def section(scaling: Any, fits: Any, info: dict[str, Any], figs: list[F.Figure]) -> str:
+    """The whole CLIP section with its figures (drawn by the report's figure registry), or why it is missing."""
+    shown = "\n".join(figure_html(f) for f in figs)
+    if all(f.missing for f in figs):
+        return f'<section id="clip"><h2>CLIP</h2>{shown}</section>'
     d_ref = int(info.get("d_ref_clip") or scaling.scale.max())
     if fits is not None:  # fits written before the loss interval existed
         fits = fits.assign(**{c: fits.get(c, math.nan) for c in ("loss_at_max_lo", "loss_at_max_hi")})
@@ -112,7 +112,7 @@ a class's text feature is the mean of the normalised features of every template,
 <ul class="summary">{items}</ul>
 <p class="muted">The intervals are over the evaluation examples{runs}; how much a curve moves from one training run to
 another shows in its residuals (R² below).</p>
-{figure_html(fig)}
+{shown}
 <h3>Table 1-style: zero-shot top-1 (%)</h3>
 <p>Per evaluation set, source and number of captions; the average is over the sets shown; bold: the best source at that
 scale.</p>

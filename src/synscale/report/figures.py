@@ -111,13 +111,69 @@ def eval_set_groups(eval_sets: list[str]) -> tuple[list[str], list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# The report's figures by key: each declares its title, caption, the report section it is shown in and the tables it
+# reads (fields of Tables); the page draws every registered figure, in this order, and shows each in its section. A
+# figure whose inputs this study lacks comes back with the reason (Figure.missing).
 
 
-def figure1(fits: Any, out_dir: Path) -> Figure:
+@dataclass
+class Tables:
+    """The tables the figures read (W/results: the classifier rows, CLIP's apart), and the configuration the
+    per-class figures focus on."""
+
+    scaling: Any = None
+    fits: Any = None
+    per_class: Any = None
+    curves: Any = None  # scaling_per_class
+    correlations: Any = None
+    predictions: Any = None
+    metrics: Any = None
+    generation: Any = None
+    focus: str | None = None
+    clip_scaling: Any = None
+    clip_fits: Any = None
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    key: str  # "1", "2", "3", ... as in the paper
+    title: str
+    caption: str
+    section: str  # the id of the report section that shows it (<section id=...> on the page)
+    inputs: tuple[str, ...]  # the Tables fields it is drawn from, in the order `fn` takes them
+    fn: Callable[..., Figure]  # fn(Figure, *inputs, out_dir) -> the Figure, drawn or with `missing` set
+
+    def draw(self, tables: Tables, out_dir: Path) -> Figure:
+        f = Figure(self.key, self.title, self.caption)
+        return self.fn(f, *(getattr(tables, n) for n in self.inputs), out_dir)
+
+
+FIGURES: Registry[FigureSpec] = Registry("figure")
+
+
+def figure(key: str, title: str, caption: str, *, section: str, inputs: tuple[str, ...]) -> Callable[[Any], Any]:
+    """Register a figure function under `key` with what it shows and reads."""
+    def deco(fn: Callable[..., Figure]) -> Callable[..., Figure]:
+        FIGURES.register(key)(FigureSpec(key, title, caption, section, inputs, fn))
+        return fn
+
+    return deco
+
+
+def in_section(figs: dict[str, Figure], section: str, focus: bool | None = None) -> list[Figure]:
+    """The drawn figures that report section `section` shows, in the registry's order; with `focus`, only those
+    that show (True) or do not show (False) the one configuration the per-class figures focus on."""
+    return [figs[key] for key, spec in FIGURES.entries()
+            if spec.section == section and focus in (None, "focus" in spec.inputs)]
+
+
+@figure(
+    "1", "Scaling ability k per configuration and evaluation set",
+    "k of Equation 2 (the slope of log L against log D) for every configuration, real images in red; "
+    "error bars: bootstrap CIs. Larger k: the loss falls faster as data grows.",
+    section="ability", inputs=("fits",))
+def figure1(f: Figure, fits: Any, out_dir: Path) -> Figure:
     """Scaling ability k per configuration, real in red, per evaluation set, with CIs."""
-    f = Figure("1", "Scaling ability k per configuration and evaluation set",
-               "k of Equation 2 (the slope of log L against log D) for every configuration, real images in red; "
-               "error bars: bootstrap CIs. Larger k: the loss falls faster as data grows.")
     if fits is None or not len(fits):
         f.missing = "no scaling curve has two or more scales, so no k was fitted."
         return f
@@ -142,12 +198,14 @@ def figure1(fits: Any, out_dir: Path) -> Figure:
     return f
 
 
-def figure2(metrics: Any, scaling: Any, generation: Any, out_dir: Path) -> Figure:
+@figure(
+    "2", "Recognizability vs diversity, coloured by performance",
+    "Each point is a configuration (its metrics' images); colour: −log L on the real validation set at "
+    "the largest scale (larger: better); marker: the text-to-image model family (real images: star).",
+    section="quality", inputs=("metrics", "scaling", "generation"))
+def figure2(f: Figure, metrics: Any, scaling: Any, generation: Any, out_dir: Path) -> Figure:
     """Recognizability vs diversity, a point per configuration, coloured by -log L on the real validation set
     at the grid's scale (the paper's figure 2: at 1.3M)."""
-    f = Figure("2", "Recognizability vs diversity, coloured by performance",
-               "Each point is a configuration (its metrics' images); colour: −log L on the real validation set at "
-               "the largest scale (larger: better); marker: the text-to-image model family (real images: star).")
     if metrics is None or not len(metrics) or not {"recognizability", "diversity"} <= set(metrics.columns):
         f.missing = "no recognizability and diversity were measured (metrics.parquet is absent; set [metrics] per_class)."
         return f
@@ -221,11 +279,13 @@ def _curve_panel(ax: Any, scaling: Any, fits: Any, eval_set: str, col: dict[str,
             ax.axvspan(r.break_at, g.scale.max() * 1.05, color=c, alpha=0.06)
 
 
-def figure3(scaling: Any, fits: Any, out_dir: Path) -> Figure:
+@figure(
+    "3", "Scaling on the real validation set",
+    "Loss against training images, log-log; lines: Equation 2 fits (real dashed); dotted: the saturating "
+    "fit L = E + A·D^−k; a shaded band marks scales past a detected break of the power law.",
+    section="scaling", inputs=("scaling", "fits"))
+def figure3(f: Figure, scaling: Any, fits: Any, out_dir: Path) -> Figure:
     """Scaling curves on the real validation set with their Equation 2 fits (log-log)."""
-    f = Figure("3", "Scaling on the real validation set",
-               "Loss against training images, log-log; lines: Equation 2 fits (real dashed); dotted: the saturating "
-               "fit L = E + A·D^−k; a shaded band marks scales past a detected break of the power law.")
     if scaling is None or "val" not in set(scaling.eval_set):
         f.missing = "no model was evaluated on the real validation set."
         return f
@@ -240,11 +300,13 @@ def figure3(scaling: Any, fits: Any, out_dir: Path) -> Figure:
     return f
 
 
-def figure4(scaling: Any, fits: Any, out_dir: Path) -> Figure:
+@figure(
+    "4", "Scaling on distribution-shifted and out-of-distribution sets",
+    "Top row: loss (log-log) with Equation 2 fits; bottom row: top-1 accuracy. Where synthetic curves "
+    "come closer to (or cross) real ones here than on the validation set, synthetic data helps robustness.",
+    section="ood", inputs=("scaling", "fits"))
+def figure4(f: Figure, scaling: Any, fits: Any, out_dir: Path) -> Figure:
     """Loss (log-log) and top-1 against data scale on every shifted / out-of-distribution set."""
-    f = Figure("4", "Scaling on distribution-shifted and out-of-distribution sets",
-               "Top row: loss (log-log) with Equation 2 fits; bottom row: top-1 accuracy. Where synthetic curves "
-               "come closer to (or cross) real ones here than on the validation set, synthetic data helps robustness.")
     sets = [s for s in eval_set_groups(scaling.eval_set.tolist())[0] if s != "val"] if scaling is not None else []
     if not sets:
         f.missing = "the study has no shifted or out-of-distribution evaluation sets ([evaluate] shifts / [[evaluate.sets]])."
@@ -268,9 +330,11 @@ def figure4(scaling: Any, fits: Any, out_dir: Path) -> Figure:
     return f
 
 
-def figure_probes(scaling: Any, fits: Any, out_dir: Path) -> Figure:
-    f = Figure("probe", "Linear probes on downstream sets",
-               "Loss of a linear probe on each downstream set, on the features of each trained classifier.")
+@figure(
+    "probe", "Linear probes on downstream sets",
+    "Loss of a linear probe on each downstream set, on the features of each trained classifier.",
+    section="ood", inputs=("scaling", "fits"))
+def figure_probes(f: Figure, scaling: Any, fits: Any, out_dir: Path) -> Figure:
     sets = eval_set_groups(scaling.eval_set.tolist())[1] if scaling is not None else []
     if not sets:
         f.missing = "the study has no linear-probe sets ([[evaluate.probes]])."
@@ -300,12 +364,14 @@ def focus_config(fits: Any, generation: Any = None) -> str | None:
     return None if not len(v) else str(v.sort_values("perf_at_DI", ascending=False).config.iloc[0])
 
 
-def figure6(per_class: Any, out_dir: Path) -> Figure:
+@figure(
+    "6", "Per-class scaling ability against performance at D_I",
+    "Each point is a class (validation set), one row per synthetic configuration; colours: the class's "
+    "diversity, recognizability and −log L at the largest scale; markers: the category "
+    "(▲ scaling, ■ easy, ▼ poor, ● other).",
+    section="per-class", inputs=("per_class",))
+def figure6(f: Figure, per_class: Any, out_dir: Path) -> Figure:
     """Per-class k_c against -log L_c(D_I), coloured by diversity, recognizability and final performance."""
-    f = Figure("6", "Per-class scaling ability against performance at D_I",
-               "Each point is a class (validation set), one row per synthetic configuration; colours: the class's "
-               "diversity, recognizability and −log L at the largest scale; markers: the category "
-               "(▲ scaling, ■ easy, ▼ poor, ● other).")
     pc = per_class[(per_class.eval_set == "val") & (per_class.source != "real")] if per_class is not None and len(per_class) else None
     if pc is None or not len(pc):
         f.missing = "no synthetic configuration has per-class fits on the validation set."
@@ -345,12 +411,14 @@ def pick_classes(per_class: Any, config: str, per_category: int = 2) -> dict[str
             for cat, (col, asc) in order.items()}
 
 
-def figure7(curves: Any, per_class: Any, config: str | None, out_dir: Path) -> Figure:
+@figure(
+    "7", "Per-class scaling: scaling, easy and poor classes against real",
+    "Per-class validation loss against training images (log-log); solid: the synthetic configuration, "
+    "dashed: real images. Scaling classes (red) improve fastest, easy ones (blue) start well, poor "
+    "ones (green) neither.",
+    section="per-class", inputs=("curves", "per_class", "focus"))
+def figure7(f: Figure, curves: Any, per_class: Any, config: str | None, out_dir: Path) -> Figure:
     """Per-class scaling curves for two classes of each category, synthetic against real."""
-    f = Figure("7", "Per-class scaling: scaling, easy and poor classes against real",
-               "Per-class validation loss against training images (log-log); solid: the synthetic configuration, "
-               "dashed: real images. Scaling classes (red) improve fastest, easy ones (blue) start well, poor "
-               "ones (green) neither.")
     if config is None or curves is None or per_class is None or not len(per_class):
         f.missing = "no synthetic configuration has per-class fits on the validation set."
         return f
@@ -395,10 +463,12 @@ def deciles(per_class: Any, config: str, groups: int = 10) -> Any:
     return pd.DataFrame(rows)
 
 
-def figureA5(per_class: Any, config: str | None, out_dir: Path) -> Figure:
-    f = Figure("A5", "Recognizability and diversity by scaling-ability decile",
-               "Classes split into ten equal groups by k_c, lowest first (fewer groups when there are fewer than "
-               "ten classes); bars: the groups' mean recognizability and diversity.")
+@figure(
+    "A5", "Recognizability and diversity by scaling-ability decile",
+    "Classes split into ten equal groups by k_c, lowest first (fewer groups when there are fewer than "
+    "ten classes); bars: the groups' mean recognizability and diversity.",
+    section="per-class", inputs=("per_class", "focus"))
+def figureA5(f: Figure, per_class: Any, config: str | None, out_dir: Path) -> Figure:
     if config is None or per_class is None or not len(per_class):
         f.missing = "no synthetic configuration has per-class fits on the validation set."
         return f
@@ -423,12 +493,14 @@ def figureA5(per_class: Any, config: str | None, out_dir: Path) -> Figure:
     return f
 
 
-def figureA13(corr: Any, out_dir: Path) -> Figure:
-    f = Figure("A13", "Spearman correlation of k_c with per-class metrics",
-               "Per configuration, Spearman's ρ between the classes' scaling ability k_c and each per-class "
-               "metric (FD and the LPIPS-style distances as measured: lower FD is closer to real; higher is more "
-               "varied). lpips_ref is the LPIPS-style distance on the reference network, not the paper's LPIPS "
-               "(AlexNet, lpips_alex).")
+@figure(
+    "A13", "Spearman correlation of k_c with per-class metrics",
+    "Per configuration, Spearman's ρ between the classes' scaling ability k_c and each per-class "
+    "metric (FD and the LPIPS-style distances as measured: lower FD is closer to real; higher is more "
+    "varied). lpips_ref is the LPIPS-style distance on the reference network, not the paper's LPIPS "
+    "(AlexNet, lpips_alex).",
+    section="per-class", inputs=("correlations",))
+def figureA13(f: Figure, corr: Any, out_dir: Path) -> Figure:
     if corr is None or not len(corr):
         f.missing = "fewer than three classes have both a k_c and per-class metrics."
         return f
@@ -452,10 +524,12 @@ def figureA13(corr: Any, out_dir: Path) -> Figure:
     return f
 
 
-def figure_predictor(predictions: Any, out_dir: Path) -> Figure:
-    f = Figure("k-pred", "Predicting k from recognizability and diversity (leave-one-out)",
-               "Each point: a class of a synthetic configuration (dots) or a configuration (squares); x: its "
-               "k predicted by the model fitted without it, y: its fitted k.")
+@figure(
+    "k-pred", "Predicting k from recognizability and diversity (leave-one-out)",
+    "Each point: a class of a synthetic configuration (dots) or a configuration (squares); x: its "
+    "k predicted by the model fitted without it, y: its fitted k.",
+    section="predictor", inputs=("predictions",))
+def figure_predictor(f: Figure, predictions: Any, out_dir: Path) -> Figure:
     p = predictions.dropna(subset=["k"]) if predictions is not None and len(predictions) else None
     if p is None or not len(p):
         f.missing = "the k predictor needs at least four configurations or classes with metrics and fits."
@@ -498,12 +572,15 @@ def clip_colors(scaling: Any) -> dict[str, str]:
     return out
 
 
-def figure8(scaling: Any, fits: Any, out_dir: Path, eval_set: str = "val") -> Figure:
+@figure(
+    "8", "CLIP scaling: zero-shot loss and top-1 against captions (synthetic, real, synthetic + real)",
+    "CLIP models trained on nested caption subsets; every source at one scale has the same captions. Left: the "
+    "zero-shot loss −log softmax(τ·sim) on val (log-log) with Equation 2 fits; right: zero-shot top-1.",
+    section="clip", inputs=("clip_scaling", "clip_fits"))
+def figure8(f: Figure, scaling: Any, fits: Any, out_dir: Path) -> Figure:
     """The paper's figure 8: CLIP's zero-shot loss (log-log, with Equation 2 fits) and top-1 against the
     number of captions, for real, synthetic and mixed pairs."""
-    f = Figure("8", "CLIP scaling: zero-shot loss and top-1 against captions (synthetic, real, synthetic + real)",
-               f"CLIP models trained on nested caption subsets; every source at one scale has the same captions. Left: the "
-               f"zero-shot loss −log softmax(τ·sim) on {eval_set} (log-log) with Equation 2 fits; right: zero-shot top-1.")
+    eval_set = "val"
     if scaling is None or not len(scaling) or eval_set not in set(scaling.eval_set):
         f.missing = "this study has no CLIP training results (figure 8 and table 1 of the paper need them: [clip] scales)."
         return f
@@ -526,40 +603,6 @@ def figure8(scaling: Any, fits: Any, out_dir: Path, eval_set: str = "val") -> Fi
     return f
 
 
-# ---------------------------------------------------------------------------------------------------
-# The report's figures by name: the page draws every registered figure, in this order, each from the tables
-# it reads; a figure whose inputs this study lacks comes back with the reason (Figure.missing).
-
-
-@dataclass
-class Tables:
-    """The classifier tables the figures read (W/results), and the configuration the per-class figures
-    focus on."""
-
-    scaling: Any = None
-    fits: Any = None
-    per_class: Any = None
-    curves: Any = None  # scaling_per_class
-    correlations: Any = None
-    predictions: Any = None
-    metrics: Any = None
-    generation: Any = None
-    focus: str | None = None
-
-
-FIGURES: Registry[Callable[[Tables, Path], Figure]] = Registry("figure")
-FIGURES.register("1")(lambda t, out: figure1(t.fits, out))
-FIGURES.register("2")(lambda t, out: figure2(t.metrics, t.scaling, t.generation, out))
-FIGURES.register("3")(lambda t, out: figure3(t.scaling, t.fits, out))
-FIGURES.register("4")(lambda t, out: figure4(t.scaling, t.fits, out))
-FIGURES.register("probe")(lambda t, out: figure_probes(t.scaling, t.fits, out))
-FIGURES.register("6")(lambda t, out: figure6(t.per_class, out))
-FIGURES.register("7")(lambda t, out: figure7(t.curves, t.per_class, t.focus, out))
-FIGURES.register("A5")(lambda t, out: figureA5(t.per_class, t.focus, out))
-FIGURES.register("A13")(lambda t, out: figureA13(t.correlations, out))
-FIGURES.register("k-pred")(lambda t, out: figure_predictor(t.predictions, out))
-
-
 def draw_all(tables: Tables, out_dir: Path) -> dict[str, Figure]:
-    """Every registered figure, by name."""
-    return {name: fn(tables, out_dir) for name, fn in FIGURES.entries()}
+    """Every registered figure, by key, in the order registered, each from the tables it declares."""
+    return {key: spec.draw(tables, out_dir) for key, spec in FIGURES.entries()}

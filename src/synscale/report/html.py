@@ -190,7 +190,7 @@ def grouped_tables(t: Any) -> str:
     return "".join(out)
 
 
-def _predictor_section(info: dict[str, Any], fig: F.Figure) -> str:
+def _predictor_section(info: dict[str, Any], figs: str) -> str:
     import pandas as pd
 
     rows = []
@@ -209,11 +209,14 @@ predicted by the model fitted on the other configurations, and every class's k<s
 classes of the other configurations (leave-one-configuration-out). <i>skill</i> = 1 − MAE / MAE of predicting the mean
 of the same training rows: above 0 the metrics carry information about k.</p>
 {tbl}{"<ul>" + "".join(skipped) + "</ul>" if skipped else ""}
-{figure_html(fig)}
+{figs}
 </section>"""
 
 
-def _per_class_section(per_class: Any, corr: Any, info: dict[str, Any], focus: str | None, figs: list[F.Figure]) -> str:
+def _per_class_section(per_class: Any, corr: Any, info: dict[str, Any], focus: str | None, figs: str,
+                       focus_figs: str) -> str:
+    """The per-class analysis: `figs` (every configuration's classes) above the categories, `focus_figs` (the focus
+    configuration's) below them."""
     if per_class is None or not len(per_class):
         return ('<section id="per-class"><h2>Per-class analysis</h2><p class="missing">No per-class fits: '
                 "scaling_per_class.parquet is absent or has fewer than two scales.</p></section>")
@@ -242,9 +245,9 @@ q<sub>high</sub> = {fc.get('category_high', 2 / 3):.3g}:
 <span class="cat-easy">easy</span> = perf ≥ q<sub>high</sub>(perf) and k &gt; q<sub>low</sub>(k);
 <span class="cat-scaling">scaling</span> = k ≥ q<sub>high</sub>(k) and perf &lt; q<sub>high</sub>(perf); other: the rest.
 Figures 7 and A5 show {esc(focus or "–")}, the synthetic configuration with the best −log L(D<sub>I</sub>).</p>
-{"".join(figure_html(f) for f in figs[:2])}
+{figs}
 <h3>Classes by category (validation set)</h3>{"".join(lists)}
-{"".join(figure_html(f) for f in figs[2:])}
+{focus_figs}
 <h3>Spearman correlation of k<sub>c</sub> with per-class metrics</h3>{corr_tbl or '<p class="muted">none</p>'}
 <h3>Every class</h3><div class="scroll">{table(every, fmt, left=("config", "class_name", "category"), table_id="per-class-table")}</div>
 </section>"""
@@ -441,13 +444,19 @@ def _write_page(results: Path, out: Path, meta: dict[str, Any], title: str) -> N
     d_ref = int(info.get("d_ref", meta.get("d_ref", 0)))
     focus = F.focus_config(fits, gen)
 
-    figs = F.draw_all(F.Tables(scaling, fits, per_class, curves, corr, preds, metrics, gen, focus), out)
+    clip_scaling, clip_fits = only(everything, "clip"), only(all_fits, "clip")
+    figs = F.draw_all(F.Tables(scaling=scaling, fits=fits, per_class=per_class, curves=curves, correlations=corr,
+                               predictions=preds, metrics=metrics, generation=gen, focus=focus,
+                               clip_scaling=clip_scaling, clip_fits=clip_fits), out)
+
+    def shown(section: str, focus: bool | None = None) -> str:
+        return "\n".join(figure_html(f) for f in F.in_section(figs, section, focus))
     from synscale.report.samples import samples_section
 
     curve_configs = tuple(fits[(fits.eval_set == "val") & (fits.source != "real")].source) if fits is not None and len(fits) else ()
     samples_html = samples_section(results, out, gen, per_class, read("metrics_per_class.parquet"),
                                    meta.get("real_train_path"), curve_configs)
-    clip_html = clip_section(only(everything, "clip"), only(all_fits, "clip"), info, out)
+    clip_html = clip_section(clip_scaling, clip_fits, info, F.in_section(figs, "clip"))
 
     items = summary_items(fits, per_class, info, focus, d_ref) if len(scaling) or not len(everything) else [
         "This study trained no classifiers; the CLIP section has its findings."]
@@ -461,22 +470,22 @@ def _write_page(results: Path, out: Path, meta: dict[str, Any], title: str) -> N
 and evaluation set: k is the scaling ability (larger: the loss falls faster with more data), −log L(D<sub>I</sub>) the performance
 at D<sub>I</sub> (larger: better). <i>linear up to</i> is the largest scale of the longest prefix on which the power law holds;
 E and k (sat.) are the saturating fit L = E + A·(D/D<sub>I</sub>)<sup>−k</sup> (four or more scales).</p>
-{figure_html(figs["1"])}
+{shown("ability")}
 {_fits_table(fits, d_ref) if fits is not None and len(fits) else '<p class="missing">No fits.</p>'}
 </section>
 <section id="quality"><h2>Recognizability, diversity and performance</h2>
-{figure_html(figs["2"])}
+{shown("quality")}
 {_metrics_html(results, scaling, fits)}
 </section>
 <section id="scaling"><h2>Scaling curves</h2>
-{figure_html(figs["3"])}
+{shown("scaling")}
 </section>
 <section id="ood"><h2>Distribution shifts and downstream probes</h2>
-{figure_html(figs["4"])}
-{figure_html(figs["probe"])}
+{shown("ood")}
 </section>
-{_per_class_section(per_class, corr, info, focus, [figs["6"], figs["A13"], figs["7"], figs["A5"]])}
-{_predictor_section(info, figs["k-pred"])}
+{_per_class_section(per_class, corr, info, focus, shown("per-class", focus=False),
+                     shown("per-class", focus=True))}
+{_predictor_section(info, shown("predictor"))}
 {samples_html}
 {clip_html}
 {findings_section(results)}
