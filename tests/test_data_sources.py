@@ -199,7 +199,7 @@ def test_a_bad_image_in_a_worker_is_the_same_one_line(tmp_path):
 
 def test_the_compute_estimate_counts_an_hf_datasets_classes(saved_dict, tmp_path):
     from synscale.config import find_study, load_study
-    from synscale.estimate import classes
+    from synscale.study.estimate import classes
 
     cfg = load_study(find_study("fashion-mnist"), "smoke", ["data.dataset=hf", f"data.root={saved_dict}"])
     assert classes(cfg) == (3, f"the label set of {saved_dict}")

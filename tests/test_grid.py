@@ -131,7 +131,7 @@ def test_the_demo_grid_covers_tables_a4_to_a6():
 def test_one_parser_of_model_references():
     """`builtin:<family>[@<weights>]` is read in one place (synscale.modelref) by the grid's names, the
     estimate, the results, preflight and the generator alike."""
-    from synscale.estimate import family
+    from synscale.study.estimate import family
     from synscale.modelref import builtin_family, is_builtin
     from synscale.grid import short_model
 

@@ -20,8 +20,8 @@ import pytest
 
 from synscale.cli import main
 from synscale.config import load_study, study_identity
-from synscale.plan import Journal
-from synscale.status import node_states, summary
+from synscale.study.plan import Journal
+from synscale.study.status import node_states, summary
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ENV = {**os.environ, "PYTHONPATH": str(SRC), "TQDM_DISABLE": "1"}

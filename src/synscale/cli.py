@@ -473,7 +473,7 @@ def run_study_command(args: argparse.Namespace, cfg: StudyConfig, *, default_job
 
 def print_checks(cfg: StudyConfig) -> int:
     """The checks a run makes before its first stage: 0 when all pass, else 2 (one line per problem)."""
-    from synscale.preflight import problems
+    from synscale.study.preflight import problems
 
     found = problems(cfg)
     if not found:
@@ -521,8 +521,8 @@ def print_plan(cfg: StudyConfig) -> None:
 
 
 def print_stages(cfg: StudyConfig) -> None:
-    """The plan's stages per kind (synscale.study.build_plan) and what they will cost (synscale.estimate)."""
-    from synscale.estimate import print_estimate
+    """The plan's stages per kind (synscale.study.build_plan) and what they will cost (synscale.study.estimate)."""
+    from synscale.study.estimate import print_estimate
     from synscale.study import build_plan
 
     sp = build_plan(cfg)
@@ -738,7 +738,7 @@ def _check_generate_flags(args: argparse.Namespace, strategy: str) -> Any:
     """The flags under the rules of a study's [[synthetic]] keys, and the model as a study checks it; returns
     them as a synscale.config.SyntheticConfig."""
     from synscale.config import SyntheticConfig
-    from synscale.preflight import check_cascade, check_generator
+    from synscale.study.preflight import check_cascade, check_generator
     from synscale.schema import from_dict
 
     import re
@@ -952,7 +952,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from synscale.status import print_status
+    from synscale.study.status import print_status
 
     print_status(Path(args.workdir))
     return 0

@@ -8,7 +8,6 @@ at one scale was trained on the same captions.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from synscale.report import figures as F

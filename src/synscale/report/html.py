@@ -430,33 +430,35 @@ log residuals with E in [0, min L). Everything on this page is rebuilt from W/re
 </section>"""
 
 
-def _write_page(results: Path, out: Path, meta: dict[str, Any], title: str) -> None:
+def _read_tables(results: Path) -> tuple[F.Tables, Any, Any]:
+    """The tables the page shows (classifier and CLIP rows apart), with every model's rows and every generated set."""
     def read(name: str) -> Any:
         return read_table(results / name)
 
-    everything, all_fits = read("scaling.parquet"), read("fits.parquet")
-    scaling, fits = only(everything, "classification"), only(all_fits, "classification")
-    per_class, curves = only(read("per_class.parquet"), "classification"), only(read("scaling_per_class.parquet"), "classification")
-    corr, preds = read("correlations.parquet"), read("predictions.parquet")
-    metrics, all_gen = read("metrics.parquet"), read("generation.parquet")
-    gen = only(all_gen, "classification")
+    everything, all_fits, all_gen = read("scaling.parquet"), read("fits.parquet"), read("generation.parquet")
+    fits, gen = only(all_fits, "classification"), only(all_gen, "classification")
+    t = F.Tables(scaling=only(everything, "classification"), fits=fits, per_class=only(read("per_class.parquet"), "classification"),
+                 curves=only(read("scaling_per_class.parquet"), "classification"), correlations=read("correlations.parquet"),
+                 predictions=read("predictions.parquet"), metrics=read("metrics.parquet"), generation=gen,
+                 focus=F.focus_config(fits, gen), clip_scaling=only(everything, "clip"), clip_fits=only(all_fits, "clip"))
+    return t, everything, all_gen
+
+
+def _write_page(results: Path, out: Path, meta: dict[str, Any], title: str) -> None:
+    t, everything, all_gen = _read_tables(results)
+    scaling, fits, per_class, corr, focus = t.scaling, t.fits, t.per_class, t.correlations, t.focus
     info = read_json(results / "analysis.json")
     d_ref = int(info.get("d_ref", meta.get("d_ref", 0)))
-    focus = F.focus_config(fits, gen)
-
-    clip_scaling, clip_fits = only(everything, "clip"), only(all_fits, "clip")
-    figs = F.draw_all(F.Tables(scaling=scaling, fits=fits, per_class=per_class, curves=curves, correlations=corr,
-                               predictions=preds, metrics=metrics, generation=gen, focus=focus,
-                               clip_scaling=clip_scaling, clip_fits=clip_fits), out)
+    figs = F.draw_all(t, out)
 
     def shown(section: str, focus: bool | None = None) -> str:
         return "\n".join(figure_html(f) for f in F.in_section(figs, section, focus))
     from synscale.report.samples import samples_section
 
     curve_configs = tuple(fits[(fits.eval_set == "val") & (fits.source != "real")].source) if fits is not None and len(fits) else ()
-    samples_html = samples_section(results, out, gen, per_class, read("metrics_per_class.parquet"),
+    samples_html = samples_section(results, out, t.generation, per_class, read_table(results / "metrics_per_class.parquet"),
                                    meta.get("real_train_path"), curve_configs)
-    clip_html = clip_section(clip_scaling, clip_fits, info, F.in_section(figs, "clip"))
+    clip_html = clip_section(t.clip_scaling, t.clip_fits, info, F.in_section(figs, "clip"))
 
     items = summary_items(fits, per_class, info, focus, d_ref) if len(scaling) or not len(everything) else [
         "This study trained no classifiers; the CLIP section has its findings."]

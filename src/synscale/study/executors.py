@@ -1,4 +1,4 @@
-"""Executors run a plan (synscale.plan) and return every node's stage.
+"""Executors run a plan (synscale.study.plan) and return every node's stage.
 
 - `local` (default): the nodes one after another in this process, in the plan's order; complete stages
   are found on disk and skipped, so an interrupted study resumes where it stopped. With `jobs` > 1, up to
@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from synscale.plan import Context, Journal, Plan, run_node
+from synscale.study.plan import Context, Journal, Plan, run_node
 from synscale.schema import ConfigError
 
 EXECUTORS = ("local", "ray")

@@ -1,5 +1,5 @@
 """A study as a plan: a graph of stage nodes, built without running anything (and without torch), run by an
-executor (synscale.executors: `local` in this process, `ray` on a Ray cluster).
+executor (synscale.study.executors: `local` in this process, `ray` on a Ray cluster).
 
 A node names the stage kind it produces, the nodes whose stages it reads (`deps`), a module-level function
 that runs it, `fn(ctx, *dep_results, **args) -> StageResult`, and what it needs (CPUs, GPUs, processes).
@@ -7,9 +7,9 @@ Its stage id is the content hash of synscale.stage, computed when it runs, so a 
 workdir finds the stages that are complete. Nodes are kept in the order they were added, which is a
 topological order (a node's deps are added before it): the local executor runs them in that order.
 
-While a plan runs, every node's state is journalled under `W/plan/` (synscale.plan.Journal): `plan.json`
+While a plan runs, every node's state is journalled under `W/plan/` (synscale.study.plan.Journal): `plan.json`
 (the nodes and the study's identity) and `nodes/<n>.json` (running, done or failed, with start and end times,
-host, process and stage id), which `synscale status W` reads beside the stages themselves (synscale.status).
+host, process and stage id), which `synscale status W` reads beside the stages themselves (synscale.study.status).
 """
 
 from __future__ import annotations

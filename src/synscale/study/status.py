@@ -1,10 +1,9 @@
 """`synscale status W`: a study's plan with each stage's state, the compute its stages took per kind and
-what is left, from the journal the executors keep (synscale.plan.Journal) checked against the stages on disk
+what is left, from the journal the executors keep (synscale.study.plan.Journal) checked against the stages on disk
 (synscale.stage: complete, and each stage.json's wall seconds)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections import defaultdict
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from synscale.atomic import alive, read_json
-from synscale.plan import Journal
+from synscale.study.plan import Journal
 from synscale.schema import ConfigError
 from synscale.stage import STAGE_FILE, complete
 
@@ -52,7 +51,7 @@ def _wall_seconds(stage: Path) -> float:
 def summary(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per stage kind: nodes in each state, seconds its stages took (cached ones included: the compute the
     study's results rest on), and the seconds left: the kind's mean so far times the stages not done, or
-    before one is done the plan's estimate (synscale.estimate; `planned` True), None where it has none."""
+    before one is done the plan's estimate (synscale.study.estimate; `planned` True), None where it has none."""
     out: dict[str, dict[str, Any]] = defaultdict(lambda: {**{s: 0 for s in STATES}, "seconds": 0.0})
     planned: dict[str, list[float | None]] = defaultdict(list)  # the plan's estimates of the stages not done
     for n in nodes:

@@ -1,0 +1,352 @@
+"""A study config as a plan of nodes (synscale.study.plan), built without running anything and without torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from synscale.config import StudyConfig, study_identity
+from synscale.metrics import TEST_SEED_OFFSET
+from synscale.modelref import is_builtin
+from synscale.study.plan import Needs, Plan
+from synscale.registry import Registry
+
+from synscale.study import nodes
+
+# ---------------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A trained model as the results tables name it (synscale.results.TrainedModel, before it exists)."""
+
+    source: str
+    scale: int
+    train: str  # its node
+    real_images: int = 0
+    run: int = 0
+    task: str = "classification"
+    synthetic_images: int | None = None
+    pick: str | None = None  # source is best / worst: the select node that names the configuration
+
+
+@dataclass
+class StudyPlan:
+    """The plan and what the results tables are made of: (model, evaluation name, evaluation node), the
+    generated sets (config, node) and the metrics (name, node)."""
+
+    plan: Plan = field(default_factory=Plan)
+    train_set: str | None = None  # the real training split's node (None: the study needs none)
+    real_sets: dict[str, str] = field(default_factory=dict)  # name -> node of each real set (train, test, CLIP's pairs)
+    evals: list[tuple[ModelSpec, str, str]] = field(default_factory=list)
+    generated: list[tuple[Any, str]] = field(default_factory=list)
+    metrics: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One way every model of a task is evaluated: on an evaluation set's node (`set_key`; `ood`: its logits
+    restricted to the classes it covers; `templates`: a zero-shot set's own), or by a linear probe on a
+    downstream set's (train, test) nodes."""
+
+    name: str  # the results' eval_set
+    set_key: str | None = None
+    ood: bool = False
+    templates: str = ""
+    probe: Any = None  # synscale.config.ProbeConfig
+    probe_sets: tuple[str, str] | None = None
+    tasks: tuple[str, ...] = ("classification", "clip")
+
+
+# The study's evaluations, looked up by name and run in this order for every model: each adds the nodes of
+# its sets to the plan and says how models are evaluated on them (none where the study configures none).
+EVALUATIONS: Registry[Callable[[Any, StudyConfig, str, str | None], list[Evaluation]]] = Registry("evaluation")
+
+
+@EVALUATIONS.register("val")
+def _val_evaluation(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
+    """The real test set."""
+    return [Evaluation("val", test)]
+
+
+@EVALUATIONS.register("shifts")
+def _shift_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
+    """`evaluate.shifts`: shifted copies of the real test set; the hard one is the test images a real-trained
+    model (the reference) gets wrong."""
+    from synscale.data.shifts import HARD
+
+    out = []
+    for name in cfg.evaluate.shifts:
+        model = b.reference(train) if name == HARD else None
+        out.append(Evaluation(name, b.add(f"shift {name}", "shift", nodes.shift, (test, model), Needs(), tc=cfg.train,
+                                          name=name, seed=cfg.evaluate.shift_seed, shard_size=cfg.data.shard_size)))
+    return out
+
+
+@EVALUATIONS.register("sets")
+def _ood_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
+    """`[[evaluate.sets]]`: OOD sets in the study's label space, each on the classes it covers."""
+    return [Evaluation(spec.name, b.add(f"OOD set {spec.name}", "ood", nodes.ood, (train or test,), spec=spec,
+                                        image_size=cfg.data.image_size, shard_size=cfg.data.shard_size), ood=True)
+            for spec in cfg.evaluate.sets]
+
+
+@EVALUATIONS.register("zero-shot")
+def _zero_shot_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
+    """`[[evaluate.zero_shot]]`: downstream sets that CLIP models classify zero-shot."""
+    if not cfg.clip.scales:
+        return []
+    from synscale.data.datasets import columns_of
+
+    return [Evaluation(z.name, b.shards(z.split, f"zero-shot set {z.name}", dataset=z.dataset, root=z.root,
+                                        image_size=z.image_size, columns=columns_of(z)), templates=z.templates,
+                       tasks=("clip",))
+            for z in cfg.evaluate.zero_shot]
+
+
+@EVALUATIONS.register("probes")
+def _probe_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
+    """`[[evaluate.probes]]`: linear probes of every model's features on downstream sets."""
+    from synscale.data.datasets import columns_of
+
+    return [Evaluation(f"probe:{p.name}", probe=p, probe_sets=tuple(
+        b.shards(split, f"probe {p.name}", dataset=p.dataset, root=p.root, image_size=p.image_size,
+                 columns=columns_of(p))
+        for split in (p.train_split, p.test_split))) for p in cfg.evaluate.probes]
+
+
+def _train_needs(tc: Any) -> Needs:
+    """A training run's needs: a GPU per process where the device asks for (or allows) CUDA, and a CPU for each
+    process and each of its loader workers (they are all busy at once)."""
+    gpus = 0.0 if tc.device == "cpu" else float(tc.nproc)
+    return Needs(cpus=float(tc.nproc * (tc.workers + 1)), gpus=gpus, processes=tc.nproc, gpu_optional=tc.device == "auto",
+                 why=f"nproc = {tc.nproc} processes of workers = {tc.workers} loader workers each")
+
+
+def _eval_needs(tc: Any) -> Needs:
+    return Needs(cpus=1.0, gpus=0.0 if tc.device == "cpu" else 1.0, gpu_optional=tc.device == "auto")
+
+
+def _gen_needs(g: Any) -> Needs:
+    if g.executor == "ray":  # the task only drives Ray Data, whose actors take the generation's resources
+        return Needs(cpus=0.0, actor_cpus=g.ray_cpus, actor_gpus=g.ray_gpus, why=f"ray_cpus = {g.ray_cpus:g}, "
+                     f"ray_gpus = {g.ray_gpus:g} per generator actor")
+    return Needs(cpus=1.0, gpus=0.0 if is_builtin(g.model) else 1.0, gpu_optional=True)
+
+
+class _Builder:
+    def __init__(self, cfg: StudyConfig) -> None:
+        self.cfg, self.sp = cfg, StudyPlan()
+        self.add = self.sp.plan.add
+
+    def shards(self, split: str, what: str = "real shards", **kw: Any) -> str:
+        """A split of the study's dataset, or with `dataset=`, `root=`, `image_size=`, `columns=` of another one."""
+        return self.add(f"{what} [{split}]", "shards", nodes.shards, data=self.cfg.data, split=split, what=what, **kw)
+
+    def subset(self, set_key: str, scale: int, seed: int, order: str = "class") -> str:
+        return self.add(f"subset {scale} of {set_key} (seed {seed}{', ' + order if order != 'class' else ''})", "subset",
+                        nodes.subset, (set_key,), scale=scale, seed=seed, order=order)
+
+    def reference(self, train: str) -> str:
+        """The real-trained reference (metrics, hard shift): the whole class-balanced training set."""
+        sub = self.add("subset reference", "subset", nodes.reference_subset, (train,), seed=self.cfg.data.order_seed)
+        ref = self.cfg.data.reference_size  # about the reference's size (the data says exactly, when it runs)
+        info = _train_info(ref, self.cfg.train) if ref else {}
+        return self.add("train reference", "train", nodes.train_reference, (train, sub), _train_needs(self.cfg.train),
+                        info, tc=self.cfg.train)
+
+    def captions(self, train: str, syn: Any, seed: int | None = None) -> str | None:
+        """An in-captions configuration's caption pool (one node per captioner and seed, shared), else None."""
+        if syn.strategy != "in-captions":
+            return None
+        seed = syn.seed if seed is None else seed
+        gpu = syn.captioner.startswith("hf:")
+        return self.add(f"captions {syn.captioner} seed={seed}", "captions", nodes.captions, (train,),
+                        Needs(cpus=1.0, gpus=1.0 if gpu else 0.0, gpu_optional=gpu), captioner=syn.captioner, seed=seed,
+                        allow_download=syn.allow_download)
+
+    def train(self, tc: Any, parts: list[tuple[str, str]], scale: int, name: str,
+              real_prob: float | None = None) -> str:
+        deps = tuple(k for pair in parts for k in pair)
+        return self.add(f"train {name} D={scale}", "train", nodes.train, deps, _train_needs(tc), _train_info(scale, tc),
+                        tc=tc, scale=scale, name=name, real_prob=real_prob)
+
+    def evaluations(self, model: ModelSpec, tc: Any, evals: list[Evaluation]) -> None:
+        for e in (e for e in evals if model.task in e.tasks):
+            if e.probe is not None:
+                ev = self.add(f"probe {model.train} on {e.probe.name}", "probe", nodes.probe, (model.train, *e.probe_sets),
+                              _eval_needs(tc), tc=tc, pc=e.probe)
+                self.sp.evals.append((model, e.name, ev))
+                continue
+            head = None
+            if model.task == "clip":
+                head = self.add(f"zero-shot head of {model.train} for {e.name}", "zeroshot", nodes.zero_shot_head,
+                                (model.train, e.set_key), _eval_needs(tc), tc=tc,
+                                templates=e.templates or self.cfg.clip.templates)
+            ev = self.add(f"evaluate {model.train} on {e.name}", "evaluate", nodes.evaluate, (model.train, e.set_key, head),
+                          _eval_needs(tc), tc=tc, eval_name=e.name, ood=e.ood)
+            self.sp.evals.append((model, e.name, ev))
+
+
+def build_plan(cfg: StudyConfig) -> StudyPlan:
+    """Every stage of `cfg` as a plan node, in the order the local executor runs them."""
+    from synscale.data.shifts import HARD
+
+    b = _Builder(cfg)
+    captioned = bool(cfg.clip.scales) and cfg.clip.pairs.dataset == "captioned"
+    need_train = bool(cfg.scales) or captioned or HARD in cfg.evaluate.shifts
+    train = b.sp.train_set = b.shards(cfg.data.train_split) if need_train else None
+    test = b.shards(cfg.data.test_split)
+    b.sp.real_sets = {"real training split": train, "real test split": test} if train else {"real test split": test}
+    evals = [e for _, fn in EVALUATIONS.entries() for e in fn(b, cfg, test, train)]
+    if cfg.scales:
+        _classifier_curves(b, cfg, train, evals)
+    if cfg.clip.scales:
+        _clip_curves(b, cfg, train, evals)
+    from synscale.study.estimate import node_seconds
+
+    for key, secs in node_seconds(b.sp, cfg).items():  # each node's estimated seconds (synscale.study.estimate)
+        b.sp.plan.nodes[key].info["est_seconds"] = secs
+    b.sp.plan.identity = study_identity(cfg)
+    return b.sp
+
+
+def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Evaluation]) -> None:
+    """Per source (real, each synthetic configuration, each mix): nested subsets at every scale and run, a
+    model on each, evaluated on every set and probe; then the metrics of every configuration."""
+    generated: dict[str, str] = {}
+
+    def curve(source: str, set_key: str, mix: Any = None) -> None:
+        # a configuration trained at one scale only (the grid's) is evaluated on the real test set, as in the
+        # paper's tables A4-A6; curves on every set (the picked best / worst get theirs in _picked_curves)
+        one = source != "real" and len(cfg.source_scales(source)) == 1 and len(cfg.scales) > 1
+        sets = [e for e in evals if e.name == "val"] if one else evals
+        for scale, run in itertools.product(cfg.source_scales(source), range(cfg.repeats)):
+            tc = _run_train(cfg, run)
+            name = source if cfg.repeats == 1 else f"{source} run {run}"
+            seed = cfg.data.order_seed
+            if mix is None:
+                tr = b.train(tc, [(set_key, b.subset(set_key, scale, seed))], scale, name)
+                model = ModelSpec(source, scale, tr, scale if source == "real" else 0, run)
+            else:
+                n_real, n_syn = mix.counts(scale)
+                parts = [(s, b.subset(s, n, seed)) for s, n in ((train, n_real), (set_key, n_syn)) if n]
+                tr = b.train(tc, parts, n_real + n_syn, f"{name} ({n_real} real + {n_syn} synthetic)")
+                model = ModelSpec(source, n_real + n_syn, tr, n_real, run)
+            b.evaluations(model, tc, sets)
+
+    curve("real", train)
+    for syn in cfg.synthetic:
+        generated[syn.name] = b.add(f"generate {syn.name}", "generate", nodes.generate, (train, b.captions(train, syn)),
+                                    _gen_needs(syn), syn=syn, data=cfg.data, max_scale=max(cfg.source_scales(syn.name)))
+        b.sp.generated.append((syn, generated[syn.name]))
+        curve(syn.name, generated[syn.name])
+    pick = _picked_curves(b, cfg, train, generated, evals)
+    for mc in cfg.mix:
+        if mc.synthetic in generated:
+            curve(mc.name, generated[mc.synthetic], mix=mc)
+        else:
+            _picked_mix(b, cfg, train, generated, evals, pick, mc)
+    if not cfg.metrics.per_class:
+        return
+    trained = b.reference(train) if cfg.metrics.reference == "trained" else None
+    test = b.shards(cfg.data.test_split)
+    mneeds = Needs(cpus=1.0, gpus=1.0, gpu_optional=True)
+    b.sp.metrics.append(("real", b.add("metrics real", "metrics", nodes.metrics, (train, test, trained, None, None), mneeds,
+                                       cfg=cfg, name="real")))
+    for syn in cfg.synthetic:
+        syn_test = None if cfg.metrics.test_from == "training" else b.add(
+            f"generate test set of {syn.name}", "generate", nodes.generate,
+            (train, b.captions(train, syn, syn.seed + TEST_SEED_OFFSET)), _gen_needs(syn), syn=syn, data=cfg.data,
+            max_scale=max(cfg.source_scales(syn.name)), what=f"test set of {syn.name}", test_per_class=cfg.metrics.per_class)
+        b.sp.metrics.append((syn.name, b.add(f"metrics {syn.name}", "metrics", nodes.metrics,
+                                             (train, test, trained, generated[syn.name], syn_test), mneeds,
+                                             cfg=cfg, name=syn.name)))
+
+
+def _picked_curves(b: _Builder, cfg: StudyConfig, train: str, generated: dict[str, str],
+                   evals: list[Evaluation]) -> str | None:
+    """`curves = ["best", "worst"]`: a select node over the candidates' validation losses at the largest
+    scale, then models of the picked configurations at every other scale (and run)."""
+    from synscale.grid import PICKS, candidates
+
+    picks = [p for p in PICKS if p in cfg.curves]
+    if not picks and not any(m.synthetic in PICKS for m in cfg.mix):
+        return None
+    top, names = max(cfg.scales), [c.name for c in candidates(cfg)]
+    vals = [(m.source, ev) for m, e, ev in b.sp.evals if m.scale == top and e == "val" and m.source in names
+            and m.task == "classification"]
+    pick = b.add("select best and worst", "select", nodes.select, tuple(ev for _, ev in vals), Needs(cpus=0.0),
+                 names=[n for n, _ in vals])
+    sets = tuple(generated[n] for n in names)
+    for which, scale, run in itertools.product(picks, cfg.scales, range(cfg.repeats)):
+        tc = _run_train(cfg, run)
+        label = "{name}" + (f" run {run}" if cfg.repeats > 1 else "") + f" D={scale} ({which})"
+        tr = b.add(f"train {which} D={scale}" + (f" run {run}" if cfg.repeats > 1 else ""), "train", nodes.train_picked,
+                   (pick, None, *sets), _train_needs(tc),
+                   {"scale": scale, "iterations": 0, "samples": 0} if scale == top else _train_info(scale, tc),
+                   which=which, names=names, tc=tc,
+                   n_real=0, n_syn=scale, seed=cfg.data.order_seed, label=label)
+        # at the largest scale the model is the grid's (a cached stage here), evaluated on val already
+        on = [e for e in evals if e.name != "val"] if scale == top else evals
+        b.evaluations(ModelSpec(which, scale, tr, 0, run, pick=pick), tc, on)
+    return pick
+
+
+def _picked_mix(b: _Builder, cfg: StudyConfig, train: str, generated: dict[str, str], evals: list[Evaluation],
+                pick: str | None, mc: Any) -> None:
+    """A `[[mix]]` whose synthetic part is the picked best / worst configuration."""
+    from synscale.grid import candidates
+
+    names = [c.name for c in candidates(cfg)]
+    sets = tuple(generated[n] for n in names)
+    for scale, run in itertools.product(cfg.source_scales(mc.name), range(cfg.repeats)):
+        tc = _run_train(cfg, run)
+        n_real, n_syn = mc.counts(scale)
+        label = f"{mc.name}" + (f" run {run}" if cfg.repeats > 1 else "") + f" ({n_real} real + {n_syn} {{name}})"
+        tr = b.add(f"train {mc.name} D={n_real + n_syn}" + (f" run {run}" if cfg.repeats > 1 else ""), "train",
+                   nodes.train_picked, (pick, train, *sets), _train_needs(tc), _train_info(n_real + n_syn, tc),
+                   which=mc.synthetic, names=names, tc=tc, n_real=n_real, n_syn=n_syn, seed=cfg.data.order_seed,
+                   label=label)
+        b.evaluations(ModelSpec(mc.name, n_real + n_syn, tr, n_real, run), tc, evals)
+
+
+def _run_train(cfg: StudyConfig, run: int) -> Any:
+    """The classifier recipe of repeat `run`: train.seed + run (run 0 is the recipe as written)."""
+    return cfg.train if run == 0 else dataclasses.replace(cfg.train, seed=cfg.train.seed + run)
+
+
+def _train_info(scale: int, tc: Any) -> dict[str, Any]:
+    from synscale.train.schedule import run_length, samples_seen
+
+    return {"scale": scale, "iterations": run_length(scale, tc)[0], "samples": samples_seen(scale, tc)}
+
+
+def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, evals: list[Evaluation]) -> None:
+    """A CLIP model per source (real, each synthetic, each mix), caption scale and run (`repeats`, with
+    clip.train.seed + run), evaluated zero-shot on the study's sets and the `[[evaluate.zero_shot]]` sets,
+    and by linear probes."""
+    cc = cfg.clip
+    pairs = b.add("real pairs", "pairs" if cc.pairs.dataset == "captioned" else "shards", nodes.pairs,
+                  (train if cc.pairs.dataset == "captioned" else None,), cfg=cfg)
+    b.sp.real_sets["real pairs"] = pairs
+    generated = {}
+    for g in cc.synthetic:
+        generated[g.name] = b.add(f"generate {g.name}", "generate", nodes.clip_generate, (pairs,), _gen_needs(g),
+                                  g=g)
+        b.sp.generated.append((g, generated[g.name]))
+    curves = ([(cc.real, pairs, None, None)] if cc.real else []) + [(n, k, None, None) for n, k in generated.items()]
+    curves += [(m.name, pairs, generated[m.synthetic], m.real_prob) for m in cc.mix]
+    for (name, set_key, mixed_in, real_prob), scale, run in itertools.product(curves, cc.scales, range(cfg.repeats)):
+        tc = cc.train_for(scale)
+        tc = dataclasses.replace(tc, seed=tc.seed + run)
+        extra = [(mixed_in, b.subset(mixed_in, scale, cc.order_seed, "caption"))] if mixed_in is not None else []
+        parts = [(set_key, b.subset(set_key, scale, cc.order_seed, "caption")), *extra]
+        tr = b.train(tc, parts, scale, name if cfg.repeats == 1 else f"{name} run {run}", real_prob)
+        real = scale if set_key == pairs else 0
+        model = ModelSpec(name, scale, tr, real, run, "clip", scale if extra else scale - real)
+        b.evaluations(model, tc, evals)
