@@ -37,10 +37,10 @@ from synscale.analysis.fit import (
 )
 from synscale.analysis.predict import FEATURES, evaluate_predictor, fit_predictor
 from synscale.config import FitConfig
+from synscale.metrics.core import metric_columns
 
 KEYS = ["source", "config", "eval_set"]
-PER_CLASS_METRICS = ("recognizability", "diversity", "fd_class", "lpips_ref", "precision", "recall", "density",
-                     "coverage", "vendi", "lpips_alex")
+PER_CLASS_METRICS = tuple(metric_columns(per_class=True))  # every registered metric's per-class columns
 CATEGORIES = ("poor", "easy", "scaling", "other")
 FLOOR = 1e-8  # a class whose every example has ~zero loss still gets a finite log
 

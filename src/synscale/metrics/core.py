@@ -42,7 +42,7 @@ class Metric:
     per_class: tuple[str, ...]  # per-class columns
 
 
-METRICS: Registry[Any] = Registry("metric")
+METRICS: Registry[Any] = Registry("metric")  # in registration order: the order of the columns in every table
 # metrics renamed since: old name -> new name. Study files naming the old one are refused with the new name
 # (config.py); results tables written before are read with the new column name (results.read_table).
 RENAMED = {"lpips": "lpips_ref"}  # the reference network's LPIPS-style distance, never the paper's LPIPS
@@ -54,6 +54,12 @@ def register(name: str, columns: tuple[str, ...], per_class: tuple[str, ...] = (
         return fn
 
     return deco
+
+
+def metric_columns(per_class: bool = False) -> list[str]:
+    """The columns the registered metrics fill (with `per_class`: their per-class columns), in registry order: what
+    the analysis and the report read from the metrics tables."""
+    return [c for _, m in METRICS.entries() for c in (m.per_class if per_class else m.columns)]
 
 
 def _classes(inp: MetricInputs) -> range:
@@ -215,27 +221,6 @@ def _lpips_ref(inp: MetricInputs) -> tuple[dict[str, float], dict[str, np.ndarra
     return _by_class(_pair_distances(inp, lambda a, b: lpips_style(inp.ref, a, b)), "lpips_ref")
 
 
-@register("lpips_alex", ("lpips_alex",), ("lpips_alex",))
-def _lpips_alex(inp: MetricInputs) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    from synscale.metrics.pretrained import alexnet_lpips
-
-    net = alexnet_lpips(inp.cfg.alexnet_weights, inp.ref.device if inp.ref is not None else "cpu")
-    if net is None:
-        return {"lpips_alex": math.nan}, {}
-    return _by_class(_pair_distances(inp, net), "lpips_alex")
-
-
-@register("fid_inception", ("fid_inception",))
-def _fid_inception(inp: MetricInputs) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    from synscale.metrics.pretrained import inception_fid
-
-    if inp.real_dir is None:
-        return {"fid_inception": math.nan}, {}
-    value = inception_fid(inp.cfg.inception_weights, inp.images, inp.real_dir, inp.cfg.batch_size,
-                          inp.ref.device if inp.ref is not None else "cpu")
-    return {"fid_inception": value}, {}
-
-
 PRDC = ("precision", "recall", "density", "coverage")
 
 
@@ -259,6 +244,30 @@ def _prdc(inp: MetricInputs) -> tuple[dict[str, float], dict[str, np.ndarray]]:
 @register("vendi", ("vendi",), ("vendi",))
 def _vendi(inp: MetricInputs) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     return _by_class(np.array([vendi(inp.test.feats[inp.test.labels == c]) for c in _classes(inp)]), "vendi")
+
+
+# The paper's pretrained-network metrics, last in tables (they need weights a user fetches: docs/metrics.md)
+
+
+@register("lpips_alex", ("lpips_alex",), ("lpips_alex",))
+def _lpips_alex(inp: MetricInputs) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    from synscale.metrics.pretrained import alexnet_lpips
+
+    net = alexnet_lpips(inp.cfg.alexnet_weights, inp.ref.device if inp.ref is not None else "cpu")
+    if net is None:
+        return {"lpips_alex": math.nan}, {}
+    return _by_class(_pair_distances(inp, net), "lpips_alex")
+
+
+@register("fid_inception", ("fid_inception",))
+def _fid_inception(inp: MetricInputs) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    from synscale.metrics.pretrained import inception_fid
+
+    if inp.real_dir is None:
+        return {"fid_inception": math.nan}, {}
+    value = inception_fid(inp.cfg.inception_weights, inp.images, inp.real_dir, inp.cfg.batch_size,
+                          inp.ref.device if inp.ref is not None else "cpu")
+    return {"fid_inception": value}, {}
 
 
 def compute(inp: MetricInputs, names: list[str] | tuple[str, ...]) -> tuple[dict[str, float], Any]:

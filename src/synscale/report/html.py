@@ -136,9 +136,9 @@ def metrics_table(results: Path, scaling: Any, fits: Any) -> tuple[Any, str]:
     val = scaling[scaling.eval_set == "val"]
     top = int(val.scale.max()) if len(val) else 0
     at = val[val.scale == top].groupby("config")[["loss", "top1"]].mean()
-    cols = ["recognizability", "diversity", "fd", "fd_class", "lpips_ref", "precision", "recall", "density", "coverage",
-            "vendi", "lpips_alex", "fid_inception"]
-    cols = [c for c in cols if c in m and m[c].notna().any()]
+    from synscale.metrics.core import metric_columns
+
+    cols = [c for c in metric_columns() if c in m and m[c].notna().any()]
     t = m.set_index("config")[cols].join(at, how="left")
     if fits is not None and len(fits):
         t = t.join(fits[fits.eval_set == "val"].set_index("config")[["k", "perf_at_DI"]], how="left")
