@@ -51,7 +51,8 @@ def main() -> None:
     from synscale.evaluate.classification import predict
     from synscale.generate.builtin import FAMILIES
     from synscale.generate.diffusers_backend import DiffusersGenerator
-    from synscale.generate.quality import reference_classifier, sample_set
+    from synscale.generate.quality import sample_set
+    from synscale.study.reference import reference_classifier
     from synscale.metrics.core import frechet_distance, macro_f1
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

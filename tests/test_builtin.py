@@ -134,7 +134,7 @@ def test_shipped_default_family_is_recognizable_and_guidance_trades_diversity(ti
     """The paper's finding on the shipped model: higher guidance -> higher recognizability (macro-F1 of a
     classifier trained on real images) and lower diversity. The reference classifier here is trained on the
     3,000-image real subset, so the bar is lower than the full one in docs/generate.md."""
-    from synscale.generate.quality import evaluate_family
+    from synscale.study.reference import evaluate_family
 
     table = evaluate_family(f"builtin:{builtin.DEFAULT_FAMILY}", [1.0, 4.0], 20, ref_workdir, data_root=str(tiny_fmnist),
                             grid=tmp_path / "grid.png", quiet=True)

@@ -21,7 +21,7 @@ INTERNAL = {
     ("analysis/fit.py", "fit_power_law"), ("analysis/fit.py", "bootstrap_fit"), ("analysis/fit.py", "fit_saturating"),
     ("analysis/fit.py", "class_fits_vectorised"), ("analysis/predict.py", "fit_predictor"),
     ("analysis/predict.py", "loo_predictions"), ("analysis/predict.py", "evaluate_predictor"),
-    ("lru.py", "__init__"), ("plan.py", "add"), ("registry.py", "deco"), ("data/png.py", "encode_png"),
+    ("lru.py", "__init__"), ("study/plan.py", "add"), ("registry.py", "deco"), ("data/png.py", "encode_png"),
     ("generate/stages.py", "synthetic_set"), ("train/data.py", "__init__"), ("train/models.py", "forward_intermediates"),
     ("train/schedule.py", "_epochs"), ("train/launch.py", "torchrun"),
 }
@@ -159,7 +159,7 @@ def test_workdir_json_is_read_by_one_reader():
             if re.search(r"json\.loads?\(.*\b(read_text|open)\(", line):
                 direct.append(f"{path.relative_to(SRC)}:{i}")
     # user files (a weights dir's family.json, a pipeline's model_index.json, a labels JSON) are judged where read
-    allowed = {"generate/builtin.py", "generate/safety.py", "preflight.py", "labels.py", "train/launch.py"}
+    allowed = {"generate/builtin.py", "generate/safety.py", "study/preflight.py", "labels.py", "train/launch.py"}
     assert not [d for d in direct if d.split(":")[0] not in allowed], direct
 
 

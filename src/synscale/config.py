@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from synscale.data.stages import CAPTION_SETS_MAX_BAD
 from synscale.schema import ConfigError, from_dict, in_id_if_changed, not_in_id, to_dict
 from synscale.schema import nonnegative as _nonnegative
 from synscale.schema import positive as _positive
@@ -302,7 +303,6 @@ class MixConfig:
         return real, scale - real
 
 
-CAPTION_SETS_MAX_BAD = 0.01  # the default error budget of image-text pairs (img2dataset): web crawls hold a few bad ones
 
 
 @dataclass(frozen=True)

@@ -353,3 +353,31 @@ def analyse(results_dir: str | Path, d_ref: float | dict[str, float], fc: FitCon
 
     findings(results_dir)  # findings.json: the paper's six findings on these tables
     return {"fits": fits, "per_class": per_class, "correlations": corr, "predictions": preds, "analysis": info}
+
+
+def refit(workdir: Path, n_boot: int | None = None) -> None:
+    """`synscale fit W`: every analysis table of a workdir recomputed from its results tables alone (with the
+    study's [fit] settings; `n_boot` replicates where given), put in place whole or not at all."""
+    import shutil
+
+    from synscale.atomic import read_json
+    from synscale.stage import building_dir, recover_dir
+
+    results = workdir / "results"
+    recover_dir(results)
+    for need in (results / "scaling.parquet", results / "meta.json"):
+        if not need.exists():
+            raise FileNotFoundError(f"{need} does not exist: run the study first (synscale study ... --workdir {workdir})")
+    study = read_json(workdir / "study.json", default={})
+    d_ref = reference_sizes(read_json(results / "meta.json"))
+    fc = FitConfig(**study.get("fit", {}))
+    fc.check()
+    from synscale.results import read_table
+
+    for name in ("scaling", "scaling_per_class", "scaling_examples", "metrics", "metrics_per_class", "generation"):
+        read_table(results / f"{name}.parquet", empty_ok=name != "scaling")  # a bad table named where it is
+    with building_dir(results) as tmp:  # the analysis tables replace the old ones whole, or not at all
+        for p in results.iterdir():
+            if p.is_file():
+                shutil.copy2(p, tmp / p.name)
+        analyse(tmp, d_ref, fc, n_boot)

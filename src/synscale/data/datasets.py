@@ -31,7 +31,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from synscale.errors import BadSample, DatasetError
 from synscale.labels import FASHION_MNIST_CLASSES, WNID, LabelSet, read_names
 from synscale.registry import Registry
 
-DATASETS: Registry = Registry("dataset")
+DATASETS: Registry = Registry("dataset")  # DataSource subclasses by name
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -57,6 +57,47 @@ class Sample:
 DEFAULT_COLUMNS = {"image_column": "image", "label_column": "label"}
 
 
+class DataSource:
+    """A registered dataset source: what every source does, and the capabilities a source may declare (a base
+    method answers None where a source cannot say: its count, its class counts, its image sizes).
+
+    A source reads in two steps: `items(split)`, what is cheap to read and to send to another process, and
+    `load(item) -> Sample` (decode, resize); `samples` is the two in one process."""
+
+    named_columns: ClassVar[bool] = False  # takes image_column / label_column (create_dataset)
+    labels: LabelSet | None = None  # None: unlabelled image-text pairs
+    root: Any = ""
+    image_size: int = 0  # 0: images as they are; else shorter side resized + centre crop
+
+    def splits(self) -> list[str]:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A cheap identity of the source's files (a shards stage's input)."""
+        raise NotImplementedError
+
+    def items(self, split: str) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def load(self, item: Any) -> Sample:
+        raise NotImplementedError
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        return map(self.load, self.items(split))
+
+    def count(self, split: str) -> int | None:
+        """The split's samples, where known without reading them."""
+        return None
+
+    def class_counts(self, split: str) -> list[int] | None:
+        """Samples per class of the split, where known without decoding images (preflight checks scales)."""
+        return None
+
+    def image_sizes(self, split: str, n: int) -> dict[str, tuple[int, int]] | None:
+        """Up to `n` images' (width, height) by file, where cheap (preflight checks image sizes)."""
+        return None
+
+
 def create_dataset(name: str, root: str = "", image_size: int = 0, *, image_column: str = "image",
                    label_column: str = "label") -> Any:
     """The registered source `name` at `root`. `image_column` / `label_column` name the columns that hold the
@@ -64,7 +105,7 @@ def create_dataset(name: str, root: str = "", image_size: int = 0, *, image_colu
     others take the defaults only."""
     entry = DATASETS.get(name)
     columns = {"image_column": image_column, "label_column": label_column}
-    if getattr(entry, "named_columns", False):
+    if entry.named_columns:
         return entry(root=root, image_size=image_size, **columns)
     changed = [f"{k} = {v!r}" for k, v in columns.items() if v != DEFAULT_COLUMNS[k]]
     if changed:
@@ -152,7 +193,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 @DATASETS.register("fashion-mnist")
-class FashionMNIST:
+class FashionMNIST(DataSource):
     """Fashion-MNIST from Debian's package (`apt-get install dataset-fashion-mnist`) or a given dir."""
 
     FILES = {
@@ -201,8 +242,6 @@ class FashionMNIST:
             img = np.asarray(Image.fromarray(img).resize((self.image_size,) * 2, Image.Resampling.BICUBIC))
         return Sample(f"{split}-{i:07d}", img, label, {"index": i})
 
-    def samples(self, split: str) -> Iterator[Sample]:
-        return map(self.load, self.items(split))
 
     def count(self, split: str) -> int:
         return int(read_idx(self._paths[split][1]).shape[0])
@@ -214,7 +253,7 @@ class FashionMNIST:
 
 
 @DATASETS.register("imagefolder")
-class ImageFolder:
+class ImageFolder(DataSource):
     """`<root>/<split>/<class>/<image>`; class index = position of the folder in sorted order."""
 
     def __init__(self, root: str = "", image_size: int = 0) -> None:
@@ -273,8 +312,6 @@ class ImageFolder:
         img = load_image(p, readable(str(p)), self.image_size)
         return Sample(key, img, label, {"file": readable(p.relative_to(self.root / split).as_posix())})
 
-    def samples(self, split: str) -> Iterator[Sample]:
-        return map(self.load, self.items(split))
 
     def count(self, split: str) -> int:
         return len(self._files(split))
@@ -376,7 +413,7 @@ def _sample_json(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 @DATASETS.register("webdataset")
-class WebDatasetSource:
+class WebDatasetSource(DataSource):
     """Existing class-labelled webdataset shards: `<root>/<split>-*.tar`, or `root` a pattern containing
     `{split}` (and braces: `/data/in1k/{split}-{000000..000146}.tar`). Class names, one per line in label
     order, in `classnames.txt` beside the shards."""
@@ -437,15 +474,9 @@ class WebDatasetSource:
                             f"{_where(sample)} has label {label}, outside 0..{len(self.labels) - 1}")
         return Sample(sample_key(f"{split}-{key}"), _decode_image(sample, self.image_size), label, {"source_key": readable(key)})
 
-    def samples(self, split: str) -> Iterator[Sample]:
-        return map(self.load, self.items(split))
-
-    def count(self, split: str) -> int | None:
-        return None
-
 
 @DATASETS.register("img2dataset")
-class Img2DatasetPairs:
+class Img2DatasetPairs(DataSource):
     """Image-text pairs in webdataset shards as img2dataset writes them (LAION, CC12M): `<key>.jpg|png|webp`,
     `<key>.txt` (the caption) and optionally `<key>.json` (a `caption` there too). `root`: a directory of
     `*.tar`, a brace pattern or URLs; there is one split, whatever its name. Unlabelled (label -1)."""
@@ -487,12 +518,6 @@ class Img2DatasetPairs:
         return Sample(sample_key(key), _decode_image(sample, self.image_size), -1,
                       {"caption": caption, "source_key": readable(key)})
 
-    def samples(self, split: str = "train") -> Iterator[Sample]:
-        return map(self.load, self.items(split))
-
-    def count(self, split: str) -> int | None:
-        return None
-
 
 # ---------------------------------------------------------------------------------------------------
 
@@ -509,7 +534,7 @@ def _import_datasets() -> Any:
 
 @DATASETS.register("huggingface")
 @DATASETS.register("hf")
-class HFDataset:
+class HFDataset(DataSource):
     """A Hugging Face `datasets` dataset: `root` is a directory `Dataset.save_to_disk` or
     `DatasetDict.save_to_disk` wrote, or a hub name (`ILSVRC/imagenet-1k`) that `load_dataset` put in the
     local cache before (HF_DATASETS_CACHE); it is read offline and never downloaded. A DatasetDict's splits
@@ -587,8 +612,6 @@ class HFDataset:
         img = load_image(_hf_image_bytes(image, where), where, self.image_size)
         return Sample(sample_key(f"{split}-{i:07d}"), img, int(label), {"index": i})
 
-    def samples(self, split: str) -> Iterator[Sample]:
-        return map(self.load, self.items(split))
 
     def count(self, split: str) -> int:
         return len(self._split(split))

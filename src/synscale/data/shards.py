@@ -481,7 +481,7 @@ def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int
     total = dataset.count(split)
     total = min(total, limit) if total and limit else (limit or total)
     workers = workers or default_workers(total)
-    native, size = not getattr(dataset, "image_size", 0), None
+    native, size = not dataset.image_size, None
     budget = ErrorBudget(max_bad_fraction, budget_key)
     with ShardWriter(out_dir, dataset.labels, shard_size=shard_size) as writer, \
             contextlib.closing(encoded_samples(dataset, split, workers)) as encoded:

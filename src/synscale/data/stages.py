@@ -3,6 +3,7 @@ set, an OOD evaluation set in a study's label space. Each takes and returns stag
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,7 @@ def dataset_shards(workdir: Path, dataset: str, root: str, image_size: int, shar
 
     columns = columns or {}
     ds = create_dataset(dataset, root, image_size, **columns)
-    params = {"dataset": dataset, "root": root, "image_size": image_size, "shard_size": shard_size, "split": split,
-              **({"limit": limit} if limit else {}), **columns}
+    params = shards_params(dataset, root, image_size, shard_size, split, limit, columns)
     res = run_stage(workdir, "shards", params, {"source": ds.fingerprint()},
                     lambda out: write_dataset_split(ds, split, out, shard_size, progress=not log.quiet, limit=limit,
                                                     workers=0, max_bad_fraction=max_bad_fraction, budget_key=budget_key))
@@ -43,6 +43,43 @@ def dataset_shards(workdir: Path, dataset: str, root: str, image_size: int, shar
     return res
 
 
+CAPTION_SETS_MAX_BAD = 0.01  # the default error budget of image-text pairs (img2dataset): web crawls hold a few bad ones
+
+
+def shards_params(dataset: str, root: str, image_size: int, shard_size: int, split: str, limit: int,
+                  columns: dict[str, str]) -> dict[str, Any]:
+    """What decides a dataset split's shards (beside the source's own fingerprint): a shards stage's params, and
+    what `synscale shards` records beside the set it writes."""
+    return {"dataset": dataset, "root": root, "image_size": image_size, "shard_size": shard_size, "split": split,
+            **({"limit": limit} if limit else {}), **columns}
+
+
+def shards_to_dir(dataset: str, root: str, image_size: int, shard_size: int, split: str, out: Path, *, limit: int = 0,
+                  columns: dict[str, str] | None = None, workers: int = 0, max_bad_fraction: float | None = None,
+                  overwrite: bool = False) -> tuple[int, int] | None:
+    """`synscale shards`: a dataset split written as synscale shards into the directory `out` (whole, or killed: not
+    at all), with `shards.json` recording what decides it; None where `out` holds this set already. Returns (samples
+    written, samples skipped as unreadable). `max_bad_fraction` None: image-text pairs may skip a few
+    (CAPTION_SETS_MAX_BAD), labelled sets none."""
+    from synscale.data.datasets import create_dataset
+    from synscale.data.shards import check_out_dir, skipped_record, write_dataset_split
+    from synscale.stage import building_dir
+
+    columns = columns or {}
+    ds = create_dataset(dataset, root, image_size, **columns)
+    budget = max_bad_fraction if max_bad_fraction is not None else (CAPTION_SETS_MAX_BAD if ds.labels is None else 0.0)
+    made = {**shards_params(dataset, root, image_size, shard_size, split, limit, columns), "limit": limit,
+            "source": ds.fingerprint(), **({"max_bad_fraction": budget} if budget else {})}
+    record = out / "shards.json"
+    if not overwrite and (out / "manifest.parquet").exists() and record.exists() and read_json(record) == made:
+        return None  # the same command again: the set is there
+    check_out_dir(out, overwrite)
+    with building_dir(out) as tmp:  # the set appears whole, or (killed) not at all; a rerun starts again
+        n = write_dataset_split(ds, split, tmp, shard_size, limit=limit, workers=workers, max_bad_fraction=budget)
+        (tmp / "shards.json").write_text(json.dumps(made, indent=1))
+    return n, skipped_record(out)["skipped"]
+
+
 def real_shards(data: Any, workdir: Path, split: str, log: Any, what: str = "real shards") -> StageResult:
     """A split of a study's dataset (synscale.config.DataConfig `data`) as shards."""
     from synscale.data.datasets import columns_of
@@ -54,27 +91,31 @@ def real_shards(data: Any, workdir: Path, split: str, log: Any, what: str = "rea
 def subset(set_stage: StageResult, scale: int, seed: int, log: Any, order: str = "class") -> StageResult:
     """The nested subset of `scale` samples: class-balanced (synscale.data.subsets), or with `order =
     "caption"` the first `scale` captions of a pair set (synscale.data.pairs.caption_subset)."""
-    import pandas as pd
+    params = {"scale": scale, "order_seed": seed, **({"order": order} if order != "class" else {})}
+    return run_stage(set_stage.root, "subset", params, {"set": set_stage.id},
+                     lambda out: write_subset(set_stage.path, scale, seed, order, out / "subset.parquet"))
+
+
+def write_subset(set_dir: Path, scale: int, seed: int, order: str, path: Path) -> None:
+    """The keys of a set's nested subset of `scale` samples (`order`: "class", class-balanced; "caption", the first
+    `scale` captions) as a parquet file at `path`: what a subset stage holds and `synscale train --scale` trains on.
+    ValueError where the set has too few samples."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from synscale.data.pairs import caption_subset
     from synscale.data.shards import manifest_table, read_manifest
     from synscale.data.subsets import subset_keys
     from synscale.labels import LabelSet
 
-    def fn(out: Path) -> None:
-        if order == "caption":  # the keys alone, as Arrow: a LAION-scale set's captions would not fit as Python strings
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+    if order == "caption":  # the keys alone, as Arrow: a LAION-scale set's captions would not fit as Python strings
+        keys = caption_subset(manifest_table(set_dir, ["key"]), scale, seed)
+        pq.write_table(pa.table({"key": keys}), path)
+        return
+    import pandas as pd
 
-            keys = caption_subset(manifest_table(set_stage.path, ["key"]), scale, seed)
-            pq.write_table(pa.table({"key": keys}), out / "subset.parquet")
-            return
-        manifest = read_manifest(set_stage.path)
-        keys = subset_keys(manifest, scale, len(LabelSet.load(set_stage.path / "labels.json")), seed)
-        pd.DataFrame({"key": keys}).to_parquet(out / "subset.parquet", index=False)
-
-    params = {"scale": scale, "order_seed": seed, **({"order": order} if order != "class" else {})}
-    return run_stage(set_stage.root, "subset", params, {"set": set_stage.id}, fn)
+    keys = subset_keys(read_manifest(set_dir), scale, len(LabelSet.load(Path(set_dir) / "labels.json")), seed)
+    pd.DataFrame({"key": keys}).to_parquet(path, index=False)
 
 
 def first_image(set_stage: StageResult) -> Any:

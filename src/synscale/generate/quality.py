@@ -11,7 +11,6 @@ real test set is printed beside the samples' so the two can be compared.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,27 +35,6 @@ class Reference:
     class_names: tuple[str, ...]
 
 
-def reference_classifier(workdir: str | Path, data_root: str = "", quiet: bool = False) -> Reference:
-    """A classifier with the fashion-mnist study's training recipe, trained on the whole real training set
-    (a cached stage in `workdir`). `data_root`: Fashion-MNIST's files (default: Debian's)."""
-    from synscale.config import find_study, load_study, to_dict
-    from synscale.data.cache import ArrayCache
-    from synscale.data.stages import real_shards
-    from synscale.labels import LabelSet
-    from synscale.metrics.run import trained_reference
-    from synscale.progress import Log
-    from synscale.train.stages import load_model
-
-    cfg = load_study(find_study("fashion-mnist"), overrides=[f"data.root={json.dumps(data_root)}"])
-    log, cache = Log(quiet), ArrayCache()
-    workdir = Path(workdir)
-    train_set = real_shards(cfg.data, workdir, cfg.data.train_split, log)
-    test_set = real_shards(cfg.data, workdir, cfg.data.test_split, log)
-    tr = trained_reference(cfg, train_set, cache, log)  # all 60,000 images for Fashion-MNIST
-    images, labels = cache.get(test_set.path)
-    return Reference(load_model(tr, to_dict(cfg.train)), images, labels, LabelSet.load(test_set.path / "labels.json").names)
-
-
 def sample_set(generator: Any, class_names: tuple[str, ...], per_class: int, guidance: float, strategy: str = "classname",
                seed: int = 0, batch_size: int = 250, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A class-balanced set from `generator` (uint8 N x C x H x W, labels), prompts from `strategy`."""
@@ -74,16 +52,16 @@ def sample_set(generator: Any, class_names: tuple[str, ...], per_class: int, gui
     return np.concatenate(out).transpose(0, 3, 1, 2), labels
 
 
-def evaluate_family(model: str, guidances: list[float], per_class: int, workdir: str | Path, strategy: str = "classname",
+def evaluate_family(model: str, guidances: list[float], per_class: int, ref: Reference, strategy: str = "classname",
                     steps: int = 0, seed: int = 0, grid: str | Path | None = None, grid_per_class: int = 8,
-                    data_root: str = "", quiet: bool = False) -> Any:
-    """A table (guidance, macro_f1, per-class F1, within-class std) for `model` (e.g. builtin:latent-diffusion)."""
+                    quiet: bool = False) -> Any:
+    """A table (guidance, macro_f1, per-class F1, within-class std) for `model` (e.g. builtin:latent-diffusion),
+    judged by the reference classifier `ref` (synscale.study.reference.reference_classifier)."""
     import pandas as pd
 
     from synscale.evaluate.classification import predict
     from synscale.generate.diffusers_backend import DiffusersGenerator
 
-    ref = reference_classifier(workdir, data_root, quiet)
     n = len(ref.class_names)
     real_f1, _ = macro_f1(predict(ref.model, ref.test_images, ref.test_labels)["pred"], ref.test_labels, n)
     gen = DiffusersGenerator(model, steps=steps, resolution=ref.test_images.shape[-1], channels=ref.test_images.shape[1])

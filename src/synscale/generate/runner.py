@@ -155,6 +155,45 @@ def generator_spec(g: Any, resolution: int, channels: int) -> GeneratorSpec:
         "upscale": [dataclasses.asdict(u) for u in g.upscale]}, threads=g.threads)
 
 
+def prompts_hash(prompts: Any) -> int:
+    """A prompt set as a set's identity holds it: its indices, prompts and seeds."""
+    import pandas as pd
+
+    return int(pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum())
+
+
+def generate_to_dir(g: Any, prompts: Any, labels: LabelSet | None, out: Path, resolution: int, channels: int,
+                    progress: bool = True) -> int:
+    """`synscale generate`: the set of generation config `g` (a synscale.config.SyntheticConfig) from `prompts`
+    into the directory `out`, resumable. `out/generate.json` records what decides its images (the settings as
+    resolved on this machine; keys added later only where they differ from their defaults; the prompts' hash):
+    a directory written with other settings, or by something else, is refused. Returns the images written."""
+    from synscale.config import GenerationConfig
+    from synscale.generate.tuning import TUNED, identity
+    from synscale.schema import IF_CHANGED, keys_by_rule
+
+    spec = generator_spec(g, resolution, channels)
+    settings = {"model": g.model, "guidance": g.guidance, "steps": g.steps, "scheduler": g.scheduler,
+                "resolution": resolution, "channels": channels, "shard_size": g.shard_size, "threads": g.threads,
+                "size": g.size or None}  # the image side under the marker's first key name: old sets still resume
+    settings.update(identity({k: spec.kwargs[k] for k in TUNED}))  # as resolved on this machine
+    added = keys_by_rule(GenerationConfig, IF_CHANGED)
+    settings.update({k: v for k, v in spec.kwargs.items() if k in added and added[k] != v})
+    settings["prompts"] = prompts_hash(prompts)
+    marker = out / "generate.json"
+    clear_partials(out)  # what a run killed as it wrote left half-written
+    if not marker.exists() and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"{out}: holds files that `synscale generate` did not write; choose an empty or new --out")
+    if marker.exists() and read_json(marker) != settings:
+        raise ConfigError(f"{out} holds a set generated with other settings ({marker}); choose another --out, "
+                          "or delete it to start again")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(marker, json.dumps(settings, indent=1))
+    return generate_set(spec, prompts, labels, out, g.guidance, spec.kwargs["batch_size"], g.shard_size,
+                        progress=progress, executor=g.executor, ray_actors=g.ray_actors, ray_num_cpus=g.ray_cpus,
+                        ray_num_gpus=g.ray_gpus)
+
+
 def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet | None, out_dir: str | Path, guidance: float,
                  batch_size: int = 64, shard_size: int = 1000, progress: bool = True, executor: str = "local",
                  ray_actors: int = 1, ray_num_cpus: float = 0.5, ray_num_gpus: float = 0.0) -> int:

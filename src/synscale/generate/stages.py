@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from synscale.schema import identity as config_identity
+from synscale.generate.runner import prompts_hash
 from synscale.stage import StageResult, run_stage
 
 
@@ -66,12 +67,6 @@ def identity(g: Any) -> dict[str, Any]:
     if any(has_checker(m) is not False for m in (g.model, *(u.model for u in g.upscale))):
         keys["safety_checker"] = g.safety_checker
     return identity({**keys, **settings_of(g)})
-
-
-def prompts_hash(prompts: Any) -> int:
-    import pandas as pd
-
-    return int(pd.util.hash_pandas_object(prompts[["index", "prompt", "seed"]], index=False).sum())
 
 
 def generate_stage(g: Any, prompts: Any, labels: Any, resolution: int, channels: int, params: dict[str, Any],

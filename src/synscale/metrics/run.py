@@ -38,44 +38,6 @@ class SetRef:
         return cls(Path(set_dir), Path(root), set_identity(set_dir))
 
 
-def reference_scale(train_set: Any) -> int:
-    """The size of the largest class-balanced subset of a training set (all of it for Fashion-MNIST)."""
-    from synscale.data.shards import read_manifest
-
-    counts = read_manifest(train_set.path).groupby("label").size()
-    return int(counts.min()) * len(counts)
-
-
-def trained_reference(cfg: Any, train_set: Any, cache: Any, log: Any) -> StageResult:
-    """The study's recipe trained on the largest class-balanced subset of the real training set (all of it
-    for Fashion-MNIST): the `trained` reference network, a cached train stage."""
-    from synscale.data.stages import subset
-    from synscale.train.stages import train
-
-    scale = reference_scale(train_set)
-    return train(cfg.train, train_set, subset(train_set, scale, cfg.data.order_seed, log), scale, cache, log, "reference")
-
-
-def reference(cfg: Any, train_set: Any, cache: Any, log: Any, trained: StageResult | None = None) -> Reference:
-    """The metrics' reference network (`metrics.reference`); a `trained` one is `trained` where given, else
-    the trained_reference stage (run here)."""
-    from synscale.labels import LabelSet
-    from synscale.metrics.features import load_reference
-    from synscale.schema import ConfigError, to_dict
-
-    mc = cfg.metrics
-    if mc.reference == "trained" and trained is None:
-        trained = trained_reference(cfg, train_set, cache, log)
-    labels = LabelSet.load(Path(train_set.path) / "labels.json")
-    try:
-        ref = load_reference(mc.reference, mc.reference_arch, len(labels), labels.wnids, mc.device, mc.compile,
-                             mc.allow_download, trained if mc.reference == "trained" else None, to_dict(cfg.train))
-    except ValueError as e:  # a reference that does not fit the study: a config error, not a crash
-        raise ConfigError(f"metrics.reference {mc.reference!r}: {e}") from None
-    log(f"metrics reference: {ref.name} on {ref.device} ({ref.precision})")
-    return ref
-
-
 def ranked_keys(set_dir: Path, per_class: int, seed: int, skip: int = 0) -> list[str]:
     """Up to `per_class` keys of each class (ranks skip .. skip+per_class of a fixed seeded order)."""
     from synscale.data.shards import read_manifest

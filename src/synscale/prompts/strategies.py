@@ -12,11 +12,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from synscale.errors import DataError
+from synscale.errors import ConfigError, DataError
 from synscale.labels import LabelSet
 from synscale.registry import Registry
 
@@ -228,3 +229,25 @@ def caption_prompts(manifest: Any, seed: int) -> Any:
         "strategy": "captions", "prompt": manifest["caption"].astype(str).to_numpy(),
         "seed": [prompt_seed(seed, i) for i in range(n)],
     })
+
+
+PROMPT_COLUMNS = ("index", "class_index", "prompt", "strategy", "seed")
+
+
+def read_prompt_set(path: Path) -> Any:
+    """A prompt set from `synscale prompts --out` (.parquet or .csv), checked: readable, its columns, rows."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such prompts file (write one with `synscale prompts --out FILE`)")
+    try:
+        prompts = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable prompt set ({str(e).splitlines()[0]})") from None
+    missing = [c for c in PROMPT_COLUMNS if c not in prompts.columns]
+    if missing:
+        raise ConfigError(f"{path}: no column {', '.join(map(repr, missing))}; a prompt set has "
+                          f"{', '.join(PROMPT_COLUMNS)} (`synscale prompts --out FILE` writes one)")
+    if not len(prompts):
+        raise ConfigError(f"{path}: no prompts (the file has no rows)")
+    return prompts

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,8 +11,8 @@ from synscale.config import StudyConfig, study_identity
 from synscale.metrics import TEST_SEED_OFFSET
 from synscale.modelref import is_builtin
 from synscale.study.plan import Needs, Plan
-from synscale.registry import Registry
 
+from synscale.evaluate.registry import EVALUATIONS, Evaluation
 from synscale.study import nodes
 
 # ---------------------------------------------------------------------------------------------------
@@ -47,78 +46,6 @@ class StudyPlan:
     metrics: list[tuple[str, str]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """One way every model of a task is evaluated: on an evaluation set's node (`set_key`; `ood`: its logits
-    restricted to the classes it covers; `templates`: a zero-shot set's own), or by a linear probe on a
-    downstream set's (train, test) nodes."""
-
-    name: str  # the results' eval_set
-    set_key: str | None = None
-    ood: bool = False
-    templates: str = ""
-    probe: Any = None  # synscale.config.ProbeConfig
-    probe_sets: tuple[str, str] | None = None
-    tasks: tuple[str, ...] = ("classification", "clip")
-
-
-# The study's evaluations, looked up by name and run in this order for every model: each adds the nodes of
-# its sets to the plan and says how models are evaluated on them (none where the study configures none).
-EVALUATIONS: Registry[Callable[[Any, StudyConfig, str, str | None], list[Evaluation]]] = Registry("evaluation")
-
-
-@EVALUATIONS.register("val")
-def _val_evaluation(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
-    """The real test set."""
-    return [Evaluation("val", test)]
-
-
-@EVALUATIONS.register("shifts")
-def _shift_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
-    """`evaluate.shifts`: shifted copies of the real test set; the hard one is the test images a real-trained
-    model (the reference) gets wrong."""
-    from synscale.data.shifts import HARD
-
-    out = []
-    for name in cfg.evaluate.shifts:
-        model = b.reference(train) if name == HARD else None
-        out.append(Evaluation(name, b.add(f"shift {name}", "shift", nodes.shift, (test, model), Needs(), tc=cfg.train,
-                                          name=name, seed=cfg.evaluate.shift_seed, shard_size=cfg.data.shard_size)))
-    return out
-
-
-@EVALUATIONS.register("sets")
-def _ood_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
-    """`[[evaluate.sets]]`: OOD sets in the study's label space, each on the classes it covers."""
-    return [Evaluation(spec.name, b.add(f"OOD set {spec.name}", "ood", nodes.ood, (train or test,), spec=spec,
-                                        image_size=cfg.data.image_size, shard_size=cfg.data.shard_size), ood=True)
-            for spec in cfg.evaluate.sets]
-
-
-@EVALUATIONS.register("zero-shot")
-def _zero_shot_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
-    """`[[evaluate.zero_shot]]`: downstream sets that CLIP models classify zero-shot."""
-    if not cfg.clip.scales:
-        return []
-    from synscale.data.datasets import columns_of
-
-    return [Evaluation(z.name, b.shards(z.split, f"zero-shot set {z.name}", dataset=z.dataset, root=z.root,
-                                        image_size=z.image_size, columns=columns_of(z)), templates=z.templates,
-                       tasks=("clip",))
-            for z in cfg.evaluate.zero_shot]
-
-
-@EVALUATIONS.register("probes")
-def _probe_evaluations(b: Any, cfg: StudyConfig, test: str, train: str | None) -> list[Evaluation]:
-    """`[[evaluate.probes]]`: linear probes of every model's features on downstream sets."""
-    from synscale.data.datasets import columns_of
-
-    return [Evaluation(f"probe:{p.name}", probe=p, probe_sets=tuple(
-        b.shards(split, f"probe {p.name}", dataset=p.dataset, root=p.root, image_size=p.image_size,
-                 columns=columns_of(p))
-        for split in (p.train_split, p.test_split))) for p in cfg.evaluate.probes]
-
-
 def _train_needs(tc: Any) -> Needs:
     """A training run's needs: a GPU per process where the device asks for (or allows) CUDA, and a CPU for each
     process and each of its loader workers (they are all busy at once)."""
@@ -150,6 +77,17 @@ class _Builder:
     def subset(self, set_key: str, scale: int, seed: int, order: str = "class") -> str:
         return self.add(f"subset {scale} of {set_key} (seed {seed}{', ' + order if order != 'class' else ''})", "subset",
                         nodes.subset, (set_key,), scale=scale, seed=seed, order=order)
+
+    def shift_set(self, test: str, model: str | None, name: str) -> str:
+        """A shifted copy of the real test set (`model`: the real-trained reference, for the hard shift)."""
+        cfg = self.cfg
+        return self.add(f"shift {name}", "shift", nodes.shift, (test, model), Needs(), tc=cfg.train, name=name,
+                        seed=cfg.evaluate.shift_seed, shard_size=cfg.data.shard_size)
+
+    def ood_set(self, base: str, spec: Any) -> str:
+        """An `[[evaluate.sets]]` set in the label space of the set `base`."""
+        return self.add(f"OOD set {spec.name}", "ood", nodes.ood, (base,), spec=spec, image_size=self.cfg.data.image_size,
+                        shard_size=self.cfg.data.shard_size)
 
     def reference(self, train: str) -> str:
         """The real-trained reference (metrics, hard shift): the whole class-balanced training set."""
@@ -246,11 +184,11 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Ev
         b.sp.generated.append((syn, generated[syn.name]))
         curve(syn.name, generated[syn.name])
     pick = _picked_curves(b, cfg, train, generated, evals)
-    for mc in cfg.mix:
-        if mc.synthetic in generated:
-            curve(mc.name, generated[mc.synthetic], mix=mc)
+    for mix in cfg.mix:
+        if mix.synthetic in generated:
+            curve(mix.name, generated[mix.synthetic], mix=mix)
         else:
-            _picked_mix(b, cfg, train, generated, evals, pick, mc)
+            _picked_mix(b, cfg, train, generated, evals, pick, mix)
     if not cfg.metrics.per_class:
         return
     trained = b.reference(train) if cfg.metrics.reference == "trained" else None
@@ -298,21 +236,21 @@ def _picked_curves(b: _Builder, cfg: StudyConfig, train: str, generated: dict[st
 
 
 def _picked_mix(b: _Builder, cfg: StudyConfig, train: str, generated: dict[str, str], evals: list[Evaluation],
-                pick: str | None, mc: Any) -> None:
+                pick: str | None, mix: Any) -> None:
     """A `[[mix]]` whose synthetic part is the picked best / worst configuration."""
     from synscale.grid import candidates
 
     names = [c.name for c in candidates(cfg)]
     sets = tuple(generated[n] for n in names)
-    for scale, run in itertools.product(cfg.source_scales(mc.name), range(cfg.repeats)):
+    for scale, run in itertools.product(cfg.source_scales(mix.name), range(cfg.repeats)):
         tc = _run_train(cfg, run)
-        n_real, n_syn = mc.counts(scale)
-        label = f"{mc.name}" + (f" run {run}" if cfg.repeats > 1 else "") + f" ({n_real} real + {n_syn} {{name}})"
-        tr = b.add(f"train {mc.name} D={n_real + n_syn}" + (f" run {run}" if cfg.repeats > 1 else ""), "train",
+        n_real, n_syn = mix.counts(scale)
+        label = f"{mix.name}" + (f" run {run}" if cfg.repeats > 1 else "") + f" ({n_real} real + {n_syn} {{name}})"
+        tr = b.add(f"train {mix.name} D={n_real + n_syn}" + (f" run {run}" if cfg.repeats > 1 else ""), "train",
                    nodes.train_picked, (pick, train, *sets), _train_needs(tc), _train_info(n_real + n_syn, tc),
-                   which=mc.synthetic, names=names, tc=tc, n_real=n_real, n_syn=n_syn, seed=cfg.data.order_seed,
+                   which=mix.synthetic, names=names, tc=tc, n_real=n_real, n_syn=n_syn, seed=cfg.data.order_seed,
                    label=label)
-        b.evaluations(ModelSpec(mc.name, n_real + n_syn, tr, n_real, run), tc, evals)
+        b.evaluations(ModelSpec(mix.name, n_real + n_syn, tr, n_real, run), tc, evals)
 
 
 def _run_train(cfg: StudyConfig, run: int) -> Any:

@@ -37,7 +37,7 @@ def subset(ctx: Context, set_stage: StageResult, scale: int, seed: int, order: s
 
 def reference_subset(ctx: Context, train_set: StageResult, seed: int) -> StageResult:
     from synscale.data.stages import subset
-    from synscale.metrics.run import reference_scale
+    from synscale.study.reference import reference_scale
 
     return subset(train_set, reference_scale(train_set), seed, ctx.log)
 
@@ -51,7 +51,7 @@ def train(ctx: Context, set_stage: StageResult, sub: StageResult, *extra: StageR
 
 
 def train_reference(ctx: Context, train_set: StageResult, sub: StageResult, tc: Any) -> StageResult:
-    from synscale.metrics.run import reference_scale
+    from synscale.study.reference import reference_scale
     from synscale.train.stages import train
 
     return train(tc, train_set, sub, reference_scale(train_set), ctx.cache, ctx.log, "reference")
@@ -151,7 +151,8 @@ def generate(ctx: Context, train_set: StageResult, captions: StageResult | None,
 
 def metrics(ctx: Context, train_set: StageResult, test_set: StageResult, trained: StageResult | None,
              generated: StageResult | None, syn_test: StageResult | None, cfg: StudyConfig, name: str) -> StageResult:
-    from synscale.metrics.run import metrics_stage, real_test_keys, reference
+    from synscale.metrics.run import metrics_stage, real_test_keys
+    from synscale.study.reference import reference
 
     key = ("reference", trained.id if trained else cfg.metrics.reference)
     ref = ctx.memo.get(key)

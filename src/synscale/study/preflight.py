@@ -80,7 +80,7 @@ def _check_data(cfg: Any) -> None:
     if n_classes < 2:
         raise ConfigError(f"data: dataset {d.dataset} ({d.root or 'default root'}) has {n_classes} class; a classifier "
                           "needs at least 2 (one folder per class)")
-    counts = ds.class_counts(d.train_split) if hasattr(ds, "class_counts") else None
+    counts = ds.class_counts(d.train_split)  # None: a source that cannot count without reading every image
     if counts is not None:
         for largest, who, fix in _real_needs(cfg):
             need = per_class_counts(largest, n_classes)
@@ -90,8 +90,8 @@ def _check_data(cfg: Any) -> None:
                 raise ConfigError(f"{who} needs {largest:,} real images, {need[c]} of class {ds.labels.names[c]!r}, "
                                   f"the {d.train_split} split has {counts[c]}; the largest balanced scale is "
                                   f"{min(counts) * n_classes:,}: {fix}")
-    if not d.image_size and hasattr(ds, "image_sizes"):
-        sizes = ds.image_sizes(d.train_split, SIZE_SAMPLE)
+    sizes = None if d.image_size else ds.image_sizes(d.train_split, SIZE_SAMPLE)
+    if sizes:
         if len(set(sizes.values())) > 1:
             (f1, s1), (f2, s2) = [next((f, s) for f, s in sizes.items() if s == v) for v in list(dict.fromkeys(sizes.values()))[:2]]
             raise ConfigError(f"data.image_size: images of several sizes at native size ({f1}: {s1[0]}x{s1[1]}, "
@@ -309,7 +309,7 @@ def _check_evaluations(cfg: Any) -> None:
         _open(p, f"evaluate.probes {p.name!r}")
     if cfg.clip.scales:
         for z in cfg.evaluate.zero_shot:
-            labels = getattr(_open(z, f"evaluate.zero_shot {z.name!r}"), "labels", None)
+            labels = _open(z, f"evaluate.zero_shot {z.name!r}").labels
             if labels is None or len(labels) < 2:
                 raise ConfigError(f"evaluate.zero_shot {z.name!r}: {z.root or z.dataset} has "
                                   f"{len(labels) if labels is not None else 'no'} class names; zero-shot "

@@ -87,6 +87,44 @@ def make_source(parts: list[tuple[str | Path, str | Path | None]], loader: str, 
     return sources[0] if real_prob is None else MixedPairs(sources[0], sources[1], real_prob)
 
 
+def launch(spec: dict[str, Any], nproc: int, source: Any = None, progress: bool = True,
+           desc: str = "train") -> dict[str, Any]:
+    """Run a training spec in this process, or with `nproc` > 1 under torchrun (the loader index built once, here,
+    for every rank to memory-map); returns the run's record (train.json)."""
+    if nproc <= 1:
+        return run_spec(spec, source, progress=progress, desc=desc)
+    out = Path(spec["out"])
+    spec = save_indexes(spec, out)
+    write_text(out / "spec.json", json.dumps({**spec, "progress": progress}, indent=1))
+    torchrun(out / "spec.json", nproc)
+    return read_json(out / "train.json")
+
+
+def train_sets(train: dict[str, Any], sets: list[str], out: Path, scale: int = 0, order: str = "class",
+               order_seed: int = 0, real_prob: float | None = None) -> tuple[dict[str, Any], int]:
+    """`synscale train`: recipe `train` (a TrainConfig as a dict) on whole sets, or with `scale` on the nested
+    subset of `scale` samples of the one set (or of both pair sets with `real_prob`, CLIP's mixed pairs), subsets
+    in `order` with `order_seed` as a study makes them; returns (the run's record, the scale trained at)."""
+    from synscale.data.shards import read_labels, read_manifest
+    from synscale.data.stages import write_subset
+
+    out.mkdir(parents=True, exist_ok=True)
+    labels = read_labels(sets[0])
+    parts: list[tuple[str, str | None]] = [(s, None) for s in sets]
+    n = len(read_manifest(sets[0])) if real_prob is not None else sum(len(read_manifest(s)) for s in sets)
+    if scale:
+        try:
+            with replacing(out / "subset.parquet") as tmp:  # under torchrun every process writes it: atomically
+                write_subset(Path(sets[0]), scale, order_seed, order, tmp)
+        except ValueError as e:
+            raise ConfigError(f"{sets[0]}: {e}") from None
+        parts, n = [(s, str(out / "subset.parquet")) for s in sets], scale
+    spec = make_spec(train, parts, len(labels) if labels else 0, n, out, real_prob)
+    if train["nproc"] <= 1:
+        write_text(out / "spec.json", json.dumps(spec, indent=1))  # under torchrun every process writes it
+    return launch(spec, train["nproc"]), n
+
+
 def save_indexes(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     """The spec with its streamed sources' loader indexes built here, once, and saved in `out/loader-index-<i>`
     for its processes to memory-map (synscale.data.index): a run's ranks used to build the same index at once,

@@ -3,7 +3,6 @@ process or under torchrun, resumable from its newest checkpoint."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +22,19 @@ def train(tc: TrainConfig, set_stage: StageResult, sub: StageResult, scale: int,
     def fn(out: Path) -> None:
         import shutil
 
-        from synscale.atomic import write_text
         from synscale.data.shards import read_labels
-        from synscale.train.launch import make_source, make_spec, run_spec, save_indexes, torchrun
+        from synscale.train.launch import launch, make_source, make_spec
 
         labels = read_labels(set_stage.path)
         spec = make_spec(to_dict(tc), [(s.path, u.path / "subset.parquet") for s, u in parts],
                          len(labels) if labels else 0, scale, out, real_prob)
+        source = None
         if tc.nproc > 1:
             log(f"train {name} D={scale}: torchrun, {tc.nproc} processes")
-            spec = save_indexes(spec, out)  # built once, here, for every rank to memory-map
-            write_text(out / "spec.json", json.dumps({**spec, "progress": not log.quiet}, indent=1))
-            torchrun(out / "spec.json", tc.nproc)
         else:
             source = make_source(spec["parts"], tc.loader, real_prob,
                                  arrays=lambda s, k: cache.get(s, k, captions=tc.task == "contrastive"))
-            run_spec(spec, source, progress=not log.quiet, desc=f"train {name} D={scale}")
+        launch(spec, tc.nproc, source, progress=not log.quiet, desc=f"train {name} D={scale}")
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         for index in [*out.glob("loader-index-*"), *out.glob(".loader-index-*")]:  # and their locks
             if index.is_dir():
