@@ -51,11 +51,10 @@ def node_params(node: Any) -> dict[str, Any]:
 
     from synscale.data.datasets import columns_of
     from synscale.generate.stages import identity as generation_identity
-    from synscale.metrics.run import synthetic_test_config
     from synscale.schema import identity
     from synscale.train.stages import identity as train_identity
 
-    a, fn = node.args, node.fn.__name__.lstrip("_")
+    a, fn = node.args, node.fn.__name__
     if fn == "shards":
         data = a["data"]
         if not a.get("dataset"):
@@ -85,19 +84,17 @@ def node_params(node: Any) -> dict[str, Any]:
         return {"probe": dataclasses.asdict(a["pc"])}  # every key of a probe is in its id
     if fn == "zero_shot_head":
         return {"templates": a["templates"]}
-    if fn == "shift":
+    if fn == "shift_set":
         return {"shift": a["name"], "seed": a["seed"]}
-    if fn == "ood":
+    if fn == "ood_set":
         spec = a["spec"]
         return {"set": identity(spec), "image_size": a["image_size"], "shard_size": a["shard_size"]}
-    if fn == "captions":
+    if fn == "caption_pool":
         return {"captioner": a["captioner"], "seed": a["seed"]}
-    if fn == "generate":
+    if fn == "synthetic_set":  # a metrics test set's config (its per_class, other seeds) is the node's own syn
         syn = a["syn"]
-        if a.get("test_per_class"):
-            syn = synthetic_test_config(syn, a["test_per_class"])
         return {"synthetic": generation_identity(syn), "max_scale": a["max_scale"], "per_class": syn.per_class}
-    if fn == "clip_generate":
+    if fn == "clip_synthetic_set":
         return {"clip_synthetic": generation_identity(a["g"])}
     if fn == "metrics":
         mc = a["cfg"].metrics

@@ -185,3 +185,20 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+@dataclass
+class Context:
+    """What a stage function runs with in one process: the workdir (where a stage without input stages is
+    written), the study log, the process's array cache and objects built once for several stages (`memo`)."""
+
+    workdir: Path
+    quiet: bool = False
+    cache: Any = None  # a synscale.data.cache.ArrayCache (study.plan.new_context): small sets decoded once per process
+
+    def __post_init__(self) -> None:
+        from synscale.progress import Log
+
+        self.workdir = Path(self.workdir)
+        self.log = Log(self.quiet)
+        self.memo: dict[Any, Any] = {}  # objects a process builds once for several nodes (the metrics' reference)

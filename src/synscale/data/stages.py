@@ -1,5 +1,6 @@
 """The data stages of a study (see synscale.stage): a dataset split written as shards, a nested subset of a
-set, an OOD evaluation set in a study's label space. Each takes and returns stage directories."""
+set, an OOD evaluation set in a study's label space. Each has the one stage signature, fn(ctx, *, <input stages>,
+<params>) -> StageResult."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from typing import Any
 
 from synscale.atomic import read_json
 from synscale.schema import identity
-from synscale.stage import StageResult, run_stage
+from synscale.stage import Context, StageResult, run_stage
 
 
-def dataset_shards(workdir: Path, dataset: str, root: str, image_size: int, shard_size: int, split: str, log: Any,
+def dataset_shards(ctx: Context, *, dataset: str, root: str, image_size: int, shard_size: int, split: str,
                    what: str = "real shards", limit: int = 0, columns: dict[str, str] | None = None,
                    max_bad_fraction: float = 0.0, budget_key: str = "data.max_bad_fraction") -> StageResult:
     """A dataset split (its first `limit` readable samples; 0: all) written as synscale shards. `columns`: the
@@ -27,8 +28,8 @@ def dataset_shards(workdir: Path, dataset: str, root: str, image_size: int, shar
     columns = columns or {}
     ds = create_dataset(dataset, root, image_size, **columns)
     params = shards_params(dataset, root, image_size, shard_size, split, limit, columns)
-    res = run_stage(workdir, "shards", params, {"source": ds.fingerprint()},
-                    lambda out: write_dataset_split(ds, split, out, shard_size, progress=not log.quiet, limit=limit,
+    res = run_stage(ctx.workdir, "shards", params, {"source": ds.fingerprint()},
+                    lambda out: write_dataset_split(ds, split, out, shard_size, progress=not ctx.log.quiet, limit=limit,
                                                     workers=0, max_bad_fraction=max_bad_fraction, budget_key=budget_key))
     record = skipped_record(res.path)
     n = record["skipped"]
@@ -39,7 +40,7 @@ def dataset_shards(workdir: Path, dataset: str, root: str, image_size: int, shar
                           f"more than {budget_key} = {max_bad_fraction:g} allows; raise it, or delete {res.path} to "
                           "write the set again")
     skipped = f" (skipped {n:,} unreadable: {', '.join(f'{r} {c:,}' for r, c in record['reasons'].items())})" if n else ""
-    log.stage(f"{what} [{split}]{skipped}", res)
+    ctx.log.stage(f"{what} [{split}]{skipped}", res)
     return res
 
 
@@ -80,15 +81,21 @@ def shards_to_dir(dataset: str, root: str, image_size: int, shard_size: int, spl
     return n, skipped_record(out)["skipped"]
 
 
-def real_shards(data: Any, workdir: Path, split: str, log: Any, what: str = "real shards") -> StageResult:
-    """A split of a study's dataset (synscale.config.DataConfig `data`) as shards."""
+def shards(ctx: Context, *, data: Any, split: str, what: str = "real shards", dataset: str = "", root: str = "",
+           image_size: int = 0, columns: dict[str, str] | None = None) -> StageResult:
+    """A split of a study's dataset (synscale.config.DataConfig `data`) as shards, or with `dataset` a split of
+    another one (a probe's or zero-shot set's, `root`, `image_size`, its `columns`) in the study's shard size."""
     from synscale.data.datasets import columns_of
 
-    return dataset_shards(workdir, data.dataset, data.root, data.image_size, data.shard_size, split, log, what,
-                          columns=columns_of(data), max_bad_fraction=data.max_bad_fraction)
+    if dataset:
+        return dataset_shards(ctx, dataset=dataset, root=root, image_size=image_size, shard_size=data.shard_size,
+                              split=split, what=what, columns=columns)
+    return dataset_shards(ctx, dataset=data.dataset, root=data.root, image_size=data.image_size,
+                          shard_size=data.shard_size, split=split, what=what, columns=columns_of(data),
+                          max_bad_fraction=data.max_bad_fraction)
 
 
-def subset(set_stage: StageResult, scale: int, seed: int, log: Any, order: str = "class") -> StageResult:
+def subset(ctx: Context, *, set_stage: StageResult, scale: int, seed: int, order: str = "class") -> StageResult:
     """The nested subset of `scale` samples: class-balanced (synscale.data.subsets), or with `order =
     "caption"` the first `scale` captions of a pair set (synscale.data.pairs.caption_subset)."""
     params = {"scale": scale, "order_seed": seed, **({"order": order} if order != "class" else {})}
@@ -131,9 +138,10 @@ def image_format(set_stage: StageResult) -> tuple[int, int]:
     return first.shape[0], 1 if first.ndim == 2 else first.shape[2]
 
 
-def ood_set(spec: Any, train_set: StageResult, image_size: int, shard_size: int, log: Any) -> StageResult:
-    """An `[[evaluate.sets]]` set (synscale.config.OODSetConfig) written as shards in the label space of
-    `train_set` (its `ood.json` holds the class subset it covers), at `image_size` (0: the study's images')."""
+def ood_set(ctx: Context, *, base: StageResult, spec: Any, image_size: int, shard_size: int) -> StageResult:
+    """An `[[evaluate.sets]]` set (synscale.config.OODSetConfig) written as shards in the label space of the set
+    `base` (its `ood.json` holds the class subset it covers), at `image_size` (0: the study's images')."""
+    train_set, log = base, ctx.log
     from synscale.data.datasets import columns_of
     from synscale.data.ood import fingerprint, write_ood_set
     from synscale.labels import LabelSet

@@ -11,7 +11,7 @@ from typing import Any
 from synscale.atomic import read_json
 from synscale.errors import ConfigError
 from synscale.schema import identity, to_dict
-from synscale.stage import StageResult, run_stage
+from synscale.stage import Context, StageResult, run_stage
 from synscale.train.stages import load_model
 
 
@@ -25,11 +25,15 @@ def eval_source(eval_set: StageResult, cache: Any) -> Any:
     return ShardSource([(eval_set.path, None)])
 
 
-def evaluate(tc: Any, model_stage: StageResult, eval_set: StageResult, eval_name: str, cache: Any, log: Any,
-             class_subset: list[int] | None = None, head: StageResult | None = None) -> StageResult:
-    """Loss and top-1 of a model trained with `tc` on an evaluation set (centre crop as trained; optionally
-    with the logits restricted to `class_subset`, the model's classes that the set covers). A CLIP model
-    (`tc` contrastive) is evaluated zero-shot with the class text features of `head`."""
+def evaluate(ctx: Context, *, model: StageResult, eval_set: StageResult, head: StageResult | None = None, tc: Any,
+             eval_name: str, ood: bool = False) -> StageResult:
+    """Loss and top-1 of a model trained with `tc` on an evaluation set (centre crop as trained; with `ood`, the
+    logits restricted to the model's classes that the OOD set covers). A CLIP model (`tc` contrastive) is
+    evaluated zero-shot with the class text features of `head`."""
+    from synscale.data.stages import ood_class_subset
+
+    model_stage, cache, log = model, ctx.cache, ctx.log
+    class_subset = ood_class_subset(eval_set) if ood else None
 
     def fn(out: Path) -> None:
         import pandas as pd
@@ -38,14 +42,14 @@ def evaluate(tc: Any, model_stage: StageResult, eval_set: StageResult, eval_name
         from synscale.labels import LabelSet
         from synscale.train.engine import resolve_device
 
-        model = load_model(model_stage, to_dict(tc))
+        net = load_model(model_stage, to_dict(tc))
         if head is not None:
             from safetensors.torch import load_file
 
             from synscale.train.clip import ZeroShotClassifier
 
-            model = ZeroShotClassifier(model, load_file(str(head.path / "head.safetensors"))["weight"])
-        ex = predict(model, None, None, tc.eval_batch_size, tc.crop, class_subset,
+            net = ZeroShotClassifier(net, load_file(str(head.path / "head.safetensors"))["weight"])
+        ex = predict(net, None, None, tc.eval_batch_size, tc.crop, class_subset,
                      source=eval_source(eval_set, cache), workers=tc.workers,
                      device=resolve_device(tc.device), progress=not log.quiet, desc=f"evaluate on {eval_name}")
         overall, per_class = summarize(ex, LabelSet.load(eval_set.path / "labels.json").names)
@@ -61,10 +65,10 @@ def evaluate(tc: Any, model_stage: StageResult, eval_set: StageResult, eval_name
     return res
 
 
-def probe(tc: Any, model_stage: StageResult, pc: Any, train_set: StageResult, test_set: StageResult,
-          log: Any) -> StageResult:
+def probe(ctx: Context, *, model: StageResult, train: StageResult, test: StageResult, tc: Any, pc: Any) -> StageResult:
     """A linear probe (synscale.config.ProbeConfig `pc`) of the features of a model trained with `tc` (a
-    CLIP model's: its image tower's) on a downstream set (synscale.evaluate.probe)."""
+    CLIP model's: its image tower's) on a downstream set's `train` and `test` splits (synscale.evaluate.probe)."""
+    model_stage, train_set, test_set, log = model, train, test, ctx.log
 
     def fn(out: Path) -> None:
         import pandas as pd
@@ -93,8 +97,9 @@ def probe(tc: Any, model_stage: StageResult, pc: Any, train_set: StageResult, te
     return res
 
 
-def zero_shot_head(model_stage: StageResult, tc: Any, eval_set: StageResult, templates: str, log: Any) -> StageResult:
+def zero_shot_head(ctx: Context, *, model: StageResult, eval_set: StageResult, tc: Any, templates: str) -> StageResult:
     """A CLIP model's class text features for an evaluation set's class names (synscale.train.clip)."""
+    model_stage, log = model, ctx.log
     from synscale.data.shards import read_labels
     from synscale.train.clip import zero_shot_names
     from synscale.train.templates import load_templates
@@ -121,10 +126,11 @@ def zero_shot_head(model_stage: StageResult, tc: Any, eval_set: StageResult, tem
     return res
 
 
-def shift_set(name: str, seed: int, test_set: StageResult, model: StageResult | None, tc: Any, shard_size: int,
-              cache: Any, log: Any) -> StageResult:
-    """A shifted copy of the real test set (synscale.data.shifts): `name`'s transform with `seed`, or for the
+def shift_set(ctx: Context, *, test: StageResult, model: StageResult | None = None, name: str, seed: int, tc: Any,
+              shard_size: int) -> StageResult:
+    """A shifted copy of the real test set `test` (synscale.data.shifts): `name`'s transform with `seed`, or for the
     hard shift the test images that `model` (a real-trained model, trained with `tc`) gets wrong."""
+    test_set, cache, log = test, ctx.cache, ctx.log
     inputs = {"set": test_set.id, **({"model": model.id} if model else {})}
     res = run_stage(test_set.root, "shift", {"shift": name, "seed": seed}, inputs,
                     lambda out: _write_shift(name, seed, model, tc, test_set, shard_size, cache, out))

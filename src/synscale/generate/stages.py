@@ -10,15 +10,16 @@ from typing import Any
 
 from synscale.schema import identity as config_identity
 from synscale.generate.runner import prompts_hash
-from synscale.stage import StageResult, run_stage
+from synscale.stage import Context, StageResult, run_stage
 
 
-def synthetic_set(syn: Any, train_set: StageResult, data: Any, max_scale: int, log: Any, what: str = "",
-                  captions: StageResult | None = None) -> StageResult:
+def synthetic_set(ctx: Context, *, train: StageResult, captions: StageResult | None = None, syn: Any, data: Any,
+                  max_scale: int, what: str = "") -> StageResult:
     """Generate `syn`'s (synscale.config.SyntheticConfig) class-balanced set, enough for `max_scale` images
-    unless syn.per_class says, at the real data's resolution and channels (resumable). `data`: the study's
-    synscale.config.DataConfig; `captions`: the in-captions strategy's caption pool of its training images
+    unless syn.per_class says, at the resolution and channels of the real set `train` (resumable). `data`: the
+    study's synscale.config.DataConfig; `captions`: the in-captions strategy's caption pool of its training images
     (synscale.prompts.stages.caption_pool)."""
+    train_set, log = train, ctx.log
     from synscale.data.stages import image_format
     from synscale.labels import LabelSet
     from synscale.prompts.strategies import make_context, make_prompts
@@ -40,8 +41,9 @@ def synthetic_set(syn: Any, train_set: StageResult, data: Any, max_scale: int, l
                           what or syn.name)
 
 
-def clip_synthetic_set(g: Any, pairs: StageResult, log: Any) -> StageResult:
+def clip_synthetic_set(ctx: Context, *, pairs: StageResult, g: Any) -> StageResult:
     """`[[clip.synthetic]]` `g`: an image for every caption of the real pairs, under the same keys."""
+    log = ctx.log
     from synscale.data.shards import read_labels, read_manifest
     from synscale.data.stages import image_format
     from synscale.prompts.strategies import caption_prompts

@@ -9,7 +9,6 @@ training set against as many real training images (disjoint from them for `real`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,11 +112,6 @@ def real_test_keys(val_set: Any, per_class: int, seed: int) -> list[str] | None:
     """The `real` configuration's test set: `per_class` images of each class of the real validation set
     (held out from the reference network's training; its other images are the FD reference)."""
     return test_keys(Path(val_set.path), per_class, seed)
-
-
-def synthetic_test_config(syn: Any, per_class: int) -> Any:
-    """The configuration of `syn`'s test set: the same model, prompts and guidance, other seeds."""
-    return dataclasses.replace(syn, per_class=per_class, seed=syn.seed + TEST_SEED_OFFSET)
 
 
 def collect_metrics(stages: list[tuple[str, StageResult]], results_dir: Path) -> Any:

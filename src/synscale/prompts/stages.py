@@ -8,17 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from synscale.schema import ConfigError
-from synscale.stage import StageResult, run_stage
+from synscale.stage import Context, StageResult, run_stage
 
 
-def captioned_pairs_stage(train_set: StageResult, pc: Any, need: int, order_seed: int, shard_size: int,
-                          log: Any) -> StageResult:
-    """The first `need` images of `train_set` in the caption order (so the subsets are nested), captioned by
-    `pc.captioner` (synscale.config.PairsConfig)."""
+def captioned_pairs_stage(ctx: Context, *, train: StageResult, pc: Any, need: int, order_seed: int,
+                          shard_size: int) -> StageResult:
+    """The first `need` images of the labelled set `train` in the caption order (so the subsets are nested),
+    captioned by `pc.captioner` (synscale.config.PairsConfig)."""
     from synscale.data.pairs import caption_order
     from synscale.data.shards import read_manifest
     from synscale.data.stages import image_format
     from synscale.prompts.captioners import captioned_pairs
+
+    train_set, log = train, ctx.log
 
     keys = caption_order(read_manifest(train_set.path)["key"].tolist(), order_seed)
     if need > len(keys):
@@ -43,14 +45,16 @@ def captioned_pairs_stage(train_set: StageResult, pc: Any, need: int, order_seed
 CAPTION_POOL = 200  # real training images per class whose captions the in-captions prompts draw from
 
 
-def caption_pool(train_set: StageResult, captioner: str, seed: int, local_files_only: bool, log: Any,
+def caption_pool(ctx: Context, *, train: StageResult, captioner: str, seed: int, allow_download: bool = False,
                  pool: int = CAPTION_POOL) -> StageResult:
     """The in-captions strategy's captions: up to `pool` real training images per class (the first of each class in
     the nested-subset order, synscale.prompts.captioners.caption_keys), each captioned by `captioner`, as
     `captions.parquet` (key, label, caption, in that order). A stage of its own, run once per captioner and seed
     with the captioner's resources (an `hf:` model's GPU) and cached: a study used to caption every in-captions
     configuration on every run before it knew whether its set was already generated. The images are read from the
-    real training shards and captioned in batches, never held whole (200 per class of ImageNet is 39 GB decoded)."""
+    real training shards and captioned in batches, never held whole (200 per class of ImageNet is 39 GB decoded).
+    `allow_download`: an hf: captioner may be fetched."""
+    train_set, log, local_files_only = train, ctx.log, not allow_download
     params = {"captioner": captioner, "pool": pool, "seed": seed}
     inputs = {"set": train_set.id}
     if captioner.startswith("file:"):  # the captions themselves, so an edited file is not mistaken for the old one

@@ -8,12 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synscale.config import StudyConfig, study_identity
-from synscale.metrics import TEST_SEED_OFFSET
+from synscale.metrics import TEST_SEED_OFFSET, synthetic_test_config
 from synscale.modelref import is_builtin
 from synscale.study.plan import Needs, Plan
 
 from synscale.evaluate.registry import EVALUATIONS, Evaluation
-from synscale.study import nodes
+from synscale.data import stages as data_stages
+from synscale.evaluate import stages as eval_stages
+from synscale.generate import stages as generate_stages
+from synscale.prompts import stages as prompt_stages
+from synscale.study import nodes, reference
+from synscale.train import stages as train_stages
 
 # ---------------------------------------------------------------------------------------------------
 # The plan
@@ -72,30 +77,32 @@ class _Builder:
 
     def shards(self, split: str, what: str = "real shards", **kw: Any) -> str:
         """A split of the study's dataset, or with `dataset=`, `root=`, `image_size=`, `columns=` of another one."""
-        return self.add(f"{what} [{split}]", "shards", nodes.shards, data=self.cfg.data, split=split, what=what, **kw)
+        return self.add(f"{what} [{split}]", "shards", data_stages.shards, data=self.cfg.data, split=split, what=what,
+                        **kw)
 
     def subset(self, set_key: str, scale: int, seed: int, order: str = "class") -> str:
         return self.add(f"subset {scale} of {set_key} (seed {seed}{', ' + order if order != 'class' else ''})", "subset",
-                        nodes.subset, (set_key,), scale=scale, seed=seed, order=order)
+                        data_stages.subset, {"set_stage": set_key}, scale=scale, seed=seed, order=order)
 
     def shift_set(self, test: str, model: str | None, name: str) -> str:
         """A shifted copy of the real test set (`model`: the real-trained reference, for the hard shift)."""
         cfg = self.cfg
-        return self.add(f"shift {name}", "shift", nodes.shift, (test, model), Needs(), tc=cfg.train, name=name,
-                        seed=cfg.evaluate.shift_seed, shard_size=cfg.data.shard_size)
+        return self.add(f"shift {name}", "shift", eval_stages.shift_set, {"test": test, "model": model}, Needs(),
+                        tc=cfg.train, name=name, seed=cfg.evaluate.shift_seed, shard_size=cfg.data.shard_size)
 
     def ood_set(self, base: str, spec: Any) -> str:
         """An `[[evaluate.sets]]` set in the label space of the set `base`."""
-        return self.add(f"OOD set {spec.name}", "ood", nodes.ood, (base,), spec=spec, image_size=self.cfg.data.image_size,
-                        shard_size=self.cfg.data.shard_size)
+        return self.add(f"OOD set {spec.name}", "ood", data_stages.ood_set, {"base": base}, spec=spec,
+                        image_size=self.cfg.data.image_size, shard_size=self.cfg.data.shard_size)
 
     def reference(self, train: str) -> str:
         """The real-trained reference (metrics, hard shift): the whole class-balanced training set."""
-        sub = self.add("subset reference", "subset", nodes.reference_subset, (train,), seed=self.cfg.data.order_seed)
+        sub = self.add("subset reference", "subset", reference.reference_subset, {"train": train},
+                       seed=self.cfg.data.order_seed)
         ref = self.cfg.data.reference_size  # about the reference's size (the data says exactly, when it runs)
         info = _train_info(ref, self.cfg.train) if ref else {}
-        return self.add("train reference", "train", nodes.train_reference, (train, sub), _train_needs(self.cfg.train),
-                        info, tc=self.cfg.train)
+        return self.add("train reference", "train", reference.train_reference, {"train": train, "subset": sub},
+                        _train_needs(self.cfg.train), info, tc=self.cfg.train)
 
     def captions(self, train: str, syn: Any, seed: int | None = None) -> str | None:
         """An in-captions configuration's caption pool (one node per captioner and seed, shared), else None."""
@@ -103,30 +110,32 @@ class _Builder:
             return None
         seed = syn.seed if seed is None else seed
         gpu = syn.captioner.startswith("hf:")
-        return self.add(f"captions {syn.captioner} seed={seed}", "captions", nodes.captions, (train,),
+        return self.add(f"captions {syn.captioner} seed={seed}", "captions", prompt_stages.caption_pool, {"train": train},
                         Needs(cpus=1.0, gpus=1.0 if gpu else 0.0, gpu_optional=gpu), captioner=syn.captioner, seed=seed,
                         allow_download=syn.allow_download)
 
     def train(self, tc: Any, parts: list[tuple[str, str]], scale: int, name: str,
               real_prob: float | None = None) -> str:
-        deps = tuple(k for pair in parts for k in pair)
-        return self.add(f"train {name} D={scale}", "train", nodes.train, deps, _train_needs(tc), _train_info(scale, tc),
-                        tc=tc, scale=scale, name=name, real_prob=real_prob)
+        flat = tuple(k for pair in parts for k in pair)
+        return self.add(f"train {name} D={scale}", "train", train_stages.train, {"parts": flat}, _train_needs(tc),
+                        _train_info(scale, tc), tc=tc, scale=scale, name=name, real_prob=real_prob)
 
     def evaluations(self, model: ModelSpec, tc: Any, evals: list[Evaluation]) -> None:
         for e in (e for e in evals if model.task in e.tasks):
             if e.probe is not None:
-                ev = self.add(f"probe {model.train} on {e.probe.name}", "probe", nodes.probe, (model.train, *e.probe_sets),
-                              _eval_needs(tc), tc=tc, pc=e.probe)
+                p_train, p_test = e.probe_sets
+                ev = self.add(f"probe {model.train} on {e.probe.name}", "probe", eval_stages.probe,
+                              {"model": model.train, "train": p_train, "test": p_test}, _eval_needs(tc), tc=tc, pc=e.probe)
                 self.sp.evals.append((model, e.name, ev))
                 continue
             head = None
             if model.task == "clip":
-                head = self.add(f"zero-shot head of {model.train} for {e.name}", "zeroshot", nodes.zero_shot_head,
-                                (model.train, e.set_key), _eval_needs(tc), tc=tc,
+                head = self.add(f"zero-shot head of {model.train} for {e.name}", "zeroshot", eval_stages.zero_shot_head,
+                                {"model": model.train, "eval_set": e.set_key}, _eval_needs(tc), tc=tc,
                                 templates=e.templates or self.cfg.clip.templates)
-            ev = self.add(f"evaluate {model.train} on {e.name}", "evaluate", nodes.evaluate, (model.train, e.set_key, head),
-                          _eval_needs(tc), tc=tc, eval_name=e.name, ood=e.ood)
+            ev = self.add(f"evaluate {model.train} on {e.name}", "evaluate", eval_stages.evaluate,
+                          {"model": model.train, "eval_set": e.set_key, "head": head}, _eval_needs(tc), tc=tc,
+                          eval_name=e.name, ood=e.ood)
             self.sp.evals.append((model, e.name, ev))
 
 
@@ -179,8 +188,9 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Ev
 
     curve("real", train)
     for syn in cfg.synthetic:
-        generated[syn.name] = b.add(f"generate {syn.name}", "generate", nodes.generate, (train, b.captions(train, syn)),
-                                    _gen_needs(syn), syn=syn, data=cfg.data, max_scale=max(cfg.source_scales(syn.name)))
+        generated[syn.name] = b.add(f"generate {syn.name}", "generate", generate_stages.synthetic_set,
+                                    {"train": train, "captions": b.captions(train, syn)}, _gen_needs(syn), syn=syn,
+                                    data=cfg.data, max_scale=max(cfg.source_scales(syn.name)))
         b.sp.generated.append((syn, generated[syn.name]))
         curve(syn.name, generated[syn.name])
     pick = _picked_curves(b, cfg, train, generated, evals)
@@ -194,16 +204,18 @@ def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Ev
     trained = b.reference(train) if cfg.metrics.reference == "trained" else None
     test = b.shards(cfg.data.test_split)
     mneeds = Needs(cpus=1.0, gpus=1.0, gpu_optional=True)
-    b.sp.metrics.append(("real", b.add("metrics real", "metrics", nodes.metrics, (train, test, trained, None, None), mneeds,
-                                       cfg=cfg, name="real")))
+    def metrics(name: str, generated_set: str | None, syn_test: str | None) -> str:
+        return b.add(f"metrics {name}", "metrics", nodes.metrics, {"train": train, "test": test, "trained": trained,
+                     "generated": generated_set, "syn_test": syn_test}, mneeds, cfg=cfg, name=name)
+
+    b.sp.metrics.append(("real", metrics("real", None, None)))
     for syn in cfg.synthetic:
         syn_test = None if cfg.metrics.test_from == "training" else b.add(
-            f"generate test set of {syn.name}", "generate", nodes.generate,
-            (train, b.captions(train, syn, syn.seed + TEST_SEED_OFFSET)), _gen_needs(syn), syn=syn, data=cfg.data,
-            max_scale=max(cfg.source_scales(syn.name)), what=f"test set of {syn.name}", test_per_class=cfg.metrics.per_class)
-        b.sp.metrics.append((syn.name, b.add(f"metrics {syn.name}", "metrics", nodes.metrics,
-                                             (train, test, trained, generated[syn.name], syn_test), mneeds,
-                                             cfg=cfg, name=syn.name)))
+            f"generate test set of {syn.name}", "generate", generate_stages.synthetic_set,
+            {"train": train, "captions": b.captions(train, syn, syn.seed + TEST_SEED_OFFSET)}, _gen_needs(syn),
+            syn=synthetic_test_config(syn, cfg.metrics.per_class), data=cfg.data,
+            max_scale=max(cfg.source_scales(syn.name)), what=f"test set of {syn.name}")
+        b.sp.metrics.append((syn.name, metrics(syn.name, generated[syn.name], syn_test)))
 
 
 def _picked_curves(b: _Builder, cfg: StudyConfig, train: str, generated: dict[str, str],
@@ -218,14 +230,14 @@ def _picked_curves(b: _Builder, cfg: StudyConfig, train: str, generated: dict[st
     top, names = max(cfg.scales), [c.name for c in candidates(cfg)]
     vals = [(m.source, ev) for m, e, ev in b.sp.evals if m.scale == top and e == "val" and m.source in names
             and m.task == "classification"]
-    pick = b.add("select best and worst", "select", nodes.select, tuple(ev for _, ev in vals), Needs(cpus=0.0),
-                 names=[n for n, _ in vals])
+    pick = b.add("select best and worst", "select", nodes.select, {"evals": tuple(ev for _, ev in vals)},
+                 Needs(cpus=0.0), names=[n for n, _ in vals])
     sets = tuple(generated[n] for n in names)
     for which, scale, run in itertools.product(picks, cfg.scales, range(cfg.repeats)):
         tc = _run_train(cfg, run)
         label = "{name}" + (f" run {run}" if cfg.repeats > 1 else "") + f" D={scale} ({which})"
         tr = b.add(f"train {which} D={scale}" + (f" run {run}" if cfg.repeats > 1 else ""), "train", nodes.train_picked,
-                   (pick, None, *sets), _train_needs(tc),
+                   {"pick": pick, "real": None, "sets": sets}, _train_needs(tc),
                    {"scale": scale, "iterations": 0, "samples": 0} if scale == top else _train_info(scale, tc),
                    which=which, names=names, tc=tc,
                    n_real=0, n_syn=scale, seed=cfg.data.order_seed, label=label)
@@ -247,7 +259,8 @@ def _picked_mix(b: _Builder, cfg: StudyConfig, train: str, generated: dict[str, 
         n_real, n_syn = mix.counts(scale)
         label = f"{mix.name}" + (f" run {run}" if cfg.repeats > 1 else "") + f" ({n_real} real + {n_syn} {{name}})"
         tr = b.add(f"train {mix.name} D={n_real + n_syn}" + (f" run {run}" if cfg.repeats > 1 else ""), "train",
-                   nodes.train_picked, (pick, train, *sets), _train_needs(tc), _train_info(n_real + n_syn, tc),
+                   nodes.train_picked, {"pick": pick, "real": train, "sets": sets}, _train_needs(tc),
+                   _train_info(n_real + n_syn, tc),
                    which=mix.synthetic, names=names, tc=tc, n_real=n_real, n_syn=n_syn, seed=cfg.data.order_seed,
                    label=label)
         b.evaluations(ModelSpec(mix.name, n_real + n_syn, tr, n_real, run), tc, evals)
@@ -270,12 +283,12 @@ def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, evals: list[E
     and by linear probes."""
     cc = cfg.clip
     pairs = b.add("real pairs", "pairs" if cc.pairs.dataset == "captioned" else "shards", nodes.pairs,
-                  (train if cc.pairs.dataset == "captioned" else None,), cfg=cfg)
+                  {"train": train if cc.pairs.dataset == "captioned" else None}, cfg=cfg)
     b.sp.real_sets["real pairs"] = pairs
     generated = {}
     for g in cc.synthetic:
-        generated[g.name] = b.add(f"generate {g.name}", "generate", nodes.clip_generate, (pairs,), _gen_needs(g),
-                                  g=g)
+        generated[g.name] = b.add(f"generate {g.name}", "generate", generate_stages.clip_synthetic_set,
+                                  {"pairs": pairs}, _gen_needs(g), g=g)
         b.sp.generated.append((g, generated[g.name]))
     curves = ([(cc.real, pairs, None, None)] if cc.real else []) + [(n, k, None, None) for n, k in generated.items()]
     curves += [(m.name, pairs, generated[m.synthetic], m.real_prob) for m in cc.mix]

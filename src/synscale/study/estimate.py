@@ -159,8 +159,6 @@ def node_work(node: Any, cfg: Any, n_classes: int) -> tuple[int | None, Rate | N
         g = a.get("syn") or a.get("g")
         if "g" in a:  # CLIP: one image per caption
             n = cfg.clip.pairs.limit or max(cfg.clip.scales)
-        elif a.get("test_per_class"):
-            n = a["test_per_class"] * n_classes
         else:
             n = (g.per_class or math.ceil(a["max_scale"] / n_classes)) * n_classes
         rate = GENERATION[family(g.model)]

@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from synscale.study.plan import Context, Journal, Plan, run_node
+from synscale.study.plan import Context, Journal, Plan, new_context, run_node
 from synscale.schema import ConfigError
 
 EXECUTORS = ("local", "ray")
@@ -43,7 +43,7 @@ def execute(plan: Plan, workdir: str | Path, executor: str = "local", quiet: boo
 def run_local(plan: Plan, workdir: str | Path, quiet: bool = False, jobs: int = 1) -> dict[str, Any]:
     if jobs > 1:
         return _run_parallel(plan, workdir, quiet, jobs)
-    ctx, journal = Context(Path(workdir), quiet), Journal(workdir)
+    ctx, journal = new_context(workdir, quiet), Journal(workdir)
     journal.start_plan(plan, "local")
     results: dict[str, Any] = {}
     for i, (key, node) in enumerate(plan.nodes.items()):
@@ -85,7 +85,7 @@ _WORKER: dict[str, Any] = {}
 def _local_node(node: Any, index: int, workdir: str, quiet: bool, deps: list[Any]) -> Any:
     ctx = _CONTEXTS.get((workdir, quiet))
     if ctx is None:
-        ctx = _CONTEXTS[(workdir, quiet)] = Context(Path(workdir), quiet)
+        ctx = _CONTEXTS[(workdir, quiet)] = new_context(workdir, quiet)
         ctx.log.t0 = _WORKER.get("t0", ctx.log.t0)
     return run_node(node, index, ctx, deps, Journal(workdir))
 
@@ -180,7 +180,7 @@ _CONTEXTS: dict[tuple[str, bool], Context] = {}  # per worker process: its array
 def _ray_node(node: Any, index: int, workdir: str, quiet: bool, deps: list[Any]) -> Any:
     ctx = _CONTEXTS.get((workdir, quiet))
     if ctx is None:
-        ctx = _CONTEXTS[(workdir, quiet)] = Context(Path(workdir), quiet)
+        ctx = _CONTEXTS[(workdir, quiet)] = new_context(workdir, quiet)
     return run_node(node, index, ctx, deps, Journal(workdir))
 
 

@@ -1,8 +1,9 @@
 """A study as a plan: a graph of stage nodes, built without running anything (and without torch), run by an
 executor (synscale.study.executors: `local` in this process, `ray` on a Ray cluster).
 
-A node names the stage kind it produces, the nodes whose stages it reads (`deps`), a module-level function
-that runs it, `fn(ctx, *dep_results, **args) -> StageResult`, and what it needs (CPUs, GPUs, processes).
+A node names the stage kind it produces, the nodes whose stages it reads (its `inputs`, by name), the stage
+function that runs it, `fn(ctx, *, <inputs>, <args>) -> StageResult` (every stage function of every package
+has that one signature), and what it needs (CPUs, GPUs, processes).
 Its stage id is the content hash of synscale.stage, computed when it runs, so a plan over an existing
 workdir finds the stages that are complete. Nodes are kept in the order they were added, which is a
 topological order (a node's deps are added before it): the local executor runs them in that order.
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from synscale.atomic import read_json
+from synscale.stage import Context
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,23 @@ class Needs:
 class Node:
     key: str  # unique in its plan, readable: "train real D=1000"
     kind: str  # the stage kind it produces (synscale.stage)
-    fn: Callable[..., Any]
-    deps: tuple[str, ...] = ()
+    fn: Callable[..., Any]  # a stage function: fn(ctx, *, <inputs by name>, <args>) -> StageResult
+    inputs: dict[str, Any] = field(default_factory=dict)  # name -> a node's key, None, or a tuple of keys
     args: dict[str, Any] = field(default_factory=dict)
     needs: Needs = Needs()
     info: dict[str, Any] = field(default_factory=dict)  # for the dry-run: images, iterations, ...
+
+    @property
+    def deps(self) -> tuple[str | None, ...]:
+        """The keys of the nodes whose stages it reads, in the order of its inputs (a tuple input's in turn)."""
+        return tuple(k for v in self.inputs.values() for k in (v if isinstance(v, tuple) else (v,)))
+
+    def call(self, ctx: Context, deps: list[Any]) -> Any:
+        """Run its stage function on `deps`, the stages of its deps in order (None where a dep is None)."""
+        given, kw = iter(deps), {}
+        for name, v in self.inputs.items():
+            kw[name] = tuple(next(given) for _ in v) if isinstance(v, tuple) else next(given)
+        return self.fn(ctx, **kw, **self.args)
 
 
 class Plan:
@@ -58,17 +72,18 @@ class Plan:
         self.nodes: dict[str, Node] = {}
         self.identity = identity  # the study's (synscale.config.study_identity): which runs' stages the journal shares
 
-    def add(self, key: str, kind: str, fn: Callable[..., Any], deps: tuple[str | None, ...] = (),
+    def add(self, key: str, kind: str, fn: Callable[..., Any], inputs: dict[str, Any] | None = None,
             needs: Needs = Needs(), info: dict[str, Any] | None = None, **args: Any) -> str:
         """Add a node (once: a second add of the same key returns the first; the same stage is needed
-        twice, e.g. the real-trained reference of the metrics and of the hard shift). `deps` are keys that
-        add returned; a None dep is passed to `fn` as None."""
+        twice, e.g. the real-trained reference of the metrics and of the hard shift). `inputs` name the keys
+        that add returned (or a tuple of them); a None input is passed to `fn` as None."""
         if key in self.nodes:
             return key
-        missing = [d for d in deps if d is not None and d not in self.nodes]
+        node = Node(key, kind, fn, dict(inputs or {}), args, needs, info or {})
+        missing = [d for d in node.deps if d is not None and d not in self.nodes]
         if missing:
             raise ValueError(f"plan node {key!r}: unknown dependencies {missing}")
-        self.nodes[key] = Node(key, kind, fn, tuple(deps), args, needs, info or {})
+        self.nodes[key] = node
         return key
 
     def __len__(self) -> int:
@@ -81,23 +96,6 @@ class Plan:
         """The nodes as plain data (plan.json)."""
         return [{"index": i, "key": n.key, "kind": n.kind, "deps": [d for d in n.deps if d is not None],
                  "needs": asdict(n.needs), "info": n.info} for i, n in enumerate(self.nodes.values())]
-
-
-@dataclass
-class Context:
-    """What a node runs with in one process: the workdir, the study log and the process's array cache."""
-
-    workdir: Path
-    quiet: bool = False
-
-    def __post_init__(self) -> None:
-        from synscale.data.cache import ArrayCache
-        from synscale.progress import Log
-
-        self.workdir = Path(self.workdir)
-        self.log = Log(self.quiet)
-        self.cache = ArrayCache()
-        self.memo: dict[Any, Any] = {}  # objects a process builds once for several nodes (the metrics' reference)
 
 
 class Journal:
@@ -148,13 +146,20 @@ class Journal:
         return out
 
 
+def new_context(workdir: str | Path, quiet: bool = False) -> Context:
+    """A stage context with an array cache of its own (one per process, kept across its stages)."""
+    from synscale.data.cache import ArrayCache
+
+    return Context(Path(workdir), quiet, ArrayCache())
+
+
 def run_node(node: Node, index: int, ctx: Context, deps: list[Any], journal: Journal | None) -> Any:
     """Run one node (in whichever process the executor chose), journalling its state."""
     if journal is not None:  # the GPUs the process may use: those Ray assigned, or a local worker's own
         journal.record(index, node.key, state="running", start=time.time(), host=socket.gethostname(), pid=os.getpid(),
                        gpus=os.environ.get("CUDA_VISIBLE_DEVICES"), stage=None)  # its stage: known when done
     try:
-        res = node.fn(ctx, *deps, **node.args)
+        res = node.call(ctx, deps)
     except BaseException as e:
         if journal is not None:
             journal.record(index, node.key, state="failed", end=time.time(), error=f"{type(e).__name__}: {e}"[:2000])

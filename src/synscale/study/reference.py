@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synscale.schema import ConfigError, to_dict
-from synscale.stage import StageResult
+from synscale.stage import Context, StageResult
 
 if TYPE_CHECKING:
     from synscale.metrics.features import Reference
@@ -23,25 +23,37 @@ def reference_scale(train_set: Any) -> int:
     return int(counts.min()) * len(counts)
 
 
-def trained_reference(cfg: Any, train_set: Any, cache: Any, log: Any) -> StageResult:
-    """The study's recipe trained on the largest class-balanced subset of the real training set (all of it
-    for Fashion-MNIST): the `trained` reference network, a cached train stage."""
+def reference_subset(ctx: Context, *, train: StageResult, seed: int) -> StageResult:
+    """The largest class-balanced subset of the real training set: what the reference network trains on."""
     from synscale.data.stages import subset
-    from synscale.train.stages import train
 
-    scale = reference_scale(train_set)
-    return train(cfg.train, train_set, subset(train_set, scale, cfg.data.order_seed, log), scale, cache, log, "reference")
+    return subset(ctx, set_stage=train, scale=reference_scale(train), seed=seed)
 
 
-def reference(cfg: Any, train_set: Any, cache: Any, log: Any, trained: StageResult | None = None) -> Reference:
+def train_reference(ctx: Context, *, train: StageResult, subset: StageResult, tc: Any) -> StageResult:
+    """The study's recipe on the reference subset: the real-trained reference network (metrics, hard shift)."""
+    from synscale.train.stages import train as train_stage
+
+    return train_stage(ctx, parts=(train, subset), tc=tc, scale=reference_scale(train), name="reference")
+
+
+def trained_reference(ctx: Context, cfg: Any, train_set: Any) -> StageResult:
+    """The study's recipe trained on the largest class-balanced subset of the real training set (all of it
+    for Fashion-MNIST): the `trained` reference network, a cached train stage (the plan's reference_subset and
+    train_reference nodes make the same two stages)."""
+    sub = reference_subset(ctx, train=train_set, seed=cfg.data.order_seed)
+    return train_reference(ctx, train=train_set, subset=sub, tc=cfg.train)
+
+
+def reference(ctx: Context, cfg: Any, train_set: Any, trained: StageResult | None = None) -> Reference:
     """The metrics' reference network (`metrics.reference`); a `trained` one is `trained` where given, else
     the trained_reference stage (run here)."""
     from synscale.labels import LabelSet
     from synscale.metrics.features import load_reference
 
-    mc = cfg.metrics
+    mc, log = cfg.metrics, ctx.log
     if mc.reference == "trained" and trained is None:
-        trained = trained_reference(cfg, train_set, cache, log)
+        trained = trained_reference(ctx, cfg, train_set)
     labels = LabelSet.load(Path(train_set.path) / "labels.json")
     try:
         ref = load_reference(mc.reference, mc.reference_arch, len(labels), labels.wnids, mc.device, mc.compile,
@@ -56,20 +68,18 @@ def reference_classifier(workdir: str | Path, data_root: str = "", quiet: bool =
     """A classifier with the fashion-mnist study's training recipe, trained on the whole real training set
     (a cached stage in `workdir`). `data_root`: Fashion-MNIST's files (default: Debian's)."""
     from synscale.config import find_study, load_study
-    from synscale.data.cache import ArrayCache
+    from synscale.data.stages import shards
     from synscale.generate.quality import Reference
-    from synscale.data.stages import real_shards
     from synscale.labels import LabelSet
-    from synscale.progress import Log
+    from synscale.study.plan import new_context
     from synscale.train.stages import load_model
 
     cfg = load_study(find_study("fashion-mnist"), overrides=[f"data.root={json.dumps(data_root)}"])
-    log, cache = Log(quiet), ArrayCache()
-    workdir = Path(workdir)
-    train_set = real_shards(cfg.data, workdir, cfg.data.train_split, log)
-    test_set = real_shards(cfg.data, workdir, cfg.data.test_split, log)
-    tr = trained_reference(cfg, train_set, cache, log)  # all 60,000 images for Fashion-MNIST
-    images, labels = cache.get(test_set.path)
+    ctx = new_context(workdir, quiet)
+    train_set = shards(ctx, data=cfg.data, split=cfg.data.train_split)
+    test_set = shards(ctx, data=cfg.data, split=cfg.data.test_split)
+    tr = trained_reference(ctx, cfg, train_set)  # all 60,000 images for Fashion-MNIST
+    images, labels = ctx.cache.get(test_set.path)
     return Reference(load_model(tr, to_dict(cfg.train)), images, labels, LabelSet.load(test_set.path / "labels.json").names)
 
 
@@ -88,20 +98,20 @@ def measure_set(cfg: Any, set_dir: Path, workdir: Path, name: str | None = None,
                 real_val: str | None = None, quiet: bool = False) -> StageResult:
     """`synscale metrics`: the study's metrics of any set directory against the real data (`real_train` /
     `real_val`: set directories; "": the study's splits, written as stages in `workdir`), a cached stage."""
-    from synscale.data.cache import ArrayCache
-    from synscale.data.stages import real_shards
+    from synscale.data.stages import shards
     from synscale.metrics.run import SetRef, metrics_stage, test_keys
-    from synscale.progress import Log
+    from synscale.study.plan import new_context
 
     mc = cfg.metrics
     if mc.per_class == 0:
         raise ConfigError("metrics.per_class is 0: nothing to measure")
-    log = Log(quiet)
+    ctx = new_context(workdir, quiet)
+    log = ctx.log
     sets = {}
     for role, given, split in (("train", real_train, cfg.data.train_split), ("val", real_val, cfg.data.test_split)):
-        sets[role] = SetRef.of(given, workdir) if given else real_shards(cfg.data, workdir, split, log)
+        sets[role] = SetRef.of(given, workdir) if given else shards(ctx, data=cfg.data, split=split)
     test = SetRef.of(set_dir, workdir)
-    ref = reference(cfg, sets["train"], ArrayCache(), log)
+    ref = reference(ctx, cfg, sets["train"])
     name = name or test.path.resolve().name
     st = metrics_stage(mc, ref, name, test=test, test_keys=test_keys(test.path, mc.per_class, mc.seed),
                        real_val=sets["val"], fd_set=test, real_train=sets["train"], quiet=quiet)

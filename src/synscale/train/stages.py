@@ -7,17 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from synscale.schema import to_dict
-from synscale.stage import StageResult, run_stage
+from synscale.stage import Context, StageResult, run_stage
 from synscale.train.config import TrainConfig, train_identity
 
 
-def train(tc: TrainConfig, set_stage: StageResult, sub: StageResult, scale: int, cache: Any, log: Any, name: str,
-          extra: list[tuple[StageResult, StageResult]] = (), real_prob: float | None = None) -> StageResult:
-    """Train `tc` on `sub`'s keys of `set_stage` (plus each (set, subset) of `extra`: mixed sets; with
-    `real_prob`, CLIP's mixed pairs) for the schedule's iterations at `scale`. In this process, or under
-    torchrun when tc.nproc > 1. Resumable: an interrupted stage continues from its newest checkpoint.
-    `cache`: a synscale.data.cache.ArrayCache (small sets are decoded once per process for all scales)."""
-    parts = [(set_stage, sub), *extra]
+def train(ctx: Context, *, parts: tuple[StageResult, ...], tc: TrainConfig, scale: int, name: str,
+          real_prob: float | None = None) -> StageResult:
+    """Train `tc` on the keys of each (set, subset) of `parts` (set, subset, set, subset, ...: more than one pair is
+    a mixed set; with `real_prob`, CLIP's mixed pairs) for the schedule's iterations at `scale`. In this process
+    (small sets decoded once per process, ctx.cache), or under torchrun when tc.nproc > 1. Resumable: an
+    interrupted stage continues from its newest checkpoint."""
+    pairs = list(zip(parts[::2], parts[1::2], strict=True))
+    set_stage, sub = pairs[0]
+    cache, log = ctx.cache, ctx.log
 
     def fn(out: Path) -> None:
         import shutil
@@ -26,7 +28,7 @@ def train(tc: TrainConfig, set_stage: StageResult, sub: StageResult, scale: int,
         from synscale.train.launch import launch, make_source, make_spec
 
         labels = read_labels(set_stage.path)
-        spec = make_spec(to_dict(tc), [(s.path, u.path / "subset.parquet") for s, u in parts],
+        spec = make_spec(to_dict(tc), [(s.path, u.path / "subset.parquet") for s, u in pairs],
                          len(labels) if labels else 0, scale, out, real_prob)
         source = None
         if tc.nproc > 1:
@@ -43,7 +45,7 @@ def train(tc: TrainConfig, set_stage: StageResult, sub: StageResult, scale: int,
                 index.unlink(missing_ok=True)
 
     inputs = {"set": set_stage.id, "subset": sub.id}
-    for i, (s, u) in enumerate(extra):
+    for i, (s, u) in enumerate(pairs[1:]):
         inputs |= {f"set{i + 1}": s.id, f"subset{i + 1}": u.id}
     params = {"train": identity(tc, scale), "scale": scale, **({"real_prob": real_prob} if real_prob is not None else {})}
     res = run_stage(set_stage.root, "train", params, inputs, fn, resumable=True)
