@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from synscale.data.stages import CAPTION_SETS_MAX_BAD
-from synscale.schema import ConfigError, from_dict, in_id_if_changed, not_in_id, to_dict
+from synscale.schema import ConfigError, check_range, from_dict, in_id_if_changed, not_in_id, to_dict
 from synscale.schema import nonnegative as _nonnegative
 from synscale.schema import positive as _positive
 from synscale.train.config import (  # noqa: F401 (re-exported: the study's [train] tables)
@@ -52,7 +52,7 @@ class DataConfig:
         _positive(self, "shard_size")
         _nonnegative(self, "image_size", "reference_size", "order_seed")
         _check_columns(self)
-        _fraction(self, "max_bad_fraction")
+        check_range("max_bad_fraction", self.max_bad_fraction, 0, 1, high_open=True)
         if self.scales:
             _scale_list(self.scales)
 
@@ -173,10 +173,8 @@ class FitConfig:
 
     def check(self) -> None:
         _nonnegative(self, "bootstrap", "saturating_bootstrap", "seed")
-        if not 0 < self.confidence < 1:
-            raise ValueError("fit.confidence must be in (0, 1)")
-        if not self.break_tolerance > 0:
-            raise ValueError("fit.break_tolerance must be positive")
+        check_range("confidence", self.confidence, 0, 1, low_open=True, high_open=True)
+        check_range("break_tolerance", self.break_tolerance, 0, low_open=True)
         if not 0 < self.category_low < self.category_high < 1:
             raise ValueError("fit.category_low and fit.category_high must satisfy 0 < low < high < 1")
 
@@ -198,10 +196,10 @@ class UpscaleConfig:
         if not self.model:
             raise ValueError("an upscale stage needs model: its diffusers pipeline directory")
         _nonnegative(self, "steps")
-        if self.guidance is not None and self.guidance < 0:
-            raise ValueError(f"upscale guidance must be >= 0, got {self.guidance}")
-        if self.noise_level is not None and not 0 <= self.noise_level < 1000:
-            raise ValueError(f"upscale noise_level must be in [0, 1000), got {self.noise_level}")
+        if self.guidance is not None:
+            check_range("upscale guidance", self.guidance, 0)
+        if self.noise_level is not None:
+            check_range("upscale noise_level", self.noise_level, 0, 1000, high_open=True)
 
 
 def effective_guidance(guidance: float, convention: str) -> float:
@@ -291,8 +289,7 @@ class MixConfig:
 
     def check(self) -> None:
         _source_name(self.name, "mix")
-        if not 0 <= self.real_fraction <= 1:
-            raise ValueError(f"real_fraction must be in [0, 1], got {self.real_fraction}")
+        check_range("real_fraction", self.real_fraction, 0, 1)
         _nonnegative(self, "real_images")
 
     def counts(self, scale: int) -> tuple[int, int]:
@@ -327,7 +324,7 @@ class PairsConfig:
 
     def check(self) -> None:
         _nonnegative(self, "image_size", "limit")
-        _fraction(self, "max_bad_fraction")
+        check_range("max_bad_fraction", self.max_bad_fraction, 0, 1, high_open=True)
         if self.dataset == "img2dataset" and not self.root:
             raise ValueError("clip.pairs.dataset = 'img2dataset' needs root: a shard directory, a brace pattern or a URL")
 
@@ -352,8 +349,7 @@ class ClipMixConfig:
 
     def check(self) -> None:
         _source_name(self.name, "clip mix")
-        if not 0 <= self.real_prob <= 1:
-            raise ValueError(f"real_prob must be in [0, 1], got {self.real_prob}")
+        check_range("real_prob", self.real_prob, 0, 1)
 
 
 def check_templates(spec: str, key: str) -> None:
@@ -578,11 +574,6 @@ def _source_name(name: str, what: str) -> None:
     """A curve's source name: it names results rows and stage logs, and `real` is the real data's."""
     if name == "real" or not name or "/" in name:
         raise ValueError(f"{what} name {name!r} must be non-empty, not 'real', without '/'")
-
-
-def _fraction(table: Any, key: str) -> None:
-    if not 0 <= getattr(table, key) < 1:
-        raise ValueError(f"{key} must be in [0, 1), got {getattr(table, key)}")
 
 
 def _scale_list(scales: list[int]) -> None:

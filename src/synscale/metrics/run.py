@@ -20,7 +20,7 @@ from synscale.atomic import read_json
 from synscale.metrics import TEST_SEED_OFFSET
 from synscale.metrics.features import Reference, feature_stage, keys_digest, set_identity
 from synscale.schema import identity as config_identity
-from synscale.stage import StageResult, run_stage
+from synscale.stage import Context, StageResult, run_stage
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,13 @@ def metrics_params(mc: Any, ref: Any, test_keys: list[str] | None) -> dict[str, 
             "reference": ref.name, "precision": ref.precision, "test_keys": keys_digest(test_keys)}
 
 
-def metrics_stage(mc: Any, ref: Reference, name: str, *, test: SetRef | StageResult, test_keys: list[str] | None,
-                  real_val: SetRef | StageResult, fd_set: SetRef | StageResult | None,
-                  real_train: SetRef | StageResult | None, quiet: bool = False) -> StageResult:
+def metrics_stage(ctx: Context, *, test: SetRef | StageResult, real_val: SetRef | StageResult,
+                  fd_set: SetRef | StageResult | None, real_train: SetRef | StageResult | None, mc: Any, ref: Reference,
+                  name: str, test_keys: list[str] | None) -> StageResult:
     """Compute `mc.names` for one configuration's `test` images (`test_keys` of them; None: all) against the real
     validation set, with the Fréchet distance of `fd_set` (its whole set) and the real training set's nearest
-    neighbours; writes summary.json and per_class.parquet."""
+    neighbours, judged by the reference network `ref`; writes summary.json and per_class.parquet."""
+    quiet = ctx.log.quiet
     params = metrics_params(mc, ref, test_keys)
     inputs = {"test": test.id, "real_val": real_val.id, "fd_set": fd_set.id if fd_set else "",
               "real_train": real_train.id if real_train else ""}

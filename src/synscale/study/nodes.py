@@ -69,16 +69,16 @@ def metrics(ctx: Context, *, train: StageResult, test: StageResult, trained: Sta
         ref = ctx.memo[key] = reference(ctx, cfg, train_set, trained)
     mc = cfg.metrics
     if generated is None:  # the real data
-        st = metrics_stage(mc, ref, "real", test=test_set, test_keys=real_test_keys(test_set, mc.per_class, mc.seed),
-                           real_val=test_set, fd_set=train_set, real_train=train_set, quiet=ctx.log.quiet)
+        st = metrics_stage(ctx, test=test_set, real_val=test_set, fd_set=train_set, real_train=train_set, mc=mc, ref=ref,
+                           name="real", test_keys=real_test_keys(test_set, mc.per_class, mc.seed))
     elif syn_test is None:  # metrics.test_from = "training": a class-balanced sample of its training set
         from synscale.metrics.run import test_keys
 
-        st = metrics_stage(mc, ref, name, test=generated, test_keys=test_keys(generated.path, mc.per_class, mc.seed),
-                           real_val=test_set, fd_set=generated, real_train=train_set, quiet=ctx.log.quiet)
+        st = metrics_stage(ctx, test=generated, real_val=test_set, fd_set=generated, real_train=train_set, mc=mc, ref=ref,
+                           name=name, test_keys=test_keys(generated.path, mc.per_class, mc.seed))
     else:
-        st = metrics_stage(mc, ref, name, test=syn_test, test_keys=None, real_val=test_set, fd_set=generated,
-                           real_train=train_set, quiet=ctx.log.quiet)
+        st = metrics_stage(ctx, test=syn_test, real_val=test_set, fd_set=generated, real_train=train_set, mc=mc, ref=ref,
+                           name=name, test_keys=None)
     ctx.log.stage(f"metrics {name}", st)
     return st
 

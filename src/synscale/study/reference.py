@@ -113,7 +113,7 @@ def measure_set(cfg: Any, set_dir: Path, workdir: Path, name: str | None = None,
     test = SetRef.of(set_dir, workdir)
     ref = reference(ctx, cfg, sets["train"])
     name = name or test.path.resolve().name
-    st = metrics_stage(mc, ref, name, test=test, test_keys=test_keys(test.path, mc.per_class, mc.seed),
-                       real_val=sets["val"], fd_set=test, real_train=sets["train"], quiet=quiet)
+    st = metrics_stage(ctx, test=test, real_val=sets["val"], fd_set=test, real_train=sets["train"], mc=mc, ref=ref,
+                       name=name, test_keys=test_keys(test.path, mc.per_class, mc.seed))
     log.stage(f"metrics {name}", st)
     return st
