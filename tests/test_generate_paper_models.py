@@ -6,7 +6,6 @@ and Muse's guidance convention."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

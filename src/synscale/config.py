@@ -20,11 +20,7 @@ from synscale.data.stages import CAPTION_SETS_MAX_BAD
 from synscale.schema import ConfigError, check_range, from_dict, in_id_if_changed, not_in_id, to_dict
 from synscale.schema import nonnegative as _nonnegative
 from synscale.schema import positive as _positive
-from synscale.train.config import (  # noqa: F401 (re-exported: the study's [train] tables)
-    ScheduleConfig,
-    TrainConfig,
-    train_identity,
-)
+from synscale.train.config import ScheduleConfig, TrainConfig  # noqa: F401 (ScheduleConfig: the [train] tables')
 
 SIZES = ("smoke", "default", "full")
 

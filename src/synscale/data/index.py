@@ -115,8 +115,6 @@ def same_texts(a: Any, b: Any) -> bool:
 def scan_tar(path: Path) -> tuple[list[str], list[int], list[int]]:
     """(key, image offset, image size) of every sample's image (png, jpg, jpeg or webp member) in a tar, in order,
     read from the USTAR headers alone; a tar with other member kinds (GNU or PAX long names) is read by tarfile."""
-    import tarfile
-
     from synscale.errors import DataError
 
     keys, offsets, sizes = [], [], []

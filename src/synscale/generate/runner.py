@@ -199,8 +199,6 @@ def generate_set(spec: GeneratorSpec, prompts: Any, labels: LabelSet | None, out
                  ray_actors: int = 1, ray_num_cpus: float = 0.5, ray_num_gpus: float = 0.0) -> int:
     """Generate every row of `prompts` (index, class_index, prompt, strategy, seed; optionally key) into
     `out_dir`; `labels` None: an unlabelled caption set (class_index -1)."""
-    import pandas as pd
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts = prompts.sort_values("index").reset_index(drop=True)

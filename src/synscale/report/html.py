@@ -128,8 +128,6 @@ def _fits_table(fits: Any, d_ref: int) -> str:
 def metrics_table(results: Path, scaling: Any, fits: Any) -> tuple[Any, str]:
     """Tables A4-A6 of the paper: per configuration, loss and top-1 at the largest scale on val beside
     the metrics of its test set. Returns (the joined table, a note on what is left out)."""
-    import pandas as pd
-
     m = read_table(results / "metrics.parquet")
     if m is None or not len(m):
         return None, ""

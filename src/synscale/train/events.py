@@ -52,7 +52,6 @@ def write_study_events(out_dir: Path, evals: list[Any]) -> bool:
     """W/tensorboard from scratch: `train/<source> D=<scale>[ run r]/` holds a copy of each model's training
     events; `scaling/<task>/<source>/` the loss and top-1 on every evaluation set at step = scale. `evals`:
     (synscale.results.TrainedModel, eval_set, evaluate stage). False where tensorboard is not installed."""
-    import json
     import shutil
 
     if not available():

@@ -135,7 +135,6 @@ def load_trained(stage_dir: Any, train_cfg: dict[str, Any]) -> tuple[nn.Module, 
     """The model a synscale train directory holds (model.safetensors + train.json), in eval mode, and
     its train.json; `train_cfg` is the `[train]` table it was trained with. A CLIP model (task
     contrastive) is the open_clip model itself."""
-    import json
     from pathlib import Path
 
     from safetensors.torch import load_file
