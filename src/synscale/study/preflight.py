@@ -141,8 +141,10 @@ def _check_attribute_captioner(cfg: Any) -> None:
     sample = next(iter(create_dataset(d.dataset, d.root, d.image_size, **columns_of(d)).samples(d.train_split)), None)
     if sample is None:
         return
-    img = sample.image
-    channels = (img.shape[2] if img.ndim == 3 else 1) if hasattr(img, "ndim") else len(img.getbands())
+    import numpy as np
+
+    img = sample.image  # a numpy array or a PIL image (synscale.data.datasets.Sample)
+    channels = (img.shape[2] if img.ndim == 3 else 1) if isinstance(img, np.ndarray) else len(img.getbands())
     if channels != 1:
         raise ConfigError(f"{users[0]}: the built-in 'attributes' captioner reads grayscale images, {d.dataset}'s have "
                           f"{channels} channels; caption them with a model ('hf:<image-to-text model>') or from a file "
