@@ -143,7 +143,7 @@ def metrics_table(results: Path, scaling: Any, fits: Any) -> tuple[Any, str]:
     gen = read_table(results / "generation.parquet")
     if gen is not None and len(gen):
         t = gen.set_index("config")[["family", "strategy", "guidance_scale"]].join(t, how="right")
-    t = t.reset_index().rename(columns={"loss": f"loss@{top:,}", "top1": f"top1@{top:,}", "guidance_scale": "cfg",
+    t = t.reset_index().rename(columns={"loss": f"loss@{top:,}", "top1": f"top1@{top:,}", "guidance_scale": "guidance",
                                         "perf_at_DI": "−log L(D_I)", **LPIPS_HEADERS})
     missing = [c for c in ("lpips_alex", "fid_inception") if c not in cols]
     note = (f" {' and '.join(missing)} (the paper's AlexNet LPIPS and Inception FID) are left out: their pretrained weights "
@@ -153,7 +153,7 @@ def metrics_table(results: Path, scaling: Any, fits: Any) -> tuple[Any, str]:
 
 def _metric_fmt(t: Any) -> dict[str, str]:
     fmt = {c: "{:.3f}" for c in t.columns if c not in ("config", "strategy", "family")}
-    fmt.update({"cfg": "{:g}", "fd": "{:.2f}", "fd_class": "{:.2f}", "fid_inception": "{:.2f}", "k": "{:.4f}"})
+    fmt.update({"guidance": "{:g}", "fd": "{:.2f}", "fd_class": "{:.2f}", "fid_inception": "{:.2f}", "k": "{:.4f}"})
     return fmt
 
 
@@ -167,9 +167,9 @@ def grouped_tables(t: Any) -> str:
     syn = t[t.family.notna()]
     out = []
     groups = [
-        ("A4", "prompt strategy", ["family", "cfg"], "strategy", lambda g: g.strategy.nunique() > 1),
+        ("A4", "prompt strategy", ["family", "guidance"], "strategy", lambda g: g.strategy.nunique() > 1),
         ("A5", "text-to-image model", ["strategy"], "family", lambda g: g.family.nunique() > 1),
-        ("A6", "guidance scale", ["family", "strategy"], "cfg", lambda g: g.cfg.nunique() > 1),
+        ("A6", "guidance scale", ["family", "strategy"], "guidance", lambda g: g["guidance"].nunique() > 1),
     ]
     for key, what, by, vary, ok in groups:
         parts = []
