@@ -210,3 +210,25 @@ def test_sample_grid_puts_real_beside_generated_per_class(report):
                            pd.read_parquet(report.parent.parent / "results" / "metrics_per_class.parquet"))
     assert len(labels) == len(CLASSES) and all("recog." in v for v in labels.values())
     assert any(v.startswith(("scaling", "easy", "poor")) for v in labels.values())
+
+
+def test_figure6_says_where_a_configuration_has_no_metrics(tmp_path):
+    """A mix has per-class fits but no metrics of its own: its diversity and recognizability panels say so
+    instead of being drawn as empty axes (a figure is never drawn empty)."""
+    import matplotlib
+
+    from synscale.report.figures import FIGURES, Tables
+
+    rows = []
+    for config, measured in (("syn-a", True), ("mix-a", False)):
+        for c in range(6):
+            rows.append({"config": config, "source": config, "eval_set": "val", "class_name": f"c{c}", "k": 0.1 * c,
+                         "perf_at_DI": -c / 3, "category": "other", "perf_at_max": -c / 4,
+                         "diversity": 0.5 + c / 20 if measured else float("nan"),
+                         "recognizability": 0.4 + c / 20 if measured else float("nan")})
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text, so the SVG can be read
+        fig = FIGURES.get("6").draw(Tables(per_class=pd.DataFrame(rows)), tmp_path)
+    svg = next(p for p in fig.paths if p.suffix == ".svg").read_text()
+    assert not fig.missing
+    assert "mix-a: no diversity measured" in svg and "mix-a: no recognizability measured" in svg
+    assert "syn-a: no" not in svg and "mix-a: coloured by −log L at largest D" in svg

@@ -385,6 +385,11 @@ def figure6(f: Figure, per_class: Any, out_dir: Path) -> Figure:
         g = pc[pc.config == config]
         for j, (c, title) in enumerate(colourings):
             ax = axes[i][j]
+            if g[c].isna().all():  # a configuration without its own metrics (a mix): said, not drawn empty
+                ax.text(0.5, 0.5, f"{_t(config)}: no {title} measured\n(metrics are measured per synthetic set)",
+                        ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
             sc = None
             for cat, gg in g.groupby("category"):
                 sc = ax.scatter(gg.k, gg.perf_at_DI, c=gg[c], cmap="viridis", vmin=g[c].min(), vmax=g[c].max(),
