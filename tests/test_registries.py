@@ -48,3 +48,26 @@ def test_every_evaluation_adds_its_sets_only_where_configured(name: str) -> None
         for e in evals:
             keys = [e.set_key] if e.probe is None else list(e.probe_sets)
             assert keys and all(k in b.sp.plan.nodes for k in keys)
+
+
+@pytest.mark.parametrize("study", ["fashion-mnist", "imagenet-sd", "laion-clip"])
+def test_every_plan_node_calls_a_stage_function_of_one_signature(study: str) -> None:
+    """Every node of a plan runs a stage function of its package's stages module (or of the study layer, where a
+    stage composes packages) with the one signature fn(ctx, *, <inputs>, <params>): the node's inputs and params
+    are exactly its keyword-only parameters (the required ones all given), so no adapter sits between them."""
+    import inspect
+
+    from synscale.config import find_study, load_study
+    from synscale.study import build_plan
+
+    homes = {"synscale.data.stages", "synscale.prompts.stages", "synscale.generate.stages", "synscale.train.stages",
+             "synscale.evaluate.stages", "synscale.study.nodes", "synscale.study.reference"}
+    for node in build_plan(load_study(find_study(study))).plan.nodes.values():
+        assert node.fn.__module__ in homes, (node.key, node.fn.__module__)
+        params = list(inspect.signature(node.fn).parameters.values())
+        assert params[0].name == "ctx" and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, node.key
+        kw = {p.name: p for p in params[1:]}
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in kw.values()), node.key
+        given = set(node.inputs) | set(node.args)
+        assert given <= set(kw), (node.key, given - set(kw))
+        assert {n for n, p in kw.items() if p.default is inspect.Parameter.empty} <= given, node.key
