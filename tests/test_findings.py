@@ -129,3 +129,22 @@ def test_not_measurable_says_why(tmp_path):
     assert [f["verdict"] for f in out["findings"]] == [UNMEASURABLE] * 6
     assert all(f["why"] for f in out["findings"])
     assert "4 or more scales" in out["findings"][0]["why"]
+
+
+def test_intervals_use_the_studys_fit_settings(tmp_path):
+    """Findings' intervals come from [fit]: the analysis's replicates by default, and a narrower confidence gives
+    intervals nested inside the wider ones from the same seed's replicates."""
+    out = plant(tmp_path)
+    assert out["thresholds"]["bootstrap"] == 100 and out["thresholds"]["confidence"] == 0.95  # analyse's FitConfig
+    results = tmp_path / "results"
+    wide = findings(results, FitConfig(bootstrap=300, confidence=0.95, seed=3))
+    narrow = findings(results, FitConfig(bootstrap=300, confidence=0.5, seed=3))
+    assert narrow["thresholds"] == {**wide["thresholds"], "confidence": 0.5}
+    narrower = 0
+    for w, n in zip(wide["findings"], narrow["findings"]):
+        if w["interval"] and all(np.isfinite(w["interval"])):
+            assert w["interval"][0] <= n["interval"][0] <= n["interval"][1] <= w["interval"][1]
+            narrower += n["interval"][1] - n["interval"][0] < w["interval"][1] - w["interval"][0]
+    assert narrower >= 4  # all but finding 3 (k's intervals, from the fits table) are bootstrapped here
+    again = findings(results, FitConfig(bootstrap=300, confidence=0.95, seed=3))
+    assert again["findings"] == wide["findings"]  # the seed fixes every replicate

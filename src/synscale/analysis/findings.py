@@ -33,20 +33,16 @@ from typing import Any
 
 import numpy as np
 
+from synscale.config import FitConfig
+
 HOLDS, FAILS, UNMEASURABLE = "holds", "does not hold", "not measurable"
 R2_MIN = 0.95  # finding 1's threshold (the foundation's: a power law fits where R² >= 0.95)
 MIN_POINTS = 4  # scales a curve needs before its R² says anything
 MIN_ROWS = 8  # per-class rows finding 5 needs
 FLAT = 0.05  # |k| below this: a curve that barely moves, whose R² says little (named in finding 1's reason)
-N_BOOT = 1000
-CONF = 0.95
+R2_BOOT = 200  # replicates of finding 1's R² interval (each one a refit per curve), fixed like the thresholds
 
 
-def _ci(values: np.ndarray) -> list[float]:
-    a = (1 - CONF) / 2
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    return [float(np.quantile(v, a)), float(np.quantile(v, 1 - a))] if len(v) else [math.nan, math.nan]
 
 
 def _finding(num: int, key: str, claim: str, verdict: str, value: float | None, interval: list[float] | None,
@@ -57,9 +53,10 @@ def _finding(num: int, key: str, claim: str, verdict: str, value: float | None, 
 
 
 class Results:
-    """The results tables a study wrote (the ones that are there)."""
+    """The results tables a study wrote (the ones that are there), and the study's [fit] bootstrap settings
+    (replicates, confidence, seed) that every interval here uses."""
 
-    def __init__(self, results_dir: Path) -> None:
+    def __init__(self, results_dir: Path, fc: FitConfig | None = None, n_boot: int | None = None) -> None:
         import pandas as pd
 
         from synscale.results import read_table
@@ -83,7 +80,17 @@ class Results:
                 s["real_images"] = np.where(s.source == "real", s.scale, 0)
             if "synthetic_images" not in s:
                 s["synthetic_images"] = s.scale - s.real_images
-        self.rng = np.random.default_rng(0)
+        fc = fc or FitConfig()
+        self.n_boot = fc.bootstrap if n_boot is None else n_boot
+        self.confidence, self.seed = fc.confidence, fc.seed
+        self.rng = np.random.default_rng(fc.seed)
+
+    def ci(self, values: np.ndarray) -> list[float]:
+        """The central `confidence` interval of bootstrap replicates (non-finite ones dropped)."""
+        a = (1 - self.confidence) / 2
+        v = np.asarray(values, float)
+        v = v[np.isfinite(v)]
+        return [float(np.quantile(v, a)), float(np.quantile(v, 1 - a))] if len(v) else [math.nan, math.nan]
 
     def classification(self) -> Any:
         s = self.scaling
@@ -105,7 +112,7 @@ class Results:
     def paired(self, a: np.ndarray, b: np.ndarray, stat: Any) -> np.ndarray:
         """Bootstrap replicates of stat(a[idx], b[idx]) over the shared examples."""
         n = len(a)
-        idx = self.rng.integers(0, n, size=(N_BOOT, n))
+        idx = self.rng.integers(0, n, size=(self.n_boot, n))
         return np.array([stat(a[i], b[i]) for i in idx])
 
 
@@ -126,9 +133,9 @@ def power_law(r: Results) -> dict[str, Any]:
         ex = [r.example_losses(row.source, int(sc), "val") for sc in g.index]
         interval = [math.nan, math.nan]
         if all(x is not None for x in ex):
-            reps = bootstrap_replicates(ex, 200)
+            reps = bootstrap_replicates(ex, R2_BOOT, r.seed)
             scales = g.index.to_numpy(float)
-            interval = _ci(np.array([fit_power_law(scales, rep, float(scales.max())).r2 for rep in reps]))
+            interval = r.ci(np.array([fit_power_law(scales, rep, float(scales.max())).r2 for rep in reps]))
         details.append({"source": row.source, "r2": float(row.r2), "interval": interval, "scales": int(row.n_points),
                         "k": float(row.k)})
     worst = min(details, key=lambda d: d["r2"])
@@ -175,7 +182,7 @@ def guidance(r: Results) -> dict[str, Any]:
         a = r.example_losses(high.config, int(high.scale), "val")
         b = r.example_losses(best.config, int(best.scale), "val")
         if a is not None and b is not None and len(a) == len(b) and high.config != best.config:
-            interval = _ci(r.paired(a, b, lambda x, y: x.mean() - y.mean()))
+            interval = r.ci(r.paired(a, b, lambda x, y: x.mean() - y.mean()))
         holds = bool(rho_r > 0 and rho_d < 0 and best.guidance_scale < high.guidance_scale)
         details.append({"family": grp.family.iloc[0], "model": model, "strategy": strategy,
                         "guidance": gs.tolist(), "rho_recognizability": rho_r, "rho_diversity": rho_d,
@@ -253,7 +260,7 @@ def shift_gap(r: Results) -> dict[str, Any]:
             # the two gaps are on different example sets: resample each set's examples (paired within a set)
             reps_v = r.paired(cv, rv, lambda x, y: math.log(x.mean() / y.mean()))
             reps_s = r.paired(ce, re_, lambda x, y: math.log(x.mean() / y.mean()))
-            interval = _ci(reps_v - reps_s)
+            interval = r.ci(reps_v - reps_s)
             reps.append(reps_v - reps_s)
             details.append({"source": c, "shift": e, "scale": scale, "gap_val": gap_val, "gap_shift": gap_shift,
                             "narrowing": gap_val - gap_shift, "interval": interval, "narrows": bool(interval[0] > 0)})
@@ -264,7 +271,7 @@ def shift_gap(r: Results) -> dict[str, Any]:
     med = float(np.median([d["narrowing"] for d in details]))
     ok = n > len(details) / 2
     why = f"the gap narrows (interval above 0) in {n} of {len(details)} (curve, shift) pairs"
-    return _finding(4, "shift_gap", claim, HOLDS if ok else FAILS, med, _ci(np.median(np.stack(reps), axis=0)),
+    return _finding(4, "shift_gap", claim, HOLDS if ok else FAILS, med, r.ci(np.median(np.stack(reps), axis=0)),
                     "median over (curve, shift) of log(L_syn/L_real) on val minus on the shift", why, details)
 
 
@@ -290,8 +297,8 @@ def recognizability_over_diversity(r: Results) -> dict[str, Any]:
 
     idx = np.arange(len(k))
     value = diff(idx)
-    reps = np.array([diff(r.rng.integers(0, len(k), len(k))) for _ in range(N_BOOT)])
-    interval = _ci(reps)
+    reps = np.array([diff(r.rng.integers(0, len(k), len(k))) for _ in range(r.n_boot)])
+    interval = r.ci(reps)
     rho_r, rho_d = float(spearmanr(k, rec).statistic), float(spearmanr(k, div).statistic)
     ok = interval[0] > 0
     why = (f"ρ(k_c, recognizability) {rho_r:+.2f}, ρ(k_c, diversity) {rho_d:+.2f} over {len(k)} (configuration, class) "
@@ -322,7 +329,7 @@ def mix_helps(r: Results) -> dict[str, Any]:
             reps = r.paired(a, b, lambda x, y: x.mean() - y.mean())
             details.append({"task": "classification", "source": source, "real_images": n_real,
                             "synthetic_images": int(row.synthetic_images), "loss_real": float(a.mean()),
-                            "loss_mix": float(b.mean()), "improvement": float(a.mean() - b.mean()), "interval": _ci(reps)})
+                            "loss_mix": float(b.mean()), "improvement": float(a.mean() - b.mean()), "interval": r.ci(reps)})
         clip = s[(s.task == "clip") & (s.eval_set == "val")]
         real_src = [src for src, g in clip.groupby("source") if (g.synthetic_images == 0).all()]
         mixed = [src for src, g in clip.groupby("source") if (g.real_images > 0).all() and (g.synthetic_images > 0).all()]
@@ -337,7 +344,7 @@ def mix_helps(r: Results) -> dict[str, Any]:
                 details.append({"task": "clip", "source": src, "against": rs, "captions": int(common[-1]),
                                 "loss_real": float(a.mean()), "loss_mix": float(b.mean()),
                                 "improvement": float(a.mean() - b.mean()),
-                                "interval": _ci(r.paired(a, b, lambda x, y: x.mean() - y.mean()))})
+                                "interval": r.ci(r.paired(a, b, lambda x, y: x.mean() - y.mean()))})
     measured = [d for d in details if "interval" in d]
     if not measured:
         why = "; ".join(d["skipped"] for d in details if "skipped" in d) or "no [[mix]] or CLIP mixed pairs in the study"
@@ -364,13 +371,20 @@ def run_to_run_noise(r: Results) -> float | None:
     return float(sd.median()) if len(sd) else None
 
 
-def findings(results_dir: str | Path) -> dict[str, Any]:
-    """Test the six findings on `results_dir`'s tables; writes and returns findings.json's content."""
+def findings(results_dir: str | Path, fc: FitConfig | None = None, n_boot: int | None = None) -> dict[str, Any]:
+    """Test the six findings on `results_dir`'s tables; writes and returns findings.json's content.
+
+    Intervals use the study's [fit] bootstrap replicates, confidence and seed (`fc`; where not given, the
+    settings analysis.json records, else [fit]'s defaults); `n_boot` overrides the replicates."""
     results_dir = Path(results_dir)
-    r = Results(results_dir)
+    if fc is None:
+        from synscale.atomic import read_json
+
+        fc = FitConfig(**read_json(results_dir / "analysis.json", default={}).get("fit", {}))
+    r = Results(results_dir, fc, n_boot)
     out = {"findings": [fn(r) for fn in FINDINGS], "run_to_run_noise": run_to_run_noise(r),
-           "thresholds": {"r2_min": R2_MIN, "min_points": MIN_POINTS, "min_rows": MIN_ROWS, "bootstrap": N_BOOT,
-                          "confidence": CONF}}
+           "thresholds": {"r2_min": R2_MIN, "min_points": MIN_POINTS, "min_rows": MIN_ROWS, "bootstrap": r.n_boot,
+                          "confidence": r.confidence, "seed": r.seed}}
     (results_dir / "findings.json").write_text(json.dumps(out, indent=1, default=float, allow_nan=True))
     return out
 

@@ -351,7 +351,7 @@ def analyse(results_dir: str | Path, d_ref: float | dict[str, float], fc: FitCon
     (results_dir / "analysis.json").write_text(json.dumps(info, indent=1, default=float))
     from synscale.analysis.findings import findings
 
-    findings(results_dir)  # findings.json: the paper's six findings on these tables
+    findings(results_dir, fc, n_boot)  # findings.json: the paper's six findings on these tables
     return {"fits": fits, "per_class": per_class, "correlations": corr, "predictions": preds, "analysis": info}
 
 

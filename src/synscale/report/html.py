@@ -363,12 +363,15 @@ def findings_section(results: Path) -> str:
                     f'<td class="l verdict {cls}">{esc(f["verdict"])}</td><td>{esc(val)}</td>'
                     f'<td class="l">{esc(f["measure"])}</td><td class="l">{esc(f["why"])}</td></tr>')
     noise = out.get("run_to_run_noise")
+    th = out.get("thresholds", {})
+    conf, n_boot = th.get("confidence", 0.95), th.get("bootstrap", 1000)
     noise_html = (f"<p>Run-to-run noise (median over curves and scales of the standard deviation of the validation loss "
                   f"across repeats): {noise:.4f}.</p>" if noise is not None else
                   "<p>This run has one training run per point (repeats = 1): run-to-run noise is not measured; "
                   "<code>--size full</code> trains three.</p>")
     return f"""<section id="findings"><h2>The paper's findings, tested on this run</h2>
-<p>Each finding of the paper as a measurement on this study, with its 95% bootstrap interval and a plain verdict. These are
+<p>Each finding of the paper as a measurement on this study, with its {conf:.0%} bootstrap interval ({n_boot:,} replicates,
+the study's <code>[fit]</code> settings) and a plain verdict. These are
 measurements, not targets; the rules (fixed in synscale.analysis.findings) are in docs/findings.md, with a full run's
 numbers beside the demo's.</p>
 <table id="findings-table"><thead><tr><th>#</th><th class="l">finding</th><th class="l">verdict</th><th>value [interval]</th>
