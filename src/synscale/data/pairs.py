@@ -26,20 +26,22 @@ def caption_rank(keys: Any, seed: int, chunk: int = 1 << 20) -> Any:
     Each key's digest is kept as two 64-bit words (16 bytes a key; the hex strings took ~120), read in chunks, so
     LAION's 371M keys sort in memory; keys whose first 128 bits tie are ordered by the whole digest."""
     import numpy as np
+    import pyarrow as pa
 
+    arrow = isinstance(keys, (pa.Array, pa.ChunkedArray))
     prefix = f"{seed}:".encode()
     n = len(keys)
     words = np.empty((n, 2), dtype=np.uint64)
     for start in range(0, n, chunk):
         part = keys[start:start + chunk]
-        part = part.to_pylist() if hasattr(part, "to_pylist") else part
+        part = part.to_pylist() if arrow else part
         raw = b"".join(hashlib.sha256(prefix + str(k).encode()).digest()[:16] for k in part)
         words[start:start + len(part)] = np.frombuffer(raw, dtype=">u8").reshape(-1, 2)
     order = np.lexsort((words[:, 1], words[:, 0]))
     tied = np.flatnonzero((np.diff(words[order], axis=0) == 0).all(axis=1))
     for t in tied[::-1]:  # astronomically rare: settle each tied pair by its whole digest
         a, b = int(order[t]), int(order[t + 1])
-        digest = [hashlib.sha256(prefix + str(keys[i].as_py() if hasattr(keys[i], "as_py") else keys[i]).encode()).digest()
+        digest = [hashlib.sha256(prefix + str(keys[i].as_py() if arrow else keys[i]).encode()).digest()
                   for i in (a, b)]
         if digest[1] < digest[0]:
             order[t], order[t + 1] = b, a
