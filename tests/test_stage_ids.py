@@ -27,7 +27,8 @@ PLANS: dict[str, tuple[str, str, list[str]]] = {
     "demo-clip-only": ("fashion-mnist", "default", ["scales=[]", "grid=[]", "mix=[]", "curves=[]"]),
     "demo-added-keys": ("fashion-mnist", "default", [
         "train.eps=1e-6", "train.schedule.min_epochs=2.0", "train.workers=3", "train.checkpoint_every=7",
-        "clip.train.accum_steps=2", "clip.train.batch_size=64", "metrics.device=cpu", "metrics.batch_size=50"]),
+        "clip.train.accum_steps=2", "clip.train.batch_size=64", "metrics.device=cpu", "metrics.batch_size=50",
+        'data.image_format="png"', "data.image_quality=80"]),  # lossless: not in the shards id
     "imagenet-sd": ("imagenet-sd", "default", []),
     "imagenet-sd-added-keys": ("imagenet-sd", "smoke", [
         'generation.guidance_convention="muse"', "generation.safety_checker=true", "train.schedule.epochs=10.0",
@@ -50,6 +51,7 @@ def node_params(node: Any) -> dict[str, Any]:
     import dataclasses
 
     from synscale.data.datasets import columns_of
+    from synscale.data.encoding import ImageEncoding
     from synscale.generate.stages import identity as generation_identity
     from synscale.schema import identity
     from synscale.train.stages import identity as train_identity
@@ -59,7 +61,8 @@ def node_params(node: Any) -> dict[str, Any]:
         data = a["data"]
         if not a.get("dataset"):
             return {"dataset": data.dataset, "root": data.root, "image_size": data.image_size,
-                    "shard_size": data.shard_size, "split": a["split"], **columns_of(data)}
+                    "shard_size": data.shard_size, "split": a["split"], **columns_of(data),
+                    **ImageEncoding(data.image_format, data.image_quality).params()}
         return {"dataset": a["dataset"], "root": a.get("root", ""), "image_size": a.get("image_size", 0),
                 "shard_size": data.shard_size, "split": a["split"], **(a.get("columns") or {})}
     if fn == "subset":
@@ -105,7 +108,8 @@ def node_params(node: Any) -> dict[str, Any]:
         need = pc.limit or max(cfg.clip.scales)
         if pc.dataset == "img2dataset":
             return {"dataset": "img2dataset", "root": pc.root, "image_size": pc.image_size,
-                    "shard_size": cfg.data.shard_size, "split": "train", "limit": need}
+                    "shard_size": cfg.data.shard_size, "split": "train", "limit": need,
+                    **ImageEncoding(pc.image_format, pc.image_quality).params()}
         return {"captioner": pc.captioner, "pairs": need, "order_seed": cfg.clip.order_seed}
     raise AssertionError(f"node {node.key!r}: no rule for its function {node.fn.__name__}")
 

@@ -21,7 +21,7 @@ INTERNAL = {
     ("analysis/fit.py", "fit_power_law"), ("analysis/fit.py", "bootstrap_fit"), ("analysis/fit.py", "fit_saturating"),
     ("analysis/fit.py", "class_fits_vectorised"), ("analysis/predict.py", "fit_predictor"),
     ("analysis/predict.py", "loo_predictions"), ("analysis/predict.py", "evaluate_predictor"),
-    ("lru.py", "__init__"), ("study/plan.py", "add"), ("registry.py", "deco"), ("data/png.py", "encode_png"),
+    ("lru.py", "__init__"), ("study/plan.py", "add"), ("registry.py", "deco"), ("data/encoding.py", "_encode"),
     ("generate/stages.py", "synthetic_set"), ("train/data.py", "__init__"), ("train/models.py", "forward_intermediates"),
     ("train/schedule.py", "_epochs"), ("train/launch.py", "torchrun"),
 }

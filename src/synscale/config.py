@@ -43,10 +43,16 @@ class DataConfig:
     # the share of samples that may be skipped where they cannot be read (each recorded in the set and counted in
     # the report); 0: the first one stops the study, with its own line
     max_bad_fraction: float = 0.0
+    # how the shards store the images (synscale.data.encoding): auto keeps a source's JPEG / WebP / PNG bytes where
+    # they decode to exactly the set's pixels, else PNG; png always PNG; jpeg / webp re-encode at image_quality
+    # (lossy: in the set's identity)
+    image_format: Literal["auto", "png", "jpeg", "webp"] = "auto"
+    image_quality: int = 95
 
     def check(self) -> None:
         _positive(self, "shard_size")
         _nonnegative(self, "image_size", "reference_size", "order_seed")
+        check_range("image_quality", self.image_quality, 1, 100)
         _check_columns(self)
         check_range("max_bad_fraction", self.max_bad_fraction, 0, 1, high_open=True)
         if self.scales:
@@ -317,9 +323,13 @@ class PairsConfig:
     # img2dataset: the share of pairs that may be skipped where their image, caption or JSON cannot be read (web
     # crawls hold a few; each is recorded in the set and counted in the report)
     max_bad_fraction: float = CAPTION_SETS_MAX_BAD
+    # img2dataset: how the pairs' shards store the images ([data]'s image_format; auto keeps img2dataset's JPEGs)
+    image_format: Literal["auto", "png", "jpeg", "webp"] = "auto"
+    image_quality: int = 95
 
     def check(self) -> None:
         _nonnegative(self, "image_size", "limit")
+        check_range("image_quality", self.image_quality, 1, 100)
         check_range("max_bad_fraction", self.max_bad_fraction, 0, 1, high_open=True)
         if self.dataset == "img2dataset" and not self.root:
             raise ValueError("clip.pairs.dataset = 'img2dataset' needs root: a shard directory, a brace pattern or a URL")

@@ -277,13 +277,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_shards(args: argparse.Namespace) -> int:
     from synscale.data.datasets import columns_of
+    from synscale.data.encoding import ImageEncoding
     from synscale.data.shards import read_manifest
     from synscale.data.stages import shards_to_dir
 
     out = Path(args.out)
     done = shards_to_dir(args.dataset, args.root, args.image_size, args.shard_size, args.split, out, limit=args.limit,
                          columns=columns_of(args), workers=args.workers, max_bad_fraction=args.max_bad_fraction,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, encoding=ImageEncoding(args.image_format, args.image_quality))
     if done is None:
         print(f"{out} holds this set already ({len(read_manifest(out)):,} samples); nothing to do")
         return 0

@@ -73,6 +73,11 @@ def _data_parsers(sub: Any) -> None:
     p.add_argument("--max-bad-fraction", type=number(float, 0, 1, high_open=True), default=None, metavar="F",
                    help="skip up to this share of samples that cannot be read, recording each in the set (default: 0 "
                    "for labelled sets, 0.01 for img2dataset pairs)")
+    p.add_argument("--image-format", choices=["auto", "png", "jpeg", "webp"], default="auto",
+                   help="how the shards store the images: auto keeps the source's JPEG/WebP/PNG bytes where they decode "
+                   "to exactly the set's pixels (img2dataset's as they came), else PNG; png: always PNG; jpeg, webp: "
+                   "re-encoded at --image-quality (lossy)")
+    p.add_argument("--image-quality", type=number(int, 1, 100), default=95, help="JPEG / WebP quality (default 95)")
     _column_args(p)
 
     p = sub.add_parser("imagenet-val", help="link ImageNet's flat validation folder into <out>/val/<wnid>/ (no copies), "

@@ -52,6 +52,7 @@ class Sample:
     image: Any  # numpy uint8 array (H, W) / (H, W, 3) or a PIL image
     label: int
     meta: dict[str, Any]
+    source: bytes | None = None  # the file bytes the image was decoded from (a set may keep them: data.encoding)
 
 
 DEFAULT_COLUMNS = {"image_column": "image", "label_column": "label"}
@@ -309,8 +310,9 @@ class ImageFolder(DataSource):
 
     def load(self, item: tuple[str, Path, int, str]) -> Sample:
         split, p, label, key = item
-        img = load_image(p, readable(str(p)), self.image_size)
-        return Sample(key, img, label, {"file": readable(p.relative_to(self.root / split).as_posix())})
+        data = _read_file(p, readable(str(p)))
+        img = load_image(data, readable(str(p)), self.image_size)
+        return Sample(key, img, label, {"file": readable(p.relative_to(self.root / split).as_posix())}, data)
 
 
     def count(self, split: str) -> int:
@@ -392,11 +394,19 @@ def _where(sample: dict[str, Any]) -> str:
     return f"{sample.get('__url__')}: sample {sample['__key__']!r}"
 
 
-def _decode_image(sample: dict[str, Any], image_size: int) -> Any:
+def _decode_image(sample: dict[str, Any], image_size: int) -> tuple[Any, bytes]:
+    """(the image, its file bytes) of a webdataset sample."""
     ext = next((e for e in IMAGE_KEYS if e in sample), None)
     if ext is None:
         raise BadSample(_where(sample), "no image", f"{_where(sample)} has no png/jpg/jpeg/webp image")
-    return load_image(sample[ext], _where(sample), image_size)
+    return load_image(sample[ext], _where(sample), image_size), sample[ext]
+
+
+def _read_file(path: Path, where: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise BadSample(where, "unreadable image", f"{where}: cannot be read ({e.strerror}); remove or replace it") from None
 
 
 def _sample_json(sample: dict[str, Any]) -> dict[str, Any]:
@@ -472,7 +482,8 @@ class WebDatasetSource(DataSource):
         if not 0 <= label < len(self.labels):
             raise BadSample(_where(sample), "bad label",
                             f"{_where(sample)} has label {label}, outside 0..{len(self.labels) - 1}")
-        return Sample(sample_key(f"{split}-{key}"), _decode_image(sample, self.image_size), label, {"source_key": readable(key)})
+        img, data = _decode_image(sample, self.image_size)
+        return Sample(sample_key(f"{split}-{key}"), img, label, {"source_key": readable(key)}, data)
 
 
 @DATASETS.register("img2dataset")
@@ -515,8 +526,8 @@ class Img2DatasetPairs(DataSource):
         if not caption:
             raise BadSample(_where(sample), "no caption", f"{_where(sample)} has no caption (.txt, or 'caption' in "
                             ".json); remove it or re-run img2dataset with captions")
-        return Sample(sample_key(key), _decode_image(sample, self.image_size), -1,
-                      {"caption": caption, "source_key": readable(key)})
+        img, data = _decode_image(sample, self.image_size)
+        return Sample(sample_key(key), img, -1, {"caption": caption, "source_key": readable(key)}, data)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -609,8 +620,9 @@ class HFDataset(DataSource):
         if label is None or not 0 <= label < len(self.labels):
             raise BadSample(where, "bad label", f"{where} has label {label}, outside 0..{len(self.labels) - 1} (an "
                             "unlabelled split?); use a labelled split")
-        img = load_image(_hf_image_bytes(image, where), where, self.image_size)
-        return Sample(sample_key(f"{split}-{i:07d}"), img, int(label), {"index": i})
+        data = _hf_image_bytes(image, where)
+        img = load_image(data, where, self.image_size)
+        return Sample(sample_key(f"{split}-{i:07d}"), img, int(label), {"index": i}, data)
 
 
     def count(self, split: str) -> int:

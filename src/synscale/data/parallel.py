@@ -1,4 +1,5 @@
-"""A dataset split's samples decoded, resized and encoded as PNG: in this process, or in worker processes.
+"""A dataset split's samples decoded, resized and encoded for a set (synscale.data.encoding: PNG, JPEG, WebP, or the
+source's file bytes kept): in this process, or in worker processes.
 
 `synscale shards --workers N` and a study's shards stage write a large split with N processes. The source's
 `items(split)` (a file's path, a sample's bytes: cheap to read and to send) are read here, in order, and sent
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from synscale.data.png import encode_png
+from synscale.data.encoding import ImageEncoding
 from synscale.errors import ResourceError
 
 CHUNK = 64  # samples per task: enough to make a task's overhead small, few enough to keep the bar moving
@@ -28,10 +29,11 @@ CHUNK = 64  # samples per task: enough to make a task's overhead small, few enou
 
 @dataclass
 class Encoded:
-    """A sample ready to be written (synscale.data.shards.ShardWriter.write_png)."""
+    """A sample ready to be written (synscale.data.shards.ShardWriter.write_encoded)."""
 
     key: str
-    png: bytes
+    ext: str  # png, jpg or webp
+    data: bytes
     label: int
     meta: dict[str, Any]
     shape: tuple[int, int]  # (height, width) of the image
@@ -47,31 +49,33 @@ class Skipped:
     message: str
 
 
-def encode_sample(sample: Any) -> Encoded:
-    """A synscale.data.datasets.Sample, its image encoded as PNG."""
+def encode_sample(sample: Any, encoding: ImageEncoding = ImageEncoding("png")) -> Encoded:
+    """A synscale.data.datasets.Sample, its image encoded as `encoding` says (its source bytes kept where allowed)."""
     img = sample.image
     is_array = isinstance(img, np.ndarray)
     shape = img.shape[:2] if is_array else img.size[::-1]
-    return Encoded(sample.key, encode_png(img), sample.label, sample.meta, tuple(shape), img if is_array else None)
+    ext, data = encoding.encode(img, sample.source)
+    return Encoded(sample.key, ext, data, sample.label, sample.meta, tuple(shape), img if is_array else None)
 
 
-def load_encoded(dataset: Any, item: Any) -> Encoded | Skipped:
+def load_encoded(dataset: Any, item: Any, encoding: ImageEncoding = ImageEncoding("png")) -> Encoded | Skipped:
     """One item of a source loaded and encoded, or Skipped where the sample cannot be read."""
     from synscale.data.datasets import BadSample
 
     try:
-        return encode_sample(dataset.load(item))
+        return encode_sample(dataset.load(item), encoding)
     except BadSample as e:
         return Skipped(e.where, e.reason, str(e))
 
 
-def encoded_samples(dataset: Any, split: str, workers: int = 1) -> Iterator[Encoded | Skipped]:
+def encoded_samples(dataset: Any, split: str, workers: int = 1,
+                    encoding: ImageEncoding = ImageEncoding("png")) -> Iterator[Encoded | Skipped]:
     """The split's samples, in order, encoded in this process (`workers` <= 1) or in `workers` processes; a sample
     that cannot be read comes as Skipped (the caller decides). Read lazily: the caller stops when it has enough."""
     if workers <= 1:
-        yield from (load_encoded(dataset, item) for item in dataset.items(split))
+        yield from (load_encoded(dataset, item, encoding) for item in dataset.items(split))
         return
-    yield from ordered_map(_load_and_encode, dataset.items(split), workers, dataset)
+    yield from ordered_map(_load_and_encode, dataset.items(split), workers, (dataset, encoding))
 
 
 _WORKER: dict[str, Any] = {}
@@ -85,8 +89,8 @@ def _init(dataset: Any) -> None:
 
 
 def _load_and_encode(chunk: list[Any]) -> list[Encoded | Skipped]:
-    dataset = _WORKER["dataset"]
-    return [load_encoded(dataset, item) for item in chunk]
+    dataset, encoding = _WORKER["dataset"]
+    return [load_encoded(dataset, item, encoding) for item in chunk]
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -1,16 +1,19 @@
-"""synscale shards: webdataset tars of `<key>.png` + `<key>.json`, with a parquet manifest.
+"""synscale shards: webdataset tars of `<key>.png` (or `.jpg` / `.webp`: synscale.data.encoding) + `<key>.json`,
+with a parquet manifest.
 
-Tars are written deterministically (fixed mtime, owner and mode; PNG at a fixed compression level),
-so the same samples always give the same bytes. A set directory holds:
+Tars are written deterministically (fixed mtime, owner and mode; PNG at a fixed compression level, JPEG and WebP
+at a recorded quality, a source's kept bytes as they came), so the same samples always give the same bytes. A set
+directory holds:
 
     shard-00000.tar, shard-00001.tar, ...   the samples, in write order
     manifest.parquet                          one row per sample: key, label, class_name, shard, + meta
                                               (`caption` for image-text pairs)
     labels.json                               the label set (absent for an unlabelled caption set, whose
                                               samples have label -1)
-    arrays.npy                                for small images (<= 64 px): all images decoded, uint8
-                                              (N, C, H, W) in manifest order, so that in-memory training
-                                              does not decode PNGs again (a cache; the tars are the data)
+    arrays.npy                                for small sets only (images <= 64 px, <= 2 GiB decoded): all
+                                              images decoded, uint8 (N, C, H, W) in manifest order, so that
+                                              in-memory training does not decode them again (a cache; the
+                                              tars are the data)
 
 The manifest is written last, atomically, and carries in its parquet metadata (key `synscale`) every
 shard's sample count, size and sha256 and the array cache's size and sha256: a set is complete when its
@@ -32,11 +35,18 @@ from typing import Any
 import numpy as np
 
 from synscale.atomic import clear_partials, replacing
-from synscale.data.png import PNG_COMPRESS_LEVEL, decode_png, encode_png  # noqa: F401 (re-exported)
+from synscale.data.encoding import PNG_COMPRESS_LEVEL, ImageEncoding, decode_png, encode_png, stored_image  # noqa: F401
 from synscale.errors import DataError
 from synscale.labels import LabelSet
 
 ARRAY_CACHE_MAX_SIDE = 64
+ARRAY_CACHE_MAX_BYTES = 2 << 30  # a set's decoded images above this are not cached (the writer holds them until close)
+
+
+def array_cacheable(image: np.ndarray, total_bytes: int) -> bool:
+    """Whether a set whose decoded images come to `total_bytes` so far (`image` the latest) has an array cache:
+    small sets only (sides <= ARRAY_CACHE_MAX_SIDE, all of them <= ARRAY_CACHE_MAX_BYTES)."""
+    return max(image.shape[:2]) <= ARRAY_CACHE_MAX_SIDE and total_bytes <= ARRAY_CACHE_MAX_BYTES
 META_KEY = b"synscale"
 MANIFEST_COLUMNS = ("key", "label", "shard")
 DERIVED = ("arrays.npy", "tar_index.parquet")  # caches made from a set's shards
@@ -130,10 +140,11 @@ class TarOut:
 
 
 class ShardWriter:
-    """Writes samples into numbered tars of at most `shard_size` samples, and the manifest at close()."""
+    """Writes samples into numbered tars of at most `shard_size` samples, and the manifest at close(); images
+    stored as `encoding` says (PNG by default)."""
 
     def __init__(self, out_dir: str | Path, labels: LabelSet | None, shard_size: int = 10000, prefix: str = "shard",
-                 cache_arrays: bool = True) -> None:
+                 cache_arrays: bool = True, encoding: ImageEncoding = ImageEncoding("png")) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.labels = labels
@@ -143,6 +154,8 @@ class ShardWriter:
         self._tar: TarOut | None = None
         self._keys: set[str] = set()
         self._arrays: list[np.ndarray] | None = [] if cache_arrays else None  # None: no arrays.npy
+        self._cached = 0  # bytes of the decoded images kept for the array cache
+        self.encoding = encoding
         self.skipped = 0  # samples the writer's caller skipped (recorded in the manifest's record)
 
     def _shard_name(self, i: int) -> str:
@@ -150,12 +163,13 @@ class ShardWriter:
 
     def write(self, key: str, image: Any, label: int, meta: dict[str, Any] | None = None) -> None:
         """Write one sample: `image` a numpy uint8 (H, W) / (H, W, 3) array or a PIL image."""
-        self.write_png(key, encode_png(image), label, meta, image if isinstance(image, np.ndarray) else None)
+        ext, data = self.encoding.encode(image)
+        self.write_encoded(key, ext, data, label, meta, image if isinstance(image, np.ndarray) else None)
 
-    def write_png(self, key: str, png: bytes, label: int, meta: dict[str, Any] | None = None,
-                  array: np.ndarray | None = None) -> None:
-        """Write one sample already encoded (encode_png); `array`: the image it encodes, when the caller has it
-        as an array (else the array cache decodes the PNG)."""
+    def write_encoded(self, key: str, ext: str, data: bytes, label: int, meta: dict[str, Any] | None = None,
+                      array: np.ndarray | None = None) -> None:
+        """Write one sample already encoded (`ext`: png, jpg or webp); `array`: the image its bytes decode to,
+        when the caller has it as an array (else the array cache decodes them)."""
         if key in self._keys:
             raise DataError(f"duplicate sample key {key!r}")
         if "." in key or "/" in key:
@@ -170,8 +184,8 @@ class ShardWriter:
             self._open(n // self.shard_size)
         name = self.labels.names[label] if self.labels is not None else ""
         record = {"key": key, "label": int(label), "class_name": name, **(meta or {})}
-        self._add(f"{key}.png", png)
-        self._keep_array(png if array is None else array)
+        self._add(f"{key}.{ext}", data)
+        self._keep_array(data if array is None else array)
         self._add(f"{key}.json", json.dumps(record, sort_keys=True).encode())
         self.rows.append({**record, "shard": self._shard_name(n // self.shard_size)})
         self._keys.add(key)
@@ -180,7 +194,8 @@ class ShardWriter:
         if self._arrays is None:
             return
         arr = decode_png(image) if isinstance(image, bytes) else image
-        if max(arr.shape[:2]) > ARRAY_CACHE_MAX_SIDE or (self._arrays and arr.shape != self._arrays[0].shape):
+        self._cached += arr.nbytes
+        if not array_cacheable(arr, self._cached) or (self._arrays and arr.shape != self._arrays[0].shape):
             self._arrays = None
             return
         self._arrays.append(arr)
@@ -331,7 +346,7 @@ def array_cache(set_dir: str | Path, verify: bool = False) -> Path | None:
 
 
 def iter_samples(set_dir: str | Path, keys: Iterable[str] | None = None) -> Iterator[tuple[str, bytes, dict[str, Any]]]:
-    """(key, png bytes, json meta) for every sample (or the given keys), in shard order."""
+    """(key, stored image bytes (PNG, JPEG or WebP), json meta) for every sample (or the given keys), in shard order."""
     set_dir = Path(set_dir)
     wanted = set(keys) if keys is not None else None
     counts = read_manifest(set_dir).groupby("shard", sort=False).size()
@@ -339,10 +354,12 @@ def iter_samples(set_dir: str | Path, keys: Iterable[str] | None = None) -> Iter
         n = 0
         for key, files in iter_tar_samples(set_dir / shard):
             n += 1
-            if "png" not in files or "json" not in files:
-                raise DataError(f"{set_dir / shard}: sample {key!r} has no .png or .json; regenerate the set")
+            image = stored_image(files)
+            if image is None or "json" not in files:
+                raise DataError(f"{set_dir / shard}: sample {key!r} has no image (.png, .jpg, .webp) or no .json; "
+                                "regenerate the set")
             if wanted is None or key in wanted:
-                yield key, files["png"], json.loads(files["json"])
+                yield key, image[1], json.loads(files["json"])
         if n != expected:
             raise DataError(f"{set_dir / shard}: {n} samples, the manifest lists {expected} (truncated?); "
                             "regenerate the set")
@@ -465,12 +482,13 @@ def skipped_record(set_dir: str | Path) -> dict[str, Any]:
 
 def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int, progress: bool = True,
                         limit: int = 0, overwrite: bool = False, workers: int = 1, max_bad_fraction: float = 0.0,
-                        budget_key: str = "--max-bad-fraction") -> int:
+                        budget_key: str = "--max-bad-fraction", encoding: ImageEncoding = ImageEncoding("png")) -> int:
     """Write one split of a registered dataset (the first `limit` readable samples; 0: all) into synscale shards;
     returns the number of samples. `out_dir` must be empty (or absent); `overwrite`: a set there is replaced.
     `workers` > 1: decode, resize and encode in that many processes (0: default_workers); the set is the same,
     byte for byte. Samples that cannot be read are skipped up to `max_bad_fraction` of them (ErrorBudget), each
-    recorded in the set (skipped.parquet, and its count in the manifest's record)."""
+    recorded in the set (skipped.parquet, and its count in the manifest's record). `encoding`: how the images are
+    stored (synscale.data.encoding)."""
     import contextlib
 
     from synscale.data.parallel import Skipped, encoded_samples
@@ -484,7 +502,7 @@ def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int
     native, size = not dataset.image_size, None
     budget = ErrorBudget(max_bad_fraction, budget_key)
     with ShardWriter(out_dir, dataset.labels, shard_size=shard_size) as writer, \
-            contextlib.closing(encoded_samples(dataset, split, workers)) as encoded:
+            contextlib.closing(encoded_samples(dataset, split, workers, encoding)) as encoded:
         for e in bar(encoded, total=total, desc=f"shards {split}", unit="img", disable=not progress):
             if isinstance(e, Skipped):
                 budget.skip(e)
@@ -495,7 +513,7 @@ def write_dataset_split(dataset: Any, split: str, out_dir: Path, shard_size: int
                 raise DataError(f"{where}: {e.shape[1]}x{e.shape[0]} px, the first image is {size[1]}x{size[0]}: a set "
                                 "holds images of one size; set data.image_size (synscale shards: --image-size) to "
                                 "resize and centre-crop them")
-            writer.write_png(e.key, e.png, e.label, {"split": split, **e.meta}, e.array)
+            writer.write_encoded(e.key, e.ext, e.data, e.label, {"split": split, **e.meta}, e.array)
             budget.good += 1
             if limit and budget.good == limit:
                 break

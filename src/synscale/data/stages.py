@@ -9,28 +9,32 @@ from pathlib import Path
 from typing import Any
 
 from synscale.atomic import read_json
+from synscale.data.encoding import ImageEncoding
 from synscale.schema import identity
 from synscale.stage import Context, StageResult, run_stage
 
 
 def dataset_shards(ctx: Context, *, dataset: str, root: str, image_size: int, shard_size: int, split: str,
                    what: str = "real shards", limit: int = 0, columns: dict[str, str] | None = None,
-                   max_bad_fraction: float = 0.0, budget_key: str = "data.max_bad_fraction") -> StageResult:
+                   max_bad_fraction: float = 0.0, budget_key: str = "data.max_bad_fraction",
+                   encoding: ImageEncoding = ImageEncoding()) -> StageResult:
     """A dataset split (its first `limit` readable samples; 0: all) written as synscale shards. `columns`: the
     image_column / label_column that differ from the defaults (synscale.data.datasets.columns_of). A large
     split is decoded in worker processes (synscale.data.shards.default_workers); they change no byte of the
     set, so they are not in the stage's params. Samples that cannot be read are skipped up to `max_bad_fraction`
     (named `budget_key` in errors) and recorded in the set; the budget is a check, not part of the set's identity:
-    a set made under a larger budget than the study's now is an error, not reused."""
+    a set made under a larger budget than the study's now is an error, not reused. `encoding`: how the set stores
+    its images (synscale.data.encoding; a lossy format is in the set's identity, `auto` and `png` are not)."""
     from synscale.data.datasets import create_dataset
     from synscale.data.shards import skipped_record, write_dataset_split
 
     columns = columns or {}
     ds = create_dataset(dataset, root, image_size, **columns)
-    params = shards_params(dataset, root, image_size, shard_size, split, limit, columns)
+    params = shards_params(dataset, root, image_size, shard_size, split, limit, columns, encoding)
     res = run_stage(ctx.workdir, "shards", params, {"source": ds.fingerprint()},
                     lambda out: write_dataset_split(ds, split, out, shard_size, progress=not ctx.log.quiet, limit=limit,
-                                                    workers=0, max_bad_fraction=max_bad_fraction, budget_key=budget_key))
+                                                    workers=0, max_bad_fraction=max_bad_fraction, budget_key=budget_key,
+                                                    encoding=encoding))
     record = skipped_record(res.path)
     n = record["skipped"]
     if n > max_bad_fraction * (n + record["samples"]):
@@ -48,16 +52,16 @@ CAPTION_SETS_MAX_BAD = 0.01  # the default error budget of image-text pairs (img
 
 
 def shards_params(dataset: str, root: str, image_size: int, shard_size: int, split: str, limit: int,
-                  columns: dict[str, str]) -> dict[str, Any]:
+                  columns: dict[str, str], encoding: ImageEncoding = ImageEncoding()) -> dict[str, Any]:
     """What decides a dataset split's shards (beside the source's own fingerprint): a shards stage's params, and
     what `synscale shards` records beside the set it writes."""
     return {"dataset": dataset, "root": root, "image_size": image_size, "shard_size": shard_size, "split": split,
-            **({"limit": limit} if limit else {}), **columns}
+            **({"limit": limit} if limit else {}), **columns, **encoding.params()}
 
 
 def shards_to_dir(dataset: str, root: str, image_size: int, shard_size: int, split: str, out: Path, *, limit: int = 0,
                   columns: dict[str, str] | None = None, workers: int = 0, max_bad_fraction: float | None = None,
-                  overwrite: bool = False) -> tuple[int, int] | None:
+                  overwrite: bool = False, encoding: ImageEncoding = ImageEncoding()) -> tuple[int, int] | None:
     """`synscale shards`: a dataset split written as synscale shards into the directory `out` (whole, or killed: not
     at all), with `shards.json` recording what decides it; None where `out` holds this set already. Returns (samples
     written, samples skipped as unreadable). `max_bad_fraction` None: image-text pairs may skip a few
@@ -69,14 +73,15 @@ def shards_to_dir(dataset: str, root: str, image_size: int, shard_size: int, spl
     columns = columns or {}
     ds = create_dataset(dataset, root, image_size, **columns)
     budget = max_bad_fraction if max_bad_fraction is not None else (CAPTION_SETS_MAX_BAD if ds.labels is None else 0.0)
-    made = {**shards_params(dataset, root, image_size, shard_size, split, limit, columns), "limit": limit,
+    made = {**shards_params(dataset, root, image_size, shard_size, split, limit, columns, encoding), "limit": limit,
             "source": ds.fingerprint(), **({"max_bad_fraction": budget} if budget else {})}
     record = out / "shards.json"
     if not overwrite and (out / "manifest.parquet").exists() and record.exists() and read_json(record) == made:
         return None  # the same command again: the set is there
     check_out_dir(out, overwrite)
     with building_dir(out) as tmp:  # the set appears whole, or (killed) not at all; a rerun starts again
-        n = write_dataset_split(ds, split, tmp, shard_size, limit=limit, workers=workers, max_bad_fraction=budget)
+        n = write_dataset_split(ds, split, tmp, shard_size, limit=limit, workers=workers, max_bad_fraction=budget,
+                                encoding=encoding)
         (tmp / "shards.json").write_text(json.dumps(made, indent=1))
     return n, skipped_record(out)["skipped"]
 
@@ -92,7 +97,8 @@ def shards(ctx: Context, *, data: Any, split: str, what: str = "real shards", da
                               split=split, what=what, columns=columns)
     return dataset_shards(ctx, dataset=data.dataset, root=data.root, image_size=data.image_size,
                           shard_size=data.shard_size, split=split, what=what, columns=columns_of(data),
-                          max_bad_fraction=data.max_bad_fraction)
+                          max_bad_fraction=data.max_bad_fraction,
+                          encoding=ImageEncoding(data.image_format, data.image_quality))
 
 
 def subset(ctx: Context, *, set_stage: StageResult, scale: int, seed: int, order: str = "class") -> StageResult:

@@ -266,14 +266,15 @@ def _finished_rows(out_dir: Path, n_shards: int, n_prompts: int) -> dict[int, li
 
 def _array_cache(out_dir: Path, rows: list[dict[str, Any]]) -> np.ndarray | None:
     """The decoded-array cache of small sets (N x C x H x W uint8, manifest order), as the real-data writer
-    makes it; None for images over 64 px."""
-    from synscale.data.shards import ARRAY_CACHE_MAX_SIDE, decode_png, iter_tar_samples
+    makes it; None for a set that is not small (synscale.data.shards.array_cacheable)."""
+    from synscale.data.shards import array_cacheable, decode_png, iter_tar_samples, stored_image
 
-    images = []
+    images, total = [], 0
     for shard in dict.fromkeys(r["shard"] for r in rows):
         for key, files in iter_tar_samples(out_dir / shard):
-            img = decode_png(files["png"], f"{out_dir / shard}: sample {key!r}")
-            if max(img.shape[:2]) > ARRAY_CACHE_MAX_SIDE:
+            img = decode_png(stored_image(files)[1], f"{out_dir / shard}: sample {key!r}")
+            total += img.nbytes
+            if not array_cacheable(img, total):
                 return None
             images.append(img[None] if img.ndim == 2 else img.transpose(2, 0, 1))
     return np.stack(images) if images else None

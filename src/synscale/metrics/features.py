@@ -261,14 +261,14 @@ class _ShardImages(torch.utils.data.IterableDataset):
         self.offsets = np.concatenate([[0], np.cumsum(counts.to_numpy())[:-1]]).tolist()
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray, int]]:
-        from synscale.data.shards import decode_png, iter_tar_samples
+        from synscale.data.shards import decode_png, iter_tar_samples, stored_image
 
         info = torch.utils.data.get_worker_info()
         w, n = (0, 1) if info is None else (info.id, info.num_workers)
         for shard, offset in zip(self.shards, self.offsets, strict=True):
             for key, files in iter_tar_samples(self.set_dir / shard, lambda i, o=offset: (o + i) % n == w):
                 if self.keys is None or key in self.keys:
-                    img = decode_png(files["png"])
+                    img = decode_png(stored_image(files)[1])
                     yield key, (img[..., None] if img.ndim == 2 else img), int(json.loads(files["json"])["label"])
 
 

@@ -91,11 +91,13 @@ def pairs(ctx: Context, *, train: StageResult | None, cfg: StudyConfig) -> Stage
     pc, cc = cfg.clip.pairs, cfg.clip
     need = pc.limit or max(cc.scales)
     if pc.dataset == "img2dataset":
+        from synscale.data.encoding import ImageEncoding
         from synscale.data.stages import dataset_shards
 
         res = dataset_shards(ctx, dataset="img2dataset", root=pc.root, image_size=pc.image_size,
                              shard_size=cfg.data.shard_size, split="train", what="real pairs", limit=need,
-                             max_bad_fraction=pc.max_bad_fraction, budget_key="clip.pairs.max_bad_fraction")
+                             max_bad_fraction=pc.max_bad_fraction, budget_key="clip.pairs.max_bad_fraction",
+                             encoding=ImageEncoding(pc.image_format, pc.image_quality))
     else:
         from synscale.prompts.stages import captioned_pairs_stage
 
