@@ -306,3 +306,19 @@ def test_texts_are_compact_and_read_back_whole():
     both = Texts.concat([t, Texts.from_strings(["z"])])
     assert list(both) == [*words, "z"] and same_texts(both, np.array([*words, "z"], dtype=object))
     assert not same_texts(t, Texts.from_strings(words[:3] + ["y"]))
+
+
+def test_a_shared_epoch_order_trains_the_same_and_is_removed_at_the_end(fm_set, tmp_path, monkeypatch):
+    """A run whose epochs' orders are shared through files (EpochOrder, forced here for a small set) reads the very
+    batches an in-process order gives, and leaves no order files behind."""
+    from synscale.train import data
+    from synscale.train.classifier import train_classifier
+
+    src = ArraySource(*load_arrays(fm_set)[:2])
+    cfg = _vit_cfg(loss="ce", randaugment=[], checkpoint_every=3,
+                   schedule=ScheduleConfig(zero_scale=300, iters_per_doubling=6, warmup_per_doubling=1))
+    plain = train_classifier(None, None, 10, cfg, 600, source=src)
+    monkeypatch.setattr(data, "ORDER_SHARED", 100)
+    shared = train_classifier(None, None, 10, cfg, 600, source=src, ckpt_dir=tmp_path / "ckpt")
+    assert plain.losses == shared.losses
+    assert (tmp_path / "ckpt").is_dir() and not (tmp_path / "ckpt" / "order").exists()

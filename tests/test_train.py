@@ -36,6 +36,29 @@ def test_data_order_is_a_function_of_step():
     assert not torch.equal(a[0], a[3])  # a new permutation each epoch
 
 
+def test_each_epochs_order_is_computed_once_and_shared_through_a_file(tmp_path, monkeypatch):
+    """EpochOrder gives batch_indices' very indices; above ORDER_SHARED samples the first process writes the epoch's
+    permutation and the others (a second instance, a pickled copy as a loader worker gets) memory-map it."""
+    import pickle
+
+    from synscale.train import data
+
+    plain = data.EpochOrder(1000, 64, seed=5)
+    for s in range(40):  # 15 steps an epoch: nearly three epochs
+        assert np.array_equal(plain.indices(s), batch_indices(1000, 64, s, seed=5).numpy()), s
+    monkeypatch.setattr(data, "ORDER_SHARED", 100)
+    first = data.EpochOrder(1000, 64, seed=5, directory=tmp_path / "order")
+    assert np.array_equal(first.indices(20), batch_indices(1000, 64, 20, seed=5).numpy())
+    assert sorted(p.name for p in (tmp_path / "order").glob("*.npy")) == ["order-5-1000-1.npy"]
+    other = pickle.loads(pickle.dumps(first))
+    assert other._epoch == -1  # a worker's copy starts empty, then maps the file
+    assert np.array_equal(other.indices(21), batch_indices(1000, 64, 21, seed=5).numpy())
+    assert isinstance(other._perm, np.memmap) and other._perm.dtype == np.int32
+    for s in range(22, 70):
+        assert np.array_equal(first.indices(s), batch_indices(1000, 64, s, seed=5).numpy()), s
+    assert sorted(p.name for p in (tmp_path / "order").glob("*.npy")) == ["order-5-1000-3.npy", "order-5-1000-4.npy"]
+
+
 def test_flip_shift_moves_and_flips_pixels():
     x = torch.full((64, 1, 8, 8), -1.0)
     x[:, :, 3, 2] = 1.0  # one bright pixel

@@ -1,7 +1,7 @@
 """The training input pipeline: which images each step reads, and how they are augmented.
 
 Data order is a function of (seed, step) alone: step s reads slice s of the permutation of its epoch
-(`batch_indices`), and each image's augmentation draws from a generator seeded by (seed, step, its
+(`batch_indices`; `EpochOrder` computes each epoch's permutation once, shared through a file for large sets), and each image's augmentation draws from a generator seeded by (seed, step, its
 position in the global batch). So a run resumed at step s reads exactly what an uninterrupted run reads
 there, whatever the number of loader workers or processes.
 
@@ -41,6 +41,56 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor
     epoch, pos = divmod(step, per_epoch)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
     return perm[pos * batch_size : (pos + 1) * batch_size]
+
+
+ORDER_SHARED = 1 << 22  # sets of more samples share each epoch's order between processes through a file
+
+
+class EpochOrder:
+    """Step s's samples (`batch_indices`'s, the same values), with each epoch's permutation computed once per
+    process instead of on every step: at 64M images one permutation takes seconds and half a gigabyte, at 371M
+    twenty seconds and 3 GB. For a set of more than ORDER_SHARED samples with a `directory`, the first process of
+    a machine that needs an epoch writes its permutation there (int32 below 2^31 samples, put in place atomically,
+    under a lock) and every process memory-maps it: one copy per machine, not one per loader worker. The two
+    epochs before the current one are removed as the next is written."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, directory: Path | None = None) -> None:
+        self.n, self.batch, self.seed = n, batch_size, seed
+        self.per_epoch = max(1, n // batch_size)
+        self.directory = directory if directory is not None and n > ORDER_SHARED else None
+        self._epoch, self._perm = -1, np.empty(0, np.int64)
+
+    def __getstate__(self) -> dict[str, Any]:  # a worker computes (or maps) its own
+        return {**self.__dict__, "_epoch": -1, "_perm": np.empty(0, np.int64)}
+
+    def indices(self, step: int) -> np.ndarray:
+        epoch, pos = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self._perm, self._epoch = self._permutation(epoch), epoch
+        return np.asarray(self._perm[pos * self.batch : (pos + 1) * self.batch], dtype=np.int64)
+
+    def _compute(self, epoch: int) -> np.ndarray:
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch)).numpy()
+        return perm.astype(np.int32) if self.n < 2**31 else perm
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if self.directory is None:
+            return self._compute(epoch)
+        import fcntl
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"order-{self.seed}-{self.n}-{epoch}.npy"
+        if not path.exists():
+            with open(self.directory / "order.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one process computes; the others wait, then map its file
+                if not path.exists():
+                    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                    with open(tmp, "wb") as f:
+                        np.save(f, self._compute(epoch))
+                    os.replace(tmp, path)
+                    for old in (epoch - 2, epoch - 3):
+                        (self.directory / f"order-{self.seed}-{self.n}-{old}.npy").unlink(missing_ok=True)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -280,14 +330,15 @@ class StepBatches(torch.utils.data.Dataset):
     the labels, or what `targets(source, indices)` gives (a task's: e.g. caption tokens)."""
 
     def __init__(self, source: ArraySource | ShardSource | MixedPairs, batch_size: int, seed: int, augment: SampleAugment,
-                 rank: int = 0, world: int = 1, targets: Any = None) -> None:
+                 rank: int = 0, world: int = 1, targets: Any = None, order_dir: Path | None = None) -> None:
         self.source, self.batch, self.seed, self.augment = source, batch_size, seed, augment
         self.rank, self.world, self.targets = rank, world, targets
         self.local = batch_size // world
+        self.order = EpochOrder(len(source), batch_size, seed, order_dir)
 
     def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions in the global batch, source indices) of this process's share of step `step`."""
-        idx = batch_indices(len(self.source), self.batch, step, self.seed).numpy()
+        idx = self.order.indices(step)
         pos = np.arange(self.rank * self.local, min(len(idx), (self.rank + 1) * self.local))
         return pos, idx[pos]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -193,6 +194,8 @@ def train(task: Task, cfg: TrainConfig, source: Any, scale: int, progress: Any =
     log.ckpt_dir = ckpt_dir
     try:
         clock = _steps(task, cfg, model, opt, source, dist, device, start, steps, warmup, log, progress, ckpt_dir, events)
+        if ckpt_dir is not None and dist.rank == 0:  # the epochs' shared orders (EpochOrder) are not kept
+            shutil.rmtree(ckpt_dir / "order", ignore_errors=True)
     except (torch.OutOfMemoryError, MemoryError) as e:
         raise _out_of_memory(cfg, device, e) from None
     except RuntimeError as e:
@@ -222,7 +225,8 @@ def _steps(task: Task, cfg: TrainConfig, model: nn.Module, opt: torch.optim.Opti
                 else contextlib.nullcontext())
     batch = min(cfg.batch_size, len(source))
     per_sample = SampleAugment(tuple(cfg.randaugment), cfg.crop, cfg.augment == "flip")
-    batches = StepBatches(source, batch, cfg.seed, per_sample, dist.rank, dist.world, targets=task.targets())
+    batches = StepBatches(source, batch, cfg.seed, per_sample, dist.rank, dist.world, targets=task.targets(),
+                          order_dir=None if ckpt_dir is None else ckpt_dir / "order")
     kill_at, nan_at = int(os.environ.get(KILL_AT_STEP, -1)), int(os.environ.get(NAN_AT_STEP, -1))
     if os.environ.get(MEMORY_LIMIT):  # a real allocation failure at a batch that does not fit
         import resource
