@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,9 +75,10 @@ def cpu(args: argparse.Namespace) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_random_set(out: Path, n: int, size: int, workers: int) -> None:
+def write_random_set(out: Path, n: int, size: int, workers: int, encoding: Any = None) -> None:
     """n smooth random RGB images with mild noise (PNG sizes like photos'), written by `workers` processes
-    as shard groups and merged into one set (one manifest)."""
+    as shard groups and merged into one set (one manifest); `encoding`: a synscale.data.encoding.ImageEncoding
+    (default PNG)."""
     import multiprocessing as mp
 
     import pandas as pd
@@ -84,7 +86,7 @@ def write_random_set(out: Path, n: int, size: int, workers: int) -> None:
     from synscale.labels import LabelSet
 
     per = -(-n // workers)
-    jobs = [(out, w, w * per, min(n, (w + 1) * per), size) for w in range(workers)]
+    jobs = [(out, w, w * per, min(n, (w + 1) * per), size, encoding) for w in range(workers)]
     with mp.get_context("spawn").Pool(workers) as pool:
         parts = pool.starmap(_write_part, jobs)
     pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True).to_parquet(out / "manifest.parquet", index=False)
@@ -93,16 +95,18 @@ def write_random_set(out: Path, n: int, size: int, workers: int) -> None:
     LabelSet(tuple(f"class{c}" for c in range(1000))).save(out / "labels.json")
 
 
-def _write_part(out: Path, w: int, start: int, stop: int, size: int) -> Path:
+def _write_part(out: Path, w: int, start: int, stop: int, size: int, encoding: Any = None) -> Path:
     import torch
 
+    from synscale.data.encoding import ImageEncoding
     from synscale.data.shards import ShardWriter
     from synscale.labels import LabelSet
 
     torch.set_num_threads(1)  # one process per core: no oversubscription
     part = out / f"part{w}"
     gen = torch.Generator().manual_seed(w)
-    with ShardWriter(part, LabelSet(tuple(f"class{c}" for c in range(1000))), shard_size=2500, prefix=f"p{w:02d}") as wr:
+    with ShardWriter(part, LabelSet(tuple(f"class{c}" for c in range(1000))), shard_size=2500, prefix=f"p{w:02d}",
+                     encoding=encoding or ImageEncoding("png")) as wr:
         for i in range(start, stop):
             low = torch.rand(1, 3, 8, 8, generator=gen) * 255
             img = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)

@@ -11,6 +11,14 @@ workers -> train_classifier), on a set of random-content PNG shards it writes fi
 
 It prints the three and the ratios loader/step and end-to-end/step (the goal: end to end >= 90% of step).
 
+`--per-core` answers the GPU question on a CPU: one loader process (one core, one thread) reads the same
+smooth-random 256-px images stored as PNG and as JPEG (quality 95), and it prints per format the bytes per
+image, the milliseconds per image of each part of the paper-vit-b16 recipe's loader (read + decode, the 224-px
+crop and flip, RandAugment(2, 15)), the images/s per core and the cores an 8-GPU node needs to feed
+ViT-B/16 at 3,262 images/s per GPU (the compiled rate measured on an H100).
+
+    python benchmarks/train_speed.py --per-core             # 2,000 images per format
+
     python benchmarks/train_speed.py                        # CPU: the miniature-vit recipe on 28-px images
     python benchmarks/train_speed.py --gpu --images 20000 --workers 14 --compile   # paper-vit-b16 on 256 px
 """
@@ -42,7 +50,11 @@ def main() -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="override the recipe's")
     p.add_argument("--model", default=None, help="another timm model than the recipe's (e.g. to time the loader "
                                                  "of the paper recipe on a CPU with a small network)")
+    p.add_argument("--per-core", action="store_true", help="the loader's images/s per core, PNG against JPEG shards")
     args = p.parse_args()
+    if args.per_core:
+        per_core(args.images or 2000, args.size or 256)
+        return
 
     import torch
 
@@ -87,6 +99,95 @@ def main() -> None:
         run(cfg, set_dir, steps, device, ScheduleConfig)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+GPU_RATE = 3262.0  # ViT-B/16 images/s on one H100, compiled (docs/training.md)
+GPUS = 8
+
+
+def per_core(n: int, size: int) -> None:
+    """One loader core, PNG against JPEG-95 shards of the same images: each part of the loader's time per image."""
+    import torch
+
+    from metrics_speed import write_random_set
+
+    from synscale.data.encoding import ImageEncoding
+    from synscale.train.data import SampleAugment, ShardSource, StepBatches
+    from synscale.train.recipes import load_recipe
+
+    torch.set_num_threads(1)
+    recipe = load_recipe("paper-vit-b16")
+    crop, ra = recipe.get("crop", 224), tuple(recipe.get("randaugment", (2, 15)))
+    tmp = Path(tempfile.mkdtemp(prefix="synscale-loader-bench-"))
+    print(f"one loader process, one thread; {n:,} smooth-random {size}-px RGB images per format; paper-vit-b16's "
+          f"loader: crop {crop}, flip, RandAugment{ra}", flush=True)
+    rows = {}
+    try:
+        for fmt in ("png", "jpeg"):
+            d = tmp / fmt
+            d.mkdir()
+            write_random_set(d, n, size, 2, ImageEncoding(fmt, 95))
+            src = ShardSource([(d, None)])
+            kb = sum(p.stat().st_size for p in d.glob("*.tar")) / len(src) / 1024
+            rows[fmt] = {"kb": kb, **_loader_parts(src, crop, ra)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    head = f"{'format':<8}{'KB/image':>10}{'decode ms':>11}{'crop+flip':>11}{'RandAug':>9}"
+    print(head + f"{'RandAugment in the loader':>30}{'RandAugment on the device':>30}")
+    print(" " * len(head) + f"{'img/s/core':>15}{'cores, ' + str(GPUS) + ' GPUs':>15}" * 2)
+    ips = {}
+    for fmt, r in rows.items():
+        loader = 1000 / (r["decode"] + r["crop_flip"] + r["randaugment"])
+        device = 1000 / (r["decode"] + r["crop_flip"])
+        ips[fmt] = (loader, device)
+        print(f"{fmt:<8}{r['kb']:>10.1f}{r['decode']:>11.2f}{r['crop_flip']:>11.2f}{r['randaugment']:>9.2f}"
+              f"{loader:>15.0f}{GPUS * GPU_RATE / loader:>15.0f}{device:>15.0f}{GPUS * GPU_RATE / device:>15.0f}")
+    base = ips["png"][0]
+    print(f"against today's loader (PNG, RandAugment in the loader, {base:.0f} img/s/core): JPEG {ips['jpeg'][0] / base:.2f}x, "
+          f"PNG + device RandAugment {ips['png'][1] / base:.2f}x, JPEG + device RandAugment {ips['jpeg'][1] / base:.2f}x")
+    print(f"JPEG/PNG bytes {rows['jpeg']['kb'] / rows['png']['kb']:.2f}x, decode {rows['png']['decode'] / rows['jpeg']['decode']:.2f}x faster")
+    batch_ms = _device_randaugment_ms(crop, ra)
+    print(f"RandAugment on the device, here the CPU (batch of 256 {crop}-px images, {torch.get_num_threads()} thread): "
+          f"{batch_ms:.2f} ms per image of the training process's time")
+
+
+def _device_randaugment_ms(crop: int, ra: tuple[int, ...], batch: int = 256) -> float:
+    """Milliseconds per image of synscale.train.randaugment on a batch in this process (the CPU: an upper bound
+    of what a GPU spends)."""
+    import numpy as np
+    import torch
+
+    from synscale.train.randaugment import rand_augment
+
+    x = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8)
+    seeds = np.arange(batch, dtype=np.uint64) * 7 + 1
+    rand_augment(x, seeds, *ra)
+    t0 = time.perf_counter()
+    for rep in range(3):
+        rand_augment(x, seeds + np.uint64(rep), *ra)
+    return (time.perf_counter() - t0) / 3 / batch * 1000
+
+
+def _loader_parts(src, crop: int, ra: tuple[int, ...], n: int = 400, repeats: int = 3) -> dict[str, float]:  # noqa: ANN001
+    """Milliseconds per image of the loader's parts, through its own code (SampleAugment, ShardSource.get): the
+    best of `repeats` passes over the same `n` images (the first pass also warms the caches and timm's op table)."""
+    from synscale.train.data import SampleAugment
+
+    n = min(n, len(src))
+    cf, ra_only = SampleAugment((), crop, True), SampleAugment(ra, 0, False)
+
+    def best(fn) -> float:  # noqa: ANN001
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append((time.perf_counter() - t0) / n * 1000)
+        return min(times), out
+
+    decode, images = best(lambda: [src.get(i) for i in range(n)])
+    crop_flip, cropped = best(lambda: [cf(img, i) for i, img in enumerate(images)])
+    randaugment, _ = best(lambda: [ra_only(img, i) for i, img in enumerate(cropped)])
+    return {"decode": decode, "crop_flip": crop_flip, "randaugment": randaugment}
 
 
 def run(cfg, set_dir: Path, steps: int, device, ScheduleConfig) -> None:  # noqa: ANN001, N803

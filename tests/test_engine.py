@@ -173,10 +173,12 @@ def test_sigkill_at_a_step_then_resume_equals_an_uninterrupted_run(fm_set, tmp_p
     assert ma["steps"] == 23 and ma["model_img_size"] == 24 and ma["img_size"] == 28
 
 
-def test_torchrun_two_processes_train_the_same_model_as_one(fm_set, tmp_path):
+@pytest.mark.parametrize("randaugment_on", ["loader", "device"])
+def test_torchrun_two_processes_train_the_same_model_as_one(fm_set, tmp_path, randaugment_on):
     """DistributedDataParallel on gloo: 2 processes x 16 images = one process x 32 (a model without batch
-    statistics or dropout, so the gradients are the same up to float summation order)."""
-    cfg = _vit_cfg()
+    statistics or dropout, so the gradients are the same up to float summation order), with RandAugment in the
+    loader or on the device."""
+    cfg = _vit_cfg(randaugment_on=randaugment_on)
     one = _launch(_spec(tmp_path, "one", cfg, fm_set))
     assert one.returncode == 0, one.stderr
     two = _launch(_spec(tmp_path, "two", cfg, fm_set), nproc=2)

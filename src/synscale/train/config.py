@@ -76,6 +76,9 @@ class TrainConfig:
     loss: Literal["ce", "bce"] = "ce"  # softmax cross-entropy, or sigmoid binary cross-entropy (summed over classes)
     mixup: float = 0.0  # Mixup alpha (0 = off): one Beta(alpha, alpha) draw per step, batch mixed with its reverse
     randaugment: list[int] = field(default_factory=list)  # [num_ops, magnitude], e.g. [2, 15]; [] = off
+    # where RandAugment runs: loader (timm's PIL ops per image in the loader processes) or device (the same ops
+    # on a whole batch where the model trains: synscale.train.randaugment; frees the loader's cores)
+    randaugment_on: Literal["loader", "device"] = in_id_if_changed("loader")
     crop: int = 0  # train on random crop x crop patches, evaluate on the centre crop; 0 = full images
     augment: Literal["none", "flip", "flip-shift"] = "flip-shift"  # flip: random horizontal flip only
     eval_batch_size: int = 1000
@@ -101,6 +104,9 @@ class TrainConfig:
         if self.randaugment and (len(self.randaugment) != 2 or self.randaugment[0] < 1 or not 0 <= self.randaugment[1] <= 30):
             raise ValueError(f"randaugment must be [num_ops >= 1, magnitude 0..30] or [], got {self.randaugment}")
         check_batch(self.batch_size, self.nproc, self.accum_steps, "nproc")
+        if self.randaugment_on == "device" and self.augment == "flip-shift":
+            raise ValueError("randaugment_on = 'device' runs after the loader's crop and flip: set augment = 'flip' or "
+                             "'none' (flip-shift is the small images' augmentation on the CPU)")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 

@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
 from synscale.errors import ConfigError, DataError, ResourceError, UserError
 from synscale.train import checkpoint
 from synscale.train.config import TrainConfig, check_batch
-from synscale.train.data import SampleAugment, StepBatches, step_loader
+from synscale.train.data import SampleAugment, StepBatches, sample_seed, step_loader
 from synscale.train.schedule import lr_at, run_length
 
 KILL_AT_STEP = "SYNSCALE_KILL_AT_STEP"  # testing hook: SIGKILL this process after the given step
@@ -206,6 +207,16 @@ def train(task: Task, cfg: TrainConfig, source: Any, scale: int, progress: Any =
     return TrainResult(model, steps, warmup, log.losses, start, clock.images_per_s())
 
 
+def device_randaugment(xb: torch.Tensor, cfg: TrainConfig, step: int, rank: int) -> torch.Tensor:
+    """This process's share of step `step`'s batch (uint8, on the device) through RandAugment on the device, each
+    image drawing from its seed (seed, step, position in the global batch: the loader's draw seeds)."""
+    from synscale.train.randaugment import rand_augment
+
+    n = len(xb)
+    seeds = np.array([sample_seed(cfg.seed, step, rank * n + p) for p in range(n)], dtype=np.uint64)
+    return rand_augment(xb, seeds, cfg.randaugment[0], cfg.randaugment[1])
+
+
 def _out_of_memory(cfg: TrainConfig, device: torch.device, e: BaseException) -> ResourceError:
     import re
 
@@ -224,7 +235,8 @@ def _steps(task: Task, cfg: TrainConfig, model: nn.Module, opt: torch.optim.Opti
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                 else contextlib.nullcontext())
     batch = min(cfg.batch_size, len(source))
-    per_sample = SampleAugment(tuple(cfg.randaugment), cfg.crop, cfg.augment == "flip")
+    on_device = cfg.randaugment_on == "device" and bool(cfg.randaugment)  # RandAugment here, on whole batches
+    per_sample = SampleAugment(() if on_device else tuple(cfg.randaugment), cfg.crop, cfg.augment == "flip")
     batches = StepBatches(source, batch, cfg.seed, per_sample, dist.rank, dist.world, targets=task.targets(),
                           order_dir=None if ckpt_dir is None else ckpt_dir / "order")
     kill_at, nan_at = int(os.environ.get(KILL_AT_STEP, -1)), int(os.environ.get(NAN_AT_STEP, -1))
@@ -244,6 +256,8 @@ def _steps(task: Task, cfg: TrainConfig, model: nn.Module, opt: torch.optim.Opti
             with torch.no_grad():
                 for p in model.parameters():
                     p.fill_(float("nan"))
+        if on_device:
+            xb = device_randaugment(xb.to(device, non_blocking=True), cfg, step, dist.rank)
         total = _accumulate(task, net, model, task.inputs(xb, yb, step, device), cfg.accum_steps, batches.local,
                             autocast, dist.world > 1)
         opt.step()
