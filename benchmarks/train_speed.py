@@ -12,7 +12,7 @@ workers -> train_classifier), on a set of random-content PNG shards it writes fi
 It prints the three and the ratios loader/step and end-to-end/step (the goal: end to end >= 90% of step).
 
 `--per-core` answers the GPU question on a CPU: one loader process (one core, one thread) reads the same
-smooth-random 256-px images stored as PNG and as JPEG (quality 95), and it prints per format the bytes per
+smooth-random 256-px images stored as PNG, as JPEG and as WebP (quality 95), and it prints per format the bytes per
 image, the milliseconds per image of each part of the paper-vit-b16 recipe's loader (read + decode, the 224-px
 crop and flip, RandAugment(2, 15)), the images/s per core and the cores an 8-GPU node needs to feed
 ViT-B/16 at 3,262 images/s per GPU (the compiled rate measured on an H100).
@@ -123,7 +123,7 @@ def per_core(n: int, size: int) -> None:
           f"loader: crop {crop}, flip, RandAugment{ra}", flush=True)
     rows = {}
     try:
-        for fmt in ("png", "jpeg"):
+        for fmt in ("png", "jpeg", "webp"):
             d = tmp / fmt
             d.mkdir()
             write_random_set(d, n, size, 2, ImageEncoding(fmt, 95))
@@ -145,7 +145,11 @@ def per_core(n: int, size: int) -> None:
     base = ips["png"][0]
     print(f"against today's loader (PNG, RandAugment in the loader, {base:.0f} img/s/core): JPEG {ips['jpeg'][0] / base:.2f}x, "
           f"PNG + device RandAugment {ips['png'][1] / base:.2f}x, JPEG + device RandAugment {ips['jpeg'][1] / base:.2f}x")
-    print(f"JPEG/PNG bytes {rows['jpeg']['kb'] / rows['png']['kb']:.2f}x, decode {rows['png']['decode'] / rows['jpeg']['decode']:.2f}x faster")
+    raw = size * size * 3 / 1024
+    for fmt in ("jpeg", "webp"):
+        print(f"{fmt.upper()}/PNG bytes {rows[fmt]['kb'] / rows['png']['kb']:.2f}x, decode "
+              f"{rows['png']['decode'] / rows[fmt]['decode']:.2f}x faster")
+    print("bytes over raw pixels: " + ", ".join(f"{fmt} {r['kb'] / raw:.3f}" for fmt, r in rows.items()))
     batch_ms = _device_randaugment_ms(crop, ra)
     print(f"RandAugment on the device, here the CPU (batch of 256 {crop}-px images, {torch.get_num_threads()} thread): "
           f"{batch_ms:.2f} ms per image of the training process's time")

@@ -2,6 +2,7 @@
 seconds and without torch, with the plan and its compute estimate; [models], [generation], per-source scales
 and the large-scale CLIP recipe."""
 
+import re
 import subprocess
 import sys
 
@@ -53,12 +54,23 @@ def test_grids_dry_run_without_torch_with_their_compute():
     assert "images generated: 271,700,000" in out
     assert "generate     104     271,700,000            0      28,756.0  H100" in out
     assert "measured: SD 1.5 (random weights), 512 px, 50 steps" in out and "assumed:" in out
+    # the longest run (a 64M-image ViT-B/16) by machines of 8 GPUs: its device-hours / (8 x machines)
+    m = re.search(r"longest training run: train (\S+) D=64000000: ([\d,.]+) h on one device; wall time on machines of "
+                  r"nproc = 8 device\(s\) each \(train.nodes; linear scaling, assumed\) 1: ([\d.]+) h, 2: ([\d.]+) h, "
+                  r"4: ([\d.]+) h, 8: ([\d.]+) h", out)
+    assert m, out[-1500:]
+    hours = float(m.group(2).replace(",", ""))
+    assert [float(m.group(i)) for i in (3, 4, 5, 6)] == pytest.approx([hours / 8 / k for k in (1, 2, 4, 8)], abs=0.06)
 
     out = dry_run("laion-clip", "--set", "clip.scales=[1000000, 128000000]")
     assert "from 100,000,000 captions: ViT-B-16, batch 32768" in out
     assert " 1,000,000    3,907     600" in out and "128,000,000  125,000   2,000" in out  # Table A3's two recipes
     assert "CLIP sources: clip-real, sd-cfg1.5, mixed (6 models" in out
     assert "images generated: 128,000,000" in out
+    # img2dataset's JPEGs kept (auto) against PNG: the pairs' bytes, 128M of them at 224 px, by the format ratios
+    png = dry_run("laion-clip", "--set", "clip.scales=[1000000, 128000000]", "--set", 'clip.pairs.image_format="png"')
+    tb = [float(re.search(r"image sets stored .*: ~([\d.]+) TB", o).group(1)) for o in (out, png)]
+    assert tb[1] - tb[0] == pytest.approx(128e6 * 224 * 224 * 3 * (0.5 - 0.13) / 1e12, rel=0.02)
 
 
 def test_models_generation_defaults_and_source_scales_validate():

@@ -23,7 +23,7 @@ INTERNAL = {
     ("analysis/predict.py", "loo_predictions"), ("analysis/predict.py", "evaluate_predictor"),
     ("lru.py", "__init__"), ("study/plan.py", "add"), ("registry.py", "deco"), ("data/encoding.py", "_encode"),
     ("generate/stages.py", "synthetic_set"), ("train/data.py", "__init__"), ("train/models.py", "forward_intermediates"),
-    ("train/schedule.py", "_epochs"), ("train/launch.py", "torchrun"),
+    ("train/schedule.py", "_epochs"), ("train/launch.py", "torchrun"), ("train/ray_train.py", "ray_train"),
 }
 
 

@@ -40,6 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.clip and train.task != "contrastive":
         raise ConfigError(f"{args.study}: [clip.train] is not a CLIP recipe; add --set clip.train.recipe=miniature-clip")
     train = train if not args.nproc else dataclasses.replace(train, nproc=args.nproc)
+    train = train if not args.nodes else dataclasses.replace(train, nodes=args.nodes)
     if args.mix_real_prob is not None and (not args.clip or len(args.sets) != 2 or not 0 <= args.mix_real_prob <= 1):
         raise ConfigError("--mix-real-prob P takes --clip, two pair sets (real, synthetic) and 0 <= P <= 1")
     if args.scale and len(args.sets) != 1 and args.mix_real_prob is None:

@@ -252,6 +252,8 @@ def _training_parsers(sub: Any) -> None:
                         "set; default: every image; the schedule's iterations follow it")
     p.add_argument("--out", required=True, help="output directory: model.safetensors, train.json, checkpoints/")
     p.add_argument("--nproc", type=number(int, 0), default=0, help="launch torchrun with this many local processes")
+    p.add_argument("--nodes", type=number(int, 0), default=0, help="run --nproc processes on each of this many "
+                   "machines of the Ray cluster through Ray Train (docs/cluster.md)")
 
 
 def _analysis_parsers(sub: Any) -> None:

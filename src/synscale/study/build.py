@@ -53,7 +53,10 @@ class StudyPlan:
 
 def _train_needs(tc: Any) -> Needs:
     """A training run's needs: a GPU per process where the device asks for (or allows) CUDA, and a CPU for each
-    process and each of its loader workers (they are all busy at once)."""
+    process and each of its loader workers (they are all busy at once). A run across machines (nodes > 1) asks
+    nothing of its own: Ray Train places its ranks on the cluster (synscale.train.ray_train)."""
+    if tc.nodes > 1:
+        return Needs(cpus=0.0, why=f"Ray Train places nodes * nproc = {tc.nodes * tc.nproc} ranks")
     gpus = 0.0 if tc.device == "cpu" else float(tc.nproc)
     return Needs(cpus=float(tc.nproc * (tc.workers + 1)), gpus=gpus, processes=tc.nproc, gpu_optional=tc.device == "auto",
                  why=f"nproc = {tc.nproc} processes of workers = {tc.workers} loader workers each")

@@ -60,7 +60,10 @@ EVAL_SPEEDUP = 3.0  # forward only against forward + backward (assumed)
 # Evaluation set sizes the dry-run cannot count: the preset OOD sets and ImageNet's validation split.
 SET_SIZES = {"imagenet-a": 7500, "imagenet-r": 30000, "imagenet-sketch": 50889, "imagenet-v2": 10000,
              "fashion-mnist": 10000, "imagenet-val": 50000}
-PNG_RATIO = 0.5  # bytes of a PNG over its raw pixels, natural images (assumed)
+# bytes of a stored image over its raw pixels, by format: PNG assumed for natural images (0.60 measured on the
+# loader benchmark's smooth-random 256-px images), JPEG and WebP at quality 95 measured there
+# (benchmarks/train_speed.py --per-core, docs/performance.md)
+FORMAT_RATIO = {"png": 0.5, "jpeg": 0.13, "webp": 0.105}
 TAR_OVERHEAD = 1536  # two tar members per sample (header + padding) and the JSON (measured on the demo's shards)
 
 
@@ -126,19 +129,28 @@ def classes(cfg: Any) -> tuple[int, str]:
     return 1000, "assumed ImageNet-1k: the data is not on this machine"
 
 
-def image_format(cfg: Any) -> tuple[int, int]:
+def image_shape(cfg: Any) -> tuple[int, int]:
     """(side, channels) of the study's stored images."""
     side = cfg.data.image_size or (28 if cfg.data.dataset == "fashion-mnist" else 256)
     return side, 1 if cfg.data.dataset == "fashion-mnist" else 3
 
 
-def image_bytes(side: int, channels: int) -> float:
-    """Disk bytes of one stored sample: its PNG, its tar members' headers and padding and its JSON, and for
-    small images (synscale.data.shards.ARRAY_CACHE_MAX_SIDE) its copy in the set's decoded-array cache."""
+def image_bytes(side: int, channels: int, fmt: str = "png") -> float:
+    """Disk bytes of one stored sample: its image (PNG, JPEG or WebP: FORMAT_RATIO), its tar members' headers and
+    padding and its JSON, and for small images (synscale.data.shards.ARRAY_CACHE_MAX_SIDE) its copy in the set's
+    decoded-array cache."""
     from synscale.data.shards import ARRAY_CACHE_MAX_SIDE
 
     raw = side * side * channels
-    return raw * PNG_RATIO + TAR_OVERHEAD + (raw if side <= ARRAY_CACHE_MAX_SIDE else 0)
+    return raw * FORMAT_RATIO[fmt] + TAR_OVERHEAD + (raw if side <= ARRAY_CACHE_MAX_SIDE else 0)
+
+
+def stored_format(image_format: str, dataset: str) -> str:
+    """The format a real set's images take: a lossy one as asked; `auto` keeps img2dataset's JPEGs (their bytes
+    are the set's where img2dataset already resized them), else PNG."""
+    if image_format in ("jpeg", "webp"):
+        return image_format
+    return "jpeg" if image_format == "auto" and dataset == "img2dataset" else "png"
 
 
 def _eval_size(cfg: Any, set_name: str) -> int | None:
@@ -198,16 +210,19 @@ def estimate(sp: Any, cfg: Any) -> dict[str, Any]:
         if node.kind == "generate":
             generated += images
         c.add(images, rate, node.info.get("iterations", 0), speedup)
-    side, channels = image_format(cfg)
+    side, channels = image_shape(cfg)
     test = _eval_size(cfg, "val") or 0
     real = test * (1 + len(cfg.evaluate.shifts))  # the test split and its shifted copies
     if sp.train_set:
         real += cfg.data.reference_size or (60000 if cfg.data.dataset == "fashion-mnist" else 0)
-    stored = (generated + real) * image_bytes(side, channels)
+    real_format = stored_format(cfg.data.image_format, cfg.data.dataset)
+    stored = generated * image_bytes(side, channels) + real * image_bytes(side, channels, real_format)
     if cfg.clip.scales:  # the real pairs (their synthetic images are counted above)
-        pairs = cfg.clip.pairs.limit or max(cfg.clip.scales)
-        own = cfg.clip.pairs.dataset == "img2dataset" and cfg.clip.pairs.image_size
-        stored += pairs * (image_bytes(cfg.clip.pairs.image_size, 3) if own else image_bytes(side, channels))
+        pc = cfg.clip.pairs
+        pairs = pc.limit or max(cfg.clip.scales)
+        own = pc.dataset == "img2dataset" and pc.image_size
+        stored += pairs * (image_bytes(pc.image_size, 3, stored_format(pc.image_format, pc.dataset)) if own
+                           else image_bytes(side, channels))
     return {"kinds": costs, "generated": generated, "bytes": stored, "classes": classes(cfg)}
 
 
@@ -230,9 +245,30 @@ def print_estimate(sp: Any, cfg: Any) -> None:
                                                                            "a set size: not counted)" if unknown else ""))
     print(f"images generated: {est['generated']:,}; image sets stored (generated and real shards, array caches; "
           f"not models or features): ~{_bytes(est['bytes'])}")
+    longest = longest_run(sp, cfg)
+    if longest:
+        print(longest)
     print("rates:")
     for s in sorted(sources):
         print(f"  {s}")
+
+
+def longest_run(sp: Any, cfg: Any, machines: tuple[int, ...] = (1, 2, 4, 8)) -> str:
+    """The longest training run's device-hours and its wall time on 1, 2, 4, 8 machines of train.nproc devices each
+    (train.nodes; linear scaling, assumed); "" where the plan trains nothing it can cost."""
+    secs = {k: v for k, v in node_seconds(sp, cfg).items() if v and sp.plan.nodes[k].kind == "train"}
+    if not secs:
+        return ""
+    key = max(secs, key=secs.__getitem__)
+    tc = sp.plan.nodes[key].args["tc"]
+    hours = secs[key] / 3600
+    walls = ", ".join(f"{m}: {_duration(hours / (m * tc.nproc))}" for m in machines)
+    return (f"longest training run: {key}: {_duration(hours)} on one device; wall time on machines of nproc = "
+            f"{tc.nproc} device(s) each (train.nodes; linear scaling, assumed) {walls}")
+
+
+def _duration(hours: float) -> str:
+    return f"{hours:,.1f} h" if hours >= 1 else f"{hours * 60:.1f} min" if hours * 60 >= 1 else f"{hours * 3600:.0f} s"
 
 
 def _bytes(n: float) -> str:

@@ -86,7 +86,10 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # Where and how it runs. loader, workers, checkpoint_every, tensorboard and token_cache do not change what is
     # computed, so they are in no stage id; the others can change the numbers in the last bits or more.
-    nproc: int = 1  # processes (GPUs) per training run; > 1 launches torchrun with DistributedDataParallel
+    nproc: int = 1  # processes (GPUs) per machine of a training run; > 1 launches torchrun with DistributedDataParallel
+    # machines of one training run: > 1 runs nproc processes on each through Ray Train's TorchTrainer on the Ray
+    # cluster (synscale.train.ray_train; NCCL on GPUs, gloo on CPUs); the run's out directory must be shared storage
+    nodes: int = in_id_if_changed(1)
     device: str = "auto"  # auto (cuda if there) | cpu | cuda
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast (CUDA, or CPU)
     compile: bool = False  # torch.compile the model
@@ -97,13 +100,13 @@ class TrainConfig:
     token_cache: int = not_in_id(65536)  # CLIP: captions whose tokens each loader process keeps (least recently used first out)
 
     def check(self) -> None:
-        _positive(self, "batch_size", "lr", "eval_batch_size", "accum_steps", "nproc", "eps")
+        _positive(self, "batch_size", "lr", "eval_batch_size", "accum_steps", "nproc", "nodes", "eps")
         _nonnegative(self, "weight_decay", "mixup", "crop", "workers", "checkpoint_every", "token_cache", "seed")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError("betas must be two numbers in [0, 1)")
         if self.randaugment and (len(self.randaugment) != 2 or self.randaugment[0] < 1 or not 0 <= self.randaugment[1] <= 30):
             raise ValueError(f"randaugment must be [num_ops >= 1, magnitude 0..30] or [], got {self.randaugment}")
-        check_batch(self.batch_size, self.nproc, self.accum_steps, "nproc")
+        check_batch(self.batch_size, self.nproc * self.nodes, self.accum_steps, "nproc * nodes")
         if self.randaugment_on == "device" and self.augment == "flip-shift":
             raise ValueError("randaugment_on = 'device' runs after the loader's crop and flip: set augment = 'flip' or "
                              "'none' (flip-shift is the small images' augmentation on the CPU)")

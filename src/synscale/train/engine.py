@@ -39,6 +39,7 @@ from synscale.train.data import SampleAugment, StepBatches, sample_seed, step_lo
 from synscale.train.schedule import lr_at, run_length
 
 KILL_AT_STEP = "SYNSCALE_KILL_AT_STEP"  # testing hook: SIGKILL this process after the given step
+KILL_ONCE = "SYNSCALE_KILL_ONCE"  # with KILL_AT_STEP: a marker file; only the process that creates it is killed
 NAN_AT_STEP = "SYNSCALE_NAN_AT_STEP"  # testing hook: the weights become NaN at the given step (a diverged run)
 MEMORY_LIMIT = "SYNSCALE_MEMORY_LIMIT_MB"  # testing hook: cap the address space this much above its size at step 0
 
@@ -151,6 +152,15 @@ class _Log:
         if not math.isfinite(value):
             raise self.diverged(value, step)
 
+    def shared_window(self, dist: Dist) -> float:
+        """The open window's loss sum as a checkpoint keeps it: the mean over the processes (each resumes with it,
+        and the mean logged at the window's end is then the uninterrupted run's; rank 0's own sum was kept before)."""
+        window = self.window.clone()
+        if dist.world > 1:
+            torch.distributed.all_reduce(window)
+            window /= dist.world
+        return window.item()
+
     def add(self, total: torch.Tensor, step: int, last: bool, dist: Dist) -> bool:
         """Add a step's loss; True when it closed a window (the mean is in losses[-1])."""
         self.window += total
@@ -205,6 +215,19 @@ def train(task: Task, cfg: TrainConfig, source: Any, scale: int, progress: Any =
         raise _out_of_memory(cfg, device, e) from None
     model.eval()
     return TrainResult(model, steps, warmup, log.losses, start, clock.images_per_s())
+
+
+def _first_to_kill() -> bool:
+    """The KILL_AT_STEP hook fires, or (KILL_ONCE) fires only in the process that creates the marker file: a run
+    restarted from its checkpoint (Ray Train's retry) then passes the step."""
+    marker = os.environ.get(KILL_ONCE)
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def device_randaugment(xb: torch.Tensor, cfg: TrainConfig, step: int, rank: int) -> torch.Tensor:
@@ -269,11 +292,11 @@ def _steps(task: Task, cfg: TrainConfig, model: nn.Module, opt: torch.optim.Opti
         if ckpt_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
             log.check_finite(step)
             _checkpoint(ckpt_dir, step + 1, model, opt, dist, device,
-                        {"losses": log.losses, "window": log.window.item(), "window_n": log.n, "world": dist.world,
+                        {"losses": log.losses, "window": log.shared_window(dist), "window_n": log.n, "world": dist.world,
                          "total_steps": steps})
         if progress is not None:
             progress.update(1)
-        if step == kill_at:
+        if step == kill_at and _first_to_kill():
             os.kill(os.getpid(), signal.SIGKILL)
     return clock
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from synscale.atomic import clear_partials, read_json, replacing, write_text
 from synscale.errors import ConfigError
+from synscale.train.rank_errors import clear_rank_errors, raise_rank_errors, rank_error
 
 
 def make_spec(train: dict[str, Any], parts: list[tuple[str, str | None]], num_classes: int, scale: int, out: str | Path,
@@ -88,15 +89,21 @@ def make_source(parts: list[tuple[str | Path, str | Path | None]], loader: str, 
 
 
 def launch(spec: dict[str, Any], nproc: int, source: Any = None, progress: bool = True,
-           desc: str = "train") -> dict[str, Any]:
-    """Run a training spec in this process, or with `nproc` > 1 under torchrun (the loader index built once, here,
-    for every rank to memory-map); returns the run's record (train.json)."""
-    if nproc <= 1:
+           desc: str = "train", nodes: int = 1) -> dict[str, Any]:
+    """Run a training spec in this process, with `nproc` > 1 under torchrun, or with `nodes` > 1 as `nproc * nodes`
+    ranks on the Ray cluster through Ray Train (synscale.train.ray_train); the loader index is built once, here,
+    for every rank to memory-map. Returns the run's record (train.json)."""
+    if nproc <= 1 and nodes <= 1:
         return run_spec(spec, source, progress=progress, desc=desc)
     out = Path(spec["out"])
     spec = save_indexes(spec, out)
     write_text(out / "spec.json", json.dumps({**spec, "progress": progress}, indent=1))
-    torchrun(out / "spec.json", nproc)
+    if nodes > 1:
+        from synscale.train.ray_train import ray_train
+
+        ray_train(out / "spec.json", nproc * nodes, ray_rank)
+    else:
+        torchrun(out / "spec.json", nproc)
     return read_json(out / "train.json")
 
 
@@ -120,9 +127,9 @@ def train_sets(train: dict[str, Any], sets: list[str], out: Path, scale: int = 0
             raise ConfigError(f"{sets[0]}: {e}") from None
         parts, n = [(s, str(out / "subset.parquet")) for s in sets], scale
     spec = make_spec(train, parts, len(labels) if labels else 0, n, out, real_prob)
-    if train["nproc"] <= 1:
+    if train["nproc"] <= 1 and train.get("nodes", 1) <= 1:
         write_text(out / "spec.json", json.dumps(spec, indent=1))  # under torchrun every process writes it
-    return launch(spec, train["nproc"]), n
+    return launch(spec, train["nproc"], nodes=train.get("nodes", 1)), n
 
 
 def save_indexes(spec: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -258,8 +265,7 @@ def torchrun(spec_path: Path, nproc: int) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "synscale.train.launch", str(spec_path)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
-    for r in range(nproc):  # a user error left by an earlier run of this spec
-        _rank_error(spec_path, r).unlink(missing_ok=True)
+    clear_rank_errors(spec_path, nproc)  # a user error left by an earlier run of this spec
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=die_with_parent)
     try:
         while (code := proc.poll()) is None:  # short waits: Ray's cancellation (an interrupt of the main thread)
@@ -267,14 +273,7 @@ def torchrun(spec_path: Path, nproc: int) -> None:
     except BaseException:
         _end_group(proc, signal.SIGTERM, wait=10.0)
         raise
-    errors = [_rank_error(spec_path, r) for r in range(nproc) if _rank_error(spec_path, r).exists()]
-    if errors:  # a rank stopped on a user error (a crop larger than the images, a damaged set): that one line
-        from synscale.errors import UserError
-
-        message = errors[0].read_text()
-        for e in errors:
-            e.unlink()
-        raise UserError(message)
+    raise_rank_errors(spec_path, nproc)  # a rank stopped on a user error (a crop larger than the images, a damaged set)
     if code:
         raise RuntimeError(f"torchrun with {nproc} processes failed (exit {code}): {' '.join(cmd)}")
 
@@ -352,13 +351,25 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:  # the launcher says it, as one line, where torchrun was started; exit 0 keeps torchrun
         if "LOCAL_RANK" not in os.environ:  # from printing its own report of a failed child over it
             raise
-        write_text(_rank_error(Path(argv[0]), int(os.environ.get("RANK", 0))), str(e))
+        write_text(rank_error(Path(argv[0]), int(os.environ.get("RANK", 0))), str(e))
     return 0
 
 
-def _rank_error(spec_path: Path, rank: int) -> Path:
-    """Where rank `rank` of a torchrun leaves the user error it stopped on."""
-    return spec_path.with_name(f"{spec_path.name}.error-{rank}")
+def ray_rank(config: dict[str, Any]) -> None:
+    """One rank of a run across machines, in a Ray Train worker (synscale.train.ray_train): the spec run as a
+    torchrun rank runs it, with the rank's environment from Ray Train's context."""
+    import ray.train
+
+    from synscale.errors import UserError
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(ctx.get_world_size()), LOCAL_RANK=str(ctx.get_local_rank()))
+    spec_path = Path(config["spec"])
+    try:
+        run_spec(json.loads(spec_path.read_text()), progress=False)
+    except UserError as e:
+        write_text(rank_error(spec_path, rank), str(e))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ def train(ctx: Context, *, parts: tuple[StageResult, ...], tc: TrainConfig, scal
           real_prob: float | None = None) -> StageResult:
     """Train `tc` on the keys of each (set, subset) of `parts` (set, subset, set, subset, ...: more than one pair is
     a mixed set; with `real_prob`, CLIP's mixed pairs) for the schedule's iterations at `scale`. In this process
-    (small sets decoded once per process, ctx.cache), or under torchrun when tc.nproc > 1. Resumable: an
+    (small sets decoded once per process, ctx.cache), under torchrun when tc.nproc > 1, or across machines through
+    Ray Train when tc.nodes > 1. Resumable: an
     interrupted stage continues from its newest checkpoint."""
     pairs = list(zip(parts[::2], parts[1::2], strict=True))
     set_stage, sub = pairs[0]
@@ -31,12 +32,14 @@ def train(ctx: Context, *, parts: tuple[StageResult, ...], tc: TrainConfig, scal
         spec = make_spec(to_dict(tc), [(s.path, u.path / "subset.parquet") for s, u in pairs],
                          len(labels) if labels else 0, scale, out, real_prob)
         source = None
-        if tc.nproc > 1:
+        if tc.nodes > 1:
+            log(f"train {name} D={scale}: Ray Train, {tc.nodes} machines x {tc.nproc} processes")
+        elif tc.nproc > 1:
             log(f"train {name} D={scale}: torchrun, {tc.nproc} processes")
         else:
             source = make_source(spec["parts"], tc.loader, real_prob,
                                  arrays=lambda s, k: cache.get(s, k, captions=tc.task == "contrastive"))
-        launch(spec, tc.nproc, source, progress=not log.quiet, desc=f"train {name} D={scale}")
+        launch(spec, tc.nproc, source, progress=not log.quiet, desc=f"train {name} D={scale}", nodes=tc.nodes)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         for index in [*out.glob("loader-index-*"), *out.glob(".loader-index-*")]:  # and their locks
             if index.is_dir():
