@@ -150,9 +150,30 @@ def per_core(n: int, size: int) -> None:
         print(f"{fmt.upper()}/PNG bytes {rows[fmt]['kb'] / rows['png']['kb']:.2f}x, decode "
               f"{rows['png']['decode'] / rows[fmt]['decode']:.2f}x faster")
     print("bytes over raw pixels: " + ", ".join(f"{fmt} {r['kb'] / raw:.3f}" for fmt, r in rows.items()))
+    _order_cost(64_000_000, 4096)
     batch_ms = _device_randaugment_ms(crop, ra)
     print(f"RandAugment on the device, here the CPU (batch of 256 {crop}-px images, {torch.get_num_threads()} thread): "
           f"{batch_ms:.2f} ms per image of the training process's time")
+
+
+def _order_cost(n: int, batch: int, steps: int = 20) -> None:
+    """Seconds a loader process spends on a step's data order at n samples: the permutation every step (before
+    EpochOrder) against each epoch's permutation once (EpochOrder), over `steps` steps of one epoch."""
+    import numpy as np
+
+    from synscale.train.data import EpochOrder, batch_indices
+
+    t0 = time.perf_counter()
+    before = batch_indices(n, batch, 0, 0).numpy()
+    every_step = time.perf_counter() - t0
+    order = EpochOrder(n, batch, 0)
+    t0 = time.perf_counter()
+    for s in range(steps):
+        got = order.indices(s)
+    once = (time.perf_counter() - t0) / steps
+    assert np.array_equal(order.indices(0), before) and len(got) == batch
+    print(f"data order at {n / 1e6:.0f}M samples: {every_step:.2f} s per step recomputed (before), {once * 1000:.0f} ms "
+          f"per step over {steps} steps of one epoch with EpochOrder ({every_step / once:.0f}x less)")
 
 
 def _device_randaugment_ms(crop: int, ra: tuple[int, ...], batch: int = 256) -> float:

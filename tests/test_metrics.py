@@ -241,6 +241,15 @@ def test_timm_pretrained_reference_from_a_local_hub_cache_maps_imagenet_classes(
     assert torch.allclose(ref.embed(x)[1], full[:, [2, 0]], atol=1e-5)
     with pytest.raises(ValueError, match="without WordNet ids"):
         load_reference("timm:test_vit.r160_in1k", "", 2, None, "cpu")
+    # what load_reference compiles on CUDA is the forward pass embed calls (compiling the module compiled
+    # nothing: embed calls its methods, not its forward): traced here by dynamo (eager backend, no codegen)
+    import torch._dynamo as dynamo
+
+    dynamo.reset()
+    dynamo.utils.counters.clear()
+    ref.compiled = torch.compile(ref.forward, backend="eager")
+    assert torch.allclose(ref.embed(x)[1], full[:, [2, 0]], atol=1e-5)
+    assert dynamo.utils.counters["stats"]["unique_graphs"] >= 1
 
 
 # ---------------------------------------------------------------------------------------------------

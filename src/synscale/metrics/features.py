@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,10 @@ class Reference:
     class_index: list[int] | None  # the model output of each study class; None = the same order
     device: torch.device
     autocast: torch.dtype | None
+    compiled: Any = None  # the compiled forward pass (load_reference's compile, on CUDA)
+    # the normalisation and the class index as tensors on the device, made once (not per batch: each copy from
+    # host memory is a wait on the device)
+    _on_device: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def precision(self) -> str:
@@ -61,10 +65,20 @@ class Reference:
         if self.mean is None:
             x = x / 127.5 - 1.0
         else:
-            mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-            x = (x / 255.0 - mean) / std
+            x = (x / 255.0 - self._tensor("mean", self.mean)) / self._tensor("std", self.std)
         return x.contiguous(memory_format=torch.channels_last)
+
+    def _tensor(self, name: str, values: Any) -> torch.Tensor:
+        if name not in self._on_device:
+            t = torch.tensor(values, device=self.device)
+            self._on_device[name] = t.view(1, -1, 1, 1) if name in ("mean", "std") else t
+        return self._on_device[name]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-logit features and all the network's logits of a prepared batch (what `compiled` compiles: the
+        methods called here are not the module's forward, so compiling the module compiled none of them)."""
+        pre = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return pre, self.model.get_classifier()(pre)
 
     def _autocast(self) -> Any:
         if self.autocast is None:
@@ -75,11 +89,10 @@ class Reference:
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-logit features and study-class logits (float32) of a uint8 batch."""
         with self._autocast():
-            pre = self.model.forward_head(self.model.forward_features(self.prepare(x)), pre_logits=True)
-            logits = self.model.get_classifier()(pre)
+            pre, logits = (self.compiled or self.forward)(self.prepare(x))
         logits = logits.float()
         if self.class_index is not None:
-            logits = logits[:, self.class_index]
+            logits = logits.index_select(1, self._tensor("class_index", self.class_index))
         return pre.float().flatten(1), logits
 
     @torch.no_grad()
@@ -119,7 +132,7 @@ def load_reference(spec: str, arch: str, n_classes: int, wnids: tuple[str, ...] 
     if dev.type == "cuda":
         ref.autocast = torch.bfloat16
         if compile:
-            ref.model = torch.compile(ref.model)
+            ref.compiled = torch.compile(ref.forward)
     return ref
 
 
