@@ -112,7 +112,7 @@ def per_core(n: int, size: int) -> None:
     from metrics_speed import write_random_set
 
     from synscale.data.encoding import ImageEncoding
-    from synscale.train.data import SampleAugment, ShardSource, StepBatches
+    from synscale.train.data import ShardSource
     from synscale.train.recipes import load_recipe
 
     torch.set_num_threads(1)
@@ -228,8 +228,8 @@ def run(cfg, set_dir: Path, steps: int, device, ScheduleConfig) -> None:  # noqa
     n_cls = len(LabelSet.load(set_dir / "labels.json"))
     c, h, _ = source.shape
     side = cfg.crop or h
-    batches = StepBatches(source, cfg.batch_size, cfg.seed, SampleAugment(tuple(cfg.randaugment), cfg.crop,
-                                                                          cfg.augment == "flip"))
+    in_loader = () if cfg.randaugment_on == "device" else tuple(cfg.randaugment)  # else in the end-to-end step
+    batches = StepBatches(source, cfg.batch_size, cfg.seed, SampleAugment(in_loader, cfg.crop, cfg.augment == "flip"))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     # 1. the loader alone
