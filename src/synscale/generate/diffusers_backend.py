@@ -66,10 +66,24 @@ EMBED_CACHE_BYTES = 1 << 30  # prompt embeddings kept on the generating device (
 @dataclass
 class Sampled:
     """A batch of generated images and what each sample records beside its prompt row (the seed that made it
-    where the safety checker had an earlier one flagged, how often it was regenerated, the guidance convention)."""
+    where the safety checker had an earlier one flagged, how often it was regenerated, the guidance convention).
 
-    images: np.ndarray  # uint8 (N, H, W, C)
+    The images stay the pipeline's floats until `images` is read: their conversion to 8 bits (and the resize to
+    the study's resolution, and to grey) then runs where they are read, on synscale.generate.runner's writer
+    thread, beside the next batch's sampling rather than between batches on the sampling thread."""
+
+    raw: np.ndarray  # float (N, H, W, C) in [0, 1], as the pipeline gave them
     meta: list[dict[str, Any]]
+    resolution: int = 0
+    channels: int = 3
+    _uint8: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def images(self) -> np.ndarray:
+        """uint8 (N, resolution, resolution, channels), converted on first read."""
+        if self._uint8 is None:
+            self._uint8 = to_uint8(self.raw, self.resolution, self.channels)
+        return self._uint8
 
 
 @GENERATORS.register("diffusers")
@@ -226,7 +240,7 @@ class DiffusersGenerator:
         images, flagged = self._checked(prompts, seeds, guidance_scale)
         extra = {} if self.guidance_convention == "diffusers" else {"guidance_convention": self.guidance_convention}
         if not self._checkers:
-            return Sampled(images, [dict(extra) for _ in range(n)])
+            return Sampled(images, [dict(extra) for _ in range(n)], self.resolution, self.channels)
         attempts, used = [0] * n, list(seeds)
         while flagged.any():
             idx = np.flatnonzero(flagged)
@@ -243,10 +257,11 @@ class DiffusersGenerator:
             images[idx] = again
             flagged = np.zeros(n, bool)
             flagged[idx] = again_flagged
-        return Sampled(images, [{**extra, "seed": used[i], "safety_regenerated": attempts[i]} for i in range(n)])
+        return Sampled(images, [{**extra, "seed": used[i], "safety_regenerated": attempts[i]} for i in range(n)],
+                       self.resolution, self.channels)
 
     def _checked(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images of a call (padded to `batch_size` for compiled modules) and which ones a checker flags."""
+        """Float images of a call (padded to `batch_size` for compiled modules) and which ones a checker flags."""
         from synscale.config import effective_guidance
 
         padded, padded_seeds, n = tuning.pad_batch(prompts, seeds, self.batch_size if self.compile else 0)
@@ -254,7 +269,7 @@ class DiffusersGenerator:
         flagged = np.zeros(n, bool)
         for checker in self._checkers:
             flagged |= checker.flags(raw)
-        return to_uint8(raw, self.resolution, self.channels), flagged
+        return raw, flagged
 
     def _sample(self, prompts: list[str], seeds: list[int], guidance_scale: float) -> np.ndarray:
         """Float images (N, H, W, C) in [0, 1] of the whole cascade, `guidance_scale` in diffusers' convention."""
