@@ -9,6 +9,10 @@ stage I), end to end: prompt encoding, sampling, decoding, PNG encoding and writ
   per-image aMUSEd only: one pipeline call per image (its pipeline takes one random generator per call, so
             this is how each image gets its own seed without synscale's batched loop);
   synscale  `generate_set` with the device's defaults (synscale.generate.tuning), writing shards + manifest.
+  step-per-image, step-batched
+            aMUSEd only: synscale's masked-token loop alone (no writing), its scheduler step taken image by image
+            (the loop before its step was batched) and once per sampling step for the batch (today's); the
+            two must give the same images, and their ratio is the batched step's gain.
 
 Every mode warms up on one batch first (loading and compiling are not timed) and then generates the same
 `--images` prompts (class-name prompts over 100 classes) with guidance. Prints images/s per mode and the
@@ -125,7 +129,38 @@ def mode_synscale(args, path, prompts, seeds, out) -> float:
     return len(prompts) / (time.perf_counter() - t0)
 
 
-MODES = {"plain": mode_plain, "tuned": mode_tuned, "per-image": mode_per_image, "synscale": mode_synscale}
+def _masked_loop(args, path, prompts, seeds, per_image_step: bool) -> float:
+    import numpy as np
+
+    from synscale.generate.runner import GeneratorSpec
+    from synscale.generate.tuning import generation_device, resolve
+
+    tuned = resolve({"dtype": "auto", "batch_size": args.batch if args.device == "cpu" else 0, "compile": "auto",
+                     "channels_last": "auto"}, generation_device())
+    gen = GeneratorSpec("diffusers", {"model": str(path), "steps": args.steps, **tuned}).build()
+    gen._masked.per_image_step = per_image_step
+    b = tuned["batch_size"]
+    gen(*prompts_and_seeds(b, 100), args.guidance)  # warm-up
+    t0 = time.perf_counter()
+    images = [gen(prompts[i : i + b], seeds[i : i + b], args.guidance) for i in range(0, len(prompts), b)]
+    rate = len(prompts) / (time.perf_counter() - t0)
+    _MASKED_IMAGES[per_image_step] = np.concatenate(images)
+    return rate
+
+
+_MASKED_IMAGES: dict[bool, object] = {}
+
+
+def mode_step_per_image(args, path, prompts, seeds, out) -> float:
+    return _masked_loop(args, path, prompts, seeds, True)
+
+
+def mode_step_batched(args, path, prompts, seeds, out) -> float:
+    return _masked_loop(args, path, prompts, seeds, False)
+
+
+MODES = {"plain": mode_plain, "tuned": mode_tuned, "per-image": mode_per_image, "synscale": mode_synscale,
+         "step-per-image": mode_step_per_image, "step-batched": mode_step_batched}
 
 
 def main() -> None:
@@ -148,7 +183,8 @@ def main() -> None:
     preset = (GPU if args.device == "cuda" else CPU)[args.arch]
     args.size, args.steps = args.size or preset["size"], args.steps or preset["steps"]
     args.images = args.images or (512 if args.device == "cuda" else 16)
-    modes = (args.modes or ("plain,per-image,tuned,synscale" if args.arch == "amused" else "plain,tuned,synscale")).split(",")
+    modes = (args.modes or ("plain,per-image,tuned,synscale,step-per-image,step-batched" if args.arch == "amused"
+                            else "plain,tuned,synscale")).split(",")
 
     if args.arch == "amused" and args.size not in (64, 256):
         raise SystemExit("aMUSEd samples at 256 px (or 64 px: the same layers on 4 x 4 tokens)")
@@ -164,10 +200,16 @@ def main() -> None:
             rates[mode] = MODES[mode](args, path, prompts, seeds, out)
         finally:
             shutil.rmtree(out, ignore_errors=True)
-        print(f"  {mode:>9}: {rates[mode]:8.2f} images/s", flush=True)
+        print(f"  {mode:>14}: {rates[mode]:8.2f} images/s", flush=True)
     for base in ("plain", "per-image", "tuned"):
         if base in rates and "synscale" in rates:
             print(f"  synscale / {base}: {rates['synscale'] / rates[base]:.2f}x")
+    if "step-per-image" in rates and "step-batched" in rates:
+        import numpy as np
+
+        same = np.array_equal(_MASKED_IMAGES[True], _MASKED_IMAGES[False])
+        print(f"  masked-token step batched / per image: {rates['step-batched'] / rates['step-per-image']:.2f}x "
+              f"(the same images: {same})")
 
 
 if __name__ == "__main__":
