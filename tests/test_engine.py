@@ -63,6 +63,10 @@ def test_step_batches_do_not_depend_on_workers_or_processes(fm_set):
     inline = list(step_loader(one, 2, 6, workers=0))
     pooled = list(step_loader(one, 2, 6, workers=2))
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(inline, pooled, strict=True))
+    thirds = list(step_loader(one, 2, 6, workers=3))  # each step's batch split 10 + 11 + 11 over three workers
+    assert len(thirds) == 4 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+                                    for a, b in zip(inline, thirds, strict=True))
+    assert [len(one.part(2, k, 3)[0]) for k in range(3)] == [10, 11, 11]
     assert inline[0][0].shape == (32, 1, 24, 24) and inline[0][0].dtype == torch.uint8
     assert not torch.equal(inline[0][0], inline[1][0])
     # the two processes of a 2-process run read the halves of the same global batch

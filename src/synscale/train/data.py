@@ -14,9 +14,10 @@ Two sources hold the images (with their labels, and their captions where the set
 caption takes its real or its synthetic image, drawn from (seed, step, position in the batch).
 
 `StepBatches` is a map-style dataset whose item s is this process's share of step s's global batch,
-augmented per sample (RandAugment, random crop, flip); a DataLoader with `batch_size=None` runs it in
-workers, each assembling whole batches, so decoding and augmentation overlap with training.
-Whole-batch augmentation that is cheap on tensors (flip-shift, Mixup) runs in the training process.
+augmented per sample (RandAugment, random crop, flip); `step_loader` splits each step's share across its
+DataLoader workers (one slice each, `StepBatches.part`, joined in order), so decoding and augmentation overlap
+with training and a batch is ready in one worker's time for its slice. Whole-batch augmentation that is cheap
+on tensors (flip-shift, Mixup, and RandAugment with `randaugment_on = "device"`) runs in the training process.
 """
 
 from __future__ import annotations
@@ -346,7 +347,14 @@ class StepBatches(torch.utils.data.Dataset):
         return 1 << 62
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.part(step, 0, 1)
+
+    def part(self, step: int, k: int, parts: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k-th of `parts` consecutive slices of this process's share of step `step` (what one loader worker
+        prepares; the slices of a step concatenated are the whole share, the same images whatever `parts` is)."""
         pos, idx = self.indices(step)
+        bounds = np.linspace(0, len(pos), parts + 1).astype(int)
+        pos, idx = pos[bounds[k] : bounds[k + 1]], idx[bounds[k] : bounds[k + 1]]
         if isinstance(self.source, MixedPairs):
             images = self._mixed(step, pos, idx)
         elif self.augment.active:
@@ -365,13 +373,41 @@ class StepBatches(torch.utils.data.Dataset):
 
 
 def step_loader(batches: StepBatches, start: int, stop: int, workers: int) -> Any:
-    """Batches of steps start..stop-1, in order, prepared by `workers` processes (0: in this process)."""
+    """Batches of steps start..stop-1, in order, prepared by `workers` processes (0: in this process). Each step's
+    batch is split across the workers (StepBatches.part: one slice each, put together here in order), so a batch
+    is ready in a worker's time for its slice, not for the whole batch."""
     if workers == 0:
         return (batches[s] for s in range(start, stop))
-    return torch.utils.data.DataLoader(
-        batches, batch_size=None, sampler=range(start, stop), num_workers=workers, pin_memory=torch.cuda.is_available(),
-        prefetch_factor=4, worker_init_fn=_one_thread,
+    loader = torch.utils.data.DataLoader(
+        _Parts(batches, workers), batch_size=None, sampler=[(s, k) for s in range(start, stop) for k in range(workers)],
+        num_workers=workers, pin_memory=torch.cuda.is_available(), prefetch_factor=4, worker_init_fn=_one_thread,
         generator=torch.Generator().manual_seed(0))  # its own: starting workers must not draw from the global RNG
+    return _joined(iter(loader), workers)
+
+
+class _Parts(torch.utils.data.Dataset):
+    """Item (step, k): the k-th of `parts` slices of step's batch."""
+
+    def __init__(self, batches: StepBatches, parts: int) -> None:
+        self.batches, self.parts = batches, parts
+
+    def __len__(self) -> int:
+        return 1 << 62
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.batches.part(item[0], item[1], self.parts)
+
+
+def _joined(parts: Any, n: int) -> Any:
+    """Every `n` consecutive slices (one step's, in order) as one batch."""
+    while True:
+        chunk = []
+        for _ in range(n):
+            item = next(parts, None)
+            if item is None:
+                return
+            chunk.append(item)
+        yield torch.cat([c[0] for c in chunk]), torch.cat([c[1] for c in chunk])
 
 
 def _one_thread(_: int) -> None:
