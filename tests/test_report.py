@@ -14,9 +14,9 @@ CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
 K = {"real": [0.3] * 10, "syn-a": [0.05, 0.05, 0.3, 0.3, 0.45, 0.45, 0.2, 0.2, 0.35, 0.1],
      "syn-b": [0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2]}
 PERF = {"real": [1.0] * 10, "syn-a": [0.0, 0.1, 2.0, 2.1, 0.5, 0.6, 1.0, 1.1, 1.5, 0.8], "syn-b": [0.5] * 10}
-SECTIONS = ["summary", "generation", "ability", "quality", "scaling", "ood", "per-class", "predictor", "samples", "clip",
-            "findings", "points", "method"]
-FIGURES = ["1", "2", "3", "4", "6", "7", "A5", "A13", "k-pred"]  # drawn from the planted results (no probes, no CLIP)
+SECTIONS = ["summary", "generation", "ability", "quality", "scaling", "ood", "per-class", "predictor", "forecasts",
+            "samples", "clip", "findings", "points", "method"]
+FIGURES = ["1", "2", "3", "4", "6", "7", "A5", "A13", "k-pred", "r"]  # drawn from the planted results (no probes, no CLIP)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_every_registered_figure_is_in_its_section(report, key):
 
 def test_report_is_rebuilt_from_results_alone(report):
     results = report.parent.parent / "results"
-    for name in ("fits", "per_class", "correlations", "predictions"):
+    for name in ("fits", "per_class", "correlations", "predictions", "forecasts", "forecast_calibration", "exchange"):
         assert (results / f"{name}.parquet").exists()
     page = report.read_text()
     for s in SECTIONS:
@@ -87,6 +87,10 @@ def test_report_is_rebuilt_from_results_alone(report):
     assert 'id="missing-fig-probe"' in page
     # the guidance-scale comparison exists (syn-a cfg 2, syn-b cfg 4); no two configurations differ only in prompts
     assert 'id="table-A6"' in page and 'id="missing-table-A4"' in page
+    # the forecasts: their calibration and the exchange rates as tables, a summary line on what an image is worth
+    forecasts = page.split('<section id="forecasts"', 1)[1].split("</section>", 1)[0]
+    assert 'id="forecast-calibration"' in forecasts and 'id="exchange"' in forecasts and "Coverage of the 90%" in forecasts
+    assert "real images (read off the real curve)" in page or "real images (forecast by the real power law)" in page
     # user text is escaped everywhere: the raw markup never reaches the page
     assert EVIL not in page and "window.pwned" not in page.replace("window.pwned=1&lt;", "")
     assert "&lt;b&gt;boot&lt;/b&gt; &amp; $x$ &lt;script&gt;" in page

@@ -172,11 +172,13 @@ class FitConfig:
     saturating_bootstrap: int = 200  # replicates for the saturating fit's CIs (each one a nonlinear refit)
     category_low: float = 1 / 3  # per-class categories: quantiles of k and -log L(D_I) within a configuration
     category_high: float = 2 / 3
+    forecast_confidence: float = 0.9  # the forecasts' intervals, calibrated on backtests (synscale.analysis.forecast)
 
     def check(self) -> None:
         _nonnegative(self, "bootstrap", "saturating_bootstrap", "seed")
         check_range("confidence", self.confidence, 0, 1, low_open=True, high_open=True)
         check_range("break_tolerance", self.break_tolerance, 0, low_open=True)
+        check_range("forecast_confidence", self.forecast_confidence, 0, 1, low_open=True, high_open=True)
         if not 0 < self.category_low < self.category_high < 1:
             raise ValueError("fit.category_low and fit.category_high must satisfy 0 < low < high < 1")
 

@@ -8,7 +8,11 @@ Writes into W/results:
                       diversity, FD, LPIPS-style distance... from metrics_per_class.parquet.
 - correlations.parquet  Spearman ρ of k_c with each per-class metric, per configuration (figure A13).
 - predictions.parquet   k predicted from recognizability and diversity, by leave-one-out.
-- analysis.json       the settings, the predictor's leave-one-out summary and the class lists.
+- forecasts.parquet, forecast_calibration.parquet, exchange.parquet   backtests of every curve's forecasts, the
+                      intervals they calibrate, and the real images each image of a curve is worth
+                      (synscale.analysis.forecast).
+- analysis.json       the settings, the predictor's leave-one-out summary, the class lists and the forecasts'
+                      coverage.
 - findings.json       the paper's six findings tested on these tables (synscale.analysis.findings).
 
 The rules are in docs/analysis.md.
@@ -346,8 +350,11 @@ def analyse(results_dir: str | Path, d_ref: float | dict[str, float], fc: FitCon
     for (config, eval_set), g in per_class.groupby(["config", "eval_set"], sort=False):
         if eval_set == "val":
             cats[config] = {c: g[g.category == c].sort_values("k", ascending=False)["class_name"].tolist() for c in CATEGORIES}
+    from synscale.analysis.forecast import forecast_tables
+
     info = {"d_ref": _ref(d_ref, "classification"), "d_ref_clip": _ref(d_ref, "clip"), "fit": {k: getattr(fc, k) for k in fc.__dataclass_fields__},
-            "bootstrap": fc.bootstrap if n_boot is None else n_boot, "predictor": summary, "categories": cats}
+            "bootstrap": fc.bootstrap if n_boot is None else n_boot, "predictor": summary, "categories": cats,
+            "forecasts": forecast_tables(results_dir, scaling, d_ref, fc.forecast_confidence)}
     (results_dir / "analysis.json").write_text(json.dumps(info, indent=1, default=float))
     from synscale.analysis.findings import findings
 

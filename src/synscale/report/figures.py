@@ -132,6 +132,7 @@ class Tables:
     focus: str | None = None
     clip_scaling: Any = None
     clip_fits: Any = None
+    exchange: Any = None  # exchange.parquet: the real images each image of a curve is worth
 
 
 @dataclass(frozen=True)
@@ -605,6 +606,39 @@ def figure8(f: Figure, scaling: Any, fits: Any, out_dir: Path) -> Figure:
         ax.legend(fontsize=8)
     fig.tight_layout()
     f.paths = _save(fig, out_dir, "fig8_clip")
+    return f
+
+
+@figure(
+    "r", "What a synthetic image is worth in real images",
+    "r at each trained scale D: the real scale at which the real curve reaches this curve's loss, over D (for a "
+    "mix, what its added images are worth). Filled: read off the real curve inside its trained range; open: "
+    "forecast by the real power law, with its interval calibrated on backtests. r = 1: an image as good as a real one.",
+    section="forecasts", inputs=("exchange",))
+def figure_exchange(f: Figure, exchange: Any, out_dir: Path) -> Figure:
+    ex = exchange[(exchange.task == "classification") & (exchange.eval_set == "val")] if exchange is not None and len(
+        exchange) else None
+    ex = ex[np.isfinite(ex.rate.astype(float)) & (ex.rate > 0)] if ex is not None else None
+    if ex is None or not len(ex):
+        f.missing = "no synthetic curve shares a loss range the real curve covers or forecasts."
+        return f
+    plt = _pyplot()
+    col = colors(ex.source.tolist())
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for source, g in ex.groupby("source", sort=False):
+        ax.plot(g.scale, g.rate, "-", color=col[source], lw=1.2, label=source)
+        inside = g.how == "interpolated"
+        ax.scatter(g.scale[inside], g.rate[inside], color=col[source], s=28, zorder=3)
+        ax.scatter(g.scale[~inside], g.rate[~inside], facecolors="white", edgecolors=col[source], s=28, zorder=3)
+        bars = g[np.isfinite(g.rate_lo.astype(float))]
+        if len(bars):
+            ax.errorbar(bars.scale, bars.rate, yerr=[bars.rate - bars.rate_lo, bars.rate_hi - bars.rate], fmt="none",
+                        ecolor=col[source], elinewidth=0.8, capsize=2)
+    ax.axhline(1.0, color=REAL_COLOR, lw=0.8, ls="--")
+    _log_axes(ax, "real images per image, r", ex.scale)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    f.paths = _save(fig, out_dir, "fig_exchange_rate")
     return f
 
 

@@ -19,6 +19,8 @@ from synscale.atomic import read_json
 from synscale.report import figures as F
 from synscale.report.clip import only
 from synscale.report.clip import section as clip_section
+from synscale.report.forecasts import section as forecast_section
+from synscale.report.forecasts import summary_item as forecast_summary
 from synscale.report.parts import CSS, SORT_JS, esc, figure_html, interval, is_missing, table
 from synscale.results import read_table
 
@@ -39,7 +41,7 @@ def summary_items(fits: Any, per_class: Any, info: dict[str, Any], focus: str | 
     syn = val[val.source != "real"] if len(val) else val
     if real is not None:
         out.append(f"Real images scale with <b>k = {real.k:.3f}</b> {esc(interval(real.k_lo, real.k_hi))} on the real "
-                   f"validation set; the fit puts the loss at D<sub>I</sub> = {d_ref:,} at {math.exp(-real.perf_at_DI):.3f}.")
+                   f"validation set; {_at_reference(info, 'classification/real/val', d_ref, math.exp(-real.perf_at_DI))}.")
     if len(syn):
         best = syn.sort_values("k", ascending=False)
         b = best.iloc[0]
@@ -68,6 +70,20 @@ def summary_items(fits: Any, per_class: Any, info: dict[str, Any], focus: str | 
         out.append(f"Recognizability and diversity of the 50-per-class test sets predict per-class k with leave-one-out "
                    f"error {pred['mae']:.3f}, which {verdict} predicting the mean ({pred['mae_mean']:.3f}).")
     return out
+
+def _at_reference(info: dict[str, Any], curve: str, d_ref: int, loss: float) -> str:
+    """The fit's loss at D_I said with its calibrated forecast interval and horizon, or that the horizon is past
+    what the backtests support (synscale.analysis.forecast)."""
+    at = info.get("forecasts", {}).get("at_reference", {}).get(curve)
+    if at is None or at["horizon"] <= 1:
+        return f"the fit puts the loss at D<sub>I</sub> = {d_ref:,} at {loss:.3f}"
+    conf = info.get("forecasts", {}).get("confidence", 0.9)
+    if at["supported"]:
+        return (f"the fit forecasts the loss at D<sub>I</sub> = {d_ref:,}, {at['horizon']:,.0f}× its largest scale, at "
+                f"{at['loss']:.3f} [{at['lo']:.3f}, {at['hi']:.3f}] ({conf:.0%} interval calibrated on backtests)")
+    return (f"the fit would put the loss at D<sub>I</sub> = {d_ref:,} at {at['loss']:.3f}, but that is {at['horizon']:,.0f}× "
+            f"its largest scale, past what the backtests support (×{at['max_horizon']:,.0f} at most): not a forecast")
+
 
 def _shift_items(fits: Any, real: Any) -> list[str]:
     """Where synthetic training beats real at the largest scale on a shifted / OOD set (summary_items)."""
@@ -254,7 +270,8 @@ Figures 7 and A5 show {esc(focus or "–")}, the synthetic configuration with th
 def _ensure_analysis(workdir: Path, results: Path) -> dict[str, Any]:
     """results/meta.json; runs the analysis first where its tables are missing."""
     meta = read_json(results / "meta.json", default={})
-    needed = ("fits.parquet", "per_class.parquet", "correlations.parquet", "predictions.parquet", "analysis.json")
+    needed = ("fits.parquet", "per_class.parquet", "correlations.parquet", "predictions.parquet", "forecasts.parquet",
+              "forecast_calibration.parquet", "exchange.parquet", "analysis.json")
     if not all((results / n).exists() for n in needed):
         from synscale.analysis.run import analyse, reference_sizes
         from synscale.config import FitConfig
@@ -441,7 +458,8 @@ def _read_tables(results: Path) -> tuple[F.Tables, Any, Any]:
     t = F.Tables(scaling=only(everything, "classification"), fits=fits, per_class=only(read("per_class.parquet"), "classification"),
                  curves=only(read("scaling_per_class.parquet"), "classification"), correlations=read("correlations.parquet"),
                  predictions=read("predictions.parquet"), metrics=read("metrics.parquet"), generation=gen,
-                 focus=F.focus_config(fits, gen), clip_scaling=only(everything, "clip"), clip_fits=only(all_fits, "clip"))
+                 focus=F.focus_config(fits, gen), clip_scaling=only(everything, "clip"), clip_fits=only(all_fits, "clip"),
+                 exchange=read("exchange.parquet"))
     return t, everything, all_gen
 
 
@@ -463,6 +481,7 @@ def _write_page(results: Path, out: Path, meta: dict[str, Any], title: str) -> N
 
     items = summary_items(fits, per_class, info, focus, d_ref) if len(scaling) or not len(everything) else [
         "This study trained no classifiers; the CLIP section has its findings."]
+    items += [s for s in (forecast_summary(results),) if s]
     items.append(findings_item(results))
 
     page = f"""{_top(title, results, d_ref, info)}
@@ -489,6 +508,7 @@ E and k (sat.) are the saturating fit L = E + A·(D/D<sub>I</sub>)<sup>−k</sup
 {_per_class_section(per_class, corr, info, focus, shown("per-class", focus=False),
                      shown("per-class", focus=True))}
 {_predictor_section(info, shown("predictor"))}
+{forecast_section(results, info, shown("forecasts"))}
 {samples_html}
 {clip_html}
 {findings_section(results)}
