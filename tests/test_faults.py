@@ -484,3 +484,36 @@ def test_a_set_replaced_in_place_never_keeps_the_old_cache(tmp_path, capsys):
     assert load_arrays(out)[0].max() > 200 and verify_set(out) == 6
     (out / "arrays.npy").unlink()  # and decoded from the shards
     assert load_arrays(out)[0].max() > 200
+
+
+def test_an_interrupt_python_could_not_raise_still_ends_the_run(tmp_path, fault_fmnist, monkeypatch):
+    """A Ctrl-C whose KeyboardInterrupt arrives inside a callback Python swallows ("Exception ignored in ...": an
+    import's module-lock callback, a finaliser) is recorded by synscale's handler and ends the run at the next
+    stage with the interrupted line and 130, instead of being lost while the study goes on."""
+    import signal
+
+    from synscale.cli import main
+
+    study = fault_study(tmp_path, fault_fmnist)
+
+    class Swallowed:
+        def __del__(self):  # the signal handler runs here, and Python only prints what it raised
+            signal.raise_signal(signal.SIGINT)
+
+    from synscale.study import executors
+
+    run_node = executors.run_node
+    calls = []
+
+    def first_then_interrupt(*a, **kw):
+        out = run_node(*a, **kw)
+        if not calls:
+            calls.append(1)
+            Swallowed()  # collected at once: the KeyboardInterrupt is swallowed, the signal recorded
+        return out
+
+    monkeypatch.setattr(executors, "run_node", first_then_interrupt)
+    code = main(["study", str(study), "--workdir", str(tmp_path / "w"), "-q"])
+    assert code == 130 and len(calls) == 1
+    done = list((tmp_path / "w" / "stages").glob("*/[!.]*/stage.json"))
+    assert len(done) == 1  # the first stage, complete; nothing after it ran

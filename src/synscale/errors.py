@@ -69,9 +69,30 @@ def os_error_line(e: OSError) -> str:
     return f"{line}; {fix}" if fix else line
 
 
+_INTERRUPTED: list[int] = []  # the signals `interrupt` took in this process (cleared by the CLI's main)
+
+
 def interrupt(signum: int, frame: object) -> None:
-    """A signal handler that makes SIGTERM end a run as Ctrl-C does (KeyboardInterrupt: workers stopped, one line)."""
+    """The CLI's SIGINT and SIGTERM handler: a run ends as Ctrl-C ends it (KeyboardInterrupt: workers stopped, one
+    line). The signal is recorded too: an interrupt that arrives inside a callback Python cannot raise from (an
+    import's module-lock callback, a finaliser: "Exception ignored") would otherwise be lost and the run go on;
+    `check_interrupt` raises it again at the next stage, and the CLI ends with the interrupted line."""
+    _INTERRUPTED.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if `interrupt` took a signal that did not end the run (see there)."""
+    if _INTERRUPTED:
+        raise KeyboardInterrupt(f"signal {_INTERRUPTED[-1]}")
+
+
+def interrupted() -> bool:
+    return bool(_INTERRUPTED)
+
+
+def clear_interrupts() -> None:
+    _INTERRUPTED.clear()
 
 
 def image_error(e: BaseException) -> str:

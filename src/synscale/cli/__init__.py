@@ -18,16 +18,23 @@ def main(argv: list[str] | None = None) -> int:
     line and exit 2; an OSError a user can act on is one line; anything else is a bug and keeps its traceback."""
     import signal
 
-    from synscale.errors import UserError, interrupt, os_error_line
+    from synscale.errors import UserError, clear_interrupts, interrupt, interrupted, os_error_line
 
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("SYNSCALE_DEBUG", "") not in ("", "0")
+    clear_interrupts()
     before = signal.signal(signal.SIGTERM, interrupt)  # SIGTERM ends like Ctrl-C: one line, resumable
+    before_int = signal.getsignal(signal.SIGINT)
+    if before_int is signal.default_int_handler:  # Ctrl-C, recorded (not where a shell's background job ignores it)
+        signal.signal(signal.SIGINT, interrupt)
     args = argparse.Namespace(command="")
     try:
         args = build_parser().parse_args(argv)
         check_flags(args)
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        if interrupted():  # a signal whose KeyboardInterrupt Python could not raise (errors.interrupt)
+            raise KeyboardInterrupt
+        return code
     except KeyboardInterrupt:
         if debug:
             raise
@@ -47,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, before)
+        if before_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, before_int)
 
 
 _RESUME = {c: "complete stages are kept: rerun the same command to resume" for c in ("demo", "study", "metrics")} | {

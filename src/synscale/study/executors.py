@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from synscale.errors import check_interrupt
 from synscale.study.plan import Context, Journal, Plan, new_context, run_node
 from synscale.schema import ConfigError
 
@@ -47,6 +48,7 @@ def run_local(plan: Plan, workdir: str | Path, quiet: bool = False, jobs: int = 
     journal.start_plan(plan, "local")
     results: dict[str, Any] = {}
     for i, (key, node) in enumerate(plan.nodes.items()):
+        check_interrupt()  # a Ctrl-C that arrived where Python could not raise it (synscale.errors.interrupt)
         results[key] = run_node(node, i, ctx, [results[d] if d else None for d in node.deps], journal)
     return results
 
@@ -129,6 +131,7 @@ def _parallel_loop(plan: Plan, workdir: str, quiet: bool, jobs: int, threads: in
                              initargs=(threads, time.time(), _gpu_queue(context, jobs))) as pool:
         try:
             while len(results) < len(keys):
+                check_interrupt()
                 ready = [(i, key) for i, key in enumerate(keys) if key not in submitted
                          and all(d is None or d in results for d in plan.nodes[key].deps)]
                 # generations first: the longest stages, and what most of the others wait for
@@ -223,6 +226,7 @@ def _ray_loop(ray: Any, plan: Plan, workdir: str, quiet: bool, retries: int, clu
     submitted: set[str] = set()
     try:
         while len(results) < len(keys):
+            check_interrupt()
             for i, key in enumerate(keys):
                 node = plan.nodes[key]
                 if key in submitted or not all(d is None or d in results for d in node.deps):
