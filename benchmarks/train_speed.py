@@ -158,7 +158,7 @@ def per_core(n: int, size: int) -> None:
 
 def _order_cost(n: int, batch: int, steps: int = 20) -> None:
     """Seconds a loader process spends on a step's data order at n samples: the permutation every step (before
-    EpochOrder) against each epoch's permutation once (EpochOrder), over `steps` steps of one epoch."""
+    EpochOrder) against each epoch's permutation once (EpochOrder), amortized over the epoch's n / batch steps."""
     import numpy as np
 
     from synscale.train.data import EpochOrder, batch_indices
@@ -168,12 +168,17 @@ def _order_cost(n: int, batch: int, steps: int = 20) -> None:
     every_step = time.perf_counter() - t0
     order = EpochOrder(n, batch, 0)
     t0 = time.perf_counter()
-    for s in range(steps):
-        got = order.indices(s)
-    once = (time.perf_counter() - t0) / steps
-    assert np.array_equal(order.indices(0), before) and len(got) == batch
-    print(f"data order at {n / 1e6:.0f}M samples: {every_step:.2f} s per step recomputed (before), {once * 1000:.0f} ms "
-          f"per step over {steps} steps of one epoch with EpochOrder ({every_step / once:.0f}x less)")
+    first = order.indices(0)
+    once = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for s in range(1, steps + 1):
+        order.indices(s)
+    per_step = (time.perf_counter() - t0) / steps
+    assert np.array_equal(first, before)
+    amortized = once / order.per_epoch + per_step
+    print(f"data order at {n / 1e6:.0f}M samples, batch {batch:,}: {every_step:.2f} s every step recomputed (before); "
+          f"EpochOrder {once:.2f} s once an epoch + {per_step * 1e3:.2f} ms a step = {amortized * 1e3:.2f} ms a step over "
+          f"the epoch's {order.per_epoch:,} steps ({every_step / amortized:,.0f}x less)")
 
 
 def _device_randaugment_ms(crop: int, ra: tuple[int, ...], batch: int = 256) -> float:
