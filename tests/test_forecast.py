@@ -90,3 +90,18 @@ def test_a_mix_is_rated_by_what_its_added_images_are_worth():
     t = pd.concat([table({"real": real}), table({"mix": mix}, scales=mix_scales, real_images={"mix": 100})])
     ex = exchange_rates(t, 60000.0)
     assert np.allclose(ex.rate, 0.5, rtol=1e-9) and (ex.real_images == 100).all()
+
+
+def test_flat_and_rising_curves_backtest_without_failing():
+    """A curve that does not fall (flat, or rising: a configuration that gets worse) is backtested like any other;
+    its errors are what they are, and its losses above the real curve's range are rated by the real power law."""
+    flat = [1.0] * len(SCALES)
+    rising = [0.5 * 1.1**i for i in range(len(SCALES))]
+    real = [2.0 * s ** -0.5 for s in SCALES]
+    t = table({"real": real, "flat": flat, "rising": rising})
+    bt = backtests(t, 60000.0)
+    assert set(bt.source) == {"real", "flat", "rising"} and np.isfinite(bt.log_error).all()
+    ex = exchange_rates(t, 60000.0)
+    assert len(ex) == 2 * len(SCALES) and set(ex.how) <= {"interpolated", "forecast"}
+    flat_ex = ex[ex.source == "flat"]
+    assert (flat_ex.how == "forecast").all() and np.allclose(flat_ex.real_scale, 4.0)  # 2 D^-0.5 = 1 at D = 4

@@ -67,7 +67,10 @@ def backtests(scaling: Any, d_ref: float | dict[str, float]) -> Any:
         ref = d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref
         for forecaster, least in (("power_law", MIN_FIT), ("saturating", MIN_SATURATING)):
             for c in range(least, len(scales)):
-                pred = forecast_loss(forecaster, scales[:c], losses[:c], scales[c:], ref or float(scales[-1]))
+                try:
+                    pred = forecast_loss(forecaster, scales[:c], losses[:c], scales[c:], ref or float(scales[-1]))
+                except (ValueError, np.linalg.LinAlgError):  # a prefix no law fits (flat, or degenerate): no forecast
+                    continue
                 for s, p, a in zip(scales[c:], pred, losses[c:], strict=True):
                     rows.append({**key, "forecaster": forecaster, "fitted_points": c, "fitted_max": int(scales[c - 1]),
                                  "scale": int(s), "horizon": float(s / scales[c - 1]), "forecast": float(p),
