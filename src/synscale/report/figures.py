@@ -613,7 +613,8 @@ def figure8(f: Figure, scaling: Any, fits: Any, out_dir: Path) -> Figure:
     "r", "What a synthetic image is worth in real images",
     "r at each trained scale D: the real scale at which the real curve reaches this curve's loss, over D (for a "
     "mix, what its added images are worth). Filled: read off the real curve inside its trained range; open: "
-    "forecast by the real power law, with its interval calibrated on backtests. r = 1: an image as good as a real one.",
+    "from the real power law outside it, with its interval calibrated on backtests where they support the "
+    "horizon (the table says which). r = 1: an image as good as a real one.",
     section="forecasts", inputs=("exchange",))
 def figure_exchange(f: Figure, exchange: Any, out_dir: Path) -> Figure:
     ex = exchange[(exchange.task == "classification") & (exchange.eval_set == "val")] if exchange is not None and len(
@@ -636,6 +637,11 @@ def figure_exchange(f: Figure, exchange: Any, out_dir: Path) -> Figure:
                         ecolor=col[source], elinewidth=0.8, capsize=2)
     ax.axhline(1.0, color=REAL_COLOR, lw=0.8, ls="--")
     _log_axes(ax, "real images per image, r", ex.scale)
+    lo, hi = ax.get_ylim()
+    if hi / lo > 10:  # over more than a decade the loss axes' dense ticks crowd: 1, 2, 5 per decade
+        from matplotlib import ticker
+
+        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.legend(fontsize=8)
     fig.tight_layout()
     f.paths = _save(fig, out_dir, "fig_exchange_rate")
