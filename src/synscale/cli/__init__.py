@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     clear_interrupts()
     before = signal.signal(signal.SIGTERM, interrupt)  # SIGTERM ends like Ctrl-C: one line, resumable
     before_int = signal.getsignal(signal.SIGINT)
-    if before_int is signal.default_int_handler:  # Ctrl-C, recorded (not where a shell's background job ignores it)
+    ours = before_int not in (signal.SIG_IGN, None)  # Ctrl-C, recorded; not where a shell's background job ignores it
+    if ours:
         signal.signal(signal.SIGINT, interrupt)
     args = argparse.Namespace(command="")
     try:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, before)
-        if before_int is signal.default_int_handler:
+        if ours:
             signal.signal(signal.SIGINT, before_int)
 
 
