@@ -513,7 +513,11 @@ def test_an_interrupt_python_could_not_raise_still_ends_the_run(tmp_path, fault_
         return out
 
     monkeypatch.setattr(executors, "run_node", first_then_interrupt)
-    code = main(["study", str(study), "--workdir", str(tmp_path / "w"), "-q"])
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job ignores it)
+    try:
+        code = main(["study", str(study), "--workdir", str(tmp_path / "w"), "-q"])
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert code == 130 and len(calls) == 1
     done = list((tmp_path / "w" / "stages").glob("*/[!.]*/stage.json"))
     assert len(done) == 1  # the first stage, complete; nothing after it ran

@@ -267,15 +267,33 @@ def torchrun(spec_path: Path, nproc: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
     clear_rank_errors(spec_path, nproc)  # a user error left by an earlier run of this spec
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=die_with_parent)
+    ignored = _hear_interrupts()
     try:
         while (code := proc.poll()) is None:  # short waits: Ray's cancellation (an interrupt of the main thread)
             time.sleep(0.2)                  # reaches Python only between them, never inside a blocking wait
     except BaseException:
         _end_group(proc, signal.SIGTERM, wait=10.0)
         raise
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise_rank_errors(spec_path, nproc)  # a rank stopped on a user error (a crop larger than the images, a damaged set)
     if code:
         raise RuntimeError(f"torchrun with {nproc} processes failed (exit {code}): {' '.join(cmd)}")
+
+
+def _hear_interrupts() -> bool:
+    """While torchrun runs, SIGINT raises KeyboardInterrupt even where this process inherited it ignored (a worker
+    of a Ray started from a shell's background job, or a study run as one): Ray cancels a task by an interrupt of
+    its main thread, which Python drops while SIGINT is ignored, and the ranks would then run on. Returns whether it
+    was ignored (the caller puts that back)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return True
+    return False
 
 
 def _end_group(proc: subprocess.Popen, sig: int, wait: float) -> None:
