@@ -137,7 +137,11 @@ def calibration(bt: Any, confidence: float) -> Any:
 
 def coverage(bt: Any, confidence: float) -> tuple[float, int]:
     """The empirical coverage over every backtest (leave one curve out) and how many were judged."""
-    cal = calibration(bt, confidence)
+    return _overall(calibration(bt, confidence))
+
+
+def _overall(cal: Any) -> tuple[float, int]:
+    """(coverage, backtests judged) over the bands of a calibration table."""
     judged = cal["judged"].sum()
     return (float((cal["coverage"] * cal["judged"]).sum() / judged) if judged else math.nan), int(judged)
 
@@ -195,14 +199,15 @@ def forecast_tables(results_dir: Any, scaling: Any, d_ref: float | dict[str, flo
         scaling = scaling.assign(real_images=np.where(scaling["source"] == "real", scaling["scale"], 0))
     bt = backtests(scaling, d_ref)
     bt.to_parquet(results_dir / "forecasts.parquet", index=False)
-    calibration(bt, confidence).to_parquet(results_dir / "forecast_calibration.parquet", index=False)
+    cal = calibration(bt, confidence)
+    cal.to_parquet(results_dir / "forecast_calibration.parquet", index=False)
     pl = bt[bt.forecaster == "power_law"]
-    exchange_rates(scaling, d_ref, Calibration(pl, confidence) if len(pl) else None).to_parquet(
-        results_dir / "exchange.parquet", index=False)
+    law = Calibration(pl, confidence) if len(pl) else None
+    exchange_rates(scaling, d_ref, law).to_parquet(results_dir / "exchange.parquet", index=False)
     summary: dict[str, Any] = {"confidence": confidence, "coverage": {}, "better": {},
-                               "at_reference": at_reference(scaling, d_ref, Calibration(pl, confidence) if len(pl) else None)}
+                               "at_reference": at_reference(scaling, d_ref, law)}
     for forecaster, g in bt.groupby("forecaster", sort=False):
-        cov, judged = coverage(g, confidence)
+        cov, judged = _overall(cal[cal.forecaster == forecaster])
         summary["coverage"][forecaster] = {"coverage": cov, "judged": judged, "backtests": int(len(g))}
     both = bt[bt.fitted_points >= MIN_SATURATING]  # the backtests both forecasters made
     for (task, source, eval_set), g in both.groupby(["task", "source", "eval_set"], sort=False):

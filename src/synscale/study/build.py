@@ -57,8 +57,10 @@ def _train_needs(tc: Any) -> Needs:
     nothing of its own: Ray Train places its ranks on the cluster (synscale.train.ray_train)."""
     if tc.nodes > 1:
         return Needs(cpus=0.0, why=f"Ray Train places nodes * nproc = {tc.nodes * tc.nproc} ranks")
-    gpus = 0.0 if tc.device == "cpu" else float(tc.nproc)
-    return Needs(cpus=float(tc.nproc * (tc.workers + 1)), gpus=gpus, processes=tc.nproc, gpu_optional=tc.device == "auto",
+    from synscale.train.config import rank_resources
+
+    rank = rank_resources(tc)
+    return Needs(cpus=tc.nproc * rank["CPU"], gpus=tc.nproc * rank["GPU"], processes=tc.nproc, gpu_optional=tc.device == "auto",
                  why=f"nproc = {tc.nproc} processes of workers = {tc.workers} loader workers each")
 
 

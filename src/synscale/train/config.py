@@ -114,6 +114,12 @@ class TrainConfig:
             raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 
 
+def rank_resources(train: TrainConfig) -> dict[str, float]:
+    """What one process (rank) of a training run holds on its machine: a CPU for itself and each of its loader
+    workers (all busy at once), and a GPU unless the run is on the CPU."""
+    return {"CPU": float(train.workers + 1), "GPU": 0.0 if train.device == "cpu" else 1.0}
+
+
 def train_identity(train: TrainConfig) -> dict[str, Any]:
     """`[train]` as it enters stage ids (synscale.schema.identity: each key by its declared rule)."""
     out = identity(train)

@@ -36,12 +36,16 @@ import torch
 from synscale.errors import ConfigError, DataError
 
 
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of epoch `epoch`: a permutation of n seeded by (seed, epoch)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+
+
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
-    """Indices of step `step`: consecutive slices of per-epoch permutations (epoch e seeded by seed, e)."""
+    """Indices of step `step`: consecutive slices of per-epoch permutations (epoch_permutation)."""
     per_epoch = max(1, n // batch_size)
     epoch, pos = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-    return perm[pos * batch_size : (pos + 1) * batch_size]
+    return epoch_permutation(n, seed, epoch)[pos * batch_size : (pos + 1) * batch_size]
 
 
 ORDER_SHARED = 1 << 22  # sets of more samples share each epoch's order between processes through a file
@@ -71,7 +75,7 @@ class EpochOrder:
         return np.asarray(self._perm[pos * self.batch : (pos + 1) * self.batch], dtype=np.int64)
 
     def _compute(self, epoch: int) -> np.ndarray:
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch)).numpy()
+        perm = epoch_permutation(self.n, self.seed, epoch).numpy()
         return perm.astype(np.int32) if self.n < 2**31 else perm
 
     def _permutation(self, epoch: int) -> np.ndarray:

@@ -27,12 +27,11 @@ MAX_FAILURES = 2  # worker-group restarts of one run (each resumes from the newe
 
 
 def worker_needs(train: dict[str, Any]) -> dict[str, float]:
-    """What one rank asks of a machine: a CPU for itself and each loader worker, a GPU unless it runs on the CPU."""
+    """What one rank of the spec's `train` table asks of a machine (synscale.train.config.rank_resources)."""
     from synscale.schema import from_dict
-    from synscale.train.config import TrainConfig
+    from synscale.train.config import TrainConfig, rank_resources
 
-    cfg = from_dict(TrainConfig, train, "training spec", "train.")
-    return {"CPU": float(cfg.workers + 1), "GPU": 0.0 if cfg.device == "cpu" else 1.0}
+    return rank_resources(from_dict(TrainConfig, train, "training spec", "train."))
 
 
 def ray_train(spec_path: Path, world: int, rank_fn: Callable[[dict[str, Any]], None]) -> None:
