@@ -42,16 +42,17 @@ print(json.dumps({"counts": dict(sp.plan.counts()), "torch": "torch" in sys.modu
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     counts = out["counts"]
     # 16 grid configurations at 500 (val only) + real, best, worst and the scarce-real mix at 5 scales (best and
-    # worst at 500 are the grid's models, found cached and evaluated on the 4 shifts) + the real-trained
-    # reference + 3 x 3 CLIP models; curves and CLIP on val + 4 shifts; each CLIP through a zero-shot head
-    # per set; metrics per
+    # worst at 500 are the grid's models, found cached and evaluated on the 4 shifts) + the real curve held out at
+    # 4,000 and 60,000 ([forecast]: on val + 4 shifts, and at 60,000, the reference network's scale, on val + 3) +
+    # the real-trained reference + 3 x 4 CLIP models; curves and CLIP on val + 4 shifts; each CLIP through a
+    # zero-shot head per set; metrics per
     # configuration (on its training images) and real; one select stage picks best and worst; one caption pool for
-    # the in-captions configurations (the attribute captioner, seed 0). Subsets: real 5,
-    # the grid's 16, the reference, CLIP's 3 real and 3 synthetic caption subsets (the picked and mixed models
+    # the in-captions configurations (the attribute captioner, seed 0). Subsets: real 5 + 2 held out,
+    # the grid's 16, the reference, CLIP's 4 real and 4 synthetic caption subsets (the picked and mixed models
     # take theirs inside their train node: which set is known when the select stage has run)
-    assert counts == {"shards": 2, "shift": 4, "subset": 5 + 16 + 1 + 6, "train": 16 + 5 + 10 + 5 + 1 + 9,
-                      "evaluate": 16 + 5 * (5 + 8 + 5) + 2 * 4 + 45, "generate": 16 + 1, "metrics": 17, "pairs": 1,
-                      "zeroshot": 45, "select": 1, "captions": 1}
+    assert counts == {"shards": 2, "shift": 4, "subset": 5 + 2 + 16 + 1 + 8, "train": 16 + 5 + 2 + 10 + 5 + 1 + 12,
+                      "evaluate": 16 + 5 * (5 + 8 + 5) + 2 * 4 + 5 + 4 + 60, "generate": 16 + 1, "metrics": 17,
+                      "pairs": 1, "zeroshot": 60, "select": 1, "captions": 1}
     assert out["torch"] is False  # no torch
 
 

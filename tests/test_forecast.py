@@ -5,6 +5,7 @@ form."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -105,3 +106,148 @@ def test_flat_and_rising_curves_backtest_without_failing():
     assert len(ex) == 2 * len(SCALES) and set(ex.how) <= {"interpolated", "forecast"}
     flat_ex = ex[ex.source == "flat"]
     assert (flat_ex.how == "forecast").all() and np.allclose(flat_ex.real_scale, 4.0)  # 2 D^-0.5 = 1 at D = 4
+
+
+def _samples(scales):
+    """The samples a log-scale schedule puts through a model: 64 x 60 steps per doubling above 30 images."""
+    return [64 * 60 * math.log2(s / 30) for s in scales]
+
+
+def test_held_out_anchors_score_each_forecaster_by_hand():
+    """A curve whose loss is a power law in samples seen (a log-scale schedule, as the paper's): the held-out
+    models at x10 and x100 are forecast exactly by the law in samples seen and badly by Equation 2's law in D,
+    whose forecast is checked against a hand least-squares fit; the intervals come from the backtests'
+    calibration in each forecaster's own axis."""
+    from synscale.analysis.forecast import LABELS, check_lines, forecast_tables, holdout_checks
+
+    scales, held = [100, 200, 400, 800, 1600], [16000, 160000]
+    law = lambda s: 5.0 * np.asarray(s, float) ** -0.6  # noqa: E731  (loss against samples seen)
+    rng = np.random.default_rng(3)
+    # the real curve and five others like it (the calibration needs backtests of several curves)
+    scaling = table({name: (law(_samples(scales)) * np.exp(rng.normal(0, 0.01, 5))).tolist()
+                     for name in ["real", *(f"c{i}" for i in range(5))]}, scales=scales)
+    scaling["samples_seen"] = _samples(scales) * 6
+    holdout = table({"real": law(_samples(held)).tolist()}, scales=held).assign(samples_seen=_samples(held))
+    bt = backtests(scaling, 60000.0)
+    assert set(bt.forecaster) == {"power_law", "saturating", "samples_seen"}
+    ss = bt[bt.forecaster == "samples_seen"]
+    row = ss[(ss.fitted_points == 3) & (ss.scale == 800)].iloc[0]  # its horizon in its own axis, samples seen
+    assert row.horizon == pytest.approx(_samples([800])[0] / _samples([400])[0], rel=1e-12)
+    checks = holdout_checks(scaling, holdout, 60000.0, bt, 0.9).set_index(["forecaster", "scale"])
+    slope, intercept = np.polyfit(np.log(scales), np.log(scaling[scaling.source == "real"].loss), 1)
+    for s in held:
+        pl = checks.loc[("power_law", s)]
+        assert pl.forecast == pytest.approx(math.exp(intercept + slope * math.log(s)), rel=1e-9)
+        assert pl.scale_ratio == pytest.approx(s / 1600) and pl.horizon == pytest.approx(s / 1600)
+        assert pl.log_error > 0.3  # the law in D forecasts gains the schedule's steps do not buy
+        by_samples = checks.loc[("samples_seen", s)]
+        assert abs(by_samples.log_error) < 0.03 and by_samples.inside
+        assert by_samples.horizon == pytest.approx(_samples([s])[0] / _samples([1600])[0])
+        assert by_samples.measured == pytest.approx(float(law(_samples([s]))[0]))
+    # the law in D at x100 is past twice its longest backtest (x4): its interval's width is extrapolated; the law
+    # in samples seen at x10 in D is x1.4 in samples, well inside its backtests
+    assert not checks.loc[("power_law", 160000)].supported and checks.loc[("samples_seen", 16000)].supported
+    summary = forecast_tables(_tmp_dir(), scaling, 60000.0, 0.9, holdout, {"classification": _samples([60000])[0]})
+    lines = check_lines(summary)
+    assert any(line.startswith("real at 16,000 (x10 its largest scale): measured") for line in lines)
+    assert LABELS["samples_seen"] in lines[1]
+    at = summary["at_reference_samples"]["classification/real/val"]
+    assert at["loss"] == pytest.approx(float(law(_samples([60000]))[0]), rel=0.03)
+    assert at["horizon"] == pytest.approx(_samples([60000])[0] / _samples([1600])[0])
+
+
+def _tmp_dir():
+    import tempfile
+    from pathlib import Path
+
+    return Path(tempfile.mkdtemp())
+
+
+def test_holdout_config_is_checked():
+    """[forecast]: a source is real or a configuration (best / worst, picked after generation, are refused with
+    what to do); only scales past a source's curve of three or more scales are held out, so a study whose scales
+    are overridden keeps working."""
+    from synscale.config import ConfigError, find_study, load_study
+
+    path = find_study("fashion-mnist")
+    cfg = load_study(path)
+    assert cfg.forecast.holdout == [4000, 60000] and cfg.holdout_scales("real") == [4000, 60000]
+    assert cfg.holdout_scales("mt-in-captions-g1") == []
+    assert load_study(path, overrides=["forecast.holdout=[300, 4000]"]).holdout_scales("real") == [4000]
+    assert load_study(path, overrides=["scales=[400]"]).holdout_scales("real") == []
+    named = load_study(path, overrides=['forecast.sources=["real", "ld-classname-g2"]', 'curves=["ld-classname-g2"]'])
+    assert named.holdout_scales("ld-classname-g2") == [4000, 60000]
+    for override, says in (('forecast.sources=["best"]', "best / worst are picked after generation"),
+                           ('forecast.sources=["nope"]', "'nope' is not 'real' or a [[synthetic]] configuration"),
+                           ("forecast.holdout=[5000, 4000]", "strictly increasing")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            load_study(find_study("fashion-mnist"), overrides=[override])
+
+
+def test_a_rate_read_inside_the_real_range_has_a_paired_bootstrap_interval():
+    """Inside the real range the interval comes from redrawing the test examples of both curves together: a
+    curve whose every example loss at D is the real curve's at D/2 is worth exactly 0.5 in every replicate (a
+    degenerate interval: unpaired redraws would spread it), and a noisy copy gets an interval around its point."""
+    from synscale.analysis.forecast import Bootstrap
+    from synscale.analysis.run import CurveExamples
+
+    rng = np.random.default_rng(5)
+    scales, n = [100, 200, 400, 800], 2000
+    real_ex = {s: rng.gamma(2.0, 0.5 * (s / 100) ** -0.3, n) for s in scales}  # per-example losses, mean 1.0 D^-0.3
+    twin = {2 * s: real_ex[s] for s in scales[:3]}  # at 200, 400, 800: the real examples of 100, 200, 400
+    noisy = {s: real_ex[s // 2] * np.exp(rng.normal(0, 0.3, n)) for s in (200, 400, 800)}
+    rows = [{"source": src, "config": src, "eval_set": "val", "scale": s, "run": 0, "example_loss": e,
+             "label": np.zeros(n, int)} for src, d in (("real", real_ex), ("twin", twin), ("noisy", noisy))
+            for s, e in d.items()]
+    examples = pd.DataFrame(rows)
+    scaling = pd.DataFrame([{"task": "classification", "source": r["source"], "config": r["source"], "eval_set": "val",
+                             "scale": r["scale"], "run": 0, "loss": float(r["example_loss"].mean()), "top1": 0.5,
+                             "real_images": r["scale"] if r["source"] == "real" else 0} for r in rows])
+    ex = exchange_rates(scaling, 60000.0, None, Bootstrap(CurveExamples(examples), 200, 0, 0.9)).set_index(
+        ["source", "scale"])
+    for s in (200, 400, 800):
+        twin_row = ex.loc[("twin", s)]
+        assert twin_row.how == "interpolated" and twin_row.rate == pytest.approx(0.5)
+        assert twin_row.rate_lo == pytest.approx(0.5) and twin_row.rate_hi == pytest.approx(0.5)
+        row = ex.loc[("noisy", s)]
+        if row.how == "interpolated":
+            assert row.rate_lo < row.rate < row.rate_hi and row.rate_hi - row.rate_lo > 0.01
+
+
+def test_per_class_rates_read_each_class_against_its_own_real_curve():
+    """exchange_per_class: a class whose synthetic curve is its real curve at D/4 is worth 0.25, another's at D/2
+    is worth 0.5; a mix is not rated per class."""
+    from synscale.analysis.forecast import class_exchange_rates
+
+    scales = [100, 200, 400, 800, 1600]
+    law = {0: lambda d: 2.0 * d**-0.3, 1: lambda d: 1.0 * d**-0.5}
+    rows = []
+    for ci, f in law.items():
+        for s in scales:
+            rows.append({"source": "real", "config": "real", "eval_set": "val", "scale": s, "run": 0, "class_index": ci,
+                         "class_name": f"c{ci}", "loss": f(s)})
+            shift = 4 if ci == 0 else 2
+            if s >= 400:
+                rows.append({"source": "syn", "config": "syn", "eval_set": "val", "scale": s, "run": 0,
+                             "class_index": ci, "class_name": f"c{ci}", "loss": f(s / shift)})
+                rows.append({"source": "mix", "config": "mix", "eval_set": "val", "scale": s, "run": 0,
+                             "class_index": ci, "class_name": f"c{ci}", "loss": f(s)})
+    pc = class_exchange_rates(pd.DataFrame(rows), 60000.0, {"mix"})
+    assert set(pc.source) == {"syn"}
+    got = pc.set_index(["class_index", "scale"]).rate
+    for s in (400, 800, 1600):
+        assert got[(0, s)] == pytest.approx(0.25) and got[(1, s)] == pytest.approx(0.5)
+
+
+def test_a_rate_forecast_past_both_curves_follows_their_laws():
+    """rate_forecast: a curve equal to the real one at D/4 is forecast to stay worth 0.25 at x10; one whose law
+    falls half as fast loses worth as D grows (its rate at x10 below its rate at the largest scale)."""
+    from synscale.analysis.forecast import rate_forecast
+
+    d = np.array(SCALES, float)
+    scaling = table({"real": (2.0 * d**-0.4).tolist(), "quarter": (2.0 * (d / 4) ** -0.4).tolist(),
+                     "slow": (2.0 * (d / 4) ** -0.2).tolist()})
+    assert rate_forecast(scaling, "classification", "quarter", "val", 32000) == pytest.approx(0.25)
+    slow_now = exchange_rates(scaling, 60000.0).set_index(["source", "scale"]).rate[("slow", 3200)]
+    assert rate_forecast(scaling, "classification", "slow", "val", 32000) < slow_now
+    assert rate_forecast(scaling, "classification", "absent", "val", 32000) is None

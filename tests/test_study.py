@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tests_helpers import NO_SYNTHETIC
+from tests_helpers import NO_HOLDOUT, NO_SYNTHETIC
 from synscale.cli import main
 
 SMOKE = ["--size", "smoke", "--quiet"]
@@ -17,7 +17,7 @@ SMOKE = ["--size", "smoke", "--quiet"]
 def tiny_args(root: Path, workdir: Path, *extra: str) -> list[str]:
     return ["study", "fashion-mnist", *SMOKE, "--workdir", str(workdir), "--set", f"data.root={root}",
             "--set", "scales=[1000, 1500, 2500]", "--set", "train.schedule.zero_scale=700", "--set", "train.schedule.iters_per_doubling=60",
-            *NO_SYNTHETIC, *extra]
+            *NO_SYNTHETIC, *NO_HOLDOUT, *extra]
 
 
 def test_training_learns_and_a_rerun_skips_every_stage(tiny_fmnist, tmp_path):
@@ -49,6 +49,20 @@ def test_demo_smoke_end_to_end(fmnist_files, tmp_path, capsys):
     grid = ["ld-classname-g2", "ld-classname-g4", "pd-in-captions-g2", "mt-in-captions-g2"]
     curves = scaling.groupby("source", sort=False)["scale"].apply(sorted).to_dict()
     assert curves["real"] == [100, 200, 400] and curves["scarce-real+best"] == [200, 300, 500]
+    # the held-out anchors ([forecast] holdout = [4000, 60000]): the real curve past its scales, kept out of every
+    # table the fits read; at D_I it is the reference network (one training stage), not judged on the hard shift
+    # it picked
+    held = pd.read_parquet(res / "holdout.parquet")
+    assert held.groupby("scale")["eval_set"].apply(sorted).to_dict() == {
+        4000: ["a", "rendition", "sketch", "v2", "val"], 60000: ["rendition", "sketch", "v2", "val"]}
+    assert (held.source == "real").all() and everything.scale.max() == 500
+    assert (held.samples_seen > 0).all() and (everything.samples_seen > 0).all()
+    assert "forecasts checked" in out and "real at 4,000 (x10 its largest scale): measured" in out
+    checks = pd.read_parquet(res / "forecast_checks.parquet")
+    val_checks = checks[checks.eval_set == "val"].set_index(["forecaster", "scale"])
+    assert set(val_checks.index) == {(f, s) for f in ("power_law", "samples_seen") for s in (4000, 60000)}  # 3 scales: no saturating
+    measured = held[held.eval_set == "val"].set_index("scale").loss
+    assert np.allclose(val_checks.measured.to_numpy(), measured.loc[[s for _, s in val_checks.index]].to_numpy())
     # every grid configuration at 400; the best and the worst of them (validation loss at 400) at every scale
     at_top = scaling[scaling.source.isin(grid) & (scaling.scale == 400)].set_index("source").loss
     assert sorted(at_top.index) == sorted(grid)
@@ -109,8 +123,9 @@ def test_demo_smoke_end_to_end(fmnist_files, tmp_path, capsys):
     assert all(f["verdict"] in ("holds", "does not hold", "not measurable") and f["why"] for f in found)
     html = (tmp_path / "report" / "index.html").read_text()
     assert "data:image/png;base64," in html and "Scaling ability" in html and 'id="metrics"' in html
-    for fig in ("1", "2", "3", "4", "6", "7", "A5", "A13"):
+    for fig in ("1", "2", "3", "4", "6", "7", "A5", "A13", "r", "h"):
         assert f'id="fig-{fig}"' in html, fig
+    assert 'id="forecast-checks"' in html and "held out of the fits, measured" in html
     assert 'id="table-A6"' in html and 'id="table-A5"' in html  # guidance (ld 2 vs 4), families (pd vs mt)
     assert html.count("<details class=\"samples\"") == 4 and 'id="findings-table"' in html
     assert (tmp_path / "report" / "fig3_scaling_val.svg").exists()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests_helpers import NO_SYNTHETIC
+from tests_helpers import NO_HOLDOUT, NO_SYNTHETIC
 from synscale.cli import main
 from synscale.data.datasets import read_idx
 
@@ -107,7 +107,8 @@ def test_repeated_seeds_give_runs_that_the_fits_resample(tiny_fmnist, tmp_path):
     """repeats = 2: two models per scale (train.seed, train.seed + 1); run 0 is the model a single-run study
     trains (same stage), and the fits' bootstrap redraws the runs."""
     args = ["study", "fashion-mnist", *SMOKE, *NO_EXTRAS, "--set", f"data.root={tiny_fmnist}", *NO_SYNTHETIC,
-            "--set", "scales=[1000, 1500, 2500]", "--set", "train.schedule.zero_scale=700", "--set", "fit.bootstrap=200"]
+            "--set", "scales=[1000, 1500, 2500]", "--set", "train.schedule.zero_scale=700", "--set", "fit.bootstrap=200",
+            *NO_HOLDOUT]
     work = tmp_path / "w"
     assert main([*args, "--workdir", str(work), "--set", "repeats=2"]) == 0
     res = pd.read_parquet(work / "results" / "scaling.parquet")

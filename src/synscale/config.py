@@ -184,6 +184,24 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
+class ForecastConfig:
+    """`[forecast]`: held-out anchors that check the fitted laws' forecasts (docs/analysis.md). Every source of
+    `sources` is also trained at each `holdout` scale past its curve's scales (a source with fewer than three scales
+    gets none), and evaluated on every set; the fits never see these models (results/holdout.parquet), which only
+    score the forecasts. A holdout scale equal
+    to the reference network's (the demo's 60,000) is the same training stage: it is trained once."""
+
+    holdout: list[int] = field(default_factory=list)  # classifier scales beyond the curves' own
+    sources: list[str] = field(default_factory=lambda: ["real"])  # real, or [[synthetic]] configurations with a curve
+
+    def check(self) -> None:
+        if any(not isinstance(s, int) or s <= 0 for s in self.holdout) or sorted(set(self.holdout)) != list(self.holdout):
+            raise ValueError(f"forecast.holdout must list positive, strictly increasing integers, got {self.holdout}")
+        if not self.sources or len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"forecast.sources must name each source once, got {self.sources}")
+
+
+@dataclass(frozen=True)
 class UpscaleConfig:
     """`[[synthetic.upscale]]`: a super-resolution stage of a cascade, run on the previous stage's images with its
     own guidance and steps: DeepFloyd IF's stage II (IFSuperResolutionPipeline, 64 -> 256 px; after an IF stage I
@@ -503,6 +521,7 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     fit: FitConfig = field(default_factory=FitConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
     synthetic: list[SyntheticConfig] = field(default_factory=list)
     mix: list[MixConfig] = field(default_factory=list)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -532,6 +551,14 @@ class StudyConfig:
         own = self.data.scales if source == "real" else next((c.scales for c in self.synthetic if c.name == source), [])
         return list(own or self.scales)
 
+    def holdout_scales(self, source: str) -> list[int]:
+        """The scales a classifier source is also trained at only to check forecasts (`[forecast]`): those of
+        forecast.holdout past its curve, where it has a curve to forecast from (three scales or more)."""
+        if not self.scales or source not in self.forecast.sources:
+            return []
+        scales = self.source_scales(source)
+        return [s for s in self.forecast.holdout if s > max(scales)] if len(scales) >= 3 else []
+
     def check(self) -> None:
         if not self.scales and not self.clip.scales:
             raise ValueError("scales must list at least one data scale (or clip.scales, for a CLIP-only study)")
@@ -540,8 +567,9 @@ class StudyConfig:
         _scale_list(self.scales)
         if self.scales and self.train.task != "classification":
             raise ValueError("[train] is the classifier's recipe (task = classification); CLIP's goes in [clip.train]")
-        self.train.schedule.check_scales(sorted({s for n in self.classifier_sources() for s in self.source_scales(n)}),
-                                         "train")
+        self.train.schedule.check_scales(sorted({s for n in self.classifier_sources()
+                                                 for s in self.source_scales(n) + self.holdout_scales(n)}), "train")
+        self._check_holdout()
         taken = ["real", *(c.name for c in self.synthetic), *(m.name for m in self.mix)]
         clash = sorted(set(taken) & set(self.clip.sources())) if self.clip.scales else []
         if clash or len(set(self.clip.sources())) != len(self.clip.sources()):
@@ -565,6 +593,17 @@ class StudyConfig:
         unknown = set(self.sizes) - {"smoke", "full"}
         if unknown:
             raise ValueError(f"unknown size(s) {sorted(unknown)} in [sizes]; allowed: smoke, full")
+
+    def _check_holdout(self) -> None:
+        """`[forecast]`: each source is real or a configuration (a scale not past its curve, or a source with fewer
+        than three scales, gets no held-out model: holdout_scales)."""
+        if not self.forecast.holdout or not self.scales:
+            return
+        names = [c.name for c in self.synthetic]
+        for source in self.forecast.sources:
+            if source != "real" and source not in names:
+                why = " (best / worst are picked after generation: name the configuration)" if source in ("best", "worst") else ""
+                raise ValueError(f"forecast.sources: {source!r} is not 'real' or a [[synthetic]] configuration{why}")
 
 
 

@@ -18,6 +18,7 @@ from synscale.workdir import relative
 # the columns each reader of a results table depends on (a table without one was edited, or is not synscale's)
 REQUIRED = {
     "scaling": ("source", "config", "scale", "eval_set", "loss", "top1"),
+    "holdout": ("source", "config", "scale", "eval_set", "loss", "top1"),
     "scaling_per_class": ("config", "eval_set", "scale", "class_index", "class_name", "loss"),
     "scaling_examples": ("source", "config", "eval_set", "scale", "example_loss"),
     "generation": ("config", "model", "strategy", "guidance_scale"),
@@ -81,27 +82,45 @@ class TrainedModel:
     run: int = 0  # repeat index (train.seed + run)
     task: str = "classification"  # or "clip" (a contrastive model, evaluated zero-shot)
     synthetic_images: int | None = None  # None: scale - real_images (CLIP's mixed pairs: every caption has both)
+    holdout: bool = False  # a held-out anchor ([forecast]): its rows go to holdout.parquet, which no fit reads
 
 def collect_results(evals: list[tuple[TrainedModel, str, StageResult]], results_dir: Path) -> None:
-    """Write scaling.parquet, scaling_per_class.parquet and scaling_examples.parquet from eval stages."""
+    """Write scaling.parquet, scaling_per_class.parquet and scaling_examples.parquet from eval stages, and
+    holdout.parquet (the scaling rows of the held-out anchors, which only score forecasts) where there are any."""
     import pandas as pd
 
-    rows, per_class, examples = [], [], []
+    rows, per_class, examples, held = [], [], [], []
     for tm, eval_name, ev in evals:
         ident = {"source": tm.source, "config": tm.config, "scale": tm.scale, "eval_set": eval_name, "run": tm.run}
         summary = read_json(ev.path / "summary.json")
         syn = tm.scale - tm.real_images if tm.synthetic_images is None else tm.synthetic_images
-        rows.append({**ident, "task": tm.task, "real_images": tm.real_images, "synthetic_images": syn,
-                     "loss": summary["loss"], "top1": summary["top1"], "n_eval": summary["n"],
-                     "train_stage": tm.stage.id, "eval_stage": ev.id})
+        (held if tm.holdout else rows).append({
+            **ident, "task": tm.task, "real_images": tm.real_images, "synthetic_images": syn,
+            "samples_seen": samples_seen(tm.stage, tm.scale), "loss": summary["loss"], "top1": summary["top1"],
+            "n_eval": summary["n"], "train_stage": tm.stage.id, "eval_stage": ev.id})
+        if tm.holdout:
+            continue
         pc = pd.read_parquet(ev.path / "per_class.parquet")
         per_class.append(pc.assign(**ident, task=tm.task)[[*ident, "task", "class_index", "class_name", "loss", "top1", "n"]])
         ex = pd.read_parquet(ev.path / "examples.parquet")
         examples.append({**ident, "example_loss": ex["loss"].to_numpy(), "label": ex["label"].to_numpy()})
     results_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(results_dir / "scaling.parquet", index=False)
+    if held:
+        pd.DataFrame(held).to_parquet(results_dir / "holdout.parquet", index=False)
     pd.concat(per_class, ignore_index=True).to_parquet(results_dir / "scaling_per_class.parquet", index=False)
     pd.DataFrame(examples).to_parquet(results_dir / "scaling_examples.parquet", index=False)
+
+
+def samples_seen(train_stage: StageResult, scale: int) -> float:
+    """The samples a trained model saw: its run's steps (train.json) times its batch (synscale.train.schedule);
+    NaN where the stage does not say."""
+    from synscale.train.schedule import samples_of
+
+    run, stage = read_json(train_stage.path / "train.json", default={}), read_json(train_stage.path / "stage.json",
+                                                                                   default={})
+    batch = stage.get("params", {}).get("train", {}).get("batch_size")
+    return float(samples_of(int(run["steps"]), int(batch), scale)) if "steps" in run and batch else float("nan")
 
 
 def collect_generation(generated: list[tuple[Any, StageResult]], results_dir: Path) -> None:

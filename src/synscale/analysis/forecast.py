@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,27 +35,50 @@ from synscale.analysis.fit import fit_power_law, fit_saturating
 MIN_FIT = 3  # scales a backtest's power law is fitted on, at least
 MIN_SATURATING = 4  # the saturating form's three parameters need four
 MIN_BAND = 5  # backtest errors a horizon band needs for its own quantile
-FORECASTERS = ("power_law", "saturating")
+# the forecasters and the fewest scales each is fitted on: Equation 2's power law in D, the saturating form, and
+# the power law in the samples the recipe puts through the model (steps x batch: results' samples_seen), which
+# knows the schedule (the paper's grows its steps with log D, so past its scales a run is short of steps, not data)
+FORECASTERS = {"power_law": MIN_FIT, "saturating": MIN_SATURATING, "samples_seen": MIN_FIT}
+LABELS = {"power_law": "power law in D", "saturating": "saturating form", "samples_seen": "power law in samples seen"}
 
 
-def curves(scaling: Any) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray, float]]:
-    """(key, scales, mean losses, run-to-run noise) of every curve of a scaling table with two or more scales;
-    the noise is the median over scales of the loss's standard deviation across runs (0 with one run)."""
+class Curve(NamedTuple):
+    key: dict[str, Any]  # task, source, eval_set
+    scales: np.ndarray
+    losses: np.ndarray  # the mean over runs at each scale
+    noise: float  # run-to-run noise: the median over scales of the loss's log standard deviation across runs
+    samples: np.ndarray  # samples seen at each scale (NaN where the table does not say)
+
+    def axis(self, forecaster: str) -> np.ndarray | None:
+        """What `forecaster` fits the losses against (None: this curve cannot have it)."""
+        if forecaster != "samples_seen":
+            return self.scales
+        ok = np.all(np.isfinite(self.samples)) and np.all(np.diff(self.samples) > 0)
+        return self.samples if ok else None
+
+
+def curves(scaling: Any) -> Iterator[Curve]:
+    """Every curve of a scaling table with two or more scales (synscale.analysis.forecast.Curve)."""
+    if "samples_seen" not in scaling:
+        scaling = scaling.assign(samples_seen=np.nan)
     for (task, source, eval_set), g in scaling.groupby(["task", "source", "eval_set"], sort=False):
-        per = g.groupby("scale")["loss"].agg(["mean", "std", "size"])
+        per = g.groupby("scale").agg(mean=("loss", "mean"), std=("loss", "std"), size=("loss", "size"),
+                                     samples=("samples_seen", "mean"))
         if len(per) < 2:
             continue
         sd = per["std"].dropna()
         noise = float(np.median(np.log1p(sd / per["mean"].loc[sd.index]))) if len(sd) and per["size"].max() > 1 else 0.0
         key = {"task": task, "source": source, "eval_set": eval_set}
-        yield key, per.index.to_numpy(float), np.maximum(per["mean"].to_numpy(float), 1e-8), noise
+        yield Curve(key, per.index.to_numpy(float), np.maximum(per["mean"].to_numpy(float), 1e-8), noise,
+                    per["samples"].to_numpy(float))
 
 
-def forecast_loss(forecaster: str, scales: np.ndarray, losses: np.ndarray, at: np.ndarray, d_ref: float) -> np.ndarray:
-    """The loss `forecaster` fitted on (scales, losses) gives at the scales `at`."""
-    if forecaster == "power_law":
-        return fit_power_law(scales, losses, d_ref).predict_loss(at)
-    return fit_saturating(scales, losses, d_ref).predict_loss(at)
+def forecast_loss(forecaster: str, x: np.ndarray, losses: np.ndarray, at: np.ndarray, d_ref: float) -> np.ndarray:
+    """The loss `forecaster` fitted on (x, losses) gives at `at` (x and at: scales, or samples seen for the
+    samples_seen forecaster)."""
+    if forecaster == "saturating":
+        return fit_saturating(x, losses, d_ref).predict_loss(at)
+    return fit_power_law(x, losses, d_ref if forecaster == "power_law" else float(x[-1])).predict_loss(at)
 
 
 def backtests(scaling: Any, d_ref: float | dict[str, float]) -> Any:
@@ -63,17 +86,19 @@ def backtests(scaling: Any, d_ref: float | dict[str, float]) -> Any:
     import pandas as pd
 
     rows = []
-    for key, scales, losses, _ in curves(scaling):
+    for cv in curves(scaling):
+        key, scales, losses = cv.key, cv.scales, cv.losses
         ref = d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref
-        for forecaster, least in (("power_law", MIN_FIT), ("saturating", MIN_SATURATING)):
-            for c in range(least, len(scales)):
+        for forecaster, least in FORECASTERS.items():
+            x = cv.axis(forecaster)
+            for c in range(least, len(scales) if x is not None else 0):
                 try:
-                    pred = forecast_loss(forecaster, scales[:c], losses[:c], scales[c:], ref or float(scales[-1]))
+                    pred = forecast_loss(forecaster, x[:c], losses[:c], x[c:], ref or float(scales[-1]))
                 except (ValueError, np.linalg.LinAlgError):  # a prefix no law fits (flat, or degenerate): no forecast
                     continue
-                for s, p, a in zip(scales[c:], pred, losses[c:], strict=True):
+                for s, h, p, a in zip(scales[c:], x[c:] / x[c - 1], pred, losses[c:], strict=True):
                     rows.append({**key, "forecaster": forecaster, "fitted_points": c, "fitted_max": int(scales[c - 1]),
-                                 "scale": int(s), "horizon": float(s / scales[c - 1]), "forecast": float(p),
+                                 "scale": int(s), "horizon": float(h), "forecast": float(p),
                                  "actual": float(a), "log_error": float(math.log(a) - math.log(p))})
     cols = ["task", "source", "eval_set", "forecaster", "fitted_points", "fitted_max", "scale", "horizon", "forecast",
             "actual", "log_error"]
@@ -100,12 +125,17 @@ class Calibration:
         self.slope = float(x @ y / (x @ x)) if len(x) else math.nan  # width per doubling, through the origin
         self.max_horizon = float(2 * e["horizon"].max()) if len(e) else 0.0
 
-    def half_width(self, horizon: float) -> float:
-        """The interval's half-width at `horizon`; NaN beyond what the backtests support."""
-        if horizon > self.max_horizon or not math.isfinite(self.slope):
+    def half_width(self, horizon: float, beyond: bool = False) -> float:
+        """The interval's half-width at `horizon`; NaN beyond what the backtests support (twice the longest
+        backtest), unless `beyond`: then the width keeps growing with log2 h at the backtests' rate, a width
+        the backtests did not check (a held-out anchor does)."""
+        if not math.isfinite(self.slope) or (horizon > self.max_horizon and not beyond):
             return math.nan
         b = int(band(horizon))
         return self.width.get(b, self.slope * max(math.log2(horizon), 1.0))
+
+    def supports(self, horizon: float) -> bool:
+        return horizon <= self.max_horizon and math.isfinite(self.slope)
 
 
 def calibration(bt: Any, confidence: float) -> Any:
@@ -153,32 +183,44 @@ def _real_scale(loss: float, scales: np.ndarray, losses: np.ndarray, fit: Any) -
     order = np.argsort(y)  # interpolation needs increasing y: a real curve falls with scale
     if y.min() <= math.log(loss) <= y.max() and np.all(np.diff(y) < 0):
         return float(np.exp(np.interp(math.log(loss), y[order], x[order]))), "interpolated"
-    # the power law: log L = -perf - k (log D - log D_I)
-    return float(fit.d_ref * math.exp((-math.log(loss) - fit.perf_at_DI) / fit.k)) if fit.k > 0 else math.nan, "forecast"
+    return law_scale(fit, loss), "forecast"
 
 
-def exchange_rates(scaling: Any, d_ref: float | dict[str, float], cal: Calibration | None = None) -> Any:
-    """exchange.parquet: for every non-real curve and scale, the real scale of the same loss and the rate r."""
+def law_scale(fit: Any, loss: float) -> float:
+    """The scale at which a power law (log L = -perf - k (log D - log D_I)) reaches `loss`; NaN where it does
+    not fall."""
+    return float(fit.d_ref * math.exp((-math.log(loss) - fit.perf_at_DI) / fit.k)) if fit.k > 0 else math.nan
+
+
+def exchange_rates(scaling: Any, d_ref: float | dict[str, float], cal: Calibration | None = None,
+                   boot: Any = None) -> Any:
+    """exchange.parquet: for every non-real curve and scale, the real scale of the same loss and the rate r, with
+    its interval: from the calibrated forecast where the real curve's power law is read, from `boot` (a Bootstrap of
+    the per-example losses) where the real curve is interpolated."""
     import pandas as pd
 
-    real = {(k["task"], k["eval_set"]): (s, lo) for k, s, lo, _ in curves(scaling) if k["source"] == "real"}
+    real = {(c.key["task"], c.key["eval_set"]): c for c in curves(scaling) if c.key["source"] == "real"}
     mixed = scaling.groupby(["task", "source", "scale"])["real_images"].max() if "real_images" in scaling else None
     rows = []
-    for key, scales, losses, _ in curves(scaling):
-        ref_curve = real.get((key["task"], key["eval_set"]))
-        if key["source"] == "real" or ref_curve is None or len(ref_curve[0]) < 2:
+    for cv in curves(scaling):
+        key, rc = cv.key, real.get((cv.key["task"], cv.key["eval_set"]))
+        if key["source"] == "real" or rc is None or len(rc.scales) < 2:
             continue
-        rs, rl = ref_curve
-        fit = fit_power_law(rs, rl, (d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref) or float(rs[-1]))
-        for s, loss in zip(scales, losses, strict=True):
-            d_real, how = _real_scale(float(loss), rs, rl, fit)
+        fit = fit_power_law(rc.scales, rc.losses, (d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref) or
+                            float(rc.scales[-1]))
+        reps = boot.joint(rc, cv) if boot is not None else None
+        for j, (s, loss) in enumerate(zip(cv.scales, cv.losses, strict=True)):
+            d_real, how = _real_scale(float(loss), rc.scales, rc.losses, fit)
             lo = hi = math.nan
             if how == "forecast" and cal is not None and math.isfinite(d_real):
-                w = cal.half_width(max(d_real / rs[-1], rs[0] / d_real))
+                w = cal.half_width(max(d_real / rc.scales[-1], rc.scales[0] / d_real))
                 if math.isfinite(w) and fit.k > 0:  # the loss's interval, read as a scale's through the law
                     lo, hi = d_real * math.exp(-w / fit.k), d_real * math.exp(w / fit.k)
                 else:
                     how = "beyond the backtests"
+            elif how == "interpolated" and reps is not None:
+                lo, hi = boot.interval([_real_scale(float(r[len(rc.scales) + j]), rc.scales, r[:len(rc.scales)], fit)[0]
+                                        for r in reps])
             n_real = float(mixed.get((key["task"], key["source"], s), 0.0)) if mixed is not None else 0.0
 
             def rate(d: float, n_real: float = n_real, s: float = float(s)) -> float:
@@ -190,9 +232,92 @@ def exchange_rates(scaling: Any, d_ref: float | dict[str, float], cal: Calibrati
     return pd.DataFrame(rows, columns=cols)
 
 
-def forecast_tables(results_dir: Any, scaling: Any, d_ref: float | dict[str, float], confidence: float) -> dict[str, Any]:
-    """forecasts.parquet, forecast_calibration.parquet and exchange.parquet written into `results_dir`; returns
-    the summary analysis.json keeps (coverage per forecaster, and per curve the forecaster that backtests better)."""
+def rate_forecast(scaling: Any, task: str, source: str, eval_set: str, at: float) -> float | None:
+    """The exchange rate of `source` at scale `at` as the power laws of both curves forecast it: the real scale at
+    which the real curve's law reaches the loss `source`'s law forecasts at `at`, over `at` (None without both
+    curves)."""
+    scaling = scaling.assign(task=scaling["task"] if "task" in scaling else "classification")
+    found = {c.key["source"]: c for c in curves(scaling[scaling.eval_set == eval_set]) if c.key["task"] == task
+             and c.key["source"] in ("real", source)}
+    if len(found) < 2 or any(len(c.scales) < MIN_FIT for c in found.values()):
+        return None
+    real, mine = (fit_power_law(c.scales, c.losses, float(c.scales[-1])) for c in (found["real"], found[source]))
+    loss = float(mine.predict_loss(np.array([at], float))[0])
+    return law_scale(real, loss) / at
+
+
+class Bootstrap:
+    """Joint bootstrap replicates of two curves' mean losses on one evaluation set: the same examples redrawn for
+    both (they were evaluated on the same set), from the per-example losses (analysis.run.CurveExamples)."""
+
+    def __init__(self, examples: Any, n_boot: int, seed: int, confidence: float) -> None:
+        self.examples, self.n_boot, self.seed, self.confidence = examples, n_boot, seed, confidence
+
+    def joint(self, a: Curve, b: Curve) -> np.ndarray | None:
+        """(n_boot, len(a.scales) + len(b.scales)) replicates of both curves' means; None without examples."""
+        from synscale.analysis.fit import bootstrap_replicates
+
+        ex = [self.examples.get((c.key["source"], c.key["source"], c.key["eval_set"]), c.scales.astype(int).tolist())
+              for c in (a, b)]
+        if not self.n_boot or any(e is None for e in ex):
+            return None
+        arrays = [np.maximum(x, 0.0) for e in ex for x in e[0]]
+        if len({x.shape[-1] for x in arrays}) != 1:
+            return None  # not the same examples: no joint redraw
+        return np.maximum(bootstrap_replicates(arrays, self.n_boot, self.seed), 1e-8)
+
+    def interval(self, values: list[float]) -> tuple[float, float]:
+        v = np.asarray(values, float)
+        v = v[np.isfinite(v)]
+        if len(v) < 0.9 * self.n_boot:  # too many replicates without a value: no interval
+            return math.nan, math.nan
+        a = (1 - self.confidence) / 2
+        lo, hi = np.quantile(v, [a, 1 - a])
+        return float(lo), float(hi)
+
+
+def class_exchange_rates(per_class: Any, d_ref: float | dict[str, float], mixes: set[str],
+                         cal: Calibration | None = None) -> Any:
+    """exchange_per_class.parquet: the exchange rate of every class of every synthetic curve (not the `mixes`) at
+    each scale, against the real curve of that class (scaling_per_class.parquet: mean over runs); point values. A
+    real scale read off the class's power law further out than the curves' backtests reach (`cal`) is marked
+    `beyond the backtests`."""
+    import pandas as pd
+
+    cols = ["task", "source", "eval_set", "class_index", "class_name", "scale", "loss", "real_scale", "rate", "how"]
+    if per_class is None or not len(per_class):
+        return pd.DataFrame(columns=cols)
+    pc = per_class.assign(task=per_class["task"] if "task" in per_class else "classification")
+    pc = pc[pc.source == pc.config] if "config" in pc else pc
+    rows = []
+    for (task, eval_set, ci), g in pc.groupby(["task", "eval_set", "class_index"], sort=False):
+        curves_ = {src: c.groupby("scale")["loss"].mean() for src, c in g.groupby("source", sort=False)}
+        real = curves_.get("real")
+        if real is None or len(real) < 2:
+            continue
+        rs, rl = real.index.to_numpy(float), np.maximum(real.to_numpy(float), 1e-8)
+        fit = fit_power_law(rs, rl, (d_ref[task] if isinstance(d_ref, dict) else d_ref) or float(rs[-1]))
+        name = str(g["class_name"].iloc[0])
+        for source, c in curves_.items():
+            if source == "real" or source in mixes:
+                continue
+            for s, loss in c.items():
+                d, how = _real_scale(max(float(loss), 1e-8), rs, rl, fit)
+                if how == "forecast" and not (math.isfinite(d) and cal is not None and d > 0 and
+                                              cal.supports(max(d / rs[-1], rs[0] / d))):
+                    how = "beyond the backtests"
+                rows.append({"task": task, "source": source, "eval_set": eval_set, "class_index": int(ci),
+                             "class_name": name, "scale": int(s), "loss": float(loss), "real_scale": d,
+                             "rate": d / float(s) if math.isfinite(d) else math.nan, "how": how})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def forecast_tables(results_dir: Any, scaling: Any, d_ref: float | dict[str, float], confidence: float,
+                    holdout: Any = None, samples_ref: dict[str, float] | None = None, boot: Bootstrap | None = None,
+                    per_class: Any = None) -> dict[str, Any]:
+    """forecasts.parquet, forecast_calibration.parquet, exchange.parquet and (with `holdout`, the held-out
+    anchors' rows) forecast_checks.parquet written into `results_dir`; returns the summary analysis.json keeps
+    (coverage per forecaster, per curve the forecaster that backtests better, each curve at D_I, the checks)."""
     if "task" not in scaling:
         scaling = scaling.assign(task="classification")
     if "real_images" not in scaling:
@@ -203,35 +328,148 @@ def forecast_tables(results_dir: Any, scaling: Any, d_ref: float | dict[str, flo
     cal.to_parquet(results_dir / "forecast_calibration.parquet", index=False)
     pl = bt[bt.forecaster == "power_law"]
     law = Calibration(pl, confidence) if len(pl) else None
-    exchange_rates(scaling, d_ref, law).to_parquet(results_dir / "exchange.parquet", index=False)
+    exchange_rates(scaling, d_ref, law, boot).to_parquet(results_dir / "exchange.parquet", index=False)
+    mixes = set(scaling.loc[(scaling.source != "real") & (scaling.real_images > 0), "source"])
+    class_exchange_rates(per_class, d_ref, mixes, law).to_parquet(results_dir / "exchange_per_class.parquet", index=False)
+    checks = holdout_checks(scaling, holdout, d_ref, bt, confidence)
+    if len(checks):
+        checks.to_parquet(results_dir / "forecast_checks.parquet", index=False)
+    by_samples = bt[bt.forecaster == "samples_seen"]
     summary: dict[str, Any] = {"confidence": confidence, "coverage": {}, "better": {},
-                               "at_reference": at_reference(scaling, d_ref, law)}
+                               "at_reference": at_reference(scaling, d_ref, law),
+                               "at_reference_samples": at_reference(
+                                   scaling, d_ref, Calibration(by_samples, confidence) if len(by_samples) else None,
+                                   samples_ref or {}),
+                               "checks": checks.to_dict("records")}
     for forecaster, g in bt.groupby("forecaster", sort=False):
         cov, judged = _overall(cal[cal.forecaster == forecaster])
         summary["coverage"][forecaster] = {"coverage": cov, "judged": judged, "backtests": int(len(g))}
-    both = bt[bt.fitted_points >= MIN_SATURATING]  # the backtests both forecasters made
+    both = bt[bt.fitted_points >= MIN_SATURATING]  # the backtests every forecaster could make
     for (task, source, eval_set), g in both.groupby(["task", "source", "eval_set"], sort=False):
         err = g.groupby("forecaster")["log_error"].apply(lambda e: float(np.median(np.abs(e))))
-        if len(err) == 2:
+        if len(err) >= 2:
             summary["better"][f"{task}/{source}/{eval_set}"] = str(err.idxmin())
     return summary
 
 
-def at_reference(scaling: Any, d_ref: float | dict[str, float], cal: Calibration | None) -> dict[str, Any]:
-    """Per curve, the power law's loss at D_I with its calibrated interval and horizon (D_I over the largest trained
-    scale), or `supported` False where that horizon is past what the backtests support."""
-    out = {}
-    for key, scales, losses, noise in curves(scaling):
-        ref = d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref
-        if not ref:
-            continue
-        loss = float(fit_power_law(scales, losses, ref).predict_loss(np.array([ref]))[0])
-        horizon = float(ref / scales[-1])
-        w = cal.half_width(horizon) if cal is not None and horizon > 1 else math.nan
-        if math.isfinite(w):
-            w = math.sqrt(w**2 + noise**2)
-        out[f"{key['task']}/{key['source']}/{key['eval_set']}"] = {
-            "d_ref": float(ref), "horizon": horizon, "loss": loss, "lo": loss * math.exp(-w) if math.isfinite(w) else None,
-            "hi": loss * math.exp(w) if math.isfinite(w) else None, "supported": bool(math.isfinite(w)) or horizon <= 1,
+def _interval(loss: float, horizon: float, noise: float, cal: Calibration | None) -> dict[str, Any]:
+    """A forecast `loss` at `horizon` with its interval: calibrated where the backtests reach, else the width
+    extrapolated (`supported` False), run-to-run `noise` added in quadrature."""
+    w = cal.half_width(horizon, beyond=True) if cal is not None and horizon > 1 else math.nan
+    if math.isfinite(w):
+        w = math.sqrt(w**2 + noise**2)
+    ok = math.isfinite(w)
+    return {"horizon": horizon, "forecast": loss, "lo": loss * math.exp(-w) if ok else None,
+            "hi": loss * math.exp(w) if ok else None,
+            "supported": horizon <= 1 or (cal is not None and cal.supports(horizon)),
             "max_horizon": cal.max_horizon if cal is not None else 0.0}
+
+
+def at_reference(scaling: Any, d_ref: float | dict[str, float], cal: Calibration | None,
+                 samples_ref: dict[str, float] | None = None) -> dict[str, Any]:
+    """Per curve, the power law's loss at D_I with its interval and horizon (D_I over the largest trained scale);
+    `supported` False where that horizon is past what the backtests support (the interval's width is then
+    extrapolated, unchecked by them). With `samples_ref` (the samples a run at D_I sees, per task), the power law in
+    samples seen instead, its horizon in samples."""
+    out = {}
+    for cv in curves(scaling):
+        key = cv.key
+        ref = d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref
+        if samples_ref is not None:
+            x, at = cv.axis("samples_seen"), samples_ref.get(key["task"])
+            if x is None or not at or not ref:
+                continue
+            loss = float(forecast_loss("samples_seen", x, cv.losses, np.array([at], float), ref)[0])
+            item = _interval(loss, float(at / x[-1]), cv.noise, cal)
+        elif ref:
+            x = cv.scales
+            loss = float(fit_power_law(x, cv.losses, ref).predict_loss(np.array([ref]))[0])
+            item = _interval(loss, float(ref / x[-1]), cv.noise, cal)
+        else:
+            continue
+        out[f"{key['task']}/{key['source']}/{key['eval_set']}"] = {"d_ref": float(ref), "loss": loss, **item,
+                                                                   "scale_ratio": float(ref / cv.scales[-1])}
     return out
+
+
+def holdout_checks(scaling: Any, holdout: Any, d_ref: float | dict[str, float], bt: Any, confidence: float) -> Any:
+    """forecast_checks.parquet: every held-out anchor (task, source, eval_set, scale: the mean loss over runs of
+    the models trained there only to check) against each forecaster fitted on the whole curve, with its interval
+    at that horizon (calibrated on the backtests, or extrapolated past them: `supported` False)."""
+    import pandas as pd
+
+    cols = ["task", "source", "eval_set", "forecaster", "scale", "scale_ratio", "horizon", "forecast", "lo", "hi",
+            "measured", "log_error", "inside", "supported", "max_horizon"]
+    if holdout is None or not len(holdout):
+        return pd.DataFrame(columns=cols)
+    holdout = holdout.assign(task=holdout["task"] if "task" in holdout else "classification")
+    if "samples_seen" not in holdout:
+        holdout = holdout.assign(samples_seen=np.nan)
+    measured = holdout.groupby(["task", "source", "eval_set", "scale"]).agg(loss=("loss", "mean"),
+                                                                           samples=("samples_seen", "mean"))
+    cals = {f: Calibration(g, confidence) for f, g in bt.groupby("forecaster")}
+    rows = []
+    for cv in curves(scaling):
+        key = cv.key
+        mine = measured[[k[:3] == (key["task"], key["source"], key["eval_set"]) for k in measured.index]]
+        ref = (d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref) or float(cv.scales[-1])
+        for forecaster, least in FORECASTERS.items():
+            x = cv.axis(forecaster)
+            at = mine["samples"].to_numpy(float) if forecaster == "samples_seen" else np.array(
+                [k[3] for k in mine.index], float)
+            if not len(mine) or x is None or len(x) < least or not np.all(np.isfinite(at)):
+                continue
+            try:
+                pred = forecast_loss(forecaster, x, cv.losses, at, ref)
+            except (ValueError, np.linalg.LinAlgError):
+                continue
+            for (_, _, _, scale), a, actual, p in zip(mine.index, at, mine["loss"].to_numpy(float), pred, strict=True):
+                item = _interval(float(p), float(a / x[-1]), cv.noise, cals.get(forecaster))
+                inside = item["lo"] is not None and item["lo"] <= actual <= item["hi"]
+                rows.append({**key, "forecaster": forecaster, "scale": int(scale), "scale_ratio": float(scale / cv.scales[-1]),
+                             **item, "measured": float(actual),
+                             "log_error": float(math.log(max(actual, 1e-8)) - math.log(p)), "inside": bool(inside)})
+    return pd.DataFrame([{c: r[c] for c in cols} for r in rows], columns=cols)
+
+
+GOAL_ERROR = 0.10  # the |log error| a forecast at x10 should stay within (issue 29's goal, printed by the demo)
+GOAL_COVERAGE = (0.80, 0.97)  # the backtest coverage the 90% intervals should have
+
+
+def check_lines(fc: dict[str, Any], eval_set: str = "val") -> list[str]:
+    """The forecasts' checks as terminal lines: backtest coverage per forecaster, and each held-out anchor on
+    `eval_set` against both forecasters (analysis.json `forecasts`)."""
+    conf = fc.get("confidence", 0.9)
+    cov = [f"{LABELS[f]} {c['coverage']:.0%} of {c['judged']}" for f, c in fc.get("coverage", {}).items()
+           if c.get("judged")]
+    lines = [f"backtest coverage of the {conf:.0%} intervals (leave one curve out): {', '.join(cov) or 'none judged'} "
+             f"(goal {GOAL_COVERAGE[0]:.0%}-{GOAL_COVERAGE[1]:.0%})"] if cov else []
+    checks = [c for c in fc.get("checks", []) if c["eval_set"] == eval_set]
+    extrapolated = 0.0  # the largest horizon the backtests reach, where an interval is past it
+    for (task, source, scale), group in _grouped(checks):
+        parts = []
+        for c in group:
+            star = "" if c["supported"] else "*"
+            if not c["supported"]:
+                extrapolated = max(extrapolated, c["max_horizon"])
+            has = c["lo"] is not None and math.isfinite(c["lo"])
+            iv = f" [{c['lo']:.3f}, {c['hi']:.3f}]{star}" if has else ""
+            verdict = ("inside" if c["inside"] else "OUTSIDE") if has else "no interval: too few backtests"
+            parts.append(f"{LABELS[c['forecaster']]} {c['forecast']:.3f}{iv} (log error {c['log_error']:+.2f}, {verdict})")
+        head = group[0]
+        lines.append(f"{source if task == 'classification' else task + '/' + source} at {scale:,} "
+                     f"(x{head['scale_ratio']:,.0f} its largest scale): measured {head['measured']:.3f}; forecasts: "
+                     + "; ".join(parts))
+    if extrapolated:
+        lines.append("  * past the horizons the backtests reach (a forecaster's own: x{:,.1f} at most): the interval's "
+                     "width is extrapolated, which the held-out model checks".format(extrapolated))
+    if checks:
+        lines.append(f"  goal at x10: |log error| <= {GOAL_ERROR:.2f} and the measured loss inside the interval")
+    return lines
+
+
+def _grouped(checks: list[dict[str, Any]]) -> list[tuple[tuple[str, str, int], list[dict[str, Any]]]]:
+    out: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for c in checks:
+        out.setdefault((c["task"], c["source"], int(c["scale"])), []).append(c)
+    return list(out.items())

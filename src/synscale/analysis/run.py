@@ -350,11 +350,16 @@ def analyse(results_dir: str | Path, d_ref: float | dict[str, float], fc: FitCon
     for (config, eval_set), g in per_class.groupby(["config", "eval_set"], sort=False):
         if eval_set == "val":
             cats[config] = {c: g[g.category == c].sort_values("k", ascending=False)["class_name"].tolist() for c in CATEGORIES}
-    from synscale.analysis.forecast import forecast_tables
+    from synscale.analysis.forecast import Bootstrap, forecast_tables
+    from synscale.atomic import read_json
 
     info = {"d_ref": _ref(d_ref, "classification"), "d_ref_clip": _ref(d_ref, "clip"), "fit": {k: getattr(fc, k) for k in fc.__dataclass_fields__},
             "bootstrap": fc.bootstrap if n_boot is None else n_boot, "predictor": summary, "categories": cats,
-            "forecasts": forecast_tables(results_dir, scaling, d_ref, fc.forecast_confidence)}
+            "forecasts": forecast_tables(results_dir, scaling, d_ref, fc.forecast_confidence,
+                                         read_table(results_dir / "holdout.parquet"),
+                                         read_json(results_dir / "meta.json", default={}).get("samples_d_ref", {}),
+                                         Bootstrap(examples, fc.bootstrap if n_boot is None else n_boot, fc.seed,
+                                                   fc.forecast_confidence), curves)}
     (results_dir / "analysis.json").write_text(json.dumps(info, indent=1, default=float))
     from synscale.analysis.findings import findings
 
@@ -381,7 +386,8 @@ def refit(workdir: Path, n_boot: int | None = None) -> None:
     fc.check()
     from synscale.results import read_table
 
-    for name in ("scaling", "scaling_per_class", "scaling_examples", "metrics", "metrics_per_class", "generation"):
+    for name in ("scaling", "scaling_per_class", "scaling_examples", "metrics", "metrics_per_class", "generation",
+                 "holdout"):
         read_table(results / f"{name}.parquet", empty_ok=name != "scaling")  # a bad table named where it is
     with building_dir(results) as tmp:  # the analysis tables replace the old ones whole, or not at all
         for p in results.iterdir():

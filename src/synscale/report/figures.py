@@ -133,6 +133,7 @@ class Tables:
     clip_scaling: Any = None
     clip_fits: Any = None
     exchange: Any = None  # exchange.parquet: the real images each image of a curve is worth
+    checks: Any = None  # forecast_checks.parquet: the held-out anchors against the forecasts
 
 
 @dataclass(frozen=True)
@@ -612,13 +613,13 @@ def figure8(f: Figure, scaling: Any, fits: Any, out_dir: Path) -> Figure:
 @figure(
     "r", "What a synthetic image is worth in real images",
     "r at each trained scale D: the real scale at which the real curve reaches this curve's loss, over D (for a "
-    "mix, what its added images are worth). Filled: read off the real curve inside its trained range; open: "
-    "from the real power law outside it, with its interval calibrated on backtests where they support the "
-    "horizon (the table says which). r = 1: an image as good as a real one.",
+    "mix, what its added images are worth). Filled: read off the real curve inside its trained range, with a "
+    "bootstrap interval (both curves' test examples redrawn together); open: from the real power law outside it, "
+    "with its interval calibrated on backtests where they support the horizon (the table says which). r = 1: an "
+    "image as good as a real one.",
     section="forecasts", inputs=("exchange",))
 def figure_exchange(f: Figure, exchange: Any, out_dir: Path) -> Figure:
-    ex = exchange[(exchange.task == "classification") & (exchange.eval_set == "val")] if exchange is not None and len(
-        exchange) else None
+    ex = _classifier_val(exchange)
     ex = ex[np.isfinite(ex.rate.astype(float)) & (ex.rate > 0)] if ex is not None else None
     if ex is None or not len(ex):
         f.missing = "no synthetic curve shares a loss range the real curve covers or forecasts."
@@ -637,15 +638,79 @@ def figure_exchange(f: Figure, exchange: Any, out_dir: Path) -> Figure:
                         ecolor=col[source], elinewidth=0.8, capsize=2)
     ax.axhline(1.0, color=REAL_COLOR, lw=0.8, ls="--")
     _log_axes(ax, "real images per image, r", ex.scale)
-    lo, hi = ax.get_ylim()
-    if hi / lo > 10:  # over more than a decade the loss axes' dense ticks crowd: 1, 2, 5 per decade
-        from matplotlib import ticker
-
-        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    _decade_ticks(ax)
     ax.legend(fontsize=8)
     fig.tight_layout()
     f.paths = _save(fig, out_dir, "fig_exchange_rate")
     return f
+
+
+@figure(
+    "h", "Forecasts checked by held-out models",
+    "Each curve with a held-out anchor ([forecast] holdout), on the real validation set: the losses the fits saw "
+    "(filled), the power law in D (solid) and the saturating form (dashed) fitted on them and carried forward, and "
+    "the forecasts at the held-out scales with their intervals (open circles, squares, and diamonds for the power "
+    "law in samples seen; calibrated on backtests; dotted bars: the horizon is past the backtests and the width "
+    "extrapolated). Stars: the loss the held-out model measured.",
+    section="forecasts", inputs=("scaling", "checks"))
+def figure_checks(f: Figure, scaling: Any, checks: Any, out_dir: Path) -> Figure:
+    ch = _classifier_val(checks)
+    if ch is None or not len(ch):
+        f.missing = "no held-out anchor: set [forecast] holdout to train a curve past its fitted range."
+        return f
+    from synscale.analysis.forecast import LABELS, forecast_loss
+
+    plt = _pyplot()
+    col = colors(ch.source.tolist())
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for source, g in ch.groupby("source", sort=False):
+        cur = scaling[(scaling.source == source) & (scaling.eval_set == "val")].groupby("scale")["loss"].mean()
+        x, y = cur.index.to_numpy(float), cur.to_numpy(float)
+        ax.scatter(x, y, color=col[source], s=24, zorder=3, label=f"{source}: fitted")
+        grid = np.geomspace(x[0], g.scale.max(), 60)
+        for fc, style, marker, dx in (("power_law", "-", "o", 0.9), ("saturating", "--", "s", 1.0),
+                                      ("samples_seen", None, "D", 1.1)):
+            gf = g[g.forecaster == fc]
+            if not len(gf):
+                continue
+            if style:  # a law in D drawn across; the law in samples seen only where a run's samples are known
+                ax.plot(grid, forecast_loss(fc, x, y, grid, float(x[-1])), style, color=col[source], lw=1.1,
+                        label=f"{source}: {LABELS[fc]}")
+            for i, r in enumerate(gf.itertuples()):
+                ok = r.lo is not None and np.isfinite(float(r.lo))
+                yerr = [[r.forecast - r.lo], [r.hi - r.forecast]] if ok else None
+                bar = ax.errorbar([r.scale * dx], [r.forecast], yerr=yerr, fmt=marker, mfc="white", color=col[source],
+                                  elinewidth=1.0, capsize=3, ms=5,
+                                  label=f"{source}: {LABELS[fc]}" if not style and i == 0 else None)
+                if ok and not r.supported:
+                    bar[2][0].set_linestyle(":")
+        held = g.drop_duplicates("scale")
+        ax.scatter(held.scale, held.measured, marker="*", s=140, color=col[source], edgecolors="black", linewidths=0.6,
+                   zorder=4, label=f"{source}: held out")
+    shown = scaling[scaling.source.isin(ch.source.unique())].scale.unique()
+    _log_axes(ax, "cross-entropy loss L", np.concatenate([ch.scale.unique(), [shown.min(), shown.max()]]))
+    _decade_ticks(ax)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    f.paths = _save(fig, out_dir, "fig_forecast_checks")
+    return f
+
+
+def _classifier_val(table: Any) -> Any:
+    """The classifier rows on the real test set of a forecasts table (None where there are none)."""
+    if table is None or not len(table):
+        return None
+    return table[(table.task == "classification") & (table.eval_set == "val")]
+
+
+def _decade_ticks(ax: Any) -> None:
+    """Over more than a decade the loss axes' dense ticks crowd: 1, 2, 5 per decade."""
+    lo, hi = ax.get_ylim()
+    if hi / lo > 10:
+        from matplotlib import ticker
+
+        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def draw_all(tables: Tables, out_dir: Path) -> dict[str, Figure]:

@@ -73,16 +73,32 @@ def summary_items(fits: Any, per_class: Any, info: dict[str, Any], focus: str | 
 
 def _at_reference(info: dict[str, Any], curve: str, d_ref: int, loss: float) -> str:
     """The fit's loss at D_I said with its calibrated forecast interval and horizon, or that the horizon is past
-    what the backtests support (synscale.analysis.forecast)."""
-    at = info.get("forecasts", {}).get("at_reference", {}).get(curve)
+    what the backtests support; the power law in samples seen's forecast there, and the held-out model's loss
+    where one was trained at D_I (synscale.analysis.forecast)."""
+    fc = info.get("forecasts", {})
+    at = fc.get("at_reference", {}).get(curve)
     if at is None or at["horizon"] <= 1:
         return f"the fit puts the loss at D<sub>I</sub> = {d_ref:,} at {loss:.3f}"
-    conf = info.get("forecasts", {}).get("confidence", 0.9)
+    conf = fc.get("confidence", 0.9)
     if at["supported"]:
-        return (f"the fit forecasts the loss at D<sub>I</sub> = {d_ref:,}, {at['horizon']:,.0f}× its largest scale, at "
+        text = (f"the fit forecasts the loss at D<sub>I</sub> = {d_ref:,}, {at['horizon']:,.0f}× its largest scale, at "
                 f"{at['loss']:.3f} [{at['lo']:.3f}, {at['hi']:.3f}] ({conf:.0%} interval calibrated on backtests)")
-    return (f"the fit would put the loss at D<sub>I</sub> = {d_ref:,} at {at['loss']:.3f}, but that is {at['horizon']:,.0f}× "
-            f"its largest scale, past what the backtests support (×{at['max_horizon']:,.0f} at most): not a forecast")
+    else:
+        text = (f"the fit would put the loss at D<sub>I</sub> = {d_ref:,} at {at['loss']:.3f}, but that is "
+                f"{at['horizon']:,.0f}× its largest scale, past what the backtests support (×{at['max_horizon']:,.0f} at "
+                "most): not a forecast")
+    by_samples = fc.get("at_reference_samples", {}).get(curve)
+    if by_samples and by_samples.get("lo") is not None:
+        how = ("calibrated on backtests" if by_samples["supported"] else
+               "its width extrapolated past the backtests")
+        text += (f"; the power law in samples seen, ×{by_samples['horizon']:,.1f} past its largest run in samples, "
+                 f"forecasts {by_samples['loss']:.3f} [{by_samples['lo']:.3f}, {by_samples['hi']:.3f}] ({how})")
+    task, source, eval_set = curve.split("/", 2)
+    held = [c for c in fc.get("checks", []) if (c["task"], c["source"], c["eval_set"]) == (task, source, eval_set)
+            and int(c["scale"]) == d_ref]
+    if held:
+        text += f"; the model trained there, held out of the fits, measured <b>{held[0]['measured']:.3f}</b>"
+    return text
 
 
 def _shift_items(fits: Any, real: Any) -> list[str]:
@@ -459,7 +475,7 @@ def _read_tables(results: Path) -> tuple[F.Tables, Any, Any]:
                  curves=only(read("scaling_per_class.parquet"), "classification"), correlations=read("correlations.parquet"),
                  predictions=read("predictions.parquet"), metrics=read("metrics.parquet"), generation=gen,
                  focus=F.focus_config(fits, gen), clip_scaling=only(everything, "clip"), clip_fits=only(all_fits, "clip"),
-                 exchange=read("exchange.parquet"))
+                 exchange=read("exchange.parquet"), checks=read("forecast_checks.parquet"))
     return t, everything, all_gen
 
 

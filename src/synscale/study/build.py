@@ -36,6 +36,7 @@ class ModelSpec:
     task: str = "classification"
     synthetic_images: int | None = None
     pick: str | None = None  # source is best / worst: the select node that names the configuration
+    holdout: bool = False  # trained past the curve only to check forecasts ([forecast]; results/holdout.parquet)
 
 
 @dataclass
@@ -167,35 +168,50 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
     return b.sp
 
 
+def _curve(b: _Builder, cfg: StudyConfig, train: str, evals: list[Evaluation], source: str, set_key: str,
+           mix: Any = None) -> None:
+    """One classifier curve: a nested subset of `set_key` at each scale and run (a mix: real + synthetic), a model
+    on each, evaluated on every set and probe; and the source's held-out anchors (`[forecast]`)."""
+    from synscale.data.shifts import HARD
+
+    # a configuration trained at one scale only (the grid's) is evaluated on the real test set, as in the
+    # paper's tables A4-A6; curves on every set (the picked best / worst get theirs in _picked_curves)
+    one = source != "real" and len(cfg.source_scales(source)) == 1 and len(cfg.scales) > 1
+    sets = [e for e in evals if e.name == "val"] if one else evals
+    held = [(s, True) for s in cfg.holdout_scales(source)] if mix is None else []
+    for (scale, holdout), run in itertools.product([(s, False) for s in cfg.source_scales(source)] + held,
+                                                   range(cfg.repeats)):
+        tc = _run_train(cfg, run)
+        name = source if cfg.repeats == 1 else f"{source} run {run}"
+        seed = cfg.data.order_seed
+        if mix is None:
+            tr = b.train(tc, [(set_key, b.subset(set_key, scale, seed))], scale, name)
+            model = ModelSpec(source, scale, tr, scale if source == "real" else 0, run, holdout=holdout)
+            if holdout and source == "real" and scale == cfg.data.reference_size:
+                # the reference network itself, which picked the hard shift's images: not judged on them
+                b.evaluations(model, tc, [e for e in sets if e.name != HARD])
+                continue
+        else:
+            n_real, n_syn = mix.counts(scale)
+            parts = [(s, b.subset(s, n, seed)) for s, n in ((train, n_real), (set_key, n_syn)) if n]
+            tr = b.train(tc, parts, n_real + n_syn, f"{name} ({n_real} real + {n_syn} synthetic)")
+            model = ModelSpec(source, n_real + n_syn, tr, n_real, run)
+        b.evaluations(model, tc, sets)
+
+
 def _classifier_curves(b: _Builder, cfg: StudyConfig, train: str, evals: list[Evaluation]) -> None:
-    """Per source (real, each synthetic configuration, each mix): nested subsets at every scale and run, a
-    model on each, evaluated on every set and probe; then the metrics of every configuration."""
+    """Per source (real, each synthetic configuration, each mix) its curve (_curve); then the metrics of every
+    configuration."""
     generated: dict[str, str] = {}
 
     def curve(source: str, set_key: str, mix: Any = None) -> None:
-        # a configuration trained at one scale only (the grid's) is evaluated on the real test set, as in the
-        # paper's tables A4-A6; curves on every set (the picked best / worst get theirs in _picked_curves)
-        one = source != "real" and len(cfg.source_scales(source)) == 1 and len(cfg.scales) > 1
-        sets = [e for e in evals if e.name == "val"] if one else evals
-        for scale, run in itertools.product(cfg.source_scales(source), range(cfg.repeats)):
-            tc = _run_train(cfg, run)
-            name = source if cfg.repeats == 1 else f"{source} run {run}"
-            seed = cfg.data.order_seed
-            if mix is None:
-                tr = b.train(tc, [(set_key, b.subset(set_key, scale, seed))], scale, name)
-                model = ModelSpec(source, scale, tr, scale if source == "real" else 0, run)
-            else:
-                n_real, n_syn = mix.counts(scale)
-                parts = [(s, b.subset(s, n, seed)) for s, n in ((train, n_real), (set_key, n_syn)) if n]
-                tr = b.train(tc, parts, n_real + n_syn, f"{name} ({n_real} real + {n_syn} synthetic)")
-                model = ModelSpec(source, n_real + n_syn, tr, n_real, run)
-            b.evaluations(model, tc, sets)
+        _curve(b, cfg, train, evals, source, set_key, mix)
 
     curve("real", train)
     for syn in cfg.synthetic:
         generated[syn.name] = b.add(f"generate {syn.name}", "generate", generate_stages.synthetic_set,
                                     {"train": train, "captions": b.captions(train, syn)}, _gen_needs(syn), syn=syn,
-                                    data=cfg.data, max_scale=max(cfg.source_scales(syn.name)))
+                                    data=cfg.data, max_scale=max(cfg.source_scales(syn.name) + cfg.holdout_scales(syn.name)))
         b.sp.generated.append((syn, generated[syn.name]))
         curve(syn.name, generated[syn.name])
     pick = _picked_curves(b, cfg, train, generated, evals)

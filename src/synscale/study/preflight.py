@@ -99,9 +99,12 @@ def _check_data(cfg: Any) -> None:
 
 
 def _real_needs(cfg: Any) -> list[tuple[int, str, str]]:
-    """(real images, who needs them, the fix) of the real curve's largest scale and of every [[mix]]'s real part,
-    largest first: each is a nested class-balanced subset of the training split."""
+    """(real images, who needs them, the fix) of the real curve's largest scale, its held-out models' and every
+    [[mix]]'s real part, largest first: each is a nested class-balanced subset of the training split."""
     out = [(max(cfg.source_scales("real")), "scales: the real curve's largest scale", "lower data.scales (or scales)")]
+    if cfg.holdout_scales("real"):
+        out.append((max(cfg.holdout_scales("real")), "forecast.holdout: the real curve's largest held-out scale",
+                    "lower forecast.holdout, or set it to [] to train no held-out models"))
     for m in cfg.mix:
         for s in cfg.source_scales(m.name):
             real = m.counts(s)[0]

@@ -68,7 +68,7 @@ def _trained_models(sp: StudyPlan, done: dict[str, Any]) -> list[tuple[Any, str,
             continue
         seen.add((source, m.scale, m.run, name, m.task))
         evals.append((TrainedModel(source, source, m.scale, done[m.train], m.real_images, m.run, m.task,
-                                   m.synthetic_images), name, done[ev]))
+                                   m.synthetic_images, m.holdout), name, done[ev]))
     return evals
 
 
@@ -88,12 +88,27 @@ def _write_results(cfg: StudyConfig, sp: StudyPlan, done: dict[str, Any], evals:
 
             collect_metrics([(name, done[k]) for name, k in sp.metrics], results)
         train_set = done[sp.train_set] if sp.train_set else None
-        meta = {"study": cfg.name, "d_ref": cfg.data.reference_size or (_set_size(train_set) if train_set else 0),
-                "d_ref_clip": cfg.clip.reference_size or max(cfg.clip.scales, default=0),
+        d_ref = cfg.data.reference_size or (_set_size(train_set) if train_set else 0)
+        d_ref_clip = cfg.clip.reference_size or max(cfg.clip.scales, default=0)
+        meta = {"study": cfg.name, "d_ref": d_ref, "d_ref_clip": d_ref_clip,
+                "samples_d_ref": _samples_at(cfg, d_ref, d_ref_clip),
                 "real_train_path": relative(train_set.path, workdir) if train_set else None,
                 "skipped": _skipped(sp, done, workdir)}
         (results / "meta.json").write_text(json.dumps(meta, indent=1))
         return analyse(results, reference_sizes(meta), cfg.fit)["fits"]
+
+
+def _samples_at(cfg: StudyConfig, d_ref: int, d_ref_clip: int) -> dict[str, int]:
+    """The samples the study's recipes would put through a model at D_I, per task (the forecasts' power law in
+    samples seen reads the loss there off it)."""
+    from synscale.train.schedule import samples_seen
+
+    out = {}
+    if cfg.scales and d_ref:
+        out["classification"] = samples_seen(d_ref, cfg.train)
+    if cfg.clip.scales and d_ref_clip:
+        out["clip"] = samples_seen(d_ref_clip, cfg.clip.train_for(d_ref_clip))
+    return out
 
 
 def _skipped(sp: StudyPlan, done: dict[str, Any], workdir: Path) -> dict[str, Any]:

@@ -63,7 +63,13 @@ def _print_curves(task: str, t: Any, metrics: Any) -> None:
 
 
 def _print_analysis(info: dict[str, Any]) -> None:
-    """The per-class categories and the k predictor's skill (analysis.json)."""
+    """The forecasts' checks, the per-class categories and the k predictor's skill (analysis.json)."""
+    from synscale.analysis.forecast import check_lines
+
+    lines = check_lines(info.get("forecasts", {}))
+    if lines:
+        print("\nforecasts checked (W/results/forecast_checks.parquet; the report's forecasts section):")
+        print("\n".join("  " + line for line in lines))
     for config, cats in info.get("categories", {}).items():
         if config != "real":
             print(f"\nper-class categories of {config} (val): "

@@ -87,8 +87,13 @@ def run_length(scale: int, train: Any) -> tuple[int, int]:
 
 def samples_seen(scale: int, train: Any) -> int:
     """Samples through the model in a run of `train` at data scale `scale` (its steps times the batch, which is at
-    most the scale): the one formula of the plan's estimates and the dry run's table."""
-    return run_length(scale, train)[0] * min(train.batch_size, scale)
+    most the scale): the one formula of the plan's estimates, the dry run's table and the results tables."""
+    return samples_of(run_length(scale, train)[0], train.batch_size, scale)
+
+
+def samples_of(steps: int, batch_size: int, scale: int) -> int:
+    """Samples through the model in `steps` steps of batches of `batch_size` (at most `scale`) images."""
+    return steps * min(batch_size, scale)
 
 
 def floored(scale: int, train: Any) -> bool:
