@@ -251,3 +251,25 @@ def test_a_rate_forecast_past_both_curves_follows_their_laws():
     slow_now = exchange_rates(scaling, 60000.0).set_index(["source", "scale"]).rate[("slow", 3200)]
     assert rate_forecast(scaling, "classification", "slow", "val", 32000) < slow_now
     assert rate_forecast(scaling, "classification", "absent", "val", 32000) is None
+
+
+def test_clip_rates_read_against_the_real_pairs_curve():
+    """CLIP's real curve is its real pairs' (every model on real images only), whatever its name; mixed pairs (every
+    caption with its real and its synthetic image: R = S = D) are rated by what the synthetic images add: a mixed
+    curve at the real curve's loss of 2D is worth (2D - D) / D = 1."""
+    from synscale.analysis.forecast import real_sources
+
+    d = np.array(SCALES, float)
+    rows = []
+    for source, losses, real, syn in (("clip-real", 3.0 * d**-0.3, d, 0 * d), ("clip-synthetic", 3.0 * (d / 2) ** -0.3, 0 * d, d),
+                                      ("clip-mixed", 3.0 * (2 * d) ** -0.3, d, d)):
+        for s, loss, r, y in zip(SCALES, losses, real, syn, strict=True):
+            rows.append({"task": "clip", "source": source, "config": source, "eval_set": "val", "scale": s, "run": 0,
+                         "loss": float(loss), "top1": 0.5, "real_images": int(r), "synthetic_images": int(y)})
+    scaling = pd.DataFrame(rows)
+    assert real_sources(scaling) == {"clip": "clip-real"}
+    ex = exchange_rates(scaling, {"clip": 3200.0}).set_index(["source", "scale"])
+    for s in SCALES[1:-1]:  # read off the real curve inside its range
+        assert ex.rate[("clip-synthetic", s)] == pytest.approx(0.5) and ex.how[("clip-synthetic", s)] == "interpolated"
+    for s in SCALES[:-1]:
+        assert ex.rate[("clip-mixed", s)] == pytest.approx(1.0)

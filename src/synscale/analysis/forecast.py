@@ -18,8 +18,10 @@ their own curve (leave one curve out).
 Exchange rate. For a curve and a scale D with loss L, the real scale D_real at which the real curve (of the same
 task and evaluation set) reaches L: inside the real curve's trained range by piecewise-linear interpolation of
 log L over log D, outside it by the real power law, with the calibrated interval of that forecast carried into
-D_real. r = D_real / D: "one image of this curve is worth r real images at D". For a mix with R real images,
-r counts what its added images are worth: (D_real - R) / (D - R). `exchange.parquet` holds them.
+D_real. r = D_real / D: "one image of this curve is worth r real images at D". For a model of R real and S synthetic
+images, r counts what its synthetic images are worth: (D_real - R) / S (a mix: S = D - R; CLIP's mixed pairs, where
+every caption has both images: R = S = D). The real curve is `real`, or CLIP's real-pairs curve (real_sources).
+`exchange.parquet` holds them.
 """
 
 from __future__ import annotations
@@ -196,15 +198,18 @@ def exchange_rates(scaling: Any, d_ref: float | dict[str, float], cal: Calibrati
                    boot: Any = None) -> Any:
     """exchange.parquet: for every non-real curve and scale, the real scale of the same loss and the rate r, with
     its interval: from the calibrated forecast where the real curve's power law is read, from `boot` (a Bootstrap of
-    the per-example losses) where the real curve is interpolated."""
+    the per-example losses) where the real curve is interpolated. r = (D_real - R) / S for a model of R real and S
+    synthetic images: what its synthetic images are worth (a mix's added ones; CLIP's mixed pairs: R = S = D)."""
     import pandas as pd
 
-    real = {(c.key["task"], c.key["eval_set"]): c for c in curves(scaling) if c.key["source"] == "real"}
-    mixed = scaling.groupby(["task", "source", "scale"])["real_images"].max() if "real_images" in scaling else None
+    scaling = _with_counts(scaling)
+    reals = real_sources(scaling)
+    real = {(c.key["task"], c.key["eval_set"]): c for c in curves(scaling) if c.key["source"] == reals.get(c.key["task"])}
+    parts = _parts(scaling)
     rows = []
     for cv in curves(scaling):
         key, rc = cv.key, real.get((cv.key["task"], cv.key["eval_set"]))
-        if key["source"] == "real" or rc is None or len(rc.scales) < 2:
+        if key["source"] == reals.get(key["task"]) or rc is None or len(rc.scales) < 2:
             continue
         fit = fit_power_law(rc.scales, rc.losses, (d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref) or
                             float(rc.scales[-1]))
@@ -221,10 +226,10 @@ def exchange_rates(scaling: Any, d_ref: float | dict[str, float], cal: Calibrati
             elif how == "interpolated" and reps is not None:
                 lo, hi = boot.interval([_real_scale(float(r[len(rc.scales) + j]), rc.scales, r[:len(rc.scales)], fit)[0]
                                         for r in reps])
-            n_real = float(mixed.get((key["task"], key["source"], s), 0.0)) if mixed is not None else 0.0
+            n_real, n_syn = parts.get((key["task"], key["source"], s), (0.0, float(s)))
 
-            def rate(d: float, n_real: float = n_real, s: float = float(s)) -> float:
-                return (d - n_real) / (s - n_real) if s > n_real else math.nan
+            def rate(d: float, n_real: float = n_real, n_syn: float = n_syn) -> float:
+                return (d - n_real) / n_syn if n_syn > 0 else math.nan
 
             rows.append({**key, "scale": int(s), "loss": float(loss), "real_images": int(n_real), "real_scale": d_real,
                          "rate": rate(d_real), "rate_lo": rate(lo), "rate_hi": rate(hi), "how": how})
@@ -232,16 +237,45 @@ def exchange_rates(scaling: Any, d_ref: float | dict[str, float], cal: Calibrati
     return pd.DataFrame(rows, columns=cols)
 
 
+def _with_counts(scaling: Any) -> Any:
+    """A scaling table with its task and real_images columns (a table from before them: classifiers, real by name)."""
+    if "task" not in scaling:
+        scaling = scaling.assign(task="classification")
+    if "real_images" not in scaling:
+        scaling = scaling.assign(real_images=np.where(scaling["source"] == "real", scaling["scale"], 0))
+    return scaling
+
+
+def real_sources(scaling: Any) -> dict[str, str]:
+    """Per task, the source of the real curve: `real` for the classifiers; CLIP's (clip.real, e.g. clip-real) is the
+    one whose every model trained on real images only."""
+    out: dict[str, str] = {}
+    syn = scaling["synthetic_images"] if "synthetic_images" in scaling else scaling["scale"] - scaling["real_images"]
+    pure = scaling.assign(pure=(scaling["real_images"] == scaling["scale"]) & (syn == 0))
+    for (task, source), g in pure.groupby(["task", "source"], sort=False):
+        if g["pure"].all() and (task not in out or source == "real"):
+            out[task] = source
+    return out
+
+
+def _parts(scaling: Any) -> dict[tuple[str, str, int], tuple[float, float]]:
+    """(task, source, scale) -> (real images, synthetic images) of its models: what a rate counts against."""
+    syn = scaling["synthetic_images"] if "synthetic_images" in scaling else scaling["scale"] - scaling["real_images"]
+    g = scaling.assign(syn=syn).groupby(["task", "source", "scale"])[["real_images", "syn"]].max()
+    return {k: (float(r.real_images), float(r.syn)) for k, r in g.iterrows()}
+
+
 def rate_forecast(scaling: Any, task: str, source: str, eval_set: str, at: float) -> float | None:
     """The exchange rate of `source` at scale `at` as the power laws of both curves forecast it: the real scale at
     which the real curve's law reaches the loss `source`'s law forecasts at `at`, over `at` (None without both
     curves)."""
-    scaling = scaling.assign(task=scaling["task"] if "task" in scaling else "classification")
+    scaling = _with_counts(scaling)
+    real_source = real_sources(scaling).get(task)
     found = {c.key["source"]: c for c in curves(scaling[scaling.eval_set == eval_set]) if c.key["task"] == task
-             and c.key["source"] in ("real", source)}
+             and c.key["source"] in (real_source, source)}
     if len(found) < 2 or any(len(c.scales) < MIN_FIT for c in found.values()):
         return None
-    real, mine = (fit_power_law(c.scales, c.losses, float(c.scales[-1])) for c in (found["real"], found[source]))
+    real, mine = (fit_power_law(c.scales, c.losses, float(c.scales[-1])) for c in (found[real_source], found[source]))
     loss = float(mine.predict_loss(np.array([at], float))[0])
     return law_scale(real, loss) / at
 
@@ -277,7 +311,7 @@ class Bootstrap:
 
 
 def class_exchange_rates(per_class: Any, d_ref: float | dict[str, float], mixes: set[str],
-                         cal: Calibration | None = None) -> Any:
+                         cal: Calibration | None = None, reals: dict[str, str] | None = None) -> Any:
     """exchange_per_class.parquet: the exchange rate of every class of every synthetic curve (not the `mixes`) at
     each scale, against the real curve of that class (scaling_per_class.parquet: mean over runs); point values. A
     real scale read off the class's power law further out than the curves' backtests reach (`cal`) is marked
@@ -292,14 +326,15 @@ def class_exchange_rates(per_class: Any, d_ref: float | dict[str, float], mixes:
     rows = []
     for (task, eval_set, ci), g in pc.groupby(["task", "eval_set", "class_index"], sort=False):
         curves_ = {src: c.groupby("scale")["loss"].mean() for src, c in g.groupby("source", sort=False)}
-        real = curves_.get("real")
+        real_source = (reals or {}).get(task, "real")
+        real = curves_.get(real_source)
         if real is None or len(real) < 2:
             continue
         rs, rl = real.index.to_numpy(float), np.maximum(real.to_numpy(float), 1e-8)
         fit = fit_power_law(rs, rl, (d_ref[task] if isinstance(d_ref, dict) else d_ref) or float(rs[-1]))
         name = str(g["class_name"].iloc[0])
         for source, c in curves_.items():
-            if source == "real" or source in mixes:
+            if source == real_source or source in mixes:
                 continue
             for s, loss in c.items():
                 d, how = _real_scale(max(float(loss), 1e-8), rs, rl, fit)
@@ -318,10 +353,7 @@ def forecast_tables(results_dir: Any, scaling: Any, d_ref: float | dict[str, flo
     """forecasts.parquet, forecast_calibration.parquet, exchange.parquet and (with `holdout`, the held-out
     anchors' rows) forecast_checks.parquet written into `results_dir`; returns the summary analysis.json keeps
     (coverage per forecaster, per curve the forecaster that backtests better, each curve at D_I, the checks)."""
-    if "task" not in scaling:
-        scaling = scaling.assign(task="classification")
-    if "real_images" not in scaling:
-        scaling = scaling.assign(real_images=np.where(scaling["source"] == "real", scaling["scale"], 0))
+    scaling = _with_counts(scaling)
     bt = backtests(scaling, d_ref)
     bt.to_parquet(results_dir / "forecasts.parquet", index=False)
     cal = calibration(bt, confidence)
@@ -329,8 +361,9 @@ def forecast_tables(results_dir: Any, scaling: Any, d_ref: float | dict[str, flo
     pl = bt[bt.forecaster == "power_law"]
     law = Calibration(pl, confidence) if len(pl) else None
     exchange_rates(scaling, d_ref, law, boot).to_parquet(results_dir / "exchange.parquet", index=False)
-    mixes = set(scaling.loc[(scaling.source != "real") & (scaling.real_images > 0), "source"])
-    class_exchange_rates(per_class, d_ref, mixes, law).to_parquet(results_dir / "exchange_per_class.parquet", index=False)
+    reals = real_sources(scaling)
+    mixes = set(scaling.loc[(scaling.real_images > 0) & ~scaling.source.isin(list(reals.values())), "source"])
+    class_exchange_rates(per_class, d_ref, mixes, law, reals).to_parquet(results_dir / "exchange_per_class.parquet", index=False)
     checks = holdout_checks(scaling, holdout, d_ref, bt, confidence)
     if len(checks):
         checks.to_parquet(results_dir / "forecast_checks.parquet", index=False)
