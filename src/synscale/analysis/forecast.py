@@ -40,6 +40,7 @@ MIN_BAND = 5  # backtest errors a horizon band needs for its own quantile
 # the forecasters and the fewest scales each is fitted on: Equation 2's power law in D, the saturating form, and
 # the power law in the samples the recipe puts through the model (steps x batch: results' samples_seen), which
 # knows the schedule (the paper's grows its steps with log D, so past its scales a run is short of steps, not data)
+RATE_BOOTSTRAP = 200  # replicates of an interpolated exchange rate's interval, at most (fit.bootstrap's, else)
 FORECASTERS = {"power_law": MIN_FIT, "saturating": MIN_SATURATING, "samples_seen": MIN_FIT}
 LABELS = {"power_law": "power law in D", "saturating": "saturating form", "samples_seen": "power law in samples seen"}
 
@@ -188,10 +189,22 @@ def _real_scale(loss: float, scales: np.ndarray, losses: np.ndarray, fit: Any) -
     return law_scale(fit, loss), "forecast"
 
 
+def _reach(d: float, scales: np.ndarray) -> float:
+    """How far a scale `d` lies outside the trained `scales`, as a horizon (>= 1; inf where d is not a positive
+    finite scale)."""
+    if not (math.isfinite(d) and d > 0):
+        return math.inf
+    out = max(math.log(d) - math.log(scales[-1]), math.log(scales[0]) - math.log(d), 0.0)
+    return math.exp(out) if out < 700 else math.inf
+
+
 def law_scale(fit: Any, loss: float) -> float:
     """The scale at which a power law (log L = -perf - k (log D - log D_I)) reaches `loss`; NaN where it does
     not fall."""
-    return float(fit.d_ref * math.exp((-math.log(loss) - fit.perf_at_DI) / fit.k)) if fit.k > 0 else math.nan
+    if not fit.k > 0:
+        return math.nan
+    x = (-math.log(loss) - fit.perf_at_DI) / fit.k  # log(D / D_I); a nearly flat law reaches a loss only far out
+    return float(fit.d_ref * math.exp(x)) if x < 700 else math.inf
 
 
 def exchange_rates(scaling: Any, d_ref: float | dict[str, float], cal: Calibration | None = None,
@@ -218,7 +231,7 @@ def exchange_rates(scaling: Any, d_ref: float | dict[str, float], cal: Calibrati
             d_real, how = _real_scale(float(loss), rc.scales, rc.losses, fit)
             lo = hi = math.nan
             if how == "forecast" and cal is not None and math.isfinite(d_real):
-                w = cal.half_width(max(d_real / rc.scales[-1], rc.scales[0] / d_real))
+                w = cal.half_width(_reach(d_real, rc.scales))
                 if math.isfinite(w) and fit.k > 0:  # the loss's interval, read as a scale's through the law
                     lo, hi = d_real * math.exp(-w / fit.k), d_real * math.exp(w / fit.k)
                 else:
@@ -295,15 +308,16 @@ class Bootstrap:
               for c in (a, b)]
         if not self.n_boot or any(e is None for e in ex):
             return None
+        n_boot = min(self.n_boot, RATE_BOOTSTRAP)
         arrays = [np.maximum(x, 0.0) for e in ex for x in e[0]]
         if len({x.shape[-1] for x in arrays}) != 1:
             return None  # not the same examples: no joint redraw
-        return np.maximum(bootstrap_replicates(arrays, self.n_boot, self.seed), 1e-8)
+        return np.maximum(bootstrap_replicates(arrays, n_boot, self.seed), 1e-8)
 
     def interval(self, values: list[float]) -> tuple[float, float]:
         v = np.asarray(values, float)
         v = v[np.isfinite(v)]
-        if len(v) < 0.9 * self.n_boot:  # too many replicates without a value: no interval
+        if len(v) < 0.9 * min(self.n_boot, RATE_BOOTSTRAP):  # too many replicates without a value: no interval
             return math.nan, math.nan
         a = (1 - self.confidence) / 2
         lo, hi = np.quantile(v, [a, 1 - a])
@@ -323,23 +337,27 @@ def class_exchange_rates(per_class: Any, d_ref: float | dict[str, float], mixes:
         return pd.DataFrame(columns=cols)
     pc = per_class.assign(task=per_class["task"] if "task" in per_class else "classification")
     pc = pc[pc.source == pc.config] if "config" in pc else pc
+    means = pc.groupby(["task", "eval_set", "class_index", "source", "scale"], sort=False)["loss"].mean()
+    names = pc.groupby(["task", "eval_set", "class_index"])["class_name"].first()  # an OOD set has its own classes
+    grouped: dict[tuple[Any, Any, Any], dict[str, dict[int, float]]] = {}
+    for (task, eval_set, ci, source, s), loss in means.items():  # one pass: a groupby per class is slow at 1,000
+        grouped.setdefault((task, eval_set, ci), {}).setdefault(source, {})[s] = float(loss)
     rows = []
-    for (task, eval_set, ci), g in pc.groupby(["task", "eval_set", "class_index"], sort=False):
-        curves_ = {src: c.groupby("scale")["loss"].mean() for src, c in g.groupby("source", sort=False)}
+    for (task, eval_set, ci), curves_ in grouped.items():
         real_source = (reals or {}).get(task, "real")
         real = curves_.get(real_source)
         if real is None or len(real) < 2:
             continue
-        rs, rl = real.index.to_numpy(float), np.maximum(real.to_numpy(float), 1e-8)
+        rs = np.array(sorted(real), float)
+        rl = np.maximum([real[k] for k in sorted(real)], 1e-8)
         fit = fit_power_law(rs, rl, (d_ref[task] if isinstance(d_ref, dict) else d_ref) or float(rs[-1]))
-        name = str(g["class_name"].iloc[0])
+        name = str(names[(task, eval_set, ci)])
         for source, c in curves_.items():
             if source == real_source or source in mixes:
                 continue
-            for s, loss in c.items():
+            for s, loss in sorted(c.items()):
                 d, how = _real_scale(max(float(loss), 1e-8), rs, rl, fit)
-                if how == "forecast" and not (math.isfinite(d) and cal is not None and d > 0 and
-                                              cal.supports(max(d / rs[-1], rs[0] / d))):
+                if how == "forecast" and not (cal is not None and cal.supports(_reach(d, rs))):
                     how = "beyond the backtests"
                 rows.append({"task": task, "source": source, "eval_set": eval_set, "class_index": int(ci),
                              "class_name": name, "scale": int(s), "loss": float(loss), "real_scale": d,
