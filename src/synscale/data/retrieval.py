@@ -1,0 +1,81 @@
+"""The retrieval control of issue 30, its core: images taken from an unlabelled pool by the similarity of their
+embeddings to prompt embeddings (a CLIP model's image and text towers), labelled by the prompt's class.
+
+Embeddings are compared by cosine similarity (rows are normalised here). A pool of millions is scanned in chunks
+with a running top k, so memory stays at one chunk's similarities; near-duplicates of the evaluation sets are
+dropped from the pool first (cosine at or above a threshold to any evaluation image), so a retrieved training set
+never holds a test image. Every pool image is used at most once: pairs are taken best first, each image by the
+first class that claims it, each class up to its quota.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CHUNK = 65_536  # pool rows per similarity block
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+QUERY_CHUNK = 1024  # queries per block: a block of similarities is QUERY_CHUNK x CHUNK floats (256 MiB)
+
+
+def top_k(queries: np.ndarray, pool: np.ndarray, k: int, keep: np.ndarray | None = None,
+          chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, similarities), each (queries, k), of the k pool rows most similar to each query, best first;
+    `keep`: a boolean mask of the pool rows that may be taken. Fewer than k candidates: the rest is -1 / -inf.
+    Queries go in blocks of QUERY_CHUNK and the pool in blocks of `chunk`: memory is one block of similarities."""
+    parts = [_top_k(queries[i:i + QUERY_CHUNK], pool, k, keep, chunk) for i in range(0, len(queries), QUERY_CHUNK)]
+    if not parts:
+        return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _top_k(queries: np.ndarray, pool: np.ndarray, k: int, keep: np.ndarray | None,
+           chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    q, n = _unit(queries), len(pool)
+    best_i = np.full((len(q), k), -1, np.int64)
+    best_s = np.full((len(q), k), -np.inf, np.float32)
+    for start in range(0, n, chunk):
+        block = _unit(pool[start:start + chunk])
+        sims = q @ block.T  # (queries, block)
+        if keep is not None:
+            sims[:, ~keep[start:start + len(block)]] = -np.inf
+        idx = np.broadcast_to(np.arange(start, start + len(block)), sims.shape)
+        all_s, all_i = np.concatenate([best_s, sims], 1), np.concatenate([best_i, idx], 1)
+        part = np.argpartition(-all_s, min(k, all_s.shape[1] - 1), axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(all_s, part, 1), np.take_along_axis(all_i, part, 1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    best_s, best_i = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+    best_i[~np.isfinite(best_s)] = -1
+    return best_i, best_s
+
+
+def near_duplicates(pool: np.ndarray, reference: np.ndarray, threshold: float, chunk: int = CHUNK) -> np.ndarray:
+    """A boolean mask of the pool rows whose cosine similarity to some `reference` row (the evaluation sets'
+    images) is at least `threshold`."""
+    ref, out = _unit(reference), np.zeros(len(pool), bool)
+    for start in range(0, len(pool), chunk):
+        block = _unit(pool[start:start + chunk])
+        out[start:start + len(block)] = (block @ ref.T).max(axis=1, initial=-np.inf) >= threshold
+    return out
+
+
+def assign(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, quota: dict[int, int]) -> dict[int, list[int]]:
+    """Pool rows per class from each query's candidates (`labels[i]`: query i's class): pairs best first, every
+    pool row to the first class that claims it, each class up to `quota[class]`."""
+    q, j = np.nonzero(indices >= 0)
+    order = np.argsort(-sims[q, j], kind="stable")
+    taken: set[int] = set()
+    out: dict[int, list[int]] = {c: [] for c in quota}
+    for qi, ji in zip(q[order], j[order], strict=True):
+        row, c = int(indices[qi, ji]), int(labels[qi])
+        if row in taken or c not in out or len(out[c]) >= quota[c]:
+            continue
+        taken.add(row)
+        out[c].append(row)
+    return out
