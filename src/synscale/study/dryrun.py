@@ -25,17 +25,17 @@ def print_checks(cfg: StudyConfig) -> int:
 def print_plan(cfg: StudyConfig) -> None:
     if cfg.scales:
         print(f"study {cfg.name}: dataset {cfg.data.dataset}, model {cfg.train.model}, batch {cfg.train.batch_size}")
-        every = sorted({s for n in cfg.classifier_sources() for s in cfg.source_scales(n)})
-        _print_runs(every, cfg.train, "scale", "images seen")
         sources = cfg.classifier_sources()
-        models = sum(len(cfg.source_scales(n)) for n in sources)
+        every = sorted({s for n in sources for s in cfg.source_scales(n) + cfg.holdout_scales(n)})
+        _print_runs(every, cfg.train, "scale", "images seen")
+        models = sum(len(cfg.source_scales(n)) + len(cfg.holdout_scales(n)) for n in sources)
         own = "" if all(cfg.source_scales(n) == cfg.scales for n in sources) else ", by each source's scales"
         print(f"sources: {len(sources)} ({models} models in all{own})")
-        print(f"  real: scales {_scale_text(cfg.source_scales('real'))}")
+        print(f"  real: scales {_scale_text(cfg.source_scales('real'))}{_held_text(cfg, 'real')}")
         for syn in cfg.synthetic:
             print(f"  {syn.name}: {syn.model}, {syn.strategy}, guidance {syn.guidance:g}, {syn.steps or 'default'} steps, "
                   f"{'per_class ' + str(syn.per_class) if syn.per_class else 'enough images for the largest scale'}"
-                  f"; scales {_scale_text(cfg.source_scales(syn.name))}")
+                  f"; scales {_scale_text(cfg.source_scales(syn.name))}{_held_text(cfg, syn.name)}")
     cc = cfg.clip
     if cc.scales:
         pairs = (f"{cfg.data.dataset} {cfg.data.train_split} captioned by {cc.pairs.captioner}" if cc.pairs.dataset == "captioned"
@@ -55,6 +55,11 @@ def print_plan(cfg: StudyConfig) -> None:
                   f"{g.steps or 'default'} steps")
         for m in cc.mix:
             print(f"  {m.name}: each caption takes its real image with probability {m.real_prob:g}, else its {m.synthetic} image")
+
+
+def _held_text(cfg: StudyConfig, source: str) -> str:
+    held = cfg.holdout_scales(source)
+    return f"; held out of the fits, to check forecasts ([forecast]): {_scale_text(held)}" if held else ""
 
 
 def print_stages(cfg: StudyConfig) -> None:
