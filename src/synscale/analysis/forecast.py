@@ -1,9 +1,17 @@
 """Forecasts that are checked, and the exchange rate of synthetic images in real ones (docs/analysis.md).
 
+Forecasters (FORECASTERS): the power law of Equation 2 in D, the saturating form, and the power law in the samples
+a run puts through the model (results' samples_seen), which knows the recipe's schedule.
+
 Backtests. Every curve (task, source, eval_set: the mean loss over runs at each trained scale) is fitted on its
-first c scales (c >= MIN_FIT for the power law of Equation 2, >= 4 for the saturating form) and forecasts each
-larger scale it was trained at; the forecast error is log(actual) - log(forecast), its horizon the ratio of the
-forecast scale to the largest fitted one. `forecasts.parquet` holds every backtest.
+first c scales (c >= MIN_FIT for the power laws, >= 4 for the saturating form) and forecasts each larger scale it
+was trained at; the forecast error is log(actual) - log(forecast), its horizon the ratio of the forecast point to
+the largest fitted one in the forecaster's own axis (scales, or samples seen). `forecasts.parquet` holds every
+backtest.
+
+Held-out anchors. Models trained past a curve only to check it ([forecast] holdout; results/holdout.parquet) are
+forecast by every forecaster fitted on the whole curve, with its interval at that horizon (its width extrapolated
+past the backtests: `supported` False): `forecast_checks.parquet`.
 
 Calibrated intervals. A forecast at horizon h is as uncertain as the backtests of comparable curves say: the
 half-width (in log loss) of a `confidence` interval at h is the `confidence` quantile of |error| over the
@@ -18,10 +26,11 @@ their own curve (leave one curve out).
 Exchange rate. For a curve and a scale D with loss L, the real scale D_real at which the real curve (of the same
 task and evaluation set) reaches L: inside the real curve's trained range by piecewise-linear interpolation of
 log L over log D, outside it by the real power law, with the calibrated interval of that forecast carried into
-D_real. r = D_real / D: "one image of this curve is worth r real images at D". For a model of R real and S synthetic
+D_real, or inside the real range a paired bootstrap of both curves' test examples (Bootstrap). r = D_real / D: "one
+image of this curve is worth r real images at D". For a model of R real and S synthetic
 images, r counts what its synthetic images are worth: (D_real - R) / S (a mix: S = D - R; CLIP's mixed pairs, where
 every caption has both images: R = S = D). The real curve is `real`, or CLIP's real-pairs curve (real_sources).
-`exchange.parquet` holds them.
+`exchange.parquet` holds them; `exchange_per_class.parquet` the same per class (point values).
 """
 
 from __future__ import annotations
