@@ -248,3 +248,21 @@ def test_the_papers_lpips_joins_the_per_class_table_and_correlations_where_measu
     corr = pd.read_parquet(copy / "correlations.parquet")
     rho = corr[(corr.config == "syn-a") & (corr.metric == "lpips_alex") & (corr.eval_set == "val")].rho.iloc[0]
     assert rho > 0.9
+
+
+def test_a_scaling_table_from_before_the_task_column_is_a_classifiers(tmp_path, capsys):
+    """Curves tables written before CLIP had curves of its own have no `task`: read as classifiers' everywhere,
+    so `synscale fit` on such a workdir prints its summary (it raised KeyError: 'task' there)."""
+    import json
+
+    from synscale.cli import main
+    from synscale.results import read_table
+
+    results = tmp_path / "results"
+    simulate_results(results, PLANTED_K, PLANTED_PERF, CLASSES, per_class_eval=100)
+    raw = pd.read_parquet(results / "scaling.parquet")
+    assert "task" not in raw
+    assert (read_table(results / "scaling.parquet").task == "classification").all()
+    (tmp_path / "study.json").write_text(json.dumps({"name": "planted", "fit": {"bootstrap": 20, "saturating_bootstrap": 5}}))
+    assert main(["fit", str(tmp_path), "--bootstrap", "20"]) == 0
+    assert "Equation 2 fits on val" in capsys.readouterr().out

@@ -37,9 +37,12 @@ METRIC_TABLES = ("metrics", "metrics_per_class", "per_class")  # tables with a c
 def current_names(df: Any, table: str) -> Any:
     """A table written by an older synscale, with its renamed metrics under their current names (synscale.
     metrics.core.RENAMED: `lpips` -> `lpips_ref`): a column of the metric tables, a value of correlations'
-    `metric`. A table that already has the new name keeps it."""
+    `metric`. A table that already has the new name keeps it. A curves table from before CLIP had curves of its
+    own gets its `task` column (classification)."""
     from synscale.metrics.core import RENAMED
 
+    if table in ("scaling", "holdout", "scaling_per_class") and "task" not in df.columns and len(df):
+        df = df.assign(task="classification")  # written before CLIP had curves of its own: every row a classifier's
     if table in METRIC_TABLES:
         old = {o: n for o, n in RENAMED.items() if o in df.columns and n not in df.columns}
         return df.rename(columns=old) if old else df
