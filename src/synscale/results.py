@@ -93,13 +93,16 @@ def collect_results(evals: list[tuple[TrainedModel, str, StageResult]], results_
     import pandas as pd
 
     rows, per_class, examples, held = [], [], [], []
+    seen: dict[str, float] = {}  # a model's samples, read once for all its evaluations
     for tm, eval_name, ev in evals:
         ident = {"source": tm.source, "config": tm.config, "scale": tm.scale, "eval_set": eval_name, "run": tm.run}
         summary = read_json(ev.path / "summary.json")
         syn = tm.scale - tm.real_images if tm.synthetic_images is None else tm.synthetic_images
+        if tm.stage.id not in seen:
+            seen[tm.stage.id] = samples_seen(tm.stage, tm.scale)
         (held if tm.holdout else rows).append({
             **ident, "task": tm.task, "real_images": tm.real_images, "synthetic_images": syn,
-            "samples_seen": samples_seen(tm.stage, tm.scale), "loss": summary["loss"], "top1": summary["top1"],
+            "samples_seen": seen[tm.stage.id], "loss": summary["loss"], "top1": summary["top1"],
             "n_eval": summary["n"], "train_stage": tm.stage.id, "eval_stage": ev.id})
         if tm.holdout:
             continue

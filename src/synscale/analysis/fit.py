@@ -321,3 +321,10 @@ def _class_bootstrap(x: np.ndarray, sorted_losses: list[np.ndarray], seg: np.nda
         sl, ic = _ols(x, np.log(np.maximum(reps, floor)))
         slopes[start : start + b], intercepts[start : start + b] = sl, ic
     return slopes, intercepts
+
+
+def reference_size(d_ref: float | dict[str, float], task: str) -> float:
+    """D_I of a task's curves: `d_ref` itself, or its entry for the task (the classifiers' where it has none)."""
+    if not isinstance(d_ref, dict):
+        return float(d_ref)
+    return float(d_ref.get(task) or d_ref["classification"])

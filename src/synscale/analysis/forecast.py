@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from synscale.analysis.fit import fit_power_law, fit_saturating
+from synscale.analysis.fit import fit_power_law, fit_saturating, reference_size
 
 MIN_FIT = 3  # scales a backtest's power law is fitted on, at least
 MIN_SATURATING = 4  # the saturating form's three parameters need four
@@ -100,7 +100,7 @@ def backtests(scaling: Any, d_ref: float | dict[str, float]) -> Any:
     rows = []
     for cv in curves(scaling):
         key, scales, losses = cv.key, cv.scales, cv.losses
-        ref = d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref
+        ref = reference_size(d_ref, key["task"])
         for forecaster, least in FORECASTERS.items():
             x = cv.axis(forecaster)
             for c in range(least, len(scales) if x is not None else 0):
@@ -233,8 +233,7 @@ def exchange_rates(scaling: Any, d_ref: float | dict[str, float], cal: Calibrati
         key, rc = cv.key, real.get((cv.key["task"], cv.key["eval_set"]))
         if key["source"] == reals.get(key["task"]) or rc is None or len(rc.scales) < 2:
             continue
-        fit = fit_power_law(rc.scales, rc.losses, (d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref) or
-                            float(rc.scales[-1]))
+        fit = fit_power_law(rc.scales, rc.losses, reference_size(d_ref, key["task"]) or float(rc.scales[-1]))
         reps = boot.joint(rc, cv) if boot is not None else None
         for j, (s, loss) in enumerate(zip(cv.scales, cv.losses, strict=True)):
             d_real, how = _real_scale(float(loss), rc.scales, rc.losses, fit)
@@ -307,7 +306,8 @@ class Bootstrap:
     both (they were evaluated on the same set), from the per-example losses (analysis.run.CurveExamples)."""
 
     def __init__(self, examples: Any, n_boot: int, seed: int, confidence: float) -> None:
-        self.examples, self.n_boot, self.seed, self.confidence = examples, n_boot, seed, confidence
+        self.examples, self.seed, self.confidence = examples, seed, confidence
+        self.n_boot = min(n_boot, RATE_BOOTSTRAP)
 
     def joint(self, a: Curve, b: Curve) -> np.ndarray | None:
         """(n_boot, len(a.scales) + len(b.scales)) replicates of both curves' means; None without examples."""
@@ -317,16 +317,15 @@ class Bootstrap:
               for c in (a, b)]
         if not self.n_boot or any(e is None for e in ex):
             return None
-        n_boot = min(self.n_boot, RATE_BOOTSTRAP)
         arrays = [np.maximum(x, 0.0) for e in ex for x in e[0]]
         if len({x.shape[-1] for x in arrays}) != 1:
             return None  # not the same examples: no joint redraw
-        return np.maximum(bootstrap_replicates(arrays, n_boot, self.seed), 1e-8)
+        return np.maximum(bootstrap_replicates(arrays, self.n_boot, self.seed), 1e-8)
 
     def interval(self, values: list[float]) -> tuple[float, float]:
         v = np.asarray(values, float)
         v = v[np.isfinite(v)]
-        if len(v) < 0.9 * min(self.n_boot, RATE_BOOTSTRAP):  # too many replicates without a value: no interval
+        if len(v) < 0.9 * self.n_boot:  # too many replicates without a value: no interval
             return math.nan, math.nan
         a = (1 - self.confidence) / 2
         lo, hi = np.quantile(v, [a, 1 - a])
@@ -359,7 +358,7 @@ def class_exchange_rates(per_class: Any, d_ref: float | dict[str, float], mixes:
             continue
         rs = np.array(sorted(real), float)
         rl = np.maximum([real[k] for k in sorted(real)], 1e-8)
-        fit = fit_power_law(rs, rl, (d_ref[task] if isinstance(d_ref, dict) else d_ref) or float(rs[-1]))
+        fit = fit_power_law(rs, rl, reference_size(d_ref, task) or float(rs[-1]))
         name = str(names[(task, eval_set, ci)])
         for source, c in curves_.items():
             if source == real_source or source in mixes:
@@ -434,7 +433,7 @@ def at_reference(scaling: Any, d_ref: float | dict[str, float], cal: Calibration
     out = {}
     for cv in curves(scaling):
         key = cv.key
-        ref = d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref
+        ref = reference_size(d_ref, key["task"])
         if samples_ref is not None:
             x, at = cv.axis("samples_seen"), samples_ref.get(key["task"])
             if x is None or not at or not ref:
@@ -472,7 +471,7 @@ def holdout_checks(scaling: Any, holdout: Any, d_ref: float | dict[str, float], 
     for cv in curves(scaling):
         key = cv.key
         mine = measured[[k[:3] == (key["task"], key["source"], key["eval_set"]) for k in measured.index]]
-        ref = (d_ref[key["task"]] if isinstance(d_ref, dict) else d_ref) or float(cv.scales[-1])
+        ref = reference_size(d_ref, key["task"]) or float(cv.scales[-1])
         for forecaster, least in FORECASTERS.items():
             x = cv.axis(forecaster)
             at = mine["samples"].to_numpy(float) if forecaster == "samples_seen" else np.array(

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from synscale.analysis.fit import (
+    reference_size,
     bootstrap_fit_points,
     bootstrap_replicates,
     break_direction,
@@ -146,12 +147,6 @@ def _task(g: Any) -> str:
     return str(g["task"].iloc[0]) if "task" in g else "classification"
 
 
-def _ref(d_ref: float | dict[str, float], task: str) -> float:
-    if not isinstance(d_ref, dict):
-        return float(d_ref)
-    return float(d_ref.get(task) or d_ref["classification"])
-
-
 def config_fits(scaling: Any, examples: CurveExamples, d_ref: float | dict[str, float], fc: FitConfig,
                 n_boot: int | None = None) -> Any:
     """fits.parquet's rows: every (source, config, eval_set) curve with at least two scales; `d_ref`: one
@@ -166,7 +161,7 @@ def config_fits(scaling: Any, examples: CurveExamples, d_ref: float | dict[str, 
             continue
         scales = per_scale.index.to_numpy(float)
         got = examples.get((source, config, eval_set), per_scale.index.tolist())
-        row = _curve_fit(scales, per_scale["loss"].to_numpy(), got[0] if got else None, _ref(d_ref, _task(g)), fc, n_boot)
+        row = _curve_fit(scales, per_scale["loss"].to_numpy(), got[0] if got else None, reference_size(d_ref, _task(g)), fc, n_boot)
         rows.append({"source": source, "config": config, "eval_set": eval_set, "task": _task(g), **row,
                      "min_scale": int(scales.min()), "max_scale": int(scales.max()), "runs": int(per_scale["runs"].max()),
                      "loss_at_max": float(per_scale["loss"].iloc[-1]), "top1_at_max": float(per_scale["top1"].iloc[-1])})
@@ -184,7 +179,7 @@ def class_fits(per_class_curves: Any, examples: CurveExamples, d_ref: float | di
     rows = []
     for (source, config, eval_set), g in per_class_curves.groupby(KEYS, sort=False):
         task = _task(g)
-        ref = _ref(d_ref, task)
+        ref = reference_size(d_ref, task)
         per = g.groupby(["class_index", "scale"]).agg(loss=("loss", "mean"), top1=("top1", "mean"), n=("n", "max"))
         loss, top1, n = (per[c].unstack("scale").sort_index(axis=1) for c in ("loss", "top1", "n"))
         if loss.shape[1] < 2:
@@ -353,7 +348,7 @@ def analyse(results_dir: str | Path, d_ref: float | dict[str, float], fc: FitCon
     from synscale.analysis.forecast import Bootstrap, forecast_tables
     from synscale.atomic import read_json
 
-    info = {"d_ref": _ref(d_ref, "classification"), "d_ref_clip": _ref(d_ref, "clip"), "fit": {k: getattr(fc, k) for k in fc.__dataclass_fields__},
+    info = {"d_ref": reference_size(d_ref, "classification"), "d_ref_clip": reference_size(d_ref, "clip"), "fit": {k: getattr(fc, k) for k in fc.__dataclass_fields__},
             "bootstrap": fc.bootstrap if n_boot is None else n_boot, "predictor": summary, "categories": cats,
             "forecasts": forecast_tables(results_dir, scaling, d_ref, fc.forecast_confidence,
                                          read_table(results_dir / "holdout.parquet"),
