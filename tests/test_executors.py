@@ -49,10 +49,15 @@ print(json.dumps({"counts": dict(sp.plan.counts()), "torch": "torch" in sys.modu
     # configuration (on its training images) and real; one select stage picks best and worst; one caption pool for
     # the in-captions configurations (the attribute captioner, seed 0). Subsets: real 5 + 2 held out,
     # the grid's 16, the reference, CLIP's 4 real and 4 synthetic caption subsets (the picked and mixed models
-    # take theirs inside their train node: which set is known when the select stage has run)
-    assert counts == {"shards": 2, "shift": 4, "subset": 5 + 2 + 16 + 1 + 8, "train": 16 + 5 + 2 + 10 + 5 + 1 + 12,
-                      "evaluate": 16 + 5 * (5 + 8 + 5) + 2 * 4 + 5 + 4 + 60, "generate": 16 + 1, "metrics": 17,
-                      "pairs": 1, "zeroshot": 60, "select": 1, "captions": 1}
+    # take theirs inside their train node: which set is known when the select stage has run). The closed loop
+    # (docs/adaptive.md): 4 candidates piloted at 100 and 250 (their 400 is the grid's; val only), 3 rounds of an
+    # allocation, each arm's generation and model (on val + 4 shifts), and the retrieved set's curve at 3 scales
+    # (its pool leaves out the real curve's 4,000-image subset, a node already there)
+    assert counts == {"shards": 2, "shift": 4, "subset": 5 + 2 + 16 + 1 + 8 + 8 + 3,
+                      "train": 16 + 5 + 2 + 10 + 5 + 1 + 12 + 8 + 6 + 3,
+                      "evaluate": 16 + 5 * (5 + 8 + 5) + 2 * 4 + 5 + 4 + 60 + 8 + 6 * 5 + 3 * 5, "generate": 16 + 1,
+                      "metrics": 17, "pairs": 1, "zeroshot": 60, "select": 1, "captions": 1, "allocate": 3, "round": 6,
+                      "retrieved": 1}
     assert out["torch"] is False  # no torch
 
 

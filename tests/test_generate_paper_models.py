@@ -190,7 +190,7 @@ def test_muse_guidance_is_stated_in_its_own_convention(models, tmp_path, capsys)
     assert np.array_equal(muse(["a Bag"], [3], 0.3), plain(["a Bag"], [3], 1.3))
     assert not np.array_equal(muse(["a Bag"], [3], 0.3), muse(["a Bag"], [3], 0.1))
     with pytest.raises(ConfigError, match="guidance 0.3 has no effect in diffusers' convention"):
-        load_study("studies/fashion-mnist.toml", overrides=["curves=[]", "mix=[]", "grid=[]",
+        load_study("studies/fashion-mnist.toml", overrides=["curves=[]", "mix=[]", "retrieved=[]", "adaptive=[]", "grid=[]",
                                                              'synthetic=[{name="m", model="builtin:masked-token", guidance=0.3}]'])
     assert main(generate(models["if"], tmp_path / "s", "--guidance", "0.5")) == 2
     assert "guidance 0.5 has no effect" in capsys.readouterr().err

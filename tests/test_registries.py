@@ -61,7 +61,8 @@ def test_every_plan_node_calls_a_stage_function_of_one_signature(study: str) -> 
     from synscale.study import build_plan
 
     homes = {"synscale.data.stages", "synscale.prompts.stages", "synscale.generate.stages", "synscale.train.stages",
-             "synscale.evaluate.stages", "synscale.study.nodes", "synscale.study.reference"}
+             "synscale.evaluate.stages", "synscale.study.nodes", "synscale.study.reference",
+             "synscale.study.adaptive", "synscale.study.retrieve"}
     for node in build_plan(load_study(find_study(study))).plan.nodes.values():
         assert node.fn.__module__ in homes, (node.key, node.fn.__module__)
         params = list(inspect.signature(node.fn).parameters.values())

@@ -38,7 +38,7 @@ def test_min_epochs_floor_trains_the_scales_the_rule_gives_nothing():
         total_iters(125_000, rule)
     # a study at 0.125M with the recipe validates; without the floor it names the key that fixes it
     cfg = load_study(find_study("fashion-mnist"), overrides=['train={recipe="paper-vit-b16"}', "scales=[125000, 1000000]",
-                                                             "curves=[]", "mix=[]", "grid=[]", "synthetic=[]", "clip.scales=[]", "scales=[125000, 1000000]"])
+                                                             "curves=[]", "mix=[]", "retrieved=[]", "adaptive=[]", "grid=[]", "synthetic=[]", "clip.scales=[]", "scales=[125000, 1000000]"])
     assert run_length(125_000, cfg.train) == (3052, 321) and floored(125_000, cfg.train)
     assert not floored(1_000_000, cfg.train)
     # the floor enters a train stage's id only where it sets the run's length
@@ -46,7 +46,7 @@ def test_min_epochs_floor_trains_the_scales_the_rule_gives_nothing():
     assert "min_epochs" not in identity(cfg.train, 1_000_000)["schedule"]
     with pytest.raises(ConfigError, match="train.schedule.min_epochs, a floor"):
         load_study(find_study("fashion-mnist"), overrides=['train={recipe="paper-vit-b16"}', "train.schedule.min_epochs=0",
-                                                           "curves=[]", "mix=[]", "grid=[]", "synthetic=[]", "clip.scales=[]", "scales=[125000]"])
+                                                           "curves=[]", "mix=[]", "retrieved=[]", "adaptive=[]", "grid=[]", "synthetic=[]", "clip.scales=[]", "scales=[125000]"])
 
 
 def test_lr_warmup_then_cosine():

@@ -24,7 +24,8 @@ PLANS: dict[str, tuple[str, str, list[str]]] = {
     "demo": ("fashion-mnist", "default", []),
     "demo-smoke": ("fashion-mnist", "smoke", []),
     "demo-full": ("fashion-mnist", "full", []),
-    "demo-clip-only": ("fashion-mnist", "default", ["scales=[]", "grid=[]", "mix=[]", "curves=[]"]),
+    "demo-clip-only": ("fashion-mnist", "default", ["retrieved=[]", "adaptive=[]", "scales=[]", "grid=[]", "mix=[]",
+                                                    "curves=[]"]),
     "demo-added-keys": ("fashion-mnist", "default", [
         "train.eps=1e-6", "train.schedule.min_epochs=2.0", "train.workers=3", "train.checkpoint_every=7",
         "clip.train.accum_steps=2", "clip.train.batch_size=64", "metrics.device=cpu", "metrics.batch_size=50",
@@ -111,6 +112,18 @@ def node_params(node: Any) -> dict[str, Any]:
                     "shard_size": cfg.data.shard_size, "split": "train", "limit": need,
                     **ImageEncoding(pc.image_format, pc.image_quality).params()}
         return {"captioner": pc.captioner, "pairs": need, "order_seed": cfg.clip.order_seed}
+    if fn == "allocate_round":
+        return {"adaptive": identity(a["ac"]), "round": a["round"], "candidates": a["candidates"],
+                "pilot_scales": a["pilot_scales"]}
+    if fn == "generate_round":  # and each delta set's prompts, which the allocation decides when it runs
+        return {"arm": a["arm"], "round": a["round"], "synthetic": [generation_identity(g) for g in a["syns"]]}
+    if fn == "train_round":
+        return {"train": train_identity(a["tc"], a["scale"]), "scale": a["scale"]}
+    if fn == "retrieve":
+        rc = a["rc"]
+        return {"retrieved": identity(rc), "size": a["size"], "shard_size": a["shard_size"],
+                **({"templates": a["templates"]} if rc.strategy == "templates" else {}),
+                **({"clip_train": identity(a["clip_tc"])} if rc.clip == "study" else {})}
     raise AssertionError(f"node {node.key!r}: no rule for its function {node.fn.__name__}")
 
 

@@ -55,7 +55,7 @@ def test_ood_folder_with_class_subset_and_real_synthetic_mixing(tiny_fmnist, fmn
     syn = '[{name="ld-cfg2", model="builtin:latent-diffusion", guidance=2.0, steps=2, batch_size=250}]'
     assert main(["study", "fashion-mnist", *SMOKE, *NO_EXTRAS, "--workdir", str(work), "--set", f"data.root={tiny_fmnist}",
                  "--set", "scales=[1000, 2000]", "--set", "train.schedule.zero_scale=700",
-                 "--set", f"synthetic={syn}", "--set", "grid=[]", "--set", "curves=[]",
+                 "--set", f"synthetic={syn}", "--set", "retrieved=[]", "--set", "adaptive=[]", "--set", "grid=[]", "--set", "curves=[]",
                  "--set", 'mix=[{name="mix25", synthetic="ld-cfg2", real_fraction=0.25}]',
                  "--set", f'evaluate.sets=[{{name="inverted3", root="{ood}"}}]']) == 0
     res = pd.read_parquet(work / "results" / "scaling.parquet")

@@ -24,6 +24,7 @@ INTERNAL = {
     ("lru.py", "__init__"), ("study/plan.py", "add"), ("registry.py", "deco"), ("data/encoding.py", "_encode"),
     ("generate/stages.py", "synthetic_set"), ("train/data.py", "__init__"), ("train/models.py", "forward_intermediates"),
     ("train/schedule.py", "_epochs"), ("train/launch.py", "torchrun"), ("train/ray_train.py", "ray_train"),
+    ("study/build.py", "_val_node"),
 }
 
 
@@ -79,7 +80,7 @@ def _config_classes():
 
 def _required(cls):
     hints = typing.get_type_hints(cls)
-    return {f.name: {str: "x", int: 1, float: 1.0, list[int]: [100]}.get(hints[f.name], "x")
+    return {f.name: {str: "x", int: 1, float: 1.0, list[int]: [100], list[str]: ["x"]}.get(hints[f.name], "x")
             for f in dataclasses.fields(cls)
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
 

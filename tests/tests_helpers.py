@@ -71,6 +71,7 @@ def simulate_results(results: Path, class_k: dict[str, list[float]], class_perf:
 # --set overrides that leave a study without synthetic configurations (no grid, no best/worst curves, no mix).
 # Tests that set scales of thousands also set train.schedule.zero_scale=700 (the smoke size's 50 suits its own
 # 100-400): the log-scale rule then gives them the short runs they were written for.
-NO_SYNTHETIC = ("--set", "curves=[]", "--set", "mix=[]", "--set", "grid=[]", "--set", "synthetic=[]")
+NO_SYNTHETIC = ("--set", "curves=[]", "--set", "mix=[]", "--set", "retrieved=[]", "--set", "adaptive=[]",
+                "--set", "grid=[]", "--set", "synthetic=[]")
 # the demo's held-out models (4,000 and 60,000 real images) are more than the tests' small copies of the data hold
 NO_HOLDOUT = ("--set", "forecast.holdout=[]")

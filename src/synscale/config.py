@@ -325,6 +325,86 @@ class MixConfig:
 
 
 @dataclass(frozen=True)
+class AdaptiveConfig:
+    """`[[adaptive]]`: the closed loop (docs/adaptive.md). Each candidate configuration is trained at the `pilot`
+    scales on its own set; per-class curves of those pilot models decide, round by round, how many images of each
+    class to generate and with which candidate; after round r the adaptive set holds `scales[r]` images (nested: a
+    round's set holds every earlier round's) and a model is trained on it, evaluated, and its per-class losses refit
+    the curves for the next round. The uniform control, `<name>-uniform`, generates the pilot's best candidate
+    class-balanced at the same counts."""
+
+    name: str
+    candidates: list[str]  # [[synthetic]] configurations (grid names) a class may be drawn by
+    scales: list[int]  # the adaptive set's images after each round: one round per scale
+    pilot: list[int] = field(default_factory=list)  # each candidate's pilot scales; [] = the study's scales
+    regenerate: Literal["poor", "all"] = "poor"  # which classes may move off the best candidate: the poor ones, or all
+    step: int = 0  # images per allocation step; 0 = the number of classes
+    # every class holds at least base x its class-balanced share of each round's scale, whatever its forecast; the
+    # allocator spends the rest (0: only the forecasts decide, down to the smallest pilot scale's count per class)
+    base: float = 0.5
+    reach: float = 4.0  # a class grows to at most reach x the largest count its curve was fitted on
+    bootstrap: int = 200  # replicates of the per-class k intervals (over each class's validation examples)
+    confidence: float = 0.95
+
+    def check(self) -> None:
+        _source_name(self.name, "adaptive")
+        _scale_list(self.scales)
+        if self.pilot:
+            _scale_list(self.pilot)
+            if len(self.pilot) < 2:
+                raise ValueError(f"adaptive {self.name!r}: pilot needs at least two scales to fit per-class curves")
+        if not self.candidates or len(set(self.candidates)) != len(self.candidates):
+            raise ValueError(f"adaptive {self.name!r}: candidates must name each [[synthetic]] configuration once")
+        _nonnegative(self, "step")
+        check_range("base", self.base, 0, 1)
+        _positive(self, "bootstrap")
+        check_range("reach", self.reach, 1, low_open=False)
+        check_range("confidence", self.confidence, 0, 1, low_open=True, high_open=True)
+
+    @property
+    def uniform(self) -> str:
+        """The uniform control's source name."""
+        return f"{self.name}-uniform"
+
+
+@dataclass(frozen=True)
+class RetrievedConfig:
+    """`[[retrieved]]`: the retrieval control (docs/adaptive.md). For each prompt of `strategy`, the nearest
+    images of an unlabelled pool by a CLIP model's text-image similarity, labelled by the prompt's class; pool
+    images that are near-duplicates of an evaluation image (their 16 x 16 grey thumbnails correlate at `dedup` or
+    above) are never taken."""
+
+    name: str
+    scales: list[int] = field(default_factory=list)  # [] = the scales of the study's [[adaptive]] (else the study's)
+    # "study": the CLIP the study trains on its real pairs at the largest clip scale; or "open_clip:ARCH:WEIGHTS"
+    clip: str = "study"
+    # "train": the study's training split less every image a real classifier curve trains on; or a synscale set's
+    # directory (its labels are not read)
+    pool: str = "train"
+    # the prompts whose nearest pool images are taken: a prompt strategy (one prompt per image wanted), or
+    # "templates", the study's zero-shot templates (clip.templates) filled with each class name
+    strategy: str = "templates"
+    candidates: int = 8  # pool images considered per prompt (more are drawn where a class falls short)
+    dedup: float = 0.99
+    seed: int = 0
+
+    def check(self) -> None:
+        from synscale.prompts.strategies import PROMPTS
+
+        _source_name(self.name, "retrieved")
+        if self.scales:
+            _scale_list(self.scales)
+        if self.strategy != "templates" and (self.strategy not in PROMPTS or self.strategy == "in-captions"):
+            raise ValueError(f"retrieved {self.name!r}: strategy must be \"templates\" or a prompt strategy other than "
+                             f"in-captions; known: {', '.join(n for n in PROMPTS.names() if n != 'in-captions')}")
+        if self.clip != "study" and not (self.clip.startswith("open_clip:") and self.clip.count(":") >= 2):
+            raise ValueError(f'retrieved {self.name!r}: clip must be "study" or "open_clip:ARCH:WEIGHTS", got {self.clip!r}')
+        _positive(self, "candidates")
+        _nonnegative(self, "seed")
+        check_range("dedup", self.dedup, 0, 1, low_open=True)
+
+
+@dataclass(frozen=True)
 class PairsConfig:
     """`[clip.pairs]`: the real image-text pairs CLIP trains on (docs/clip.md).
 
@@ -524,6 +604,8 @@ class StudyConfig:
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
     synthetic: list[SyntheticConfig] = field(default_factory=list)
     mix: list[MixConfig] = field(default_factory=list)
+    adaptive: list[AdaptiveConfig] = field(default_factory=list)
+    retrieved: list[RetrievedConfig] = field(default_factory=list)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -543,12 +625,19 @@ class StudyConfig:
     curves: list[str] = field(default_factory=list)
 
     def classifier_sources(self) -> list[str]:
-        """The classifier curves: real, every synthetic configuration, every mix."""
-        return ["real", *(c.name for c in self.synthetic), *(m.name for m in self.mix)]
+        """The classifier curves: real, every synthetic configuration, every mix, every adaptive source and its
+        uniform control, every retrieved source."""
+        return ["real", *(c.name for c in self.synthetic), *(m.name for m in self.mix),
+                *(n for a in self.adaptive for n in (a.name, a.uniform)), *(r.name for r in self.retrieved)]
 
     def source_scales(self, source: str) -> list[int]:
         """A classifier curve's scales: data.scales (real) or the configuration's own, else the study's."""
         own = self.data.scales if source == "real" else next((c.scales for c in self.synthetic if c.name == source), [])
+        for a in self.adaptive:
+            own = a.scales if source in (a.name, a.uniform) else own
+        for r in self.retrieved:
+            if r.name == source:
+                own = r.scales or (self.adaptive[0].scales if len(self.adaptive) == 1 else [])
         return list(own or self.scales)
 
     def holdout_scales(self, source: str) -> list[int]:
@@ -590,9 +679,43 @@ class StudyConfig:
                 raise ValueError(f"mix {m.name!r}: the name is taken by a [[synthetic]] configuration")
         if len({m.name for m in self.mix}) != len(self.mix):
             raise ValueError("mixes need distinct names")
+        self._check_loop(taken)
         unknown = set(self.sizes) - {"smoke", "full"}
         if unknown:
             raise ValueError(f"unknown size(s) {sorted(unknown)} in [sizes]; allowed: smoke, full")
+
+    def _check_loop(self, taken: list[str]) -> None:
+        """[[adaptive]] and [[retrieved]]: names of their own, candidates that are configurations, pilots the
+        candidates' sets hold, and a CLIP for the retrieval."""
+        if (self.adaptive or self.retrieved) and not self.scales:
+            raise ValueError("[[adaptive]] and [[retrieved]] sources are classifier curves: they need scales "
+                             "(for a CLIP-only study set retrieved = [] and adaptive = [] first)")
+        names = [c.name for c in self.synthetic]
+        loop = [n for a in self.adaptive for n in (a.name, a.uniform)] + [r.name for r in self.retrieved]
+        clash = sorted(set(loop) & set(taken)) + sorted({n for n in loop if loop.count(n) > 1})
+        if clash:
+            raise ValueError(f"[[adaptive]] / [[retrieved]] names must differ from every other source's: {clash}")
+        for a in self.adaptive:
+            unknown = [c for c in a.candidates if c not in names]
+            if unknown:
+                raise ValueError(f"adaptive {a.name!r}: candidates {unknown} are not [[synthetic]] configurations "
+                                 f"(have: {', '.join(names) or 'none'})")
+            for c in a.candidates:
+                top = max(self.source_scales(c))
+                if max(self.pilot_scales(a)) > top or len(self.pilot_scales(a)) < 2:
+                    raise ValueError(f"adaptive {a.name!r}: pilot scales {self.pilot_scales(a)} must be two or more, "
+                                     f"none above candidate {c!r}'s largest scale {top}; set adaptive.pilot")
+        for r in self.retrieved:
+            if r.clip == "study" and not (self.clip.scales and self.clip.real):
+                raise ValueError(f'retrieved {r.name!r}: clip = "study" needs the study\'s CLIP on real pairs '
+                                 '(clip.scales and clip.real); name open_clip weights instead')
+            if not r.scales and len(self.adaptive) != 1:
+                raise ValueError(f"retrieved {r.name!r}: set its scales (they default to the [[adaptive]] source's "
+                                 "only where the study has exactly one)")
+
+    def pilot_scales(self, a: AdaptiveConfig) -> list[int]:
+        """An adaptive source's pilot scales: its own, else the study's."""
+        return list(a.pilot or self.scales)
 
     def _check_holdout(self) -> None:
         """`[forecast]`: each source is real or a configuration (a scale not past its curve, or a source with fewer

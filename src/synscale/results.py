@@ -118,6 +118,26 @@ def collect_results(evals: list[tuple[TrainedModel, str, StageResult]], results_
     pd.DataFrame(examples).to_parquet(results_dir / "scaling_examples.parquet", index=False)
 
 
+def collect_loop(stages: list[tuple[str, StageResult]], results_dir: Path) -> None:
+    """The closed loop's records (synscale.study.adaptive, synscale.study.retrieve): allocation.parquet (every
+    round's allocation of both arms, with the source's name) and allocation_curves.parquet (the per-class curves
+    each round allocated by) from the allocate stages, retrieval.parquet from the retrieved sets."""
+    import pandas as pd
+
+    tables: dict[str, list[Any]] = {"allocation": [], "allocation_curves": [], "retrieval": []}
+    for source, st in stages:
+        if st.kind == "allocate":
+            primary = read_json(st.path / "decision.json")["primary"]
+            tables["allocation"].append(pd.read_parquet(st.path / "allocation.parquet").assign(source=source,
+                                                                                                primary=primary))
+            tables["allocation_curves"].append(pd.read_parquet(st.path / "curves.parquet").assign(source=source))
+        else:
+            tables["retrieval"].append(pd.read_parquet(st.path / "retrieval.parquet").assign(source=source))
+    for name, parts in tables.items():
+        if parts:
+            pd.concat(parts, ignore_index=True).to_parquet(results_dir / f"{name}.parquet", index=False)
+
+
 def samples_seen(train_stage: StageResult, scale: int) -> float:
     """The samples a trained model saw: its run's steps (train.json) times its batch (synscale.train.schedule);
     NaN where the stage does not say."""

@@ -149,9 +149,13 @@ def power_law(r: Results) -> dict[str, Any]:
 
 
 def _top_losses(r: Results) -> Any:
-    """Validation loss of every configuration at the largest scale it was trained at (mean over runs)."""
+    """Validation loss of every generated configuration at the largest scale they were trained at (mean over
+    runs)."""
     s = r.classification()
     s = s[(s.eval_set == "val") & (s.source != "real") & (s.real_images == 0)]
+    g = r.generation
+    if len(g) and s.source.isin(g.config).any():  # the generated configurations' (not an adaptive or retrieved
+        s = s[s.source.isin(g.config)]  # source's, which reach past the grid's scale)
     if not len(s):
         return s
     top = s.scale.max()

@@ -355,6 +355,12 @@ def analyse(results_dir: str | Path, d_ref: float | dict[str, float], fc: FitCon
                                          read_json(results_dir / "meta.json", default={}).get("samples_d_ref", {}),
                                          Bootstrap(examples, fc.bootstrap if n_boot is None else n_boot, fc.seed,
                                                    fc.forecast_confidence), curves)}
+    loops = read_json(results_dir / "meta.json", default={}).get("loops", [])
+    if loops:
+        from synscale.analysis.loop import loop_tables
+
+        info["loop"] = loop_tables(results_dir, scaling, examples, fits, loops,
+                                   min(fc.bootstrap if n_boot is None else n_boot, 1000), fc.confidence, fc.seed)
     (results_dir / "analysis.json").write_text(json.dumps(info, indent=1, default=float))
     from synscale.analysis.findings import findings
 

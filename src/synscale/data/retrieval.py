@@ -4,7 +4,9 @@ embeddings to prompt embeddings (a CLIP model's image and text towers), labelled
 Embeddings are compared by cosine similarity (rows are normalised here). A pool of millions is scanned in chunks
 with a running top k, so memory stays at one chunk's similarities; near-duplicates of the evaluation sets are
 dropped from the pool first (cosine at or above a threshold to any evaluation image), so a retrieved training set
-never holds a test image. Every pool image is used at most once: pairs are taken best first, each image by the
+never holds a test image. Near-duplicates are judged on small grey thumbnails (`thumbnails`: 16 x 16, each centred
+and normalised, so their cosine is the pixels' correlation), not on the CLIP embeddings, whose similarity says
+"about the same thing" rather than "the same picture". Every pool image is used at most once: pairs are taken best first, each image by the
 first class that claims it, each class up to its quota.
 """
 
@@ -55,13 +57,15 @@ def _top_k(queries: np.ndarray, pool: np.ndarray, k: int, keep: np.ndarray | Non
     return best_i, best_s
 
 
-def near_duplicates(pool: np.ndarray, reference: np.ndarray, threshold: float, chunk: int = CHUNK) -> np.ndarray:
+def near_duplicates(pool: np.ndarray, reference: np.ndarray, threshold: float, chunk: int = CHUNK // 16) -> np.ndarray:
     """A boolean mask of the pool rows whose cosine similarity to some `reference` row (the evaluation sets'
     images) is at least `threshold`."""
     ref, out = _unit(reference), np.zeros(len(pool), bool)
+    ref_chunk = QUERY_CHUNK * 16  # a block of similarities is at most chunk x ref_chunk floats
     for start in range(0, len(pool), chunk):
         block = _unit(pool[start:start + chunk])
-        out[start:start + len(block)] = (block @ ref.T).max(axis=1, initial=-np.inf) >= threshold
+        for r in range(0, len(ref), ref_chunk):
+            out[start:start + len(block)] |= (block @ ref[r:r + ref_chunk].T).max(axis=1, initial=-np.inf) >= threshold
     return out
 
 
@@ -79,3 +83,29 @@ def assign(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, quota: dic
         taken.add(row)
         out[c].append(row)
     return out
+
+
+THUMB = 16  # side of the thumbnails near-duplicates are judged on
+
+
+def thumbnails(set_dir: str, keys: list[str] | None = None, side: int = THUMB) -> np.ndarray:
+    """(N, side * side) centred, unit-norm grey thumbnails of a set's images (of `keys`, in that order)."""
+    from PIL import Image
+
+    from synscale.data.encoding import decode_stored
+    from synscale.data.shards import iter_samples
+
+    at = {k: i for i, k in enumerate(keys)} if keys is not None else None
+    out = np.zeros((len(keys) if keys is not None else 0, side * side), np.float32)
+    rows = []
+    for i, (key, data, _) in enumerate(iter_samples(set_dir, keys)):
+        img = Image.fromarray(decode_stored(data, f"{set_dir}: {key}")).convert("L").resize((side, side), Image.BILINEAR)
+        v = np.asarray(img, np.float32).ravel()
+        if at is not None:
+            out[at[key]] = v
+        else:
+            rows.append(v)
+    if at is None:
+        out = np.stack(rows) if rows else out
+    out -= out.mean(1, keepdims=True)
+    return _unit(out)

@@ -109,6 +109,21 @@ def subset(ctx: Context, *, set_stage: StageResult, scale: int, seed: int, order
                      lambda out: write_subset(set_stage.path, scale, seed, order, out / "subset.parquet"))
 
 
+def key_subset(ctx: Context, *, set_stage: StageResult, keys: list[str], why: str) -> StageResult:
+    """A subset stage of `set_stage` that holds exactly `keys`, in that order and repeats included (a class drawn
+    more than once: synscale.study.adaptive's balanced rounds); `why` names the rule that chose them."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+    def fn(out: Path) -> None:
+        import pandas as pd
+
+        pd.DataFrame({"key": keys}).to_parquet(out / "subset.parquet", index=False)
+
+    return run_stage(set_stage.root, "subset", {"keys": digest, "n": len(keys), "rule": why}, {"set": set_stage.id}, fn)
+
+
 def write_subset(set_dir: Path, scale: int, seed: int, order: str, path: Path) -> None:
     """The keys of a set's nested subset of `scale` samples (`order`: "class", class-balanced; "caption", the first
     `scale` captions) as a parquet file at `path`: what a subset stage holds and `synscale train --scale` trains on.

@@ -215,6 +215,27 @@ def make_prompts(strategy: str, ctx: PromptContext, per_class: int, seed: int = 
     return pd.DataFrame(rows)
 
 
+ITEM_STRIDE = 1 << 24  # item_prompts: image i of class c is index c * ITEM_STRIDE + i (i below 16.7M per class)
+
+
+def item_prompts(strategy: str, ctx: PromptContext, items: Any, seed: int = 0, key_prefix: str = "") -> Any:
+    """Prompts for chosen images, (class, i) pairs: rows as make_prompts', with index c * ITEM_STRIDE + i, seed
+    prompt_seed(seed, index) and key `{key_prefix}c{c}-{i}`. An image's prompt and seed depend on (class, i)
+    alone, not on how many images of its class a set holds: the sets of an adaptive source's rounds, which
+    grow each class by its own count, nest (synscale.study.adaptive)."""
+    import pandas as pd
+
+    fn = PROMPTS.get(strategy)
+    rows = []
+    for c, i in items:
+        index = int(c) * ITEM_STRIDE + int(i)
+        s = prompt_seed(seed, index)
+        rows.append({"index": index, "key": f"{key_prefix}c{int(c)}-{int(i)}", "class_index": int(c),
+                     "class_name": ctx.labels.names[c], "strategy": strategy,
+                     "prompt": fn(ctx, int(c), np.random.default_rng(s)), "seed": s})
+    return pd.DataFrame(rows, columns=["index", "key", "class_index", "class_name", "strategy", "prompt", "seed"])
+
+
 def caption_prompts(manifest: Any, seed: int) -> Any:
     """A prompt set that regenerates every caption of a pair set (in manifest order): rows (index, key,
     class_index, class_name, strategy = "captions", prompt = the caption, seed)."""

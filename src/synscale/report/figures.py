@@ -134,6 +134,9 @@ class Tables:
     clip_fits: Any = None
     exchange: Any = None  # exchange.parquet: the real images each image of a curve is worth
     checks: Any = None  # forecast_checks.parquet: the held-out anchors against the forecasts
+    allocation: Any = None  # allocation.parquet: every adaptive round's allocation (synscale.report.loop)
+    loop: Any = None  # loop.parquet: adaptive against uniform and retrieved at equal images
+    loop_target: Any = None  # loop_target.parquet: the images each curve needs to reach uniform's final loss
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,8 @@ def figure2(f: Figure, metrics: Any, scaling: Any, generation: Any, out_dir: Pat
     if val is None or not len(val):
         f.missing = "no model was evaluated on the real validation set."
         return f
-    top = int(val[val.source != "real"].scale.max()) if (val.source != "real").any() else int(val.scale.max())
+    graded = val[val.source.isin(metrics.config) & (val.source != "real")]  # the configurations with metrics
+    top = int(graded.scale.max()) if len(graded) else int(val.scale.max())
     at = val[val.scale == top].groupby("source", as_index=False)["loss"].mean()
     m = metrics[["config", "recognizability", "diversity"]].merge(at.rename(columns={"source": "config"}), on="config")
     if not len(m):

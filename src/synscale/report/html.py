@@ -21,6 +21,8 @@ from synscale.report.clip import only
 from synscale.report.clip import section as clip_section
 from synscale.report.forecasts import section as forecast_section
 from synscale.report.forecasts import summary_item as forecast_summary
+from synscale.report.loop import section as loop_section
+from synscale.report.loop import summary_item as loop_summary
 from synscale.report.parts import CSS, SORT_JS, esc, figure_html, interval, is_missing, table
 from synscale.results import read_table
 
@@ -164,7 +166,8 @@ def metrics_table(results: Path, scaling: Any, fits: Any) -> tuple[Any, str]:
     if m is None or not len(m):
         return None, ""
     val = scaling[scaling.eval_set == "val"]
-    top = int(val.scale.max()) if len(val) else 0
+    graded = val[val.config.isin(m.config)]  # the configurations with metrics: the grid's scale, not a loop's
+    top = int(graded.scale.max()) if len(graded) else int(val.scale.max()) if len(val) else 0
     at = val[val.scale == top].groupby("config")[["loss", "top1"]].mean()
     from synscale.metrics.core import metric_columns
 
@@ -436,7 +439,7 @@ def _top(title: str, results: Path, d_ref: int, info: dict[str, Any]) -> str:
 <p class="muted">Built {time.strftime('%Y-%m-%d %H:%M')} from {esc(str(results))} (D<sub>I</sub> = {d_ref:,}; bootstrap
 {int(info.get('bootstrap', 0)):,} replicates, {info.get('fit', {}).get('confidence', 0.95):.0%} intervals).</p>
 <nav><a href="#summary">Summary</a><a href="#ability">Scaling ability</a><a href="#quality">Recognizability &amp; diversity</a>
-<a href="#scaling">Scaling curves</a><a href="#ood">Shifts</a><a href="#per-class">Per class</a><a href="#predictor">Predicting k</a>
+<a href="#scaling">Scaling curves</a><a href="#ood">Shifts</a><a href="#per-class">Per class</a><a href="#predictor">Predicting k</a><a href="#forecasts">Forecasts</a><a href="#loop">Where generation pays</a>
 <a href="#samples">Images</a><a href="#clip">CLIP</a><a href="#findings">Findings</a><a href="#points">Every model</a>
 <a href="#method">Method</a></nav>"""
 
@@ -475,7 +478,8 @@ def _read_tables(results: Path) -> tuple[F.Tables, Any, Any]:
                  curves=only(read("scaling_per_class.parquet"), "classification"), correlations=read("correlations.parquet"),
                  predictions=read("predictions.parquet"), metrics=read("metrics.parquet"), generation=gen,
                  focus=F.focus_config(fits, gen), clip_scaling=only(everything, "clip"), clip_fits=only(all_fits, "clip"),
-                 exchange=read("exchange.parquet"), checks=read("forecast_checks.parquet"))
+                 exchange=read("exchange.parquet"), checks=read("forecast_checks.parquet"),
+                 allocation=read("allocation.parquet"), loop=read("loop.parquet"), loop_target=read("loop_target.parquet"))
     return t, everything, all_gen
 
 
@@ -497,7 +501,7 @@ def _write_page(results: Path, out: Path, meta: dict[str, Any], title: str) -> N
 
     items = summary_items(fits, per_class, info, focus, d_ref) if len(scaling) or not len(everything) else [
         "This study trained no classifiers; the CLIP section has its findings."]
-    items += [s for s in (forecast_summary(results),) if s]
+    items += [s for s in (forecast_summary(results), loop_summary(info)) if s]
     items.append(findings_item(results))
 
     page = f"""{_top(title, results, d_ref, info)}
@@ -525,6 +529,7 @@ E and k (sat.) are the saturating fit L = E + A·(D/D<sub>I</sub>)<sup>−k</sup
                      shown("per-class", focus=True))}
 {_predictor_section(info, shown("predictor"))}
 {forecast_section(results, info, shown("forecasts"))}
+{loop_section(results, info, shown("loop"))}
 {samples_html}
 {clip_html}
 {findings_section(results)}

@@ -50,6 +50,7 @@ class StudyPlan:
     evals: list[tuple[ModelSpec, str, str]] = field(default_factory=list)
     generated: list[tuple[Any, str]] = field(default_factory=list)
     metrics: list[tuple[str, str]] = field(default_factory=list)
+    loop: list[tuple[str, str]] = field(default_factory=list)  # (source, node) of each allocation and retrieval
 
 
 def _train_needs(tc: Any) -> Needs:
@@ -126,13 +127,16 @@ class _Builder:
         return self.add(f"train {name} D={scale}", "train", train_stages.train, {"parts": flat}, _train_needs(tc),
                         _train_info(scale, tc), tc=tc, scale=scale, name=name, real_prob=real_prob)
 
-    def evaluations(self, model: ModelSpec, tc: Any, evals: list[Evaluation]) -> None:
+    def evaluations(self, model: ModelSpec, tc: Any, evals: list[Evaluation], record: bool = True) -> None:
+        """Every evaluation of `evals` the model's task takes, in the results tables unless `record` is False (a
+        pilot model of an adaptive source, which only its allocation reads)."""
         for e in (e for e in evals if model.task in e.tasks):
             if e.probe is not None:
                 p_train, p_test = e.probe_sets
                 ev = self.add(f"probe {model.train} on {e.probe.name}", "probe", eval_stages.probe,
                               {"model": model.train, "train": p_train, "test": p_test}, _eval_needs(tc), tc=tc, pc=e.probe)
-                self.sp.evals.append((model, e.name, ev))
+                if record:
+                    self.sp.evals.append((model, e.name, ev))
                 continue
             head = None
             if model.task == "clip":
@@ -142,7 +146,8 @@ class _Builder:
             ev = self.add(f"evaluate {model.train} on {e.name}", "evaluate", eval_stages.evaluate,
                           {"model": model.train, "eval_set": e.set_key, "head": head}, _eval_needs(tc), tc=tc,
                           eval_name=e.name, ood=e.ood)
-            self.sp.evals.append((model, e.name, ev))
+            if record:
+                self.sp.evals.append((model, e.name, ev))
 
 
 def build_plan(cfg: StudyConfig) -> StudyPlan:
@@ -160,6 +165,8 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
         _classifier_curves(b, cfg, train, evals)
     if cfg.clip.scales:
         _clip_curves(b, cfg, train, evals)
+    if cfg.scales and (cfg.adaptive or cfg.retrieved):
+        _loop_sources(b, cfg, train, test, evals)
     from synscale.study.estimate import node_seconds
 
     for key, secs in node_seconds(b.sp, cfg).items():  # each node's estimated seconds (synscale.study.estimate)
@@ -322,3 +329,75 @@ def _clip_curves(b: _Builder, cfg: StudyConfig, train: str | None, evals: list[E
         real = scale if set_key == pairs else 0
         model = ModelSpec(name, scale, tr, real, run, "clip", scale if extra else scale - real)
         b.evaluations(model, tc, evals)
+
+
+def _loop_sources(b: _Builder, cfg: StudyConfig, train: str, test: str, evals: list[Evaluation]) -> None:
+    """Every `[[adaptive]]` source with its uniform control (_adaptive), then every `[[retrieved]]` source: a set
+    retrieved from the pool (synscale.study.retrieve) with a curve like any source's."""
+    from synscale.study import retrieve
+
+    generated = {syn.name: key for syn, key in b.sp.generated if syn in cfg.synthetic}
+    for a in cfg.adaptive:
+        _adaptive(b, cfg, train, evals, generated, a)
+    real_top = [s for s in cfg.source_scales("real") + cfg.holdout_scales("real") if s != cfg.data.reference_size]
+    for rc in cfg.retrieved:
+        exclude = b.subset(train, max(real_top), cfg.data.order_seed) if rc.pool == "train" and real_top else None
+        clip, clip_tc = None, cfg.clip.train_for(max(cfg.clip.scales)) if cfg.clip.scales else cfg.train
+        if rc.clip == "study":
+            clip = next(m.train for m, _, _ in b.sp.evals if m.task == "clip" and m.source == cfg.clip.real
+                        and m.scale == max(cfg.clip.scales) and m.run == 0)
+        ood = tuple(dict.fromkeys(e.set_key for e in evals if e.ood and e.set_key))
+        node = b.add(f"retrieve {rc.name}", "retrieved", retrieve.retrieve,
+                     {"train": train, "exclude": exclude, "clip": clip, "eval_sets": (test, *ood)},
+                     Needs(cpus=1.0, gpus=1.0, gpu_optional=True), rc=rc, clip_tc=clip_tc, dataset=cfg.data.dataset,
+                     size=max(cfg.source_scales(rc.name)), shard_size=cfg.data.shard_size, templates=cfg.clip.templates)
+        b.sp.loop.append((rc.name, node))
+        _curve(b, cfg, train, evals, rc.name, node)
+
+
+def _adaptive(b: _Builder, cfg: StudyConfig, train: str, evals: list[Evaluation], generated: dict[str, str],
+              a: Any) -> None:
+    """An adaptive source's plan: each candidate's pilot models (validation only, not in the results), then per
+    round an allocation, each arm's generation (adaptive, uniform) and its model on every evaluation set."""
+    from synscale.study import adaptive
+
+    tc, val = cfg.train, [e for e in evals if e.name == "val"]
+    syns = tuple(next(s for s in cfg.synthetic if s.name == n) for n in a.candidates)
+    pilot = []
+    for syn, scale in itertools.product(syns, cfg.pilot_scales(a)):
+        gen = generated[syn.name]
+        tr = b.train(tc, [(gen, b.subset(gen, scale, cfg.data.order_seed))], scale, syn.name)
+        b.evaluations(ModelSpec(syn.name, scale, tr), tc, val, record=False)
+        pilot.append(_val_node(b, tr))
+    caps = tuple(b.captions(train, s) for s in syns)
+    needs = [_gen_needs(s) for s in syns]
+    gen_needs = Needs(cpus=max(n.cpus for n in needs), gpus=max(n.gpus for n in needs),
+                      gpu_optional=all(n.gpu_optional for n in needs), actor_cpus=max(n.actor_cpus for n in needs),
+                      actor_gpus=max(n.actor_gpus for n in needs))
+    allocs: list[str] = []
+    model_evals: list[str] = []
+    prev: dict[str, str | None] = {arm: None for arm in adaptive.ARMS}
+    for r, scale in enumerate(a.scales):
+        alloc = b.add(f"allocate {a.name} round {r + 1}", "allocate", adaptive.allocate_round,
+                      {"pilot": tuple(pilot), "previous": tuple(allocs), "evals": tuple(model_evals)}, Needs(cpus=1.0),
+                      ac=a, candidates=list(a.candidates), pilot_scales=cfg.pilot_scales(a), round=r)
+        allocs.append(alloc)
+        b.sp.loop.append((a.name, alloc))
+        for arm, source in zip(adaptive.ARMS, (a.name, a.uniform), strict=True):
+            prev[arm] = b.add(f"generate {source} round {r + 1}", "round", adaptive.generate_round,
+                              {"train": train, "captions": caps, "allocation": alloc, "previous": prev[arm]}, gen_needs,
+                              {"images": scale - (a.scales[r - 1] if r else 0)}, syns=syns, data=cfg.data, arm=arm,
+                              round=r, name=a.name)
+            tr = b.add(f"train {source} D={scale}", "train", adaptive.train_round, {"round": prev[arm]},
+                       _train_needs(tc), _train_info(scale, tc), tc=tc, scale=scale, name=source)
+            b.evaluations(ModelSpec(source, scale, tr), tc, evals)
+            if arm == "adaptive":
+                model_evals.append(_val_node(b, tr))
+
+
+def _val_node(b: _Builder, train_node: str) -> str:
+    """The key of a model's evaluation on the real test set ("val")."""
+    key = f"evaluate {train_node} on val"
+    if key not in b.sp.plan.nodes:
+        raise ValueError(f"plan: no validation evaluation of {train_node!r}")
+    return key

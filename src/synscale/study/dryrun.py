@@ -36,6 +36,7 @@ def print_plan(cfg: StudyConfig) -> None:
             print(f"  {syn.name}: {syn.model}, {syn.strategy}, guidance {syn.guidance:g}, {syn.steps or 'default'} steps, "
                   f"{'per_class ' + str(syn.per_class) if syn.per_class else 'enough images for the largest scale'}"
                   f"; scales {_scale_text(cfg.source_scales(syn.name))}{_held_text(cfg, syn.name)}")
+        _print_loop(cfg)
     cc = cfg.clip
     if cc.scales:
         pairs = (f"{cfg.data.dataset} {cfg.data.train_split} captioned by {cc.pairs.captioner}" if cc.pairs.dataset == "captioned"
@@ -55,6 +56,21 @@ def print_plan(cfg: StudyConfig) -> None:
                   f"{g.steps or 'default'} steps")
         for m in cc.mix:
             print(f"  {m.name}: each caption takes its real image with probability {m.real_prob:g}, else its {m.synthetic} image")
+
+
+def _print_loop(cfg: StudyConfig) -> None:
+    """The [[adaptive]] and [[retrieved]] sources: what each round generates and trains, the pilot, the controls."""
+    for a in cfg.adaptive:
+        rounds = ", ".join(f"{s - p:,} images to {s:,}" for p, s in zip([0, *a.scales], a.scales, strict=False))
+        print(f"  {a.name}: {len(a.scales)} round(s) ({rounds}) from {len(a.candidates)} candidate(s) "
+              f"({', '.join(a.candidates)}), each piloted at {_scale_text(cfg.pilot_scales(a))} (validation only); "
+              f"{'poor' if a.regenerate == 'poor' else 'all'} classes may move off the best candidate")
+        print(f"  {a.uniform}: the pilot's best candidate, class-balanced, at {_scale_text(a.scales)} (the control)")
+    for r in cfg.retrieved:
+        clip = "the study's CLIP on real pairs" if r.clip == "study" else r.clip
+        pool = "the training split less the real curve's images" if r.pool == "train" else r.pool
+        print(f"  {r.name}: retrieved by {clip} from {pool} ({r.strategy} prompts; near-duplicates of the evaluation "
+              f"sets, thumbnails correlating at {r.dedup:g} or above, dropped); scales {_scale_text(cfg.source_scales(r.name))}")
 
 
 def _held_text(cfg: StudyConfig, source: str) -> str:

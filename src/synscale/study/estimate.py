@@ -173,8 +173,10 @@ def node_work(node: Any, cfg: Any, n_classes: int) -> tuple[int | None, Rate | N
             n = cfg.clip.pairs.limit or max(cfg.clip.scales)
         else:
             n = (g.per_class or math.ceil(a["max_scale"] / n_classes)) * n_classes
-        rate = GENERATION[family(g.model)]
-        return n, rate, (rate.steps / g.steps) if g.steps and rate.steps else 1.0  # fewer steps, faster
+        return (n, *_generation_rate(g))
+    if node.kind == "round":  # an adaptive round's images, at its slowest candidate's rate (an upper bound)
+        rate, speedup = min((_generation_rate(g) for g in a["syns"]), key=lambda r: r[0].per_second * r[1])
+        return node.info["images"], rate, speedup
     if node.kind == "train":
         return node.info.get("samples"), train_rate(a["tc"]), 1.0
     if node.kind == "evaluate":
@@ -184,6 +186,12 @@ def node_work(node: Any, cfg: Any, n_classes: int) -> tuple[int | None, Rate | N
     if node.kind == "probe":  # the downstream sets' sizes are not known before they are written
         return None, None, 1.0
     return 0, None, 1.0
+
+
+def _generation_rate(g: Any) -> tuple[Rate, float]:
+    """A generation config's measured rate and its speed-up from fewer steps than the rate was measured at."""
+    rate = GENERATION[family(g.model)]
+    return rate, (rate.steps / g.steps) if g.steps and rate.steps else 1.0
 
 
 def node_seconds(sp: Any, cfg: Any) -> dict[str, float | None]:
@@ -207,7 +215,7 @@ def estimate(sp: Any, cfg: Any) -> dict[str, Any]:
         if images == 0 and rate is None:
             c.stages += 1
             continue
-        if node.kind == "generate":
+        if node.kind in ("generate", "round"):
             generated += images
         c.add(images, rate, node.info.get("iterations", 0), speedup)
     side, channels = image_shape(cfg)

@@ -49,6 +49,7 @@ def problems(cfg: Any) -> list[str]:
         checks.append(lambda g=g: check_generator(g.model, g.scheduler, g.dtype, g.allow_download, f"synthetic {g.name!r}"))
         checks.append(lambda g=g: check_cascade(g, f"synthetic {g.name!r}"))
     checks.append(lambda: _check_evaluations(cfg))
+    checks += [lambda r=r: _check_retrieved(r) for r in (cfg.retrieved if cfg.scales else [])]
     checks.append(lambda: _check_metric_weights(cfg.metrics))
     checks.append(lambda: _check_attribute_captioner(cfg))
     found: list[str] = []
@@ -59,6 +60,19 @@ def problems(cfg: Any) -> list[str]:
             if str(e) not in found:  # a grid's configurations share their model
                 found.append(str(e))
     return found
+
+
+def _check_retrieved(rc: Any) -> None:
+    """A [[retrieved]] source's pool (a synscale set, where it is not the training split) and open_clip weights."""
+    if rc.pool != "train" and not (Path(rc.pool).expanduser() / "manifest.parquet").is_file():
+        raise ConfigError(f"retrieved {rc.name!r}: pool {rc.pool!r} is not a synscale set (no manifest.parquet); give "
+                          'a set directory (synscale shards --out DIR makes one from images), or "train"')
+    if rc.clip.startswith("open_clip:"):
+        weights = Path(rc.clip.split(":", 2)[2]).expanduser()
+        if not weights.is_file():
+            raise ConfigError(f"retrieved {rc.name!r}: clip weights {str(weights)!r}: no such file")
+        if weights.suffix == ".safetensors":
+            check_safetensors([weights], f"retrieved {rc.name!r}: clip weights", "give an open_clip state dict")
 
 
 def _check_data(cfg: Any) -> None:

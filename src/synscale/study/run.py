@@ -87,15 +87,27 @@ def _write_results(cfg: StudyConfig, sp: StudyPlan, done: dict[str, Any], evals:
             from synscale.metrics.run import collect_metrics
 
             collect_metrics([(name, done[k]) for name, k in sp.metrics], results)
+        if sp.loop:
+            from synscale.results import collect_loop
+
+            collect_loop([(source, done[k]) for source, k in sp.loop], results)
         train_set = done[sp.train_set] if sp.train_set else None
         d_ref = cfg.data.reference_size or (_set_size(train_set) if train_set else 0)
         d_ref_clip = cfg.clip.reference_size or max(cfg.clip.scales, default=0)
         meta = {"study": cfg.name, "d_ref": d_ref, "d_ref_clip": d_ref_clip,
                 "samples_d_ref": _samples_at(cfg, d_ref, d_ref_clip),
                 "real_train_path": relative(train_set.path, workdir) if train_set else None,
-                "skipped": _skipped(sp, done, workdir)}
+                "skipped": _skipped(sp, done, workdir), "loops": loops(cfg)}
         (results / "meta.json").write_text(json.dumps(meta, indent=1))
         return analyse(results, reference_sizes(meta), cfg.fit)["fits"]
+
+
+def loops(cfg: StudyConfig) -> list[dict[str, Any]]:
+    """meta.json's record of the closed loop: per [[adaptive]] source its name, its uniform control's, its round
+    scales and the [[retrieved]] sources measured at all of them (synscale.analysis.loop)."""
+    return [{"adaptive": a.name, "uniform": a.uniform, "scales": a.scales,
+             "retrieved": [r.name for r in cfg.retrieved if set(a.scales) <= set(cfg.source_scales(r.name))]}
+            for a in cfg.adaptive]
 
 
 def _samples_at(cfg: StudyConfig, d_ref: int, d_ref_clip: int) -> dict[str, int]:

@@ -70,6 +70,10 @@ def _print_analysis(info: dict[str, Any]) -> None:
     if lines:
         print("\nforecasts checked (W/results/forecast_checks.parquet; the report's forecasts section):")
         print("\n".join("  " + line for line in lines))
+    loop = info.get("loop", {}).get("lines", [])
+    if loop:
+        print("\nwhere generation pays (W/results/loop.parquet, allocation.parquet; the report's loop section):")
+        print("\n".join("  " + line for line in loop))
     for config, cats in info.get("categories", {}).items():
         if config != "real":
             print(f"\nper-class categories of {config} (val): "
