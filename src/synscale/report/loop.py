@@ -70,7 +70,8 @@ def figure_loop_curves(f: Figure, loop: Any, scaling: Any, out_dir: Path) -> Fig
         for arm, (color, style) in styles.items():
             col = f"{arm}_loss"
             if col in g and g[col].notna().any():
-                ax.plot(g.scale, g[col], style, color=color, label=f"{_t(src)}: {arm}" if arm == "adaptive" else arm)
+                several = loop.source.nunique() > 1
+                ax.plot(g.scale, g[col], style, color=color, label=f"{_t(src)}: {arm}" if several else arm)
         err = np.array([g.gain_vs_uniform - g.gain_vs_uniform_lo, g.gain_vs_uniform_hi - g.gain_vs_uniform])
         ax.errorbar(g.scale, g.adaptive_loss, yerr=np.nan_to_num(err).clip(min=0), fmt="none", ecolor="tab:blue",
                     capsize=3, alpha=0.6)
@@ -114,6 +115,9 @@ def figure_images_to_target(f: Figure, targets: Any, out_dir: Path) -> Figure:
         ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {r.images:,.0f}", va="center", fontsize=8)
     ax.set_yticks(range(len(t)), labels, fontsize=8)
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("images to reach the uniform run's final validation loss")
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
@@ -148,12 +152,20 @@ minus adaptive's with a paired bootstrap interval. docs/adaptive.md has the meth
 <ul>{said}</ul>
 {figs}
 {loop_html}
-{_decisions_html(alloc)}
+{_decisions_html(alloc, _class_names(results))}
 {_retrieval_html(retrieval)}
 </section>"""
 
 
-def _decisions_html(alloc: Any) -> str:
+def _class_names(results: Any) -> dict[int, str]:
+    """Class index -> name, from the per-class results."""
+    from synscale.results import read_table
+
+    pc = read_table(results / "scaling_per_class.parquet")
+    return dict(zip(pc.class_index, pc.class_name, strict=False)) if pc is not None and len(pc) else {}
+
+
+def _decisions_html(alloc: Any, names: dict[int, str]) -> str:
     """Per source and round: the best candidate, the classes moved off it and where, the classes left without
     images (their k interval reaches 0), and the full allocation table in a scroll box."""
     if alloc is None or not len(alloc):
@@ -163,14 +175,16 @@ def _decisions_html(alloc: Any) -> str:
     for (src, r), g in a.groupby(["source", "round"], sort=True):
         primary = g.primary.iloc[0]
         drawn = g[g.added > 0]
-        moved = sorted({f"class {int(c)} ({esc(x.category.iloc[0])}) to {esc(x.loc[x.added.idxmax(), 'config'])}"
+        moved = sorted({f"{esc(str(names.get(int(c), f'class {int(c)}')))} ({esc(x.category.iloc[0])}) to "
+                        f"{esc(x.loc[x.added.idxmax(), 'config'])}"
                         for c, x in drawn.groupby("class_index") if x.loc[x.added.idxmax(), "config"] != primary})
-        skipped = sorted({int(c) for c, x in g.groupby("class_index") if not x.added.sum()})
+        skipped = sorted({str(names.get(int(c), c)) for c, x in g.groupby("class_index") if not x.added.sum()})
         items.append(f"<li>{esc(str(src))}, round {int(r) + 1}: {int(g.added.sum()):,} images; best candidate "
                      f"{esc(str(primary))}" + (f"; moved: {'; '.join(moved)}" if moved else "; no class moved")
                      + (f"; no images for class(es) {', '.join(map(str, skipped))} (forecast gain not distinguishable "
                         "from zero)" if skipped else "") + "</li>")
     shown = alloc[alloc.added > 0].drop(columns=[c for c in ("eligible",) if c in alloc])
+    shown.insert(1, "class_name", shown.class_index.map(names).fillna(""))
     fmt = {"k": "{:.3f}", "k_lo": "{:.3f}", "loss_before": "{:.4f}", "loss_after": "{:.4f}"}
     return (f"<h3>Decisions per round</h3><ul>{''.join(items)}</ul><div class=\"scroll\">"
             + table(shown, fmt, left=("source", "arm", "config", "why", "category", "primary"), table_id="allocation")
