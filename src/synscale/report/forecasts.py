@@ -103,14 +103,16 @@ def _class_rates_html(pc: Any, ex: Any) -> str:
             + ".</p>")
 
 
-def summary_item(results: Any) -> str:
-    """The summary's line on what the best synthetic curve's images are worth at its largest scale ("" if none)."""
+def summary_item(results: Any, exclude: set[str] = frozenset()) -> str:
+    """The summary's line on what the best synthetic curve's images are worth at its largest scale ("" if none);
+    the curves of `exclude` (the closed loop's) left out."""
     from synscale.results import read_table
 
     ex = read_table(results / "exchange.parquet")
     if ex is None or not len(ex):
         return ""
-    ex = ex[(ex.task == "classification") & (ex.eval_set == "val") & (ex.real_images == 0) & (ex.rate > 0)]
+    ex = ex[(ex.task == "classification") & (ex.eval_set == "val") & (ex.real_images == 0) & (ex.rate > 0)
+            & ~ex.source.isin(exclude)]
     if not len(ex):
         return ""
     top = ex[ex.scale == ex.scale.max()].sort_values("rate", ascending=False).iloc[0]

@@ -499,9 +499,12 @@ def _write_page(results: Path, out: Path, meta: dict[str, Any], title: str) -> N
                                    meta.get("real_train_path"), curve_configs)
     clip_html = clip_section(t.clip_scaling, t.clip_fits, info, F.in_section(figs, "clip"))
 
-    items = summary_items(fits, per_class, info, focus, d_ref) if len(scaling) or not len(everything) else [
+    # the closed loop's curves (docs/adaptive.md) have their own summary line: the configurations' lines leave them out
+    loop = {n for lp in meta.get("loops", []) for n in (lp["adaptive"], lp["uniform"], *lp["retrieved"])}
+    grid_fits = fits[~fits.source.isin(loop)] if fits is not None and len(fits) else fits
+    items = summary_items(grid_fits, per_class, info, focus, d_ref) if len(scaling) or not len(everything) else [
         "This study trained no classifiers; the CLIP section has its findings."]
-    items += [s for s in (forecast_summary(results), loop_summary(info)) if s]
+    items += [s for s in (forecast_summary(results, loop), loop_summary(info)) if s]
     items.append(findings_item(results))
 
     page = f"""{_top(title, results, d_ref, info)}

@@ -208,4 +208,4 @@ def summary_item(info: dict[str, Any]) -> str:
     lines = info.get("loop", {}).get("lines", [])
     picked = [s for s in lines if s.startswith("images to reach")]
     last = [s for s in lines if " generated images: " in s][-1:]
-    return esc("; ".join(last + picked)) if lines else ""
+    return ('Generation spent where it pays (<a href="#loop">below</a>): ' + esc("; ".join(last + picked))) if lines else ""
