@@ -92,12 +92,12 @@ def _images_to(loss: Any, fits: Any, source: str, target: float) -> tuple[float,
         x0, x1, y0, y1 = np.log(scales[i - 1]), np.log(scales[i]), np.log(values[i - 1]), np.log(values[i])
         t = (np.log(target) - y0) / (y1 - y0) if y1 != y0 else 1.0
         return float(np.exp(x0 + t * (x1 - x0))), "measured"
+    from synscale.analysis.forecast import law_scale
+
     f = fits[(fits.source == source) & (fits.eval_set == "val")] if fits is not None and len(fits) else None
     if f is None or not len(f) or not float(f.k.iloc[0]) > 0:
         return math.nan, "never"
-    k, perf, d_ref = float(f.k.iloc[0]), float(f.perf_at_DI.iloc[0]), float(f.d_ref.iloc[0])
-    # L(D) = exp(-perf) (D / D_I)^-k  =>  D = D_I (target exp(perf))^(-1/k)
-    return float(d_ref * (target * math.exp(perf)) ** (-1 / k)), "forecast"
+    return law_scale(f.iloc[0], target), "forecast"
 
 
 def loop_lines(table: Any, targets: Any, confidence: float) -> list[str]:

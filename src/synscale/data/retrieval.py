@@ -17,7 +17,8 @@ import numpy as np
 CHUNK = 65_536  # pool rows per similarity block
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (cosine similarity is then a dot product)."""
     x = np.asarray(x, np.float32)
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(n, 1e-12)
@@ -39,11 +40,11 @@ def top_k(queries: np.ndarray, pool: np.ndarray, k: int, keep: np.ndarray | None
 
 def _top_k(queries: np.ndarray, pool: np.ndarray, k: int, keep: np.ndarray | None,
            chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    q, n = _unit(queries), len(pool)
+    q, n = unit(queries), len(pool)
     best_i = np.full((len(q), k), -1, np.int64)
     best_s = np.full((len(q), k), -np.inf, np.float32)
     for start in range(0, n, chunk):
-        block = _unit(pool[start:start + chunk])
+        block = unit(pool[start:start + chunk])
         sims = q @ block.T  # (queries, block)
         if keep is not None:
             sims[:, ~keep[start:start + len(block)]] = -np.inf
@@ -60,10 +61,10 @@ def _top_k(queries: np.ndarray, pool: np.ndarray, k: int, keep: np.ndarray | Non
 def near_duplicates(pool: np.ndarray, reference: np.ndarray, threshold: float, chunk: int = CHUNK // 16) -> np.ndarray:
     """A boolean mask of the pool rows whose cosine similarity to some `reference` row (the evaluation sets'
     images) is at least `threshold`."""
-    ref, out = _unit(reference), np.zeros(len(pool), bool)
+    ref, out = unit(reference), np.zeros(len(pool), bool)
     ref_chunk = QUERY_CHUNK * 16  # a block of similarities is at most chunk x ref_chunk floats
     for start in range(0, len(pool), chunk):
-        block = _unit(pool[start:start + chunk])
+        block = unit(pool[start:start + chunk])
         for r in range(0, len(ref), ref_chunk):
             out[start:start + len(block)] |= (block @ ref[r:r + ref_chunk].T).max(axis=1, initial=-np.inf) >= threshold
     return out
@@ -108,4 +109,4 @@ def thumbnails(set_dir: str, keys: list[str] | None = None, side: int = THUMB) -
     if at is None:
         out = np.stack(rows) if rows else out
     out -= out.mean(1, keepdims=True)
-    return _unit(out)
+    return unit(out)

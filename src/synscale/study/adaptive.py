@@ -10,8 +10,7 @@ Per round r of a source with scales S_0 < S_1 < ...:
 - `generate_round`: for one arm (adaptive or uniform), only the images the allocation added, each (class, i) with
   a prompt and seed of its own (synscale.prompts.strategies.item_prompts), one resumable generate stage per
   configuration; the round's record lists those sets and every earlier round's, so round r's set holds round r-1's.
-- `train_round`: the recipe on every image of the round's sets at scale S_r, each class's images repeated up to
-  the largest class's count (balanced_keys), so that unequal counts buy images, not a prior.
+- `train_round`: the recipe on every image of the round's sets at scale S_r.
 """
 
 from __future__ import annotations
@@ -161,7 +160,7 @@ def _rejected_moves(obs: Any, examples: dict[str, tuple[Any, Any]], fits: Any, p
     """(class, configuration) moves off the best candidate that a round tried and that did not pay: the class's
     loss in that round's model, drawn mostly by the other configuration, was no lower than the best candidate's
     own curve forecasts at the same count. Such a class goes back to the best candidate and stays there."""
-    import math
+    from synscale.analysis.allocate import ClassCurve
 
     own = {int(f.class_index): f for f in fits[fits.config == primary].itertuples()}
     out = set()
@@ -171,7 +170,7 @@ def _rejected_moves(obs: Any, examples: dict[str, tuple[Any, Any]], fits: Any, p
             continue
         loss, label = examples[o.model]
         measured = float(loss[label == o.class_index].mean())
-        forecast = math.exp(-f.perf_at_DI) * (classes * o.n / d_ref) ** -f.k
+        forecast = ClassCurve(int(o.class_index), primary, f.k, f.perf_at_DI, d_ref, classes).loss(o.n)
         if measured >= forecast:
             out.add((int(o.class_index), str(o.config)))
     return out
@@ -246,21 +245,3 @@ def train_round(ctx: Context, *, round: StageResult, tc: Any, scale: int, name: 
                                                           why="all")))
     return train(ctx, parts=parts, tc=tc, scale=scale, name=name)
 
-
-def balanced_keys(manifests: list[Any]) -> list[list[str]]:
-    """Per set, its keys with each class's images repeated until every class has as many as the largest (the
-    first of a class's images, in set then manifest order, once more where the counts do not divide): the model
-    of an adaptive round sees its classes equally often, as the uniform control's class-balanced set does, so the
-    test set's balanced classes meet no prior learned from the allocation's unequal counts."""
-    import numpy as np
-
-    rows = [(j, str(k), int(lb)) for j, m in enumerate(manifests) for k, lb in zip(m["key"], m["label"], strict=True)]
-    labels = np.array([r[2] for r in rows])
-    top = max(np.bincount(labels)) if len(rows) else 0
-    out: list[list[str]] = [[] for _ in manifests]
-    for c in np.unique(labels):
-        mine = [r for r in rows if r[2] == c]
-        for i in range(top):
-            j, key, _ = mine[i % len(mine)]
-            out[j].append(key)
-    return out

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from synscale.atomic import read_json
-from synscale.data.retrieval import THUMB
+from synscale.data.retrieval import THUMB, unit
 from synscale.errors import ConfigError, DataError
 from synscale.schema import identity, to_dict
 from synscale.stage import Context, StageResult, run_stage
@@ -95,7 +95,7 @@ class _Embedder:
         if self.ref is not None:
             from synscale.metrics.features import extract
 
-            return _unit(extract(self.ref, set_dir, keys, progress=progress).feats)
+            return unit(extract(self.ref, set_dir, keys, progress=progress).feats)
         from PIL import Image
 
         from synscale.data.encoding import decode_stored
@@ -118,11 +118,11 @@ class _Embedder:
         if batch:
             flush()
         out = np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
-        return _unit(out[np.argsort(at)])
+        return unit(out[np.argsort(at)])
 
     def texts(self, texts: list[str]) -> np.ndarray:
         with self.torch.no_grad():
-            return _unit(self.model.encode_text(self.tok(texts)).float().cpu().numpy())
+            return unit(self.model.encode_text(self.tok(texts)).float().cpu().numpy())
 
 
 def _open_clip(rc: Any) -> tuple[Any, Any, Any]:
@@ -151,11 +151,6 @@ def _open_clip(rc: Any) -> tuple[Any, Any, Any]:
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple | list) else size
     return model.eval(), open_clip.image_transform(size, is_train=False), tokenizer(arch)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _retrieve(out: Path, ctx: Context, train: StageResult, exclude: StageResult | None, clip: StageResult | None,
